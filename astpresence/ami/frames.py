@@ -1,0 +1,239 @@
+"""AMI framing without I/O: bytes in, messages out; actions in, bytes out.
+
+The parser is fed whatever the socket gave, in chunks of any size. It buffers
+*bytes* and decodes only complete frames, so a UTF-8 character split across
+TCP reads arrives intact (panoramisk 1.4 decodes each chunk on its own and
+loses such characters).
+
+Wire format (../shared/asterisk/ami/*.txt): a banner line
+``Asterisk Call Manager/<version>`` then frames of ``Key: Value`` lines, each
+line ending in CRLF, each frame ending in an empty line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping, Union
+
+CRLF = b"\r\n"
+FRAME_END = b"\r\n\r\n"
+
+#: Asterisk's manager reads request lines into a 1025-byte buffer and answers
+#: "Failed to parse message: line too long" past it
+#: (ami/escaping-and-limits.txt, ``toolong-raw``). We refuse earlier, locally.
+MAX_ACTION_LINE = 1000
+
+#: Limits on what we accept from the server. Asterisk's own output lines can
+#: be long (hints, command output), but not unbounded.
+DEFAULT_MAX_LINE = 16 * 1024
+DEFAULT_MAX_FRAME = 512 * 1024
+
+
+@dataclass(slots=True)
+class Message:
+    """One AMI frame: an ordered list of headers, looked up case-insensitively.
+
+    A header can repeat (``Output:`` in Command responses); :meth:`get`
+    returns the first value, :meth:`get_all` every value.
+    """
+
+    headers: list[tuple[str, str]]
+    _index: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        index = self._index
+        for key, value in self.headers:
+            index.setdefault(key.lower(), value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._index.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        value = self._index.get(name.lower())
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def get_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    @property
+    def event(self) -> str | None:
+        return self._index.get("event")
+
+    @property
+    def response(self) -> str | None:
+        return self._index.get("response")
+
+    @property
+    def action_id(self) -> str | None:
+        return self._index.get("actionid")
+
+    def as_dict(self) -> dict[str, str]:
+        """First value of each header, original case."""
+        out: dict[str, str] = {}
+        for key, value in self.headers:
+            out.setdefault(key, value)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """The first line Asterisk sends, e.g. ``Asterisk Call Manager/13.0.0``."""
+
+    text: str
+
+    @property
+    def is_asterisk(self) -> bool:
+        return self.text.startswith("Asterisk Call Manager/")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """A frame that was refused; parsing goes on after it."""
+
+    reason: str
+    sample: str  # the first bytes of the offending input, for the log
+
+
+Item = Union[Banner, Message, FrameError]
+
+
+class FrameParser:
+    """Sans-IO AMI parser: ``feed(bytes) -> list of Banner | Message | FrameError``."""
+
+    def __init__(
+        self,
+        *,
+        expect_banner: bool = True,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self._buf = bytearray()
+        self._expect_banner = expect_banner
+        self._max_line = max_line
+        self._max_frame = max_frame
+        self._skipping = False  # discarding an over-long frame until its end
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Item]:
+        out: list[Item] = []
+        buf = self._buf
+        buf += data
+        pos = 0
+        if self._expect_banner:
+            end = buf.find(CRLF)
+            if end < 0:
+                if len(buf) > self._max_line:
+                    self._expect_banner = False
+                    out.append(FrameError("banner line too long", _sample(buf)))
+                    self._skipping = True
+                    pos = len(buf)
+                    del buf[:pos]
+                return out
+            out.append(Banner(buf[:end].decode("utf-8", "replace")))
+            self._expect_banner = False
+            pos = end + 2
+        find = buf.find
+        max_frame = self._max_frame
+        while True:
+            end = find(FRAME_END, pos)
+            if end < 0:
+                break
+            if self._skipping:
+                # End of the frame we were discarding.
+                self._skipping = False
+            elif end > pos:
+                if end - pos > max_frame:
+                    out.append(FrameError("frame too long", _sample(buf[pos:end])))
+                else:
+                    item = self._parse_frame(bytes(buf[pos:end]))
+                    if not isinstance(item, Message) or item.headers:
+                        out.append(item)
+            pos = end + 4
+        del buf[:pos]
+        if len(buf) > max_frame:
+            if not self._skipping:
+                out.append(FrameError("frame too long", _sample(buf)))
+            self._skipping = True
+            # Keep the last 3 bytes: they may be the start of the frame end.
+            del buf[:-3]
+        return out
+
+    def _parse_frame(self, raw: bytes) -> Message | FrameError:
+        # A stray blank line between frames leaves a leading CRLF here.
+        text = raw.decode("utf-8", "replace").lstrip("\r\n")
+        if not text:
+            return Message([])
+        headers: list[tuple[str, str]] = []
+        max_line = self._max_line
+        for line in text.split("\r\n"):
+            if len(line) > max_line:
+                return FrameError("line too long", _sample(raw))
+            key, sep, value = line.partition(":")
+            if not sep or not key or key != key.strip():
+                return FrameError(f"malformed header line {line[:60]!r}", _sample(raw))
+            # Asterisk writes "Key: Value"; drop exactly that one space so that
+            # leading spaces in values (command output) are kept.
+            if value.startswith(" "):
+                value = value[1:]
+            headers.append((key, value))
+        return Message(headers)
+
+
+def _sample(data: bytes | bytearray) -> str:
+    return bytes(data[:80]).decode("utf-8", "replace")
+
+
+class ActionEncodeError(ValueError):
+    """An action that must not go on the wire (would forge frames or be refused)."""
+
+
+HeaderInput = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+
+
+def _pairs(headers: HeaderInput) -> Iterator[tuple[str, str]]:
+    if isinstance(headers, Mapping):
+        yield from headers.items()
+    else:
+        yield from headers
+
+
+def encode_action(action: str, headers: HeaderInput = ()) -> bytes:
+    """Serialise an action; refuse CR/LF/NUL anywhere and over-long lines.
+
+    Checking here, at the one place bytes are produced, means no caller can put
+    unchecked user text on the wire.
+    """
+    lines = [("Action", action), *_pairs(headers)]
+    parts: list[bytes] = []
+    for key, value in lines:
+        if not key or any(c in key for c in ":\r\n\0 ") or not key.isascii():
+            raise ActionEncodeError(f"invalid AMI header name {key!r}")
+        if not isinstance(value, str):
+            raise ActionEncodeError(f"AMI header {key} value must be text")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ActionEncodeError(f"AMI header {key} contains CR, LF or NUL")
+        line = f"{key}: {value}".encode("utf-8")
+        if len(line) > MAX_ACTION_LINE:
+            raise ActionEncodeError(
+                f"AMI header {key} is {len(line)} bytes; Asterisk refuses lines over "
+                f"~1 KiB (limit used: {MAX_ACTION_LINE})"
+            )
+        parts.append(line)
+    parts.append(b"")
+    parts.append(b"")
+    return CRLF.join(parts)
+
+
+def encode_message(headers: HeaderInput) -> bytes:
+    """Serialise a server-side frame (used by the fake Asterisk in tests)."""
+    body = "".join(f"{k}: {v}\r\n" for k, v in _pairs(headers))
+    return (body + "\r\n").encode("utf-8")

@@ -1,0 +1,180 @@
+"""Presence and device-state values: the domain's plain data.
+
+Nothing here knows about sockets, AMI or SQLite. Every value that comes from
+outside (API body, CLI argument, AMI event) passes through :func:`parse_presence`
+or :func:`parse_device_state`, which raise :class:`InvalidInput` with a message
+fit to show a user.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable
+
+#: Asterisk truncates a decoded subtype or message past this many bytes without
+#: telling anyone (ami/escaping-and-limits.txt, action ``long-1``).
+MAX_TEXT_BYTES = 255
+
+
+class InvalidInput(ValueError):
+    """A value from outside broke a rule; the message names the rule."""
+
+
+class State(str, enum.Enum):
+    """The seven presence states of Asterisk's CustomPresence provider."""
+
+    NOT_SET = "not_set"
+    UNAVAILABLE = "unavailable"
+    AVAILABLE = "available"
+    AWAY = "away"
+    XA = "xa"
+    CHAT = "chat"
+    DND = "dnd"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATE_NAMES: tuple[str, ...] = tuple(s.value for s in State)
+
+
+def parse_state(raw: object) -> State:
+    """Accept a state name the way Asterisk does: case-insensitively."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"state must be a string, one of: {', '.join(STATE_NAMES)}")
+    try:
+        return State(raw.lower())
+    except ValueError:
+        raise InvalidInput(
+            f"invalid state {raw!r}: expected one of {', '.join(STATE_NAMES)}"
+        ) from None
+
+
+def _is_forbidden(ch: str) -> bool:
+    # Cc covers C0 (CR, LF, TAB, NUL...), DEL and C1. U+2028/2029 are line
+    # breaks to many consumers even if AMI does not split on them.
+    return unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029"
+
+
+def validate_text(field: str, value: object) -> str:
+    """Check a subtype or message: a string, <= 255 UTF-8 bytes, no control chars."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string")
+    for ch in value:
+        if _is_forbidden(ch):
+            raise InvalidInput(
+                f"{field} contains control character U+{ord(ch):04X}; "
+                "control characters (CR, LF, TAB...) are not allowed"
+            )
+    size = len(value.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise InvalidInput(
+            f"{field} is {size} bytes of UTF-8; the limit is {MAX_TEXT_BYTES} bytes "
+            "(Asterisk would silently truncate it)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A presence value as Asterisk stores it: state, subtype, message."""
+
+    state: State
+    subtype: str = ""
+    message: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"state": self.state.value, "subtype": self.subtype, "message": self.message}
+
+
+NOT_SET = Presence(State.NOT_SET)
+
+
+def parse_presence(state: object, subtype: object = None, message: object = None) -> Presence:
+    """Build a validated :class:`Presence` from untrusted parts."""
+    return Presence(
+        parse_state(state),
+        validate_text("subtype", subtype),
+        validate_text("message", message),
+    )
+
+
+class DeviceState(str, enum.Enum):
+    """Asterisk device states (``DeviceStateChange`` ``State`` header)."""
+
+    UNKNOWN = "UNKNOWN"
+    NOT_INUSE = "NOT_INUSE"
+    INUSE = "INUSE"
+    BUSY = "BUSY"
+    INVALID = "INVALID"
+    UNAVAILABLE = "UNAVAILABLE"
+    RINGING = "RINGING"
+    RINGINUSE = "RINGINUSE"
+    ONHOLD = "ONHOLD"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# How Asterisk aggregates the devices of a hint joined with '&': the
+# "busiest" wins (see ../shared/asterisk/README.md, "Device state").
+DEVICE_RANK: dict[DeviceState, int] = {
+    state: rank
+    for rank, state in enumerate(
+        (
+            DeviceState.INVALID,
+            DeviceState.UNKNOWN,
+            DeviceState.UNAVAILABLE,
+            DeviceState.NOT_INUSE,
+            DeviceState.ONHOLD,
+            DeviceState.RINGING,
+            DeviceState.INUSE,
+            DeviceState.BUSY,
+            DeviceState.RINGINUSE,
+        )
+    )
+}
+
+
+def parse_device_state(raw: object) -> DeviceState:
+    if not isinstance(raw, str):
+        raise InvalidInput("device state must be a string")
+    try:
+        return DeviceState(raw.upper())
+    except ValueError:
+        raise InvalidInput(
+            f"invalid device state {raw!r}: expected one of "
+            + ", ".join(s.value for s in DeviceState)
+        ) from None
+
+
+def aggregate_devices(states: Iterable[DeviceState]) -> DeviceState:
+    """The state Asterisk shows for a hint whose devices have these states."""
+    best = DeviceState.INVALID
+    for state in states:
+        if DEVICE_RANK[state] > DEVICE_RANK[best]:
+            best = state
+    return best
+
+
+USER_ID_MAX = 80
+
+
+def validate_user_id(raw: object) -> str:
+    """A user id is the ``<id>`` of ``CustomPresence:<id>``.
+
+    It travels inside an AMI header (``Variable: PRESENCE_STATE(CustomPresence:<id>)``),
+    so it must not contain characters that end the header or the function call.
+    """
+    if not isinstance(raw, str) or not raw:
+        raise InvalidInput("user id must be a non-empty string")
+    if len(raw) > USER_ID_MAX:
+        raise InvalidInput(f"user id is longer than {USER_ID_MAX} characters")
+    for ch in raw:
+        if _is_forbidden(ch) or ch in "(),|&:; ":
+            raise InvalidInput(f"user id {raw!r} contains a forbidden character {ch!r}")
+    return raw
