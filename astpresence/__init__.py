@@ -1,0 +1,3 @@
+"""astpresence: the presence server Asterisk never had."""
+
+__version__ = "0.1.0"

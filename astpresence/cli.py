@@ -1,0 +1,297 @@
+"""Command line: ``astpresence [--api URL] COMMAND``.
+
+Commands only parse arguments and call plain functions. Exit codes: 0 on
+success, 1 with a one-line error on stderr, 2 for usage errors (click's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .config import ConfigError, load_config
+from .model import InvalidInput, parse_presence, parse_state, validate_user_id
+
+DEFAULT_API = "http://127.0.0.1:8780"
+USER_AGENT = f"astpresence-cli/{__version__}"
+TIMEOUT = 10.0
+
+
+class ApiClient:
+    """A tiny synchronous client for the local API (stdlib only)."""
+
+    def __init__(self, base: str) -> None:
+        parsed = urllib.parse.urlsplit(base)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise click.UsageError(f"--api must be an http(s) URL, got {base!r}")
+        self.base = base.rstrip("/")
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error") or exc.reason
+            except (ValueError, AttributeError):
+                message = exc.reason
+            fail(str(message))
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            fail(
+                f"cannot reach the astpresence daemon at {self.base} ({reason}); "
+                "is it running? (astpresence serve)"
+            )
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def _user(uid: str) -> str:
+    try:
+        return urllib.parse.quote(validate_user_id(uid), safe="")
+    except InvalidInput as exc:
+        fail(str(exc))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _presence_row(p: dict[str, Any]) -> list[str]:
+    return [
+        p["user"], p["state"], p["subtype"], p["message"], p["source"],
+        (p.get("since") or "-")[:19].replace("T", " "),
+        "yes" if p.get("pending") else "",
+    ]
+
+
+PRESENCE_HEADERS = ["user", "state", "subtype", "message", "source", "since", "pending"]
+
+
+def _emit(data: Any, as_json: bool, human: str) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else human)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--api",
+    envvar="ASTPRESENCE_API",
+    default=DEFAULT_API,
+    show_default=True,
+    help="URL of the astpresence daemon's API (env ASTPRESENCE_API).",
+)
+@click.version_option(__version__, prog_name="astpresence")
+@click.pass_context
+def main(ctx: click.Context, api: str) -> None:
+    """astpresence: presence server for Asterisk."""
+    ctx.obj = api
+
+
+def _client(ctx: click.Context) -> ApiClient:
+    return ApiClient(str(ctx.obj))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG).")
+@click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]")
+@click.option("--ami-port", help="Asterisk AMI port. [default: 5038]")
+@click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]")
+@click.option("--ami-secret", help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps).")
+@click.option("--db", help="SQLite database path. [default: ./astpresence.db]")
+@click.option("--listen", help="HTTP API address HOST:PORT. [default: 127.0.0.1:8780]")
+@click.option("--log-level", default="info", show_default=True, envvar="ASTPRESENCE_LOG_LEVEL",
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Logging level (env ASTPRESENCE_LOG_LEVEL).")
+def serve(config_path: str | None, ami_host: str | None, ami_port: str | None,
+          ami_username: str | None, ami_secret: str | None, db: str | None,
+          listen: str | None, log_level: str) -> None:
+    """Run the daemon (config: defaults < TOML < environment < flags)."""
+    from .daemon import serve as run_daemon
+
+    try:
+        config = load_config(
+            config_path,
+            overrides={"ami_host": ami_host, "ami_port": ami_port, "ami_username": ami_username,
+                       "ami_secret": ami_secret, "db": db, "listen": listen},
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    code = run_daemon(config)
+    if code:
+        sys.exit(code)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the AMI link, sync state and counts."""
+    st = _client(ctx).request("GET", "/v1/status")
+    ami = st["ami"]
+    link = f"{ami['state']} ({ami['username']}@{ami['host']}:{ami['port']})"
+    if ami.get("last_error"):
+        link += f"; last error: {ami['last_error']}"
+    if ami.get("retry_in_seconds") is not None:
+        link += f"; retrying in {ami['retry_in_seconds']} s"
+    human = "\n".join(
+        [
+            f"AMI link:        {link}",
+            f"synced:          {'yes' if st['synced'] else 'no'}",
+            f"last sync:       {st['last_sync'] or 'never'}",
+            f"users:           {st['users']}",
+            f"pending writes:  {st['pending_writes']}",
+            f"reconnects:      {ami['reconnects']}",
+            f"version:         {st['version']}",
+        ]
+    )
+    _emit(st, as_json, human)
+
+
+@main.command()
+@click.argument("user")
+@json_option
+@click.pass_context
+def get(ctx: click.Context, user: str, as_json: bool) -> None:
+    """Show one user's presence."""
+    p = _client(ctx).request("GET", f"/v1/presence/{_user(user)}")
+    _emit(p, as_json, _table([_presence_row(p)], PRESENCE_HEADERS))
+
+
+@main.command(name="set")
+@click.argument("user")
+@click.argument("state")
+@click.option("--subtype", default="", help="Short machine-ish tag, e.g. 'meeting' (<= 255 bytes).")
+@click.option("--message", default="", help="Free text shown to others (<= 255 bytes).")
+@json_option
+@click.pass_context
+def set_(ctx: click.Context, user: str, state: str, subtype: str, message: str,
+         as_json: bool) -> None:
+    """Set USER's presence to STATE (not_set, unavailable, available, away, xa, chat, dnd)."""
+    try:
+        presence = parse_presence(state, subtype, message)
+    except InvalidInput as exc:
+        fail(str(exc))
+    p = _client(ctx).request("PUT", f"/v1/presence/{_user(user)}", presence.as_dict())
+    note = " (Asterisk unreachable: will be written when the link is back)" if p["pending"] else ""
+    _emit(p, as_json, f"{p['user']}: {p['state']}{note}")
+
+
+@main.command()
+@click.argument("user")
+@json_option
+@click.pass_context
+def clear(ctx: click.Context, user: str, as_json: bool) -> None:
+    """Clear USER's manual presence."""
+    p = _client(ctx).request("DELETE", f"/v1/presence/{_user(user)}")
+    _emit(p, as_json, f"{p['user']}: {p['state']}")
+
+
+@main.command(name="list")
+@click.option("--state", help="Only users in this state.")
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """List every user's presence."""
+    path = "/v1/presence"
+    if state is not None:
+        try:
+            path += "?state=" + parse_state(state).value
+        except InvalidInput as exc:
+            fail(str(exc))
+    data = _client(ctx).request("GET", path)
+    rows = [_presence_row(p) for p in data["presence"]]
+    _emit(data["presence"], as_json,
+          _table(rows, PRESENCE_HEADERS) if rows else "no users")
+
+
+@main.command()
+@click.argument("user")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many entries, newest first.")
+@json_option
+@click.pass_context
+def history(ctx: click.Context, user: str, limit: int, as_json: bool) -> None:
+    """Show USER's presence history, newest first."""
+    data = _client(ctx).request("GET", f"/v1/presence/{_user(user)}/history?limit={limit}")
+    rows = [
+        [h["at"][:19].replace("T", " "), (h["old"] or {}).get("state", "-"), h["new"]["state"],
+         h["new"]["subtype"], h["new"]["message"], h["source"], h["actor"]]
+        for h in data["history"]
+    ]
+    _emit(data["history"], as_json,
+          _table(rows, ["at", "from", "to", "subtype", "message", "source", "actor"])
+          if rows else "no history")
+
+
+@main.command()
+@json_option
+@click.pass_context
+def watch(ctx: click.Context, as_json: bool) -> None:
+    """Print one line per presence change until Ctrl-C."""
+    client = _client(ctx)
+    try:
+        asyncio.run(_watch(client.base, as_json))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _watch(base: str, as_json: bool) -> None:
+    import aiohttp
+
+    url = base.replace("http", "ws", 1) + "/v1/events"
+    delay = 1.0
+    async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
+        while True:
+            try:
+                async with session.ws_connect(url, heartbeat=30.0) as ws:
+                    click.echo(f"watching {base} (Ctrl-C to stop)", err=True)
+                    delay = 1.0
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        event = json.loads(msg.data)
+                        if as_json:
+                            click.echo(json.dumps(event, ensure_ascii=False))
+                        else:
+                            p = event["presence"]
+                            extra = " ".join(x for x in (p["subtype"], p["message"]) if x)
+                            click.echo(
+                                f"{(p.get('since') or '')[:19].replace('T', ' ')}  {p['user']:<10} "
+                                f"{p['state']:<12} {extra}".rstrip()
+                            )
+                click.echo("connection to the daemon closed; reconnecting", err=True)
+            except (aiohttp.ClientError, OSError) as exc:
+                click.echo(f"cannot reach {base}: {exc}; retrying in {delay:.0f} s", err=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

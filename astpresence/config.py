@@ -1,0 +1,248 @@
+"""Configuration: defaults < TOML file < environment < command line.
+
+Parsed once into a frozen :class:`Config`. Every bad value raises
+:class:`ConfigError` with a message naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .model import InvalidInput, validate_user_id
+from .store.base import UserRecord
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that never shows in logs, reprs or tracebacks."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class AMIConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "astpresence"
+    secret: Secret = Secret("")
+    ping_interval: float = 10.0
+    action_timeout: float = 10.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    ami: AMIConfig = AMIConfig()
+    db: str = "./astpresence.db"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8780
+    users: tuple[UserRecord, ...] = ()
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "defaults"  # where the file came from, for `status`
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+ENV_VARS = {
+    "ASTPRESENCE_AMI_HOST": "ami_host",
+    "ASTPRESENCE_AMI_PORT": "ami_port",
+    "ASTPRESENCE_AMI_USERNAME": "ami_username",
+    "ASTPRESENCE_AMI_SECRET": "ami_secret",
+    "ASTPRESENCE_DB": "db",
+    "ASTPRESENCE_LISTEN": "listen",
+}
+
+
+def parse_port(raw: object, what: str) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{what}: expected a port number 1-65535, got {raw!r}")
+    try:
+        port = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: expected a port number 1-65535, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} is outside 1-65535")
+    return port
+
+
+def parse_listen(raw: object, what: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``."""
+    if not isinstance(raw, str) or ":" not in raw:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {raw!r}")
+    if raw.startswith("["):
+        host, sep, port = raw[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"{what}: expected [IPV6]:PORT, got {raw!r}")
+    else:
+        host, _, port = raw.rpartition(":")
+    if not host:
+        raise ConfigError(f"{what}: missing host in {raw!r}")
+    return host, parse_port(port, what)
+
+
+def _text(raw: object, what: str, *, allow_empty: bool = False) -> str:
+    if not isinstance(raw, str) or (not allow_empty and not raw):
+        raise ConfigError(f"{what}: expected a non-empty string, got {raw!r}")
+    if any(c in raw for c in "\r\n\0"):
+        raise ConfigError(f"{what}: must not contain CR, LF or NUL")
+    return raw
+
+
+def _positive(raw: object, what: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0:
+        raise ConfigError(f"{what}: expected a positive number of seconds, got {raw!r}")
+    return float(raw)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+
+
+def _table(raw: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    return raw
+
+
+def _parse_user(raw: object, where: str) -> UserRecord:
+    table = _table(raw, where)
+    _check_keys(table, {"id", "name", "devices", "extension", "context"}, where)
+    if "id" not in table:
+        raise ConfigError(f"{where}: missing 'id'")
+    try:
+        uid = validate_user_id(table["id"])
+    except InvalidInput as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    devices = table.get("devices", [])
+    if not isinstance(devices, list) or not all(
+        isinstance(d, str) and d and "&" not in d and "," not in d for d in devices
+    ):
+        raise ConfigError(f"{where}: 'devices' must be a list of device names like 'PJSIP/2000'")
+    return UserRecord(
+        id=uid,
+        name=_text(table.get("name", ""), f"{where}.name", allow_empty=True),
+        extension=_text(table.get("extension", ""), f"{where}.extension", allow_empty=True),
+        context=_text(table.get("context", ""), f"{where}.context", allow_empty=True),
+        devices=tuple(devices),
+        origin="config",
+    )
+
+
+def _from_file(path: Path, cfg: Config) -> Config:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    where = str(path)
+    _check_keys(data, {"ami", "store", "api", "users", "rules"}, where)
+    ami = cfg.ami
+    if "ami" in data:
+        t = _table(data["ami"], f"{where} [ami]")
+        _check_keys(
+            t,
+            {"host", "port", "username", "secret", "ping_interval", "action_timeout",
+             "connect_timeout"},
+            f"{where} [ami]",
+        )
+        if "host" in t:
+            ami = replace(ami, host=_text(t["host"], f"{where} ami.host"))
+        if "port" in t:
+            ami = replace(ami, port=parse_port(t["port"], f"{where} ami.port"))
+        if "username" in t:
+            ami = replace(ami, username=_text(t["username"], f"{where} ami.username"))
+        if "secret" in t:
+            ami = replace(ami, secret=Secret(_text(t["secret"], f"{where} ami.secret",
+                                                   allow_empty=True)))
+        for key in ("ping_interval", "action_timeout", "connect_timeout"):
+            if key in t:
+                ami = replace(ami, **{key: _positive(t[key], f"{where} ami.{key}")})
+    cfg = replace(cfg, ami=ami, source=where)
+    if "store" in data:
+        t = _table(data["store"], f"{where} [store]")
+        _check_keys(t, {"path"}, f"{where} [store]")
+        if "path" in t:
+            cfg = replace(cfg, db=_text(t["path"], f"{where} store.path"))
+    if "api" in data:
+        t = _table(data["api"], f"{where} [api]")
+        _check_keys(t, {"listen"}, f"{where} [api]")
+        if "listen" in t:
+            host, port = parse_listen(t["listen"], f"{where} api.listen")
+            cfg = replace(cfg, listen_host=host, listen_port=port)
+    if "users" in data:
+        raw_users = data["users"]
+        if not isinstance(raw_users, list):
+            raise ConfigError(f"{where}: 'users' must be an array of tables ([[users]])")
+        users = tuple(_parse_user(u, f"{where} users[{i}]") for i, u in enumerate(raw_users))
+        ids = [u.id for u in users]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
+        cfg = replace(cfg, users=users)
+    if "rules" in data:
+        cfg = replace(cfg, rules=dict(_table(data["rules"], f"{where} [rules]")))
+    return cfg
+
+
+def _apply(cfg: Config, key: str, raw: str, what: str) -> Config:
+    if key == "ami_host":
+        return replace(cfg, ami=replace(cfg.ami, host=_text(raw, what)))
+    if key == "ami_port":
+        return replace(cfg, ami=replace(cfg.ami, port=parse_port(raw, what)))
+    if key == "ami_username":
+        return replace(cfg, ami=replace(cfg.ami, username=_text(raw, what)))
+    if key == "ami_secret":
+        return replace(cfg, ami=replace(cfg.ami, secret=Secret(_text(raw, what, allow_empty=True))))
+    if key == "db":
+        return replace(cfg, db=_text(raw, what))
+    if key == "listen":
+        host, port = parse_listen(raw, what)
+        return replace(cfg, listen_host=host, listen_port=port)
+    raise AssertionError(key)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | int | None] | None = None,
+) -> Config:
+    """Build the configuration from its layers.
+
+    ``overrides`` are command-line values keyed like ``ENV_VARS``' values
+    (``ami_host``, ``ami_port``...); ``None`` means "not given".
+    """
+    cfg = Config()
+    if path is not None:
+        cfg = _from_file(Path(path), cfg)
+    env = os.environ if env is None else env
+    for var, key in ENV_VARS.items():
+        if var in env:
+            cfg = _apply(cfg, key, env[var], f"environment variable {var}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            cfg = _apply(cfg, key, str(value), f"--{key.replace('_', '-')}")
+    return cfg

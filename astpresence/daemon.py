@@ -1,0 +1,137 @@
+"""``astpresence serve``: startup -> main loop -> shutdown.
+
+SIGINT/SIGTERM set a stop flag; a second SIGINT forces exit. Shutdown closes
+the HTTP listener, stops the AMI link, drains the store writer and closes the
+database, each with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from .api import create_app
+from .bridge import AMIBridge
+from .config import Config
+from .service import PresenceService
+from .store.base import Store, StoreError
+from .store.sqlite import SqliteStore
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class DaemonError(Exception):
+    """Start-up failed for a reason the user can fix (message says how)."""
+
+
+class Daemon:
+    """The running daemon: store, service, AMI bridge and HTTP API."""
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store: Store = store if store is not None else SqliteStore(config.db)
+        self.service = PresenceService(self.store, config.users)
+        self.bridge = AMIBridge(config.ami, self.service)
+        self.stop_event = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None  # the bound HTTP port (useful with port 0)
+
+    async def start(self) -> None:
+        try:
+            await self.store.open()
+        except StoreError as exc:
+            raise DaemonError(str(exc)) from None
+        await self.service.start()
+        app = create_app(self.service, self._status)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            await self.service.stop()
+            await self.store.close()
+            raise DaemonError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
+        server = site._server  # aiohttp exposes no public accessor for the bound port
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        logger.info("HTTP API listening on http://%s:%s", self.config.listen_host, self.port)
+
+    def _status(self) -> dict[str, Any]:
+        return self.bridge.status_json()
+
+    async def run(self) -> None:
+        """Start, keep the AMI link up until stopped, shut down."""
+        await self.start()
+        link = asyncio.create_task(self.bridge.run(self.stop_event), name="ami-link")
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self.shutdown(link)
+
+    async def shutdown(self, link: asyncio.Task[None] | None = None) -> None:
+        logger.info("shutting down")
+        self.stop_event.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if link is not None:
+            try:
+                await asyncio.wait_for(link, SHUTDOWN_TIMEOUT)
+            except asyncio.TimeoutError:
+                logger.warning("AMI link did not stop within %.0f s; cancelled", SHUTDOWN_TIMEOUT)
+            except Exception:
+                logger.exception("AMI link ended with an error")
+        try:
+            await asyncio.wait_for(self.service.stop(), SHUTDOWN_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("store writer did not drain within %.0f s", SHUTDOWN_TIMEOUT)
+        await self.store.close()
+        logger.info("stopped")
+
+
+def serve(config: Config) -> int:
+    """Run the daemon until SIGINT/SIGTERM. Returns the process exit code."""
+
+    async def main() -> int:
+        daemon = Daemon(config)
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1 and signum == signal.SIGINT:
+                logger.warning("second interrupt: exiting now")
+                os._exit(130)
+            logger.info("received %s; stopping (Ctrl-C again to force)",
+                        signal.Signals(signum).name)
+            daemon.stop_event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        logger.info(
+            "astpresence starting: AMI %s:%d as %s, store %s",
+            config.ami.host, config.ami.port, config.ami.username, config.db,
+        )
+        if not config.ami.secret.value:
+            logger.warning("no AMI secret configured (ami.secret / ASTPRESENCE_AMI_SECRET)")
+        try:
+            await daemon.run()
+        except DaemonError as exc:
+            logger.error("%s", exc)
+            return 1
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if leftover:
+            logger.info("cancelling %d remaining task(s)", len(leftover))
+        return 0
+
+    return asyncio.run(main())

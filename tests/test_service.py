@@ -1,0 +1,220 @@
+"""PresenceService without sockets: own writes, adoption, resync, pending writes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from astpresence.model import NOT_SET, Presence, State
+from astpresence.service import ASTERISK, MANUAL, PresenceService, UnknownUser
+from astpresence.store.base import UserRecord
+from astpresence.store.memory import MemoryStore
+
+DND = Presence(State.DND, "meeting", "until 3")
+AWAY = Presence(State.AWAY, "lunch", "back at 2")
+XA = Presence(State.XA)
+HINTS = [
+    ("2000", "internal", "PJSIP/2000,CustomPresence:2000"),
+    ("2001", "internal", "PJSIP/2001&Custom:presence-2001,CustomPresence:2001"),
+    ("3000", "internal", "PJSIP/3000"),  # no presence provider: not a user
+]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    s = MemoryStore()
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def make_service(store: MemoryStore, *, synced: bool = True,
+                       presences: dict[str, Presence] | None = None) -> PresenceService:
+    svc = PresenceService(store, [UserRecord("9000", name="Config Only", origin="config")])
+    await svc.start()
+    if synced:
+        await svc.resync(presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
+        svc.take_writes()
+    return svc
+
+
+async def test_users_come_from_hints_and_config(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    assert svc.users.ids() == ["2000", "2001", "9000"]
+    user = svc.require_user("2001")
+    assert user.devices == ("PJSIP/2001", "Custom:presence-2001")
+    assert (user.extension, user.context) == ("2001", "internal")
+    with pytest.raises(UnknownUser, match="unknown user '3000'"):
+        svc.require_user("3000")
+    # Hint users are remembered for the next start, before any login.
+    again = PresenceService(store)
+    await again.start()
+    assert "2000" in again.users
+    await again.stop()
+    await svc.stop()
+
+
+async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    view = await svc.set_manual("2000", DND, "api")
+    assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
+    assert svc.take_writes() == [("2000", DND)]
+    await svc.on_presence_change("CustomPresence:2000", DND)  # the echo
+    assert svc.adopted == 0 and svc.echoes == 1
+    assert svc.view("2000").pending is False
+    assert svc.take_writes() == []
+    hist = await svc.history("2000", 10)
+    assert [(h.new, h.source, h.actor) for h in hist] == [(DND, MANUAL, "api")]
+    await svc.stop()
+
+
+async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    await svc.on_presence_change("CustomPresence:2001", AWAY)
+    view = svc.view("2001")
+    assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
+    assert svc.take_writes() == []  # nothing to write back: Asterisk has it already
+    hist = await svc.history("2001", 10)
+    assert [(h.old, h.new, h.source) for h in hist] == [(None, AWAY, ASTERISK)]
+    await svc.stop()
+
+
+async def test_change_for_non_user_is_ignored(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    await svc.on_presence_change("CustomPresence:nobody", AWAY)
+    await svc.on_presence_change("Other:2000", AWAY)
+    assert svc.adopted == 0
+    assert svc.view("2000").presence == NOT_SET
+    await svc.stop()
+
+
+async def test_race_external_change_lands_before_our_echo(store: MemoryStore) -> None:
+    """We write DND; a phone sets AWAY; Asterisk applies AWAY then our DND.
+
+    The phone's change is the newest input the daemon saw: it is adopted, our
+    late echo is recognised as ours (not adopted), and AWAY is re-asserted once
+    so that Asterisk and the daemon agree.
+    """
+    svc = await make_service(store)
+    await svc.set_manual("2000", DND, "api")
+    assert svc.take_writes() == [("2000", DND)]
+    await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone
+    await svc.on_presence_change("CustomPresence:2000", DND)  # our echo, late
+    assert svc.adopted == 1 and svc.echoes == 1
+    assert svc.view("2000").presence == AWAY
+    assert svc.take_writes() == [("2000", AWAY)]
+    await svc.on_presence_change("CustomPresence:2000", AWAY)  # echo of the re-assert
+    assert svc.echoes == 2 and svc.adopted == 1
+    assert svc.take_writes() == [] and not svc.view("2000").pending
+    await svc.stop()
+
+
+async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    await svc.set_manual("2000", DND, "api")
+    svc.take_writes()
+    await svc.on_presence_change("CustomPresence:2000", DND)  # echo
+    await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone, later
+    assert svc.view("2000").presence == AWAY
+    assert svc.take_writes() == []
+    await svc.stop()
+
+
+async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    await svc.set_manual("2000", DND, "api")
+    assert svc.take_writes() == [("2000", DND)]
+    await svc.set_manual("2000", AWAY, "api")
+    assert svc.take_writes() == [("2000", AWAY)]
+    await svc.on_presence_change("CustomPresence:2000", DND)
+    assert svc.view("2000").presence == AWAY and svc.adopted == 0
+    assert svc.take_writes() == []  # AWAY is still in flight
+    await svc.on_presence_change("CustomPresence:2000", AWAY)
+    assert svc.adopted == 0 and not svc.view("2000").pending
+    await svc.stop()
+
+
+async def test_refused_write_is_not_retried_until_next_change(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    await svc.set_manual("2000", DND, "api")
+    assert svc.take_writes() == [("2000", DND)]
+    svc.write_failed("2000", DND, "Variable not set")
+    svc._mark_dirty("2000")
+    assert svc.take_writes() == []
+    await svc.set_manual("2000", AWAY, "api")
+    assert svc.take_writes() == [("2000", AWAY)]
+    await svc.stop()
+
+
+async def test_writes_wait_for_sync(store: MemoryStore) -> None:
+    svc = await make_service(store, synced=False)
+    svc.users.add_hint_user(UserRecord("2000"))
+    view = await svc.set_manual("2000", DND, "api")
+    assert view.pending
+    assert svc.take_writes() == []  # link down: kept, not sent
+    await svc.resync({}, HINTS, {})
+    assert svc.take_writes() == [("2000", DND)]
+    await svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("known", "desired", "now", "expect_presence", "expect_write", "expect_history_source"),
+    [
+        # Asterisk and astpresence agree: nothing happens.
+        (DND, DND, DND, DND, False, None),
+        # Changed in Asterisk while we were away: adopted.
+        (DND, DND, AWAY, AWAY, False, ASTERISK),
+        # Cleared in Asterisk while we were away: adopted as not_set.
+        (DND, DND, NOT_SET, NOT_SET, False, ASTERISK),
+        # Our change never reached Asterisk: written.
+        (DND, AWAY, DND, AWAY, True, None),
+        # Both changed: ours (acknowledged, timestamped) wins and is written.
+        (DND, AWAY, XA, AWAY, True, None),
+        # Our write landed before the link died, echo never seen: not written twice.
+        (DND, AWAY, AWAY, AWAY, False, None),
+    ],
+    ids=["agree", "adopt", "adopt-clear", "write-pending", "conflict-ours-wins",
+         "landed-not-twice"],
+)
+async def test_resync_table(
+    store: MemoryStore, known: Presence, desired: Presence, now: Presence,
+    expect_presence: Presence, expect_write: bool, expect_history_source: str | None,
+) -> None:
+    svc = await make_service(store, presences={"CustomPresence:2000": known})
+    await svc.set_manual("2000", known, "api")
+    if desired != known:
+        svc.link_lost()
+        await svc.set_manual("2000", desired, "api")
+    before = len(await svc.history("2000", 100))
+    svc.link_lost()
+    await svc.stop()
+
+    # A fresh service, as after a restart: everything comes from the store.
+    svc = PresenceService(store)
+    await svc.start()
+    await svc.resync({"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
+    assert svc.view("2000").presence == expect_presence
+    writes = svc.take_writes()
+    assert writes == ([("2000", expect_presence)] if expect_write else [])
+    hist = await svc.history("2000", 100)
+    new_rows = hist[: len(hist) - before]
+    if expect_history_source is None:
+        assert new_rows == []
+    else:
+        assert [(h.new, h.source) for h in new_rows] == [(now, expect_history_source)]
+    await svc.stop()
+
+
+async def test_events_published_with_changed_fields(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    sub = svc.subscribe()
+    await svc.set_manual("2000", DND, "api")
+    await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")
+    await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")  # no change
+    first, second = sub.queue.get_nowait(), sub.queue.get_nowait()
+    assert sub.queue.empty()
+    assert first["changed"] == ["state", "subtype", "message"]
+    assert second["changed"] == ["message"] and second["seq"] == first["seq"] + 1
+    assert second["presence"]["message"] == "until 4"
+    await svc.stop()
