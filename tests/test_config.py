@@ -1,0 +1,111 @@
+"""Config layers: defaults < TOML < environment < flags; every bad value named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from astpresence.config import ConfigError, Secret, load_config
+
+TOML = """
+[ami]
+host = "pbx.example"
+port = 5039
+username = "presence"
+secret = "from-file"
+ping_interval = 5
+
+[store]
+path = "/var/lib/astpresence/p.db"
+
+[api]
+listen = "0.0.0.0:9000"
+
+[[users]]
+id = "2000"
+name = "Alice"
+devices = ["PJSIP/2000", "PJSIP/2000-mobile"]
+extension = "2000"
+context = "internal"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "astpresence.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults() -> None:
+    cfg = load_config(env={})
+    assert (cfg.ami.host, cfg.ami.port, cfg.ami.username) == ("127.0.0.1", 5038, "astpresence")
+    assert cfg.db == "./astpresence.db"
+    assert cfg.listen == "127.0.0.1:8780"
+    assert cfg.users == ()
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, TOML)
+    cfg = load_config(path, env={})
+    assert (cfg.ami.host, cfg.ami.port, cfg.ami.secret.value) == ("pbx.example", 5039, "from-file")
+    assert cfg.ami.ping_interval == 5.0
+    assert cfg.db == "/var/lib/astpresence/p.db"
+    assert (cfg.listen_host, cfg.listen_port) == ("0.0.0.0", 9000)
+    assert cfg.users[0].devices == ("PJSIP/2000", "PJSIP/2000-mobile")
+    assert cfg.users[0].origin == "config"
+
+    env = {"ASTPRESENCE_AMI_HOST": "env-host", "ASTPRESENCE_AMI_PORT": "6000",
+           "ASTPRESENCE_AMI_SECRET": "from-env", "ASTPRESENCE_DB": "env.db",
+           "ASTPRESENCE_LISTEN": "[::1]:8781", "ASTPRESENCE_AMI_USERNAME": "envuser"}
+    cfg = load_config(path, env=env)
+    assert (cfg.ami.host, cfg.ami.port, cfg.ami.secret.value) == ("env-host", 6000, "from-env")
+    assert (cfg.db, cfg.listen_host, cfg.listen_port) == ("env.db", "::1", 8781)
+    assert cfg.listen == "[::1]:8781"
+    assert cfg.ami.username == "envuser"
+
+    cfg = load_config(path, env=env, overrides={"ami_host": "flag-host", "ami_port": None,
+                                                "db": "flag.db"})
+    assert (cfg.ami.host, cfg.ami.port, cfg.db) == ("flag-host", 6000, "flag.db")
+
+
+def test_secret_never_shows() -> None:
+    cfg = load_config(env={"ASTPRESENCE_AMI_SECRET": "hunter2"})
+    assert "hunter2" not in repr(cfg)
+    assert "hunter2" not in str(cfg.ami.secret)
+    assert repr(Secret("x")) == "Secret('********')"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[ami]\nport = 70000\n", {}, "port 70000 is outside 1-65535"),
+        ("[ami]\nport = 'abc'\n", {}, "ami.port: expected a port number"),
+        ("[ami]\nhots = 'x'\n", {}, "unknown setting(s) hots"),
+        ("[amy]\n", {}, "unknown setting(s) amy"),
+        ("[api]\nlisten = 'nohost'\n", {}, "api.listen: expected HOST:PORT"),
+        ("[ami]\nping_interval = -1\n", {}, "ami.ping_interval: expected a positive number"),
+        ("[[users]]\nname = 'x'\n", {}, "users[0]: missing 'id'"),
+        ("[[users]]\nid = 'a b'\n", {}, "forbidden character"),
+        ("[[users]]\nid = '1'\n[[users]]\nid = '1'\n", {}, "defined twice: 1"),
+        ("[[users]]\nid = '1'\ndevices = 'PJSIP/1'\n", {}, "'devices' must be a list"),
+        ("not toml = = =\n", {}, "is not valid TOML"),
+        ("", {"ASTPRESENCE_AMI_PORT": "0"}, "environment variable ASTPRESENCE_AMI_PORT"),
+        ("", {"ASTPRESENCE_LISTEN": "[::1]8780"}, "ASTPRESENCE_LISTEN: expected [IPV6]:PORT"),
+        ("", {"ASTPRESENCE_AMI_HOST": "a\nb"}, "must not contain CR, LF or NUL"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env=env)
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_bad_flag_is_named() -> None:
+    with pytest.raises(ConfigError, match="--ami-port"):
+        load_config(env={}, overrides={"ami_port": "x"})
