@@ -1,0 +1,138 @@
+"""A :class:`~astpresence.store.base.Store` in memory, for tests of the service.
+
+It behaves like :class:`~astpresence.store.sqlite.SqliteStore` wherever a caller
+can tell: load order, history order and ids (1, 2, 3... never reused, not
+consumed by a failed batch), datetimes read back in UTC, a naive datetime
+refused with ``ValueError`` leaving nothing of the batch, StoreError when not
+open. Data outlives close() and open() on the same object, the way a file does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from ..model import Presence
+from .base import (
+    Batch,
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    StoreError,
+    UserRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
+    return value.astimezone(timezone.utc)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+class MemoryStore:
+    """Dicts and a list; every method is atomic because none awaits mid-change."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._users: dict[str, UserRecord] = {}
+        self._sources: dict[tuple[str, str], SourceRecord] = {}
+        self._effective: dict[str, EffectiveRecord] = {}
+        self._asterisk: dict[str, Presence] = {}
+        self._history: list[HistoryEntry] = []  # in id order
+        self._meta: dict[str, str] = {}
+        self._last_id = 0
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreError("store (memory) is not open")
+
+    async def save_users(self, users: Iterable[UserRecord]) -> None:
+        """Insert or replace users by id."""
+        self._check_open()
+        for user in users:
+            self._users[user.id] = dataclasses.replace(user, devices=tuple(user.devices))
+
+    async def load_users(self) -> list[UserRecord]:
+        """All users, by id."""
+        self._check_open()
+        return [self._users[k] for k in sorted(self._users)]
+
+    async def load_sources(self) -> list[SourceRecord]:
+        """All sources, by (user, source)."""
+        self._check_open()
+        return [self._sources[k] for k in sorted(self._sources)]
+
+    async def load_effective(self) -> list[EffectiveRecord]:
+        """All effective presences, by user."""
+        self._check_open()
+        return [self._effective[k] for k in sorted(self._effective)]
+
+    async def load_asterisk(self) -> dict[str, Presence]:
+        self._check_open()
+        return {k: self._asterisk[k] for k in sorted(self._asterisk)}
+
+    async def commit(self, batch: Batch) -> list[int]:
+        """Apply the batch atomically; ids of the history rows are returned."""
+        self._check_open()
+        # Normalise (and so validate) everything before touching any state.
+        sources = [
+            dataclasses.replace(
+                s, since=_utc(s.since), start=_opt_utc(s.start), end=_opt_utc(s.end)
+            )
+            for s in batch.put_sources
+        ]
+        effective = [dataclasses.replace(e, since=_utc(e.since)) for e in batch.put_effective]
+        history = [dataclasses.replace(h, at=_utc(h.at)) for h in batch.history]
+
+        for key in batch.delete_sources:
+            self._sources.pop(key, None)
+        for s in sources:
+            self._sources[(s.user, s.source)] = s
+        for e in effective:
+            self._effective[e.user] = e
+        for user, presence in batch.put_asterisk:
+            self._asterisk[user] = presence
+        ids: list[int] = []
+        for h in history:
+            self._last_id += 1
+            self._history.append(dataclasses.replace(h, id=self._last_id))
+            ids.append(self._last_id)
+        self._meta.update(batch.meta)
+        return ids
+
+    async def history(
+        self, user: str, limit: int = 50, before_id: int | None = None
+    ) -> list[HistoryEntry]:
+        """The user's history, newest first: at most ``limit`` rows with id < ``before_id``."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        self._check_open()
+        found: list[HistoryEntry] = []
+        for entry in reversed(self._history):
+            if entry.user != user or (before_id is not None and entry.id >= before_id):
+                continue
+            found.append(entry)
+            if len(found) == limit:
+                break
+        return found
+
+    async def get_meta(self, key: str) -> str | None:
+        self._check_open()
+        return self._meta.get(key)

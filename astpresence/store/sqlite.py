@@ -1,0 +1,559 @@
+"""The durable :class:`~astpresence.store.base.Store`: one SQLite file via aiosqlite.
+
+Durability contract: :meth:`SqliteStore.commit` returns only after SQLite's
+``COMMIT`` has returned, with ``journal_mode=WAL`` and ``synchronous=FULL``, so
+the WAL is fsync'ed at every commit. Whatever a client was told is stored survives
+kill -9 of the daemon, and a power cut too (``NORMAL`` would survive the first but
+could lose the last transactions on the second).
+
+One connection does all the work (the daemon is the only writer) and an
+:class:`asyncio.Lock` serialises every operation on it: a read never sees half a
+batch, and no statement slips into another caller's transaction.
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists
+the steps, and :meth:`SqliteStore.open` applies the missing ones in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeAlias
+
+import aiosqlite
+
+from ..model import Presence, State
+from .base import (
+    Batch,
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    StoreError,
+    UserRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How long a statement waits for a lock held by another process (a backup, the
+#: sqlite3 shell) before failing with "database is locked".
+BUSY_TIMEOUT_MS = 5000
+
+#: One schema step: SQL statements run in order, or an async function given the
+#: connection. Steps run inside the migration transaction, so they must not
+#: COMMIT (``executescript`` does, so do not use it). A shipped step never changes;
+#: a schema change is a new step at the end.
+Migration: TypeAlias = Sequence[str] | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+# No foreign keys from sources/effective/history to users: users come and go
+# with the dialplan while their sources and history must stay, and the service
+# may record a change for a user before it has saved the user list.
+_SCHEMA_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        extension TEXT NOT NULL,
+        context TEXT NOT NULL,
+        devices TEXT NOT NULL,  -- JSON array of device names
+        origin TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE sources (
+        user TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+        subtype TEXT NOT NULL,
+        message TEXT NOT NULL,
+        since TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        start TEXT,
+        "end" TEXT,
+        PRIMARY KEY (user, source)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE effective (
+        user TEXT NOT NULL PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN
+            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+        subtype TEXT NOT NULL,
+        message TEXT NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE asterisk (
+        user TEXT NOT NULL PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN
+            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+        subtype TEXT NOT NULL,
+        message TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    # AUTOINCREMENT: ids are never reused, so a client paging with before_id
+    # never sees a row twice.
+    """
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        old_state TEXT CHECK (old_state IN
+            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+        old_subtype TEXT,
+        old_message TEXT,
+        new_state TEXT NOT NULL CHECK (new_state IN
+            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+        new_subtype TEXT NOT NULL,
+        new_message TEXT NOT NULL,
+        source TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        CHECK ((old_state IS NULL) = (old_subtype IS NULL)
+               AND (old_state IS NULL) = (old_message IS NULL))
+    )
+    """,
+    "CREATE INDEX history_user_id ON history (user, id)",
+    """
+    CREATE TABLE meta (
+        key TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+#: Schema steps in order; the schema version of a database is how many it has had.
+MIGRATIONS: list[Migration] = [_SCHEMA_V1]
+
+_PUT_USER = """
+    INSERT INTO users (id, name, extension, context, devices, origin)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name, extension = excluded.extension,
+        context = excluded.context, devices = excluded.devices,
+        origin = excluded.origin
+"""
+_DELETE_SOURCE = "DELETE FROM sources WHERE user = ? AND source = ?"
+_PUT_SOURCE = """
+    INSERT INTO sources (user, source, state, subtype, message, since, actor, start, "end")
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (user, source) DO UPDATE SET
+        state = excluded.state, subtype = excluded.subtype,
+        message = excluded.message, since = excluded.since, actor = excluded.actor,
+        start = excluded.start, "end" = excluded."end"
+"""
+_PUT_EFFECTIVE = """
+    INSERT INTO effective (user, state, subtype, message, source, reason, since)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (user) DO UPDATE SET
+        state = excluded.state, subtype = excluded.subtype,
+        message = excluded.message, source = excluded.source,
+        reason = excluded.reason, since = excluded.since
+"""
+_PUT_ASTERISK = """
+    INSERT INTO asterisk (user, state, subtype, message) VALUES (?, ?, ?, ?)
+    ON CONFLICT (user) DO UPDATE SET
+        state = excluded.state, subtype = excluded.subtype, message = excluded.message
+"""
+_ADD_HISTORY = """
+    INSERT INTO history (at, user, old_state, old_subtype, old_message,
+                         new_state, new_subtype, new_message, source, actor, reason)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_PUT_META = """
+    INSERT INTO meta (key, value) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+_HISTORY_COLUMNS = """
+    id, at, user, old_state, old_subtype, old_message,
+    new_state, new_subtype, new_message, source, actor, reason
+"""
+
+Row: TypeAlias = tuple[Any, ...]
+
+
+# -- conversions ------------------------------------------------------------
+
+
+def _ts(value: datetime) -> str:
+    # Fixed width (always microseconds, always +00:00) so text order is time order.
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _opt_ts(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _dt(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _opt_dt(text: str | None) -> datetime | None:
+    return None if text is None else _dt(text)
+
+
+def _presence(state: str, subtype: str, message: str) -> Presence:
+    return Presence(State(state), subtype, message)
+
+
+def _user_row(user: UserRecord) -> Row:
+    devices = json.dumps(list(user.devices), ensure_ascii=False)
+    return (user.id, user.name, user.extension, user.context, devices, user.origin)
+
+
+def _user(row: Row) -> UserRecord:
+    devices = json.loads(row[4])
+    if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+        raise ValueError(f"devices is not a JSON list of strings: {row[4]!r}")
+    return UserRecord(row[0], row[1], row[2], row[3], tuple(devices), row[5])
+
+
+def _source_row(rec: SourceRecord) -> Row:
+    p = rec.presence
+    return (
+        rec.user,
+        rec.source,
+        p.state.value,
+        p.subtype,
+        p.message,
+        _ts(rec.since),
+        rec.actor,
+        _opt_ts(rec.start),
+        _opt_ts(rec.end),
+    )
+
+
+def _source(row: Row) -> SourceRecord:
+    return SourceRecord(
+        user=row[0],
+        source=row[1],
+        presence=_presence(row[2], row[3], row[4]),
+        since=_dt(row[5]),
+        actor=row[6],
+        start=_opt_dt(row[7]),
+        end=_opt_dt(row[8]),
+    )
+
+
+def _effective_row(rec: EffectiveRecord) -> Row:
+    p = rec.presence
+    return (rec.user, p.state.value, p.subtype, p.message, rec.source, rec.reason, _ts(rec.since))
+
+
+def _effective(row: Row) -> EffectiveRecord:
+    return EffectiveRecord(
+        user=row[0],
+        presence=_presence(row[1], row[2], row[3]),
+        source=row[4],
+        reason=row[5],
+        since=_dt(row[6]),
+    )
+
+
+def _history_row(entry: HistoryEntry) -> Row:
+    old, new = entry.old, entry.new
+    return (
+        _ts(entry.at),
+        entry.user,
+        None if old is None else old.state.value,
+        None if old is None else old.subtype,
+        None if old is None else old.message,
+        new.state.value,
+        new.subtype,
+        new.message,
+        entry.source,
+        entry.actor,
+        entry.reason,
+    )
+
+
+def _history(row: Row) -> HistoryEntry:
+    return HistoryEntry(
+        id=row[0],
+        at=_dt(row[1]),
+        user=row[2],
+        old=None if row[3] is None else _presence(row[3], row[4], row[5]),
+        new=_presence(row[6], row[7], row[8]),
+        source=row[9],
+        actor=row[10],
+        reason=row[11],
+    )
+
+
+def _hint(exc: BaseException) -> str:
+    text = str(exc)
+    if "unable to open" in text:
+        return f"{text} (does the directory exist, and may this user write to it?)"
+    if "readonly" in text:
+        return f"{text} (may this user write to the file and its directory?)"
+    return text
+
+
+# -- the store --------------------------------------------------------------
+
+
+class SqliteStore:
+    """A :class:`~astpresence.store.base.Store` in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r})"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating if needed) and migrate the database; StoreError if impossible."""
+        if self._db is not None:
+            return
+        try:
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open database {self._path}: {_hint(exc)}") from exc
+        try:
+            await self._configure(db)
+            await self._migrate(db)
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StoreError(f"cannot open database {self._path}: {_hint(exc)}") from exc
+            raise
+        self._db = db
+        logger.info("opened store %s", self._path)
+
+    async def close(self) -> None:
+        """Close the database, after any commit in progress."""
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+                logger.info("closed store %s", self._path)
+
+    async def _configure(self, db: aiosqlite.Connection) -> None:
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Reading the journal mode is also the first read of the file: this is
+        # where "file is not a database" shows up.
+        mode = await _scalar(db, "PRAGMA journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            logger.warning("store %s: journal_mode is %s, not wal", self._path, mode)
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        migrations = list(MIGRATIONS)  # read at call time so tests can extend it
+        known = len(migrations)
+        # IMMEDIATE: two daemons started at once do not both migrate.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(await _scalar(db, "PRAGMA user_version"))
+            if version > known:
+                raise StoreError(
+                    f"database schema version {version} is newer than "
+                    f"this astpresence supports ({known})"
+                )
+            for number, step in enumerate(migrations[version:], start=version + 1):
+                logger.info("store %s: migrating to schema version %d", self._path, number)
+                if callable(step):
+                    await step(db)
+                else:
+                    for statement in step:
+                        await db.execute(statement)
+            # Written even when unchanged: SQLite silently opens a write-protected
+            # file read-only, and this write is what turns that into an error now
+            # rather than at the first commit.
+            await db.execute(f"PRAGMA user_version = {known}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await _rollback(db)
+            raise
+        if version != known:
+            logger.info("store %s: schema version %d -> %d", self._path, version, known)
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError(f"store {self._path} is not open")
+        return self._db
+
+    # -- reads --------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._lock:
+            db = self._conn()
+            try:
+                rows = await db.execute_fetchall(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read database {self._path}: {exc}") from exc
+        return [tuple(row) for row in rows]
+
+    def _decode(self, table: str, rows: Iterable[Row], fn: Callable[[Row], Any]) -> list[Any]:
+        try:
+            return [fn(row) for row in rows]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StoreError(f"database {self._path}: unreadable row in {table}: {exc}") from exc
+
+    async def load_users(self) -> list[UserRecord]:
+        """All users, by id."""
+        rows = await self._fetch(
+            "SELECT id, name, extension, context, devices, origin FROM users ORDER BY id"
+        )
+        users: list[UserRecord] = self._decode("users", rows, _user)
+        return users
+
+    async def load_sources(self) -> list[SourceRecord]:
+        """All sources, by (user, source)."""
+        rows = await self._fetch(
+            'SELECT user, source, state, subtype, message, since, actor, start, "end" '
+            "FROM sources ORDER BY user, source"
+        )
+        sources: list[SourceRecord] = self._decode("sources", rows, _source)
+        return sources
+
+    async def load_effective(self) -> list[EffectiveRecord]:
+        """All effective presences, by user."""
+        rows = await self._fetch(
+            "SELECT user, state, subtype, message, source, reason, since "
+            "FROM effective ORDER BY user"
+        )
+        effective: list[EffectiveRecord] = self._decode("effective", rows, _effective)
+        return effective
+
+    async def load_asterisk(self) -> dict[str, Presence]:
+        rows = await self._fetch("SELECT user, state, subtype, message FROM asterisk ORDER BY user")
+        pairs: list[tuple[str, Presence]] = self._decode(
+            "asterisk", rows, lambda r: (r[0], _presence(r[1], r[2], r[3]))
+        )
+        return dict(pairs)
+
+    async def history(
+        self, user: str, limit: int = 50, before_id: int | None = None
+    ) -> list[HistoryEntry]:
+        """The user's history, newest first: at most ``limit`` rows with id < ``before_id``."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        if before_id is None:
+            rows = await self._fetch(
+                f"SELECT {_HISTORY_COLUMNS} FROM history WHERE user = ? ORDER BY id DESC LIMIT ?",
+                (user, limit),
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {_HISTORY_COLUMNS} FROM history WHERE user = ? AND id < ? "
+                "ORDER BY id DESC LIMIT ?",
+                (user, before_id, limit),
+            )
+        entries: list[HistoryEntry] = self._decode("history", rows, _history)
+        return entries
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    # -- writes -------------------------------------------------------------
+
+    async def save_users(self, users: Iterable[UserRecord]) -> None:
+        """Insert or replace users by id, in one transaction."""
+        rows = [_user_row(u) for u in users]
+        if not rows:
+            return
+        async with self._lock:
+            db = self._conn()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                await db.executemany(_PUT_USER, rows)
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await _rollback(db)
+                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    async def commit(self, batch: Batch) -> list[int]:
+        """Write the batch in one transaction; durable when this returns.
+
+        Raises :class:`StoreError` if SQLite refuses it and ``ValueError`` for a
+        naive datetime; either way nothing of the batch is written.
+        """
+        if not batch:
+            return []
+        async with self._lock:
+            db = self._conn()
+            try:
+                ids = await self._write(db, batch)
+            except sqlite3.Error as exc:
+                await _rollback(db)
+                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
+            except BaseException:
+                # Includes cancellation. aiosqlite runs statements in order on one
+                # thread, so this ROLLBACK runs after whatever was already queued
+                # and the next caller finds no transaction open. (Cancelled while
+                # awaiting COMMIT, the batch may be stored although the caller
+                # hears CancelledError.)
+                await _rollback(db)
+                raise
+        return ids
+
+    async def _write(self, db: aiosqlite.Connection, batch: Batch) -> list[int]:
+        # Rows are converted just before each statement, inside the transaction,
+        # so a bad value (a naive datetime) aborts a transaction that may
+        # already hold earlier statements: the rollback path is the normal one.
+        await db.execute("BEGIN IMMEDIATE")
+        if batch.delete_sources:
+            await db.executemany(_DELETE_SOURCE, list(batch.delete_sources))
+        if batch.put_sources:
+            await db.executemany(_PUT_SOURCE, [_source_row(s) for s in batch.put_sources])
+        if batch.put_effective:
+            await db.executemany(_PUT_EFFECTIVE, [_effective_row(e) for e in batch.put_effective])
+        if batch.put_asterisk:
+            await db.executemany(
+                _PUT_ASTERISK,
+                [(u, p.state.value, p.subtype, p.message) for u, p in batch.put_asterisk],
+            )
+        ids: list[int] = []
+        if batch.history:
+            await db.executemany(_ADD_HISTORY, [_history_row(h) for h in batch.history])
+            # One connection, inside one write transaction, AUTOINCREMENT: the rows
+            # just inserted have consecutive ids ending at last_insert_rowid().
+            last = int(await _scalar(db, "SELECT last_insert_rowid()"))
+            ids = list(range(last - len(batch.history) + 1, last + 1))
+        if batch.meta:
+            await db.executemany(_PUT_META, list(batch.meta.items()))
+        await db.execute("COMMIT")
+        return ids
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
+    rows = list(await db.execute_fetchall(sql))
+    return rows[0][0] if rows else None
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    try:
+        await db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        # Usually "no transaction is active": SQLite already rolled back (I/O
+        # error, SQLITE_FULL) or the COMMIT went through before a cancellation.
+        # The error that brought us here is the one worth raising.
+        logger.debug("rollback: %s", exc)
