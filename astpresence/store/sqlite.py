@@ -327,6 +327,17 @@ class SqliteStore:
         """Open (creating if needed) and migrate the database; StoreError if impossible."""
         if self._db is not None:
             return
+        # Checked up front: a failed aiosqlite.connect() leaves its worker
+        # thread to report to the event loop later, possibly after it closed.
+        path = os.fspath(self._path)
+        if path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(path))
+            if os.path.isdir(path):
+                raise StoreError(f"cannot open database {self._path}: it is a directory")
+            if not os.path.isdir(parent):
+                raise StoreError(
+                    f"cannot open database {self._path}: directory {parent} does not exist"
+                )
         try:
             db = await aiosqlite.connect(self._path, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
