@@ -1,0 +1,121 @@
+"""Helpers for end-to-end tests: a daemon in-process, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from astpresence.config import AMIConfig, Config, Secret
+from astpresence.daemon import Daemon
+from astpresence.store.base import UserRecord
+from tests.fakeami import FakeAsterisk, Hint
+
+HINT_2000 = Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")
+HINT_2001 = Hint("2001", "internal", ["PJSIP/2001", "Custom:presence-2001"], "CustomPresence:2001")
+
+
+def seed(fake: FakeAsterisk) -> None:
+    """The PBX of the captures: two hinted users, their phones unplugged."""
+    fake.hints[:] = [HINT_2000, HINT_2001]
+    fake.devices.update({"PJSIP/2000": "UNAVAILABLE", "PJSIP/2001": "UNAVAILABLE",
+                         "Custom:presence-2001": "INVALID"})
+
+
+def make_config(fake: FakeAsterisk, db: Path, *, ping: float = 0.5,
+                users: tuple[UserRecord, ...] = ()) -> Config:
+    return Config(
+        ami=AMIConfig(host=fake.host, port=fake.port, username=fake.username,
+                      secret=Secret(fake.secret), ping_interval=ping, action_timeout=2.0,
+                      connect_timeout=2.0),
+        db=str(db),
+        listen_host="127.0.0.1",
+        listen_port=0,
+        users=users,
+    )
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class RunningDaemon:
+    daemon: Daemon
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.port}"
+
+    @property
+    def service(self) -> Any:
+        return self.daemon.service
+
+    async def wait_synced(self, timeout: float = 5.0) -> None:
+        await until(lambda: self.daemon.bridge.status.state == "synced", timeout, "sync")
+
+    async def stop(self) -> None:
+        self.daemon.stop_event.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+async def start_daemon(config: Config, *, wait: bool = True) -> RunningDaemon:
+    daemon = Daemon(config)
+    started = asyncio.Event()
+
+    async def main() -> None:
+        await daemon.start()
+        started.set()
+        link = asyncio.create_task(daemon.bridge.run(daemon.stop_event))
+        try:
+            await daemon.stop_event.wait()
+        finally:
+            await daemon.shutdown(link)
+
+    task = asyncio.create_task(main())
+    done, _ = await asyncio.wait({task, asyncio.create_task(started.wait())},
+                                 timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    running = RunningDaemon(daemon, task)
+    if wait:
+        await running.wait_synced()
+    return running
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+async def cli(url: str, *args: str, timeout: float = 20.0) -> CliResult:
+    """Run ``python -m astpresence --api URL ARGS`` as a real subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "astpresence", "--api", url, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0,
+                     what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
