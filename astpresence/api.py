@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024
 HISTORY_MAX = 1000
 SERVICE_KEY = web.AppKey("service", PresenceService)
-STATUS_KEY = web.AppKey("status", Callable[[], dict[str, Any]])
+StatusFn = Callable[[], dict[str, Any]]
+STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -27,7 +27,7 @@ from .ami.frames import Message
 from .codec import encode_presence_value, presence_from_change_event
 from .config import AMIConfig
 from .model import InvalidInput, Presence
-from .service import PresenceService
+from .service import PauseWrite, PresenceService, QueueMember
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class AMIBridge:
             "PresenceStatus": self._on_hint_event,
             "ExtensionStatus": self._on_hint_event,
             "DeviceStateChange": self._on_device_state_change,
+            "QueueMemberPause": self._on_queue_member,
+            "QueueMemberStatus": self._on_queue_member,
+            "QueueMemberAdded": self._on_queue_member,
+            "QueueMemberRemoved": self._on_queue_member,
         }
         self.events_by_type: dict[str, int] = {}
         self.writes_sent = 0
@@ -181,12 +185,28 @@ class AMIBridge:
             if ev.get("Hint")
         ]
         counts = await self._service.resync(presences, hints, devices)
+        if self._service.rules.queue_pause:
+            await self._resync_queues(client)
         logger.info(
             "synced with Asterisk: %d users, %d presences, %d devices; "
             "adopted %d, writing %d, conflicts %d",
             len(self._service.users.ids()), len(presences), len(devices),
             counts["adopted"], counts["to_write"], counts["conflicts"],
         )
+
+    async def _resync_queues(self, client: AMIClient) -> None:
+        """Read every queue member, so pauses are reconciled after each login."""
+        members = []
+        for ev in await client.send_list_action("QueueStatus"):
+            if ev.event != "QueueMember":
+                continue
+            queue, location = ev.get("Queue"), ev.get("Location") or ev.get("Interface")
+            if queue and location:
+                members.append(QueueMember(
+                    queue, location, ev.get("StateInterface", "") or "",
+                    ev.get("Paused") == "1", ev.get("PausedReason", "") or ""))
+        self._service.resync_queues(members)
+        logger.info("read %d queue members", len(members))
 
     # -- events ----------------------------------------------------------
 
@@ -217,10 +237,22 @@ class AMIBridge:
             await self._service.on_hint(msg.get("Exten", "") or "", msg.get("Context", "") or "",
                                         hint)
 
-    def _on_device_state_change(self, msg: Message) -> None:
+    async def _on_device_state_change(self, msg: Message) -> None:
         device = msg.get("Device")
         if device:
-            self._service.on_device_change(device, msg.get("State", "") or "")
+            await self._service.on_device_change(device, msg.get("State", "") or "")
+
+    def _on_queue_member(self, msg: Message) -> None:
+        queue = msg.get("Queue")
+        interface = msg.get("Interface") or msg.get("Location")
+        if not queue or not interface:
+            return
+        self._service.on_queue_member(
+            queue, interface, paused=msg.get("Paused") == "1",
+            reason=msg.get("PausedReason", "") or "",
+            state_interface=msg.get("StateInterface", "") or "",
+            removed=msg.event == "QueueMemberRemoved",
+        )
 
     # -- writes ----------------------------------------------------------
 
@@ -235,9 +267,15 @@ class AMIBridge:
         try:
             while True:
                 await self._service.wakeup.wait()
-                for uid, presence in self._service.take_writes():
+                presence_writes, mirror_writes, pause_writes = self._service.take_all()
+                jobs: list[Awaitable[None]] = [
+                    self._write_one(client, uid, presence) for uid, presence in presence_writes]
+                jobs += [self._write_mirror(client, uid, device, state)
+                         for uid, device, state in mirror_writes]
+                jobs += [self._write_pause(client, w) for w in pause_writes]
+                for job in jobs:
                     await sem.acquire()
-                    task = asyncio.create_task(self._write_one(client, uid, presence, sem))
+                    task = asyncio.create_task(self._bounded(job, sem))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         finally:
@@ -245,9 +283,14 @@ class AMIBridge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _write_one(
-        self, client: AMIClient, uid: str, presence: Presence, sem: asyncio.Semaphore
-    ) -> None:
+    @staticmethod
+    async def _bounded(job: Awaitable[None], sem: asyncio.Semaphore) -> None:
+        try:
+            await job
+        finally:
+            sem.release()
+
+    async def _write_one(self, client: AMIClient, uid: str, presence: Presence) -> None:
         try:
             await client.send_action(
                 "Setvar",
@@ -263,8 +306,31 @@ class AMIBridge:
         except AMIError as exc:
             # Link lost: the resync after the next login decides what to write.
             logger.debug("write of %s not confirmed: %s", uid, exc)
-        finally:
-            sem.release()
+
+    async def _write_mirror(self, client: AMIClient, uid: str, device: str, state: str) -> None:
+        try:
+            await client.send_action(
+                "Setvar", {"Variable": f"DEVICE_STATE({device})", "Value": state})
+            self._service.mirror_written(uid, state)
+        except (ActionError, ActionTimeout) as exc:
+            self._service.mirror_failed(uid, state, str(exc))
+        except AMIError as exc:
+            logger.debug("mirror write of %s not confirmed: %s", uid, exc)
+
+    async def _write_pause(self, client: AMIClient, write: PauseWrite) -> None:
+        headers = {"Interface": write.interface, "Queue": write.queue,
+                   "Paused": "true" if write.paused else "false"}
+        if write.paused:
+            headers["Reason"] = write.reason
+        try:
+            await client.send_action("QueuePause", headers)
+            self._service.pause_written(write)
+            logger.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
+                        write.interface, write.queue, write.user)
+        except (ActionError, ActionTimeout) as exc:
+            self._service.pause_failed(write, str(exc))
+        except AMIError as exc:
+            logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
 
     def status_json(self) -> dict[str, Any]:
         st = self.status

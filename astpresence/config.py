@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .model import InvalidInput, validate_user_id
+from .rules import DEFAULT_RULES, RuleConfig
 from .store.base import UserRecord
 
 
@@ -50,7 +51,7 @@ class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8780
     users: tuple[UserRecord, ...] = ()
-    rules: Mapping[str, Any] = field(default_factory=dict)
+    rules: RuleConfig = DEFAULT_RULES
     source: str = "defaults"  # where the file came from, for `status`
 
     @property
@@ -73,7 +74,7 @@ def parse_port(raw: object, what: str) -> int:
     if isinstance(raw, bool):
         raise ConfigError(f"{what}: expected a port number 1-65535, got {raw!r}")
     try:
-        port = int(raw)  # type: ignore[call-overload]
+        port = int(str(raw))
     except (TypeError, ValueError):
         raise ConfigError(f"{what}: expected a port number 1-65535, got {raw!r}") from None
     if not 1 <= port <= 65535:
@@ -178,9 +179,15 @@ def _from_file(path: Path, cfg: Config) -> Config:
         if "secret" in t:
             ami = replace(ami, secret=Secret(_text(t["secret"], f"{where} ami.secret",
                                                    allow_empty=True)))
-        for key in ("ping_interval", "action_timeout", "connect_timeout"):
-            if key in t:
-                ami = replace(ami, **{key: _positive(t[key], f"{where} ami.{key}")})
+        if "ping_interval" in t:
+            ami = replace(ami, ping_interval=_positive(t["ping_interval"],
+                                                       f"{where} ami.ping_interval"))
+        if "action_timeout" in t:
+            ami = replace(ami, action_timeout=_positive(t["action_timeout"],
+                                                        f"{where} ami.action_timeout"))
+        if "connect_timeout" in t:
+            ami = replace(ami, connect_timeout=_positive(t["connect_timeout"],
+                                                         f"{where} ami.connect_timeout"))
     cfg = replace(cfg, ami=ami, source=where)
     if "store" in data:
         t = _table(data["store"], f"{where} [store]")
@@ -204,7 +211,11 @@ def _from_file(path: Path, cfg: Config) -> Config:
             raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
         cfg = replace(cfg, users=users)
     if "rules" in data:
-        cfg = replace(cfg, rules=dict(_table(data["rules"], f"{where} [rules]")))
+        try:
+            rules = RuleConfig.from_mapping(_table(data["rules"], f"{where} [rules]"))
+        except InvalidInput as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        cfg = replace(cfg, rules=rules)
     return cfg
 
 

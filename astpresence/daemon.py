@@ -37,7 +37,7 @@ class Daemon:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.store: Store = store if store is not None else SqliteStore(config.db)
-        self.service = PresenceService(self.store, config.users)
+        self.service = PresenceService(self.store, config.users, rules_config=config.rules)
         self.bridge = AMIBridge(config.ami, self.service)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None

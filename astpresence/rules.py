@@ -200,6 +200,8 @@ class RuleConfig:
     mirror: bool = False
     mirror_prefix: str = DEFAULT_MIRROR_PREFIX
     mirror_map: Mapping[State, DeviceState] = field(default_factory=_default_mirror_map, hash=False)
+    #: Whether to pause the user's queue members while in ``pause_states``.
+    queue_pause: bool = False
     #: Effective states during which the user's queue members are paused.
     pause_states: frozenset[State] = DEFAULT_PAUSE_STATES
     pause_reason_prefix: str = DEFAULT_PAUSE_REASON_PREFIX
@@ -236,6 +238,7 @@ class RuleConfig:
             mirror=get("mirror", _parse_bool, base.mirror),
             mirror_prefix=get("mirror_prefix", _parse_mirror_prefix, base.mirror_prefix),
             mirror_map=get("mirror_map", _parse_mirror_map, base.mirror_map),
+            queue_pause=get("queue_pause", _parse_bool, base.queue_pause),
             pause_states=get("pause_states", _parse_state_set, base.pause_states),
             pause_reason_prefix=get(
                 "pause_reason_prefix", _parse_reason_prefix, base.pause_reason_prefix
@@ -258,6 +261,7 @@ RULE_KEYS: Final = (
     "mirror",
     "mirror_prefix",
     "mirror_map",
+    "queue_pause",
     "pause_states",
     "pause_reason_prefix",
 )

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from . import rules
 from .model import NOT_SET, DeviceState, InvalidInput, Presence, parse_device_state
+from .rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
 from .store.base import (
     Batch,
     EffectiveRecord,
@@ -55,6 +57,11 @@ class UnknownUser(LookupError):
         self.uid = uid
 
 
+class UnknownSource(LookupError):
+    def __init__(self, uid: str, name: str) -> None:
+        super().__init__(f"user {uid!r} has no source {name!r}")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -69,6 +76,7 @@ class PresenceView:
     actor: str
     since: datetime | None
     pending: bool
+    rule: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +88,7 @@ class PresenceView:
             "actor": self.actor,
             "since": self.since.isoformat() if self.since else None,
             "pending": self.pending,
+            "rule": self.rule,
         }
 
 
@@ -152,6 +161,26 @@ class GroupCommitter:
                     self._queue.task_done()
 
 
+@dataclass(slots=True)
+class QueueMember:
+    """A queue member as ``QueueStatus``/``QueueMemberPause`` describe it."""
+
+    queue: str
+    interface: str
+    state_interface: str = ""
+    paused: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PauseWrite:
+    queue: str
+    interface: str
+    paused: bool
+    reason: str
+    user: str
+
+
 class PresenceService:
     """State, decisions and persistence for every user's presence."""
 
@@ -160,10 +189,12 @@ class PresenceService:
         store: Store,
         config_users: Iterable[UserRecord] = (),
         *,
+        rules_config: RuleConfig = DEFAULT_RULES,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._clock = clock
+        self.rules = rules_config
         self.users = UserDirectory(config_users)
         self._sources: dict[str, dict[str, SourceRecord]] = {}
         self._effective: dict[str, EffectiveRecord] = {}
@@ -180,11 +211,28 @@ class PresenceService:
         self._seq = 0
         self.adopted = 0
         self.echoes = 0
+        # device engine
+        self._device_index: dict[str, set[str]] | None = None  # device -> users
+        self._unavailable_since: dict[str, datetime] = {}
+        self._missed: dict[str, int] = {}
+        self._ring: dict[str, str] = {}  # uid -> "ringing" | "answered"
+        # timers: when each user's decision may change by time alone
+        self._deadlines: dict[str, datetime] = {}
+        self._timer_wakeup = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+        # BLF mirror: device state last seen in Asterisk, writes in flight
+        self._mirror_seen: dict[str, str] = {}
+        self._mirror_in_flight: dict[str, str] = {}
+        self._mirror_failed: dict[str, str] = {}
+        # queue members: (queue, interface) -> QueueMember
+        self.queue_members: dict[tuple[str, str], QueueMember] = {}
+        self._pause_in_flight: set[tuple[str, str]] = set()
+        self._pause_failed: set[tuple[str, str]] = set()
 
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        """Load everything from the store and start the writer."""
+        """Load everything from the store and start the writer and the timer."""
         self.users.load(await self._store.load_users())
         for rec in await self._store.load_sources():
             self._sources.setdefault(rec.user, {})[rec.source] = rec
@@ -194,13 +242,23 @@ class PresenceService:
         last = await self._store.get_meta("last_sync")
         self.last_sync = datetime.fromisoformat(last) if last else None
         self._committer.start()
-        pending = len(self.pending_users())
+        # Windows may have opened or closed while the daemon was down.
+        now = self._clock()
+        batch = Batch()
+        for uid in self.users.ids():
+            self._recompute(uid, now, batch, trigger="start-up", actor="engine")
+        await self._committer.submit(batch)
+        self._timer_task = asyncio.create_task(self._timer(), name="presence-timer")
         logger.info(
             "loaded %d users, %d presences (%d not yet written to Asterisk)",
-            len(self.users.ids()), len(self._effective), pending,
+            len(self.users.ids()), len(self._effective), len(self.pending_users()),
         )
 
     async def stop(self) -> None:
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            await asyncio.gather(self._timer_task, return_exceptions=True)
+            self._timer_task = None
         await self._committer.stop()
         for sub in list(self._subs):
             self.unsubscribe(sub)
@@ -219,12 +277,29 @@ class PresenceService:
         pending = self._is_pending(uid)
         if eff is None:
             return PresenceView(uid, NOT_SET, DEFAULT_SOURCE, "", None, pending)
-        manual = self._sources.get(uid, {}).get(eff.source)
-        actor = manual.actor if manual is not None else ""
-        return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending)
+        rec = self._sources.get(uid, {}).get(eff.source)
+        actor = rec.actor if rec is not None else "engine"
+        return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
+                            eff.reason)
 
     def views(self) -> list[PresenceView]:
         return [self.view(uid) for uid in self.users.ids()]
+
+    def sources(self, uid: str) -> list[SourceRecord]:
+        self.require_user(uid)
+        return sorted(self._sources.get(uid, {}).values(), key=lambda r: r.source)
+
+    def device_view(self, uid: str) -> DeviceView:
+        user = self.users.get(uid)
+        states: list[DeviceState] = []
+        if user is not None:
+            for device in user.devices:
+                if rules.is_mirror_device(device, self.rules):
+                    continue  # derived from the result: never an input
+                state = self.devices.get(device)
+                if state is not None:
+                    states.append(state)
+        return DeviceView(tuple(states), self._unavailable_since.get(uid))
 
     async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
         self.require_user(uid)
@@ -242,54 +317,148 @@ class PresenceService:
         """A person or operator chose a presence. Durable when this returns."""
         self.require_user(uid)
         now = self._clock()
-        rec = SourceRecord(uid, MANUAL, presence, now, actor)
-        batch = Batch(put_sources=[rec])
-        self._sources.setdefault(uid, {})[MANUAL] = rec
-        self._failed.pop(uid, None)
-        self._recompute(uid, now, batch, history_source=MANUAL, actor=actor,
-                        reason="set by " + actor)
+        batch = Batch()
+        self._put_source(SourceRecord(uid, MANUAL, presence, now, actor), batch)
+        self._manual_changed(uid, batch)
+        self._recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
 
     async def clear_manual(self, uid: str, actor: str) -> PresenceView:
-        """Remove the manual presence; the user falls back to not_set."""
+        """Remove the manual presence; the other sources decide again."""
         self.require_user(uid)
         now = self._clock()
-        batch = Batch(delete_sources=[(uid, MANUAL)])
-        self._sources.get(uid, {}).pop(MANUAL, None)
-        self._failed.pop(uid, None)
-        self._recompute(uid, now, batch, history_source=MANUAL, actor=actor,
-                        reason="cleared by " + actor)
+        batch = Batch()
+        self._drop_source(uid, MANUAL, batch)
+        self._manual_changed(uid, batch)
+        self._recompute(uid, now, batch, trigger="cleared by " + actor, actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
 
-    def _decide(self, uid: str) -> tuple[Presence, str, str]:
-        """(presence, source, rule) from the user's contributions."""
-        manual = self._sources.get(uid, {}).get(MANUAL)
-        if manual is None:
-            return NOT_SET, DEFAULT_SOURCE, "default"
-        return manual.presence, MANUAL, MANUAL
+    async def set_source(self, record: SourceRecord) -> PresenceView:
+        """Add or replace a timed contribution (calendar...). Validated by the caller."""
+        self.require_user(record.user)
+        if record.source in rules.RESERVED_SOURCES:
+            raise InvalidInput(f"source name {record.source!r} is reserved")
+        now = self._clock()
+        batch = Batch()
+        self._put_source(record, batch)
+        self._recompute(record.user, now, batch, trigger=f"{record.source} set by {record.actor}",
+                        actor=record.actor)
+        await self._committer.submit(batch)
+        return self.view(record.user)
+
+    async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
+        self.require_user(uid)
+        if name not in self._sources.get(uid, {}) or name in (MANUAL, rules.SOURCE_AUTO):
+            raise UnknownSource(uid, name)
+        now = self._clock()
+        batch = Batch()
+        self._drop_source(uid, name, batch)
+        self._recompute(uid, now, batch, trigger=f"{name} removed by {actor}", actor=actor)
+        await self._committer.submit(batch)
+        return self.view(uid)
+
+    def _put_source(self, rec: SourceRecord, batch: Batch) -> None:
+        self._sources.setdefault(rec.user, {})[rec.source] = rec
+        batch.put_sources.append(rec)
+
+    def _drop_source(self, uid: str, name: str, batch: Batch) -> None:
+        if self._sources.get(uid, {}).pop(name, None) is not None:
+            batch.delete_sources.append((uid, name))
+
+    def _manual_changed(self, uid: str, batch: Batch) -> None:
+        """Any manual change clears auto-away and the missed-call count."""
+        self._failed.pop(uid, None)
+        self._missed[uid] = 0
+        self._drop_source(uid, rules.SOURCE_AUTO, batch)
+
+    # -- the decision ----------------------------------------------------
+
+    def _decide(self, uid: str, now: datetime) -> Decision:
+        contributions = self._sources.get(uid, {})
+        timed = [r for name, r in contributions.items() if name not in rules.RESERVED_SOURCES]
+        return rules.decide(
+            contributions.get(MANUAL), timed, self.device_view(uid),
+            contributions.get(rules.SOURCE_AUTO), now, self.rules,
+        )
 
     def _recompute(
-        self, uid: str, now: datetime, batch: Batch, *, history_source: str, actor: str,
-        reason: str,
+        self, uid: str, now: datetime, batch: Batch, *, trigger: str, actor: str,
+        history_source: str | None = None,
     ) -> bool:
-        presence, source, _rule = self._decide(uid)
+        """Decide again; record, publish and schedule what changed."""
+        # Nothing stale remains: records whose window is over are deleted.
+        for name, rec in list(self._sources.get(uid, {}).items()):
+            if rules.is_expired(rec, now):
+                self._drop_source(uid, name, batch)
+        decision = self._decide(uid, now)
+        self._schedule(uid, now)
         old = self._effective.get(uid)
         old_presence = old.presence if old is not None else NOT_SET
-        if old is not None and old.presence == presence and old.source == source:
+        if old is not None and (old.presence, old.source, old.reason) == (
+            decision.presence, decision.source, decision.rule
+        ):
             return False
-        eff = EffectiveRecord(uid, presence, source, reason, now)
+        if old is None and decision.source == DEFAULT_SOURCE:
+            return False  # never set: nothing to record
+        eff = EffectiveRecord(uid, decision.presence, decision.source, decision.rule, now)
         self._effective[uid] = eff
         batch.put_effective.append(eff)
-        if old_presence != presence:
+        if old_presence != decision.presence:
             batch.history.append(
-                HistoryEntry(now, uid, old.presence if old else None, presence,
-                             history_source, actor, reason)
+                HistoryEntry(now, uid, old.presence if old else None, decision.presence,
+                             history_source or decision.source, actor,
+                             f"{decision.rule}: {trigger}")
             )
             self._publish(uid, old_presence)
         self._mark_dirty(uid)
         return True
+
+    def _schedule(self, uid: str, now: datetime) -> None:
+        contributions = self._sources.get(uid, {})
+        timed = [r for name, r in contributions.items() if name not in rules.RESERVED_SOURCES]
+        when = rules.next_change_at(
+            contributions.get(MANUAL), timed, self.device_view(uid),
+            contributions.get(rules.SOURCE_AUTO), now, self.rules,
+        )
+        # Also wake at the end of any record, to delete it.
+        ends = [r.end for r in contributions.values() if r.end is not None and r.end > now]
+        if ends:
+            first_end = min(ends)
+            when = first_end if when is None else min(when, first_end)
+        old = self._deadlines.get(uid)
+        if when is None:
+            self._deadlines.pop(uid, None)
+        else:
+            self._deadlines[uid] = when
+            if old is None or when < old:
+                self._timer_wakeup.set()
+
+    async def _timer(self) -> None:
+        """Recompute users whose decision changes with time (windows, offline)."""
+        while True:
+            self._timer_wakeup.clear()
+            if self._deadlines:
+                delay = (min(self._deadlines.values()) - self._clock()).total_seconds()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._timer_wakeup.wait(), min(delay, 3600))
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+            else:
+                await self._timer_wakeup.wait()
+                continue
+            now = self._clock()
+            batch = Batch()
+            for uid in [u for u, t in self._deadlines.items() if t <= now]:
+                del self._deadlines[uid]
+                self._recompute(uid, now, batch, trigger="time", actor="engine")
+            try:
+                await self._committer.submit(batch)
+            except Exception:
+                logger.exception("could not store timed changes")
 
     # -- what Asterisk tells us -----------------------------------------
 
@@ -321,24 +490,107 @@ class PresenceService:
 
     def _adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
         now = self._clock()
-        rec = SourceRecord(uid, MANUAL, presence, now, ASTERISK)
-        self._sources.setdefault(uid, {})[MANUAL] = rec
-        batch.put_sources.append(rec)
-        self._failed.pop(uid, None)
-        self._recompute(uid, now, batch, history_source=ASTERISK, actor=ASTERISK, reason=reason)
+        self._put_source(SourceRecord(uid, MANUAL, presence, now, ASTERISK), batch)
+        self._manual_changed(uid, batch)
+        if not self._recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
+                               history_source=ASTERISK):
+            # Same effective value, but Asterisk may now differ (an overlay is
+            # still on): make sure it gets the effective value back.
+            self._mark_dirty(uid)
 
-    def on_device_change(self, device: str, state: str) -> None:
+    def _users_of(self, device: str) -> set[str]:
+        if self._device_index is None:
+            index: dict[str, set[str]] = {}
+            for user in self.users.all():
+                for dev in user.devices:
+                    index.setdefault(dev, set()).add(user.id)
+            self._device_index = index
+        return self._device_index.get(device, set())
+
+    async def on_device_change(self, device: str, state: str) -> None:
+        """A live ``DeviceStateChange``."""
         try:
-            self.devices[device] = parse_device_state(state)
+            new = parse_device_state(state)
         except InvalidInput as exc:
             logger.warning("ignoring DeviceStateChange for %s: %s", device, exc)
+            return
+        self.devices[device] = new
+        if self.rules.mirror and rules.is_mirror_device(device, self.rules):
+            uid = device[len("Custom:" + self.rules.mirror_prefix):]
+            self._mirror_seen[uid] = new.value
+            if self._mirror_in_flight.get(uid) == new.value:
+                del self._mirror_in_flight[uid]
+            self._mark_dirty(uid)
+            return
+        uids = self._users_of(device)
+        if not uids:
+            return
+        now = self._clock()
+        batch = Batch()
+        for uid in uids:
+            view = self.device_view(uid)
+            since = rules.track_unavailable_since(
+                self._unavailable_since.get(uid), view.states, now)
+            if since is None:
+                self._unavailable_since.pop(uid, None)
+            else:
+                self._unavailable_since[uid] = since
+            self._track_calls(uid, view.states, now, batch)
+            self._recompute(uid, now, batch, trigger=f"{device} {new.value}", actor="engine")
+        await self._committer.submit(batch)
+
+    def _track_calls(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
+                     batch: Batch) -> None:
+        """Missed-call auto-away: a ring that ends without any device in a call."""
+        if self.rules.missed_calls_away <= 0:
+            return
+        ringing = any(s in (DeviceState.RINGING, DeviceState.RINGINUSE) for s in states)
+        talking = any(s in (DeviceState.INUSE, DeviceState.BUSY, DeviceState.ONHOLD)
+                      for s in states)
+        phase = self._ring.get(uid)
+        if ringing and phase is None:
+            self._ring[uid] = "answered" if talking else "ringing"
+        elif phase == "ringing" and talking:
+            self._ring[uid] = "answered"
+        if phase is None or ringing:
+            return
+        # The ring is over.
+        del self._ring[uid]
+        answered = phase == "answered" or talking
+        count, active = rules.missed_calls_step(
+            self._missed.get(uid, 0), "answered" if answered else "missed", self.rules)
+        self._missed[uid] = count
+        if answered:
+            self._drop_source(uid, rules.SOURCE_AUTO, batch)
+        elif active and rules.SOURCE_AUTO not in self._sources.get(uid, {}):
+            logger.info("%s missed %d calls in a row: auto-away", uid, count)
+            self._put_source(rules.auto_contribution(uid, now, self.rules), batch)
 
     async def on_hint(self, exten: str, context: str, hint: str) -> None:
         """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user."""
         user = user_from_hint(exten, context, hint)
         if user is not None and self.users.add_hint_user(user):
             logger.info("user %s found in hint %s@%s", user.id, exten, context)
+            self._device_index = None
             await self._store.save_users([user])
+
+    def on_queue_member(self, queue: str, interface: str, *, paused: bool, reason: str,
+                        state_interface: str = "", removed: bool = False) -> None:
+        """QueueMember / QueueMemberPause / QueueMemberAdded / QueueMemberRemoved."""
+        key = (queue, interface)
+        if removed:
+            self.queue_members.pop(key, None)
+            return
+        member = self.queue_members.get(key)
+        if member is None:
+            member = self.queue_members[key] = QueueMember(queue, interface, state_interface)
+        elif state_interface:
+            member.state_interface = state_interface
+        member.paused, member.reason = paused, reason
+        self._pause_in_flight.discard(key)
+        uid = self._member_user(member)
+        if uid is not None:
+            self._mark_dirty(uid)
 
     async def resync(
         self,
@@ -349,14 +601,15 @@ class PresenceService:
         """Rebuild from what Asterisk holds after a login.
 
         ``presences`` maps presentity names (``CustomPresence:2000``) to values;
-        absent ones are not_set (Asterisk drops them from astdb). For each user:
+        absent ones are not_set. For each user:
         - Asterisk equals what we want: nothing to do;
         - Asterisk changed while we were away and we have no unsent change:
           adopt it (history source ``asterisk``);
         - we have a change Asterisk never got: write it (it was acknowledged
           to a client; on a conflict with a change in Asterisk it wins, and a
-          warning says so);
-        nothing is assumed from before the reconnect.
+          warning says so).
+        Then devices are replaced by what Asterisk reports and every user is
+        decided again. Nothing is assumed from before the reconnect.
         """
         found: list[UserRecord] = []
         for exten, context, hint in hints:
@@ -365,11 +618,13 @@ class PresenceService:
                 found.append(user)
         if found:
             await self._store.save_users(found)
-        self.devices = {}
-        for device, state in devices.items():
-            self.on_device_change(device, state)
+        self._device_index = None
         self._in_flight.clear()
         self._failed.clear()
+        self._mirror_in_flight.clear()
+        self._mirror_failed.clear()
+        self._pause_in_flight.clear()
+        self._pause_failed.clear()
 
         by_user: dict[str, Presence] = {}
         for presentity, value in presences.items():
@@ -402,7 +657,32 @@ class PresenceService:
                     )
                 counts["to_write"] += 1
                 self._mark_dirty(uid)
+
+        # Devices as Asterisk reports them now; what we knew before is void.
         now = self._clock()
+        self.devices = {}
+        self._mirror_seen = {}
+        for device, state in devices.items():
+            try:
+                parsed = parse_device_state(state)
+            except InvalidInput as exc:
+                logger.warning("ignoring device %s from Asterisk: %s", device, exc)
+                continue
+            self.devices[device] = parsed
+            if self.rules.mirror and rules.is_mirror_device(device, self.rules):
+                self._mirror_seen[device[len("Custom:" + self.rules.mirror_prefix):]] = (
+                    parsed.value)
+        self._ring.clear()
+        for uid in self.users.ids():
+            view = self.device_view(uid)
+            since = rules.track_unavailable_since(
+                self._unavailable_since.get(uid), view.states, now)
+            if since is None:
+                self._unavailable_since.pop(uid, None)
+            else:
+                self._unavailable_since[uid] = since
+            self._recompute(uid, now, batch, trigger="resync", actor="engine")
+            self._mark_dirty(uid)
         batch.meta["last_sync"] = now.isoformat()
         await self._committer.submit(batch)
         self.last_sync = now
@@ -410,43 +690,94 @@ class PresenceService:
         self.wakeup.set()
         return counts
 
+    def resync_queues(self, members: list[QueueMember]) -> None:
+        """Replace queue members with what ``QueueStatus`` reported."""
+        self.queue_members = {(m.queue, m.interface): m for m in members}
+        self._pause_in_flight.clear()
+        for uid in self.users.ids():
+            self._mark_dirty(uid)
+
     def link_lost(self) -> None:
         """The AMI link is down: nothing in flight will be confirmed."""
         self.synced = False
         self._in_flight.clear()
+        self._mirror_in_flight.clear()
+        self._pause_in_flight.clear()
 
     # -- the writer's side ----------------------------------------------
 
-    def _is_pending(self, uid: str) -> bool:
+    def _desired(self, uid: str) -> Presence:
         eff = self._effective.get(uid)
-        desired = eff.presence if eff is not None else NOT_SET
+        return eff.presence if eff is not None else NOT_SET
+
+    def _is_pending(self, uid: str) -> bool:
         queue = self._in_flight.get(uid)
         last = queue[-1] if queue else self._asterisk.get(uid, NOT_SET)
-        return last != desired
+        return last != self._desired(uid)
 
     def _mark_dirty(self, uid: str) -> None:
         self._dirty.add(uid)
         self.wakeup.set()
 
     def take_writes(self) -> list[tuple[str, Presence]]:
-        """Values to send now; each is registered as in flight before it goes out."""
+        """Presence values to send now; each is registered as in flight first."""
+        return self.take_all()[0]
+
+    def take_all(self) -> tuple[list[tuple[str, Presence]], list[tuple[str, str, str]],
+                                list[PauseWrite]]:
+        """Everything to send now: presence, mirror device states, queue pauses."""
         self.wakeup.clear()
         if not self.synced:
-            return []
-        out: list[tuple[str, Presence]] = []
+            return [], [], []
+        presence: list[tuple[str, Presence]] = []
+        mirror: list[tuple[str, str, str]] = []
+        pauses: list[PauseWrite] = []
         dirty, self._dirty = self._dirty, set()
         for uid in dirty:
-            if not self._is_pending(uid):
+            desired = self._desired(uid)
+            if self._is_pending(uid) and self._failed.get(uid) != desired:
+                queue = self._in_flight.setdefault(uid, collections.deque())
+                if len(queue) >= MAX_IN_FLIGHT:
+                    queue.popleft()
+                queue.append(desired)
+                presence.append((uid, desired))
+            if self.rules.mirror and uid in self.users:
+                want = rules.mirror_state(desired.state, self.rules)
+                current = self._mirror_in_flight.get(uid, self._mirror_seen.get(uid))
+                if current != want and self._mirror_failed.get(uid) != want:
+                    self._mirror_in_flight[uid] = want
+                    mirror.append((uid, rules.mirror_device(uid, self.rules), want))
+            if self.rules.queue_pause:
+                pauses.extend(self._pause_writes(uid, desired))
+        return presence, mirror, pauses
+
+    def _member_user(self, member: QueueMember) -> str | None:
+        for uid in self._users_of(member.interface):
+            return uid
+        if member.state_interface.startswith("hint:"):
+            exten, _, context = member.state_interface[5:].partition("@")
+            for user in self.users.all():
+                if user.extension == exten and (not context or user.context == context):
+                    return user.id
+        return None
+
+    def members_of(self, uid: str) -> list[QueueMember]:
+        return [m for m in self.queue_members.values() if self._member_user(m) == uid]
+
+    def _pause_writes(self, uid: str, desired: Presence) -> list[PauseWrite]:
+        out = []
+        for member in self.members_of(uid):
+            key = (member.queue, member.interface)
+            if key in self._pause_in_flight or key in self._pause_failed:
                 continue
-            eff = self._effective.get(uid)
-            desired = eff.presence if eff is not None else NOT_SET
-            if self._failed.get(uid) == desired:
+            action = rules.queue_pause_action(desired.state, member.paused, member.reason,
+                                              self.rules)
+            if action is None:
                 continue
-            queue = self._in_flight.setdefault(uid, collections.deque())
-            if len(queue) >= MAX_IN_FLIGHT:
-                queue.popleft()
-            queue.append(desired)
-            out.append((uid, desired))
+            paused = action == "pause"
+            reason = rules.pause_reason(desired.state, self.rules) if paused else ""
+            self._pause_in_flight.add(key)
+            out.append(PauseWrite(member.queue, member.interface, paused, reason, uid))
         return out
 
     def write_failed(self, uid: str, presence: Presence, error: str) -> None:
@@ -456,6 +787,32 @@ class PresenceService:
             queue.remove(presence)
         self._failed[uid] = presence
         logger.error("writing presence of %s to Asterisk failed: %s", uid, error)
+
+    def mirror_written(self, uid: str, state: str) -> None:
+        self._mirror_seen[uid] = state
+        if self._mirror_in_flight.get(uid) == state:
+            del self._mirror_in_flight[uid]
+
+    def mirror_failed(self, uid: str, state: str, error: str) -> None:
+        self._mirror_in_flight.pop(uid, None)
+        self._mirror_failed[uid] = state
+        logger.error("writing BLF mirror of %s (%s) failed: %s; retried after reconnect",
+                     uid, state, error)
+
+    def pause_written(self, write: PauseWrite) -> None:
+        key = (write.queue, write.interface)
+        self._pause_in_flight.discard(key)
+        member = self.queue_members.get(key)
+        if member is not None:
+            member.paused, member.reason = write.paused, write.reason
+
+    def pause_failed(self, write: PauseWrite, error: str) -> None:
+        key = (write.queue, write.interface)
+        self._pause_in_flight.discard(key)
+        self._pause_failed.add(key)
+        logger.error("%s %s in queue %s for %s failed: %s; retried after reconnect",
+                     "pausing" if write.paused else "unpausing", write.interface, write.queue,
+                     write.user, error)
 
     # -- change events for clients --------------------------------------
 

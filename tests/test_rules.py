@@ -1029,6 +1029,7 @@ BAD_VALUES = [
     ("auto_presence", False),
     ("auto_presence", {"state": "nope"}),
     ("mirror", "yes"),
+    ("queue_pause", "on"),
     ("mirror", 1),
     ("mirror_prefix", ""),
     ("mirror_prefix", 5),

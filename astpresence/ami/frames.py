@@ -131,14 +131,18 @@ class FrameParser:
         if self._expect_banner:
             end = buf.find(CRLF)
             if end < 0:
-                if len(buf) > self._max_line:
+                # +1: the line may be complete but for the LF after its CR.
+                if len(buf) > self._max_line + 1:
                     self._expect_banner = False
                     out.append(FrameError("banner line too long", _sample(buf)))
                     self._skipping = True
                     pos = len(buf)
                     del buf[:pos]
                 return out
-            out.append(Banner(buf[:end].decode("utf-8", "replace")))
+            if end > self._max_line:
+                out.append(FrameError("banner line too long", _sample(buf[:end])))
+            else:
+                out.append(Banner(buf[:end].decode("utf-8", "replace")))
             self._expect_banner = False
             pos = end + 2
         find = buf.find
@@ -159,7 +163,9 @@ class FrameParser:
                         out.append(item)
             pos = end + 4
         del buf[:pos]
-        if len(buf) > max_frame:
+        # Without a frame end in the buffer, it may hold a whole frame of
+        # max_frame bytes plus the first 3 bytes of its CRLFCRLF.
+        if len(buf) > max_frame + len(FRAME_END) - 1:
             if not self._skipping:
                 out.append(FrameError("frame too long", _sample(buf)))
             self._skipping = True
