@@ -11,9 +11,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .ami.client import (
     ActionError,
@@ -110,7 +111,7 @@ class AMIBridge:
             logger.warning("reconnecting to AMI in %.1f s (attempt %d)", delay, attempt)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.status.next_retry_at = None
             self.status.reconnects += 1
@@ -131,7 +132,7 @@ class AMIBridge:
         self._client = client
         await client.connect()
         logger.info("logged in to AMI at %s:%d as %s", cfg.host, cfg.port, cfg.username)
-        self.status.connected_since = datetime.now(timezone.utc)
+        self.status.connected_since = datetime.now(UTC)
         self.status.last_error = None
         self.status.attempt = 0
         self.status.state = "syncing"
@@ -324,7 +325,6 @@ class AMIBridge:
             headers["Reason"] = write.reason
         try:
             await client.send_action("QueuePause", headers)
-            self._service.pause_written(write)
             logger.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
                         write.interface, write.queue, write.user)
         except (ActionError, ActionTimeout) as exc:

@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import click
@@ -295,3 +296,153 @@ async def _watch(base: str, as_json: bool) -> None:
                 click.echo(f"cannot reach {base}: {exc}; retrying in {delay:.0f} s", err=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+# -- timed sources ----------------------------------------------------------
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(raw: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    text = raw.strip().lower()
+    unit = 1
+    if text and text[-1] in _DURATION:
+        unit, text = _DURATION[text[-1]], text[:-1]
+    try:
+        value = float(text) * unit
+    except ValueError:
+        raise InvalidInput(f"invalid duration {raw!r}: use e.g. 90s, 15m, 2h or 1d") from None
+    if value <= 0:
+        raise InvalidInput(f"duration {raw!r} must be positive")
+    return value
+
+
+def parse_when(raw: str, now: datetime | None = None) -> datetime:
+    """``15:00`` (next occurrence, local time), ``2026-11-21 15:00`` or ISO 8601."""
+    now = now or datetime.now().astimezone()
+    text = raw.strip()
+    try:
+        clock = datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        pass
+    else:
+        when = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+        return when if when > now else when + timedelta(days=1)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid time {raw!r}: use HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601"
+        ) from None
+    return when if when.tzinfo else when.astimezone()  # naive = local time
+
+
+@main.group()
+def source() -> None:
+    """Timed presence sources (calendar, ...) of a user."""
+
+
+@source.command(name="set")
+@click.argument("user")
+@click.argument("name")
+@click.argument("state")
+@click.option("--subtype", default="", help="Subtype text (<= 255 bytes).")
+@click.option("--message", default="", help="Message text (<= 255 bytes).")
+@click.option("--from", "start", help="Start: HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601. [default: now]")
+@click.option("--until", "end", help="End: HH:MM (next occurrence), date-time or ISO 8601.")
+@click.option("--ttl", help="Instead of --until: how long, e.g. 90s, 15m, 2h, 1d.")
+@json_option
+@click.pass_context
+def source_set(ctx: click.Context, user: str, name: str, state: str, subtype: str, message: str,
+               start: str | None, end: str | None, ttl: str | None, as_json: bool) -> None:
+    """Set source NAME of USER to STATE, optionally for a time window."""
+    try:
+        presence = parse_presence(state, subtype, message)
+        body: dict[str, Any] = presence.as_dict()
+        if start:
+            body["start"] = parse_when(start).isoformat()
+        if end and ttl:
+            raise InvalidInput("give either --until or --ttl, not both")
+        if end:
+            body["end"] = parse_when(end).isoformat()
+        if ttl:
+            body["ttl"] = parse_duration(ttl)
+    except InvalidInput as exc:
+        fail(str(exc))
+    data = _client(ctx).request(
+        "PUT", f"/v1/presence/{_user(user)}/sources/{urllib.parse.quote(name, safe='')}", body)
+    eff = data["effective"]
+    _emit(data, as_json, f"{user}: source {name} set; effective presence {eff['state']} "
+          f"({eff['rule']})")
+
+
+@source.command(name="clear")
+@click.argument("user")
+@click.argument("name")
+@click.pass_context
+def source_clear(ctx: click.Context, user: str, name: str) -> None:
+    """Remove source NAME of USER."""
+    data = _client(ctx).request(
+        "DELETE", f"/v1/presence/{_user(user)}/sources/{urllib.parse.quote(name, safe='')}")
+    eff = data["effective"]
+    click.echo(f"{user}: source {name} removed; effective presence {eff['state']} "
+               f"({eff['rule']})")
+
+
+@source.command(name="list")
+@click.argument("user")
+@json_option
+@click.pass_context
+def source_list(ctx: click.Context, user: str, as_json: bool) -> None:
+    """Show every contribution to USER's presence and the result."""
+    data = _client(ctx).request("GET", f"/v1/presence/{_user(user)}/sources")
+    rows = [[s["source"], s["state"], s["subtype"], s["message"], s["actor"],
+             (s["start"] or "")[:16].replace("T", " "), (s["end"] or "")[:16].replace("T", " ")]
+            for s in data["sources"]]
+    dev = data["devices"]
+    eff = data["effective"]
+    human = "\n".join([
+        _table(rows, ["source", "state", "subtype", "message", "actor", "start", "end"])
+        if rows else "no sources",
+        f"devices: {', '.join(dev['states']) or 'none known'} (aggregate {dev['aggregate']})",
+        f"effective: {eff['state']} {eff['subtype']} {eff['message']}".rstrip()
+        + f"  [{eff['source']}, rule {eff['rule']}]",
+    ])
+    _emit(data, as_json, human)
+
+
+# -- dialplan helpers ---------------------------------------------------------
+
+
+@main.group()
+def dialplan() -> None:
+    """Print dialplan snippets for the users astpresence knows."""
+
+
+@dialplan.command()
+@click.pass_context
+def hints(ctx: click.Context) -> None:
+    """Hint lines with each user's BLF mirror device (Custom:<prefix><user>)."""
+    users = _client(ctx).request("GET", "/v1/users")["users"]
+    click.echo(format_hints(users))
+
+
+def format_hints(users: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    by_context: dict[str, list[dict[str, Any]]] = {}
+    for user in users:
+        by_context.setdefault(user["context"] or "", []).append(user)
+    for context in sorted(by_context):
+        lines.append(f"; context [{context}]" if context else "; users without a known context")
+        for user in by_context[context]:
+            if not user["extension"]:
+                lines.append(f"; {user['id']}: no extension known; set 'extension' in [[users]]")
+                continue
+            devices = [d for d in user["devices"] if d != user["mirror_device"]]
+            devices.append(user["mirror_device"])
+            lines.append(
+                f"exten => {user['extension']},hint,{'&'.join(devices)},"
+                f"CustomPresence:{user['id']}"
+            )
+    return "\n".join(lines) if lines else "; no users known"

@@ -86,13 +86,13 @@ class Daemon:
         if link is not None:
             try:
                 await asyncio.wait_for(link, SHUTDOWN_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning("AMI link did not stop within %.0f s; cancelled", SHUTDOWN_TIMEOUT)
             except Exception:
                 logger.exception("AMI link ended with an error")
         try:
             await asyncio.wait_for(self.service.stop(), SHUTDOWN_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("store writer did not drain within %.0f s", SHUTDOWN_TIMEOUT)
         await self.store.close()
         logger.info("stopped")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 #: Asterisk truncates a decoded subtype or message past this many bytes without
 #: telling anyone (ami/escaping-and-limits.txt, action ``long-1``).

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from . import rules
 from .model import NOT_SET, DeviceState, InvalidInput, Presence, parse_device_state
@@ -63,7 +64,7 @@ class UnknownSource(LookupError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +227,8 @@ class PresenceService:
         self._mirror_failed: dict[str, str] = {}
         # queue members: (queue, interface) -> QueueMember
         self.queue_members: dict[tuple[str, str], QueueMember] = {}
-        self._pause_in_flight: set[tuple[str, str]] = set()
+        # QueuePause writes not yet seen back in a QueueMemberPause, per member
+        self._pause_sent: dict[tuple[str, str], collections.deque[tuple[bool, str]]] = {}
         self._pause_failed: set[tuple[str, str]] = set()
 
     # -- lifecycle -------------------------------------------------------
@@ -444,7 +446,7 @@ class PresenceService:
                 if delay > 0:
                     try:
                         await asyncio.wait_for(self._timer_wakeup.wait(), min(delay, 3600))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     continue
             else:
@@ -587,7 +589,11 @@ class PresenceService:
         elif state_interface:
             member.state_interface = state_interface
         member.paused, member.reason = paused, reason
-        self._pause_in_flight.discard(key)
+        sent = self._pause_sent.get(key)
+        if sent and (paused, reason) in sent:
+            # Our own write coming back; older ones were overwritten by it.
+            while sent.popleft() != (paused, reason):
+                pass
         uid = self._member_user(member)
         if uid is not None:
             self._mark_dirty(uid)
@@ -623,7 +629,7 @@ class PresenceService:
         self._failed.clear()
         self._mirror_in_flight.clear()
         self._mirror_failed.clear()
-        self._pause_in_flight.clear()
+        self._pause_sent.clear()
         self._pause_failed.clear()
 
         by_user: dict[str, Presence] = {}
@@ -693,7 +699,7 @@ class PresenceService:
     def resync_queues(self, members: list[QueueMember]) -> None:
         """Replace queue members with what ``QueueStatus`` reported."""
         self.queue_members = {(m.queue, m.interface): m for m in members}
-        self._pause_in_flight.clear()
+        self._pause_sent.clear()
         for uid in self.users.ids():
             self._mark_dirty(uid)
 
@@ -702,7 +708,7 @@ class PresenceService:
         self.synced = False
         self._in_flight.clear()
         self._mirror_in_flight.clear()
-        self._pause_in_flight.clear()
+        self._pause_sent.clear()
 
     # -- the writer's side ----------------------------------------------
 
@@ -768,15 +774,17 @@ class PresenceService:
         out = []
         for member in self.members_of(uid):
             key = (member.queue, member.interface)
-            if key in self._pause_in_flight or key in self._pause_failed:
+            if key in self._pause_failed:
                 continue
-            action = rules.queue_pause_action(desired.state, member.paused, member.reason,
-                                              self.rules)
+            sent = self._pause_sent.setdefault(key, collections.deque(maxlen=MAX_IN_FLIGHT))
+            # What the member will be once our writes land.
+            paused, reason = sent[-1] if sent else (member.paused, member.reason)
+            action = rules.queue_pause_action(desired.state, paused, reason, self.rules)
             if action is None:
                 continue
             paused = action == "pause"
             reason = rules.pause_reason(desired.state, self.rules) if paused else ""
-            self._pause_in_flight.add(key)
+            sent.append((paused, reason))
             out.append(PauseWrite(member.queue, member.interface, paused, reason, uid))
         return out
 
@@ -799,16 +807,11 @@ class PresenceService:
         logger.error("writing BLF mirror of %s (%s) failed: %s; retried after reconnect",
                      uid, state, error)
 
-    def pause_written(self, write: PauseWrite) -> None:
-        key = (write.queue, write.interface)
-        self._pause_in_flight.discard(key)
-        member = self.queue_members.get(key)
-        if member is not None:
-            member.paused, member.reason = write.paused, write.reason
-
     def pause_failed(self, write: PauseWrite, error: str) -> None:
         key = (write.queue, write.interface)
-        self._pause_in_flight.discard(key)
+        sent = self._pause_sent.get(key)
+        if sent and (write.paused, write.reason) in sent:
+            sent.remove((write.paused, write.reason))
         self._pause_failed.add(key)
         logger.error("%s %s in queue %s for %s failed: %s; retried after reconnect",
                      "pausing" if write.paused else "unpausing", write.interface, write.queue,

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from astpresence.config import AMIConfig, Config, Secret
 from astpresence.daemon import Daemon
+from astpresence.rules import DEFAULT_RULES, RuleConfig
 from astpresence.store.base import UserRecord
 from tests.fakeami import FakeAsterisk, Hint
 
@@ -27,7 +28,8 @@ def seed(fake: FakeAsterisk) -> None:
 
 
 def make_config(fake: FakeAsterisk, db: Path, *, ping: float = 0.5,
-                users: tuple[UserRecord, ...] = ()) -> Config:
+                users: tuple[UserRecord, ...] = (),
+                rules: RuleConfig = DEFAULT_RULES) -> Config:
     return Config(
         ami=AMIConfig(host=fake.host, port=fake.port, username=fake.username,
                       secret=Secret(fake.secret), ping_interval=ping, action_timeout=2.0,
@@ -36,6 +38,7 @@ def make_config(fake: FakeAsterisk, db: Path, *, ping: float = 0.5,
         listen_host="127.0.0.1",
         listen_port=0,
         users=users,
+        rules=rules,
     )
 
 

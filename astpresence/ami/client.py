@@ -40,8 +40,9 @@ import itertools
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping, Union
+from typing import Any, Union
 
 from .frames import (
     DEFAULT_MAX_FRAME,
@@ -68,7 +69,7 @@ __all__ = [
 #: Bytes asked of the socket per read; the parser bounds what it buffers.
 READ_CHUNK = 64 * 1024
 
-EventHandler = Callable[[Message], Union[Awaitable[None], None]]
+EventHandler = Callable[[Message], Awaitable[None] | None]
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
 

@@ -12,8 +12,9 @@ line ending in CRLF, each frame ending in an empty line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Union
+from typing import Union
 
 CRLF = b"\r\n"
 FRAME_END = b"\r\n\r\n"
@@ -188,8 +189,7 @@ class FrameParser:
                 return FrameError(f"malformed header line {line[:60]!r}", _sample(raw))
             # Asterisk writes "Key: Value"; drop exactly that one space so that
             # leading spaces in values (command output) are kept.
-            if value.startswith(" "):
-                value = value[1:]
+            value = value.removeprefix(" ")
             headers.append((key, value))
         return Message(headers)
 
@@ -227,7 +227,7 @@ def encode_action(action: str, headers: HeaderInput = ()) -> bytes:
             raise ActionEncodeError(f"AMI header {key} value must be text")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ActionEncodeError(f"AMI header {key} contains CR, LF or NUL")
-        line = f"{key}: {value}".encode("utf-8")
+        line = f"{key}: {value}".encode()
         if len(line) > MAX_ACTION_LINE:
             raise ActionEncodeError(
                 f"AMI header {key} is {len(line)} bytes; Asterisk refuses lines over "

@@ -7,9 +7,10 @@ written as one :class:`Batch` in one transaction before it is acknowledged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from ..model import Presence
 

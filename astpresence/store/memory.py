@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..model import Presence
 from .base import (
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:

@@ -23,7 +23,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import aiosqlite
@@ -188,7 +188,7 @@ def _ts(value: datetime) -> str:
     # Fixed width (always microseconds, always +00:00) so text order is time order.
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _opt_ts(value: datetime | None) -> str | None:
@@ -198,8 +198,8 @@ def _opt_ts(value: datetime | None) -> str | None:
 def _dt(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _opt_dt(text: str | None) -> datetime | None:
