@@ -14,13 +14,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import click
 
 from . import __version__
+from .codec import encode_presence_value
 from .config import ConfigError, load_config
-from .model import InvalidInput, parse_presence, parse_state, validate_user_id
+from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
 
 DEFAULT_API = "http://127.0.0.1:8780"
 USER_AGENT = f"astpresence-cli/{__version__}"
@@ -426,6 +427,31 @@ def hints(ctx: click.Context) -> None:
     """Hint lines with each user's BLF mirror device (Custom:<prefix><user>)."""
     users = _client(ctx).request("GET", "/v1/users")["users"]
     click.echo(format_hints(users))
+
+
+@dialplan.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="ASTPRESENCE_CONFIG", help="TOML config file with [[presets]].")
+def presets(config_path: str | None) -> None:
+    """[globals] lines for the *37N preset codes, from [[presets]] in the config."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not config.presets:
+        fail("no [[presets]] in the config; add e.g. [[presets]] digit = 1, state = \"away\", "
+             "subtype = \"lunch\", message = \"Back at 2pm\"")
+    click.echo(format_presets(config.presets))
+
+
+def format_presets(presets: Mapping[int, Presence]) -> str:
+    lines = ["; astpresence presets: put these lines in [globals] (extensions.conf)"]
+    for digit in sorted(presets):
+        p = presets[digit]
+        summary = " ".join(x for x in (p.state.value, p.subtype, p.message) if x)
+        lines.append(f"; *37{digit}: {summary}")
+        lines.append(f"ASTPRESENCE_PRESET_{digit}={encode_presence_value(p)}")
+    return "\n".join(lines)
 
 
 def format_hints(users: list[dict[str, Any]]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .model import InvalidInput, validate_user_id
+from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
 from .store.base import UserRecord
 
@@ -53,6 +53,8 @@ class Config:
     listen_port: int = 8780
     users: tuple[UserRecord, ...] = ()
     rules: RuleConfig = DEFAULT_RULES
+    #: Feature code presets: digit N of *37N -> presence.
+    presets: Mapping[int, Presence] = field(default_factory=dict)
     source: str = "defaults"  # where the file came from, for `status`
 
     @property
@@ -151,6 +153,30 @@ def _parse_user(raw: object, where: str) -> UserRecord:
     )
 
 
+def _parse_presets(raw: object, where: str) -> dict[int, Presence]:
+    """``[[presets]]`` entries: ``digit`` 0-9 (default: position), state, subtype, message."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'presets' must be an array of tables ([[presets]])")
+    out: dict[int, Presence] = {}
+    for i, item in enumerate(raw):
+        what = f"{where} presets[{i}]"
+        table = _table(item, what)
+        _check_keys(table, {"digit", "state", "subtype", "message"}, what)
+        digit = table.get("digit", i)
+        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
+            raise ConfigError(f"{what}: 'digit' must be 0-9 (the N of *37N), got {digit!r}")
+        if digit in out:
+            raise ConfigError(f"{what}: digit {digit} is used twice")
+        if "state" not in table:
+            raise ConfigError(f"{what}: missing 'state'")
+        try:
+            out[digit] = parse_presence(table["state"], table.get("subtype"),
+                                        table.get("message"))
+        except InvalidInput as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    return out
+
+
 def _from_file(path: Path, cfg: Config) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -161,7 +187,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
-    _check_keys(data, {"ami", "store", "api", "users", "rules"}, where)
+    _check_keys(data, {"ami", "store", "api", "users", "rules", "presets"}, where)
     ami = cfg.ami
     if "ami" in data:
         t = _table(data["ami"], f"{where} [ami]")
@@ -211,6 +237,8 @@ def _from_file(path: Path, cfg: Config) -> Config:
         if dupes:
             raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
         cfg = replace(cfg, users=users)
+    if "presets" in data:
+        cfg = replace(cfg, presets=_parse_presets(data["presets"], where))
     if "rules" in data:
         try:
             rules = RuleConfig.from_mapping(_table(data["rules"], f"{where} [rules]"))
