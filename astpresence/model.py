@@ -153,10 +153,21 @@ def parse_device_state(raw: object) -> DeviceState:
 
 
 def aggregate_devices(states: Iterable[DeviceState]) -> DeviceState:
-    """The state Asterisk shows for a hint whose devices have these states."""
+    """The state Asterisk shows for a hint whose devices have these states.
+
+    As main/devicestate.c ``ast_devstate_aggregate_add``: the busiest wins,
+    except that RINGING together with INUSE, ONHOLD or BUSY gives RINGINUSE.
+    """
     best = DeviceState.INVALID
+    ringing = in_use = False
     for state in states:
-        if DEVICE_RANK[state] > DEVICE_RANK[best]:
+        if state is DeviceState.RINGING:
+            ringing = True
+        elif state in (DeviceState.INUSE, DeviceState.ONHOLD, DeviceState.BUSY):
+            in_use = True
+        if ringing and in_use:
+            best = DeviceState.RINGINUSE
+        elif DEVICE_RANK[state] > DEVICE_RANK[best]:
             best = state
     return best
 

@@ -218,3 +218,23 @@ async def test_events_published_with_changed_fields(store: MemoryStore) -> None:
     assert second["changed"] == ["message"] and second["seq"] == first["seq"] + 1
     assert second["presence"]["message"] == "until 4"
     await svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ((), "INVALID"),
+        (("UNAVAILABLE", "INVALID"), "UNAVAILABLE"),
+        (("UNAVAILABLE", "NOT_INUSE"), "NOT_INUSE"),  # the README's "helper looks idle"
+        (("INUSE", "RINGING"), "RINGINUSE"),  # main/devicestate.c: ringing + in use
+        (("RINGING", "ONHOLD"), "RINGINUSE"),
+        (("BUSY", "RINGING"), "RINGINUSE"),
+        (("RINGING", "NOT_INUSE"), "RINGING"),
+        (("ONHOLD", "NOT_INUSE"), "ONHOLD"),
+        (("INUSE", "BUSY"), "BUSY"),
+    ],
+)
+def test_device_aggregation_like_asterisk(states: tuple[str, ...], expected: str) -> None:
+    from astpresence.model import DeviceState, aggregate_devices
+
+    assert aggregate_devices(DeviceState(s) for s in states).value == expected
