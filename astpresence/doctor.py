@@ -1,0 +1,759 @@
+"""``astpresence doctor``: is Asterisk set up for what the configuration asks?
+
+Logs in with the configured AMI credentials and runs one check per concern:
+AMI reachable, login accepted, AMI permissions, modules loaded, users found
+from hints, BLF mirror devices in hints. :func:`run_checks` returns plain
+:class:`Check` values and prints nothing; the CLI formats them.
+
+Every probe is free of side effects: nothing is written to Asterisk, no
+member is paused, no variable is set. Asterisk facts relied on
+(asterisk/asterisk, main/manager.c unless said otherwise):
+
+- ``process_message()`` runs an action when ``(writeperm & authority) != 0``
+  or the action's authority is 0; otherwise it answers ``Response: Error`` /
+  ``Message: Permission denied`` *before* the action's handler runs. So an
+  action sent without its required headers tells whether the user may run it
+  without doing anything: the handler answers its "missing parameter" error.
+- Authorities (the ``ast_manager_register_xml*`` calls): ``Setvar`` call;
+  ``Getvar``, ``ExtensionState``, ``PresenceState`` call|reporting;
+  ``ExtensionStateList`` call|reporting (main/extension_state.c);
+  ``PresenceStateList`` call|reporting (res/res_manager_presencestate.c);
+  ``DeviceStateList`` call|reporting (res/res_manager_devicestate.c);
+  ``QueueStatus`` 0 and ``QueuePause`` agent (apps/app_queue.c);
+  ``ModuleCheck`` system; ``Command`` command; ``Ping`` 0.
+- Read classes decide which events a session gets: ``set_eventmask()`` sets
+  ``send_events = readperm & mask`` and an event goes out only when
+  ``(send_events & category) == category``. No action reports a session's
+  read classes, so they are known only from ``manager show user <name>``
+  (CLI command, prints ``read perm:`` / ``write perm:`` and never the secret,
+  ``handle_showmanager()``) or from events actually received: the
+  ``Privilege`` header of an event names its classes (``authority_to_str()``).
+- ``action_login()`` writes ``Event: FullyBooted`` right after
+  ``Authentication accepted`` when the session's events include ``system``
+  (and Asterisk is fully booted); astpresence logs in with ``Events: on``,
+  so that event is the evidence for ``read=system``.
+- ``manager_modulecheck()`` answers ``Module not loaded`` or ``Response:
+  Success``; ``ast_module_check()`` matches the name with or without ``.so``
+  (main/loader.c ``resource_name_match()``).
+- ``action_extensionstatelist()`` (main/extension_state.c) answers
+  ``No dialplan hints are available`` when there are none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .ami.client import (
+    ActionError,
+    ActionTimeout,
+    AMIClient,
+    AMIConnectionError,
+    AuthenticationError,
+)
+from .ami.frames import Message
+from .config import Config
+from .model import InvalidInput
+from .rules import mirror_device
+from .store.base import UserRecord
+from .users import PRESENCE_PROVIDER, parse_hint, user_from_hint
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECK_LOGIN",
+    "CHECK_MIRROR",
+    "CHECK_MODULES",
+    "CHECK_PERMISSIONS",
+    "CHECK_REACHABLE",
+    "CHECK_USERS",
+    "CHECK_NAMES",
+    "CORE_MODULES",
+    "EXAMPLE_HINT",
+    "NEEDS_LOGIN",
+    "PJSIP_PRESENCE_MODULES",
+    "Check",
+    "HintEntry",
+    "PermissionFinding",
+    "checks_as_json",
+    "format_check",
+    "hint_users",
+    "judge_permissions",
+    "mirror_check",
+    "parse_manager_show_user",
+    "privilege_classes",
+    "required_permissions",
+    "run_checks",
+    "users_check",
+]
+
+CHECK_REACHABLE = "ami reachable"
+CHECK_LOGIN = "login"
+CHECK_PERMISSIONS = "permissions"
+CHECK_MODULES = "modules"
+CHECK_USERS = "users from hints"
+CHECK_MIRROR = "mirror in hints"
+#: Every check, in the order they are reported.
+CHECK_NAMES = (CHECK_REACHABLE, CHECK_LOGIN, CHECK_PERMISSIONS, CHECK_MODULES, CHECK_USERS,
+               CHECK_MIRROR)
+
+NEEDS_LOGIN = "skipped: needs a working login"
+
+#: Modules astpresence cannot work without: the PRESENCE_STATE and
+#: DEVICE_STATE functions it writes, and the two modules that turn presence
+#: and device state changes into AMI events and list actions.
+CORE_MODULES = (
+    "res_manager_presencestate",
+    "res_manager_devicestate",
+    "func_presencestate",
+    "func_devstate",
+)
+#: Checked only when res_pjsip is loaded: SUBSCRIBE to a hint
+#: (res_pjsip_exten_state), PIDF bodies, and the ``digium_presence`` element,
+#: the only way presence itself reaches a phone (../shared/asterisk/README.md,
+#: "Hints and what phones see").
+PJSIP_PRESENCE_MODULES = (
+    "res_pjsip_exten_state",
+    "res_pjsip_pidf_body_generator",
+    "res_pjsip_pidf_digium_body_supplement",
+)
+PJSIP_MODULE = "res_pjsip"
+QUEUE_MODULE = "app_queue"
+
+EXAMPLE_HINT = "exten => 2000,hint,PJSIP/2000,CustomPresence:2000"
+
+PERMISSION_DENIED = "Permission denied"
+UNKNOWN_COMMAND = "Invalid/unknown command"
+NO_HINTS = "No dialplan hints are available"
+#: Throw-away names for read-only function probes; nothing is ever written.
+PROBE_PRESENTITY = "CustomPresence:astpresence-doctor"
+PROBE_DEVICE = "Custom:astpresence-doctor"
+
+#: Shown after "fix:" for checks that could not run.
+_FIX_LOGIN_FIRST = "fix the failed check above first"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check; ``fix`` says what to do when ``ok`` is false."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+def format_check(check: Check) -> str:
+    """``[ OK ] name: detail`` or ``[FAIL] name: detail — fix: ...``."""
+    if check.ok:
+        return f"[ OK ] {check.name}: {check.detail}"
+    line = f"[FAIL] {check.name}: {check.detail}"
+    return f"{line} — fix: {check.fix}" if check.fix else line
+
+
+def checks_as_json(checks: Sequence[Check]) -> dict[str, Any]:
+    return {"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]}
+
+
+# --- permissions: pure helpers ------------------------------------------------
+
+
+def required_permissions(config: Config) -> tuple[frozenset[str], frozenset[str]]:
+    """(read classes, write classes) the daemon needs with this configuration.
+
+    read: ``call`` for PresenceStateChange, PresenceStatus, ExtensionStatus
+    and DeviceStateChange (all EVENT_FLAG_CALL: main/presencestate.c,
+    main/manager.c ``manager_state_cb()``, main/devicestate.c); ``system`` and
+    ``reporting`` as the product asks; ``agent`` for QueueMemberPause and
+    friends (EVENT_FLAG_AGENT, apps/app_queue.c) when queue pause is on.
+    write: ``call`` for Setvar (and it covers the call|reporting list
+    actions); ``agent`` for QueuePause when queue pause is on.
+    """
+    read = {"system", "call", "reporting"}
+    write = {"call"}
+    if config.rules.queue_pause:
+        read.add("agent")
+        write.add("agent")
+    return frozenset(read), frozenset(write)
+
+
+def privilege_classes(privilege: str | None) -> frozenset[str]:
+    """Classes in an event's ``Privilege`` header, without the ``all`` suffix."""
+    if not privilege:
+        return frozenset()
+    return frozenset(p.strip().lower() for p in privilege.split(",") if p.strip()) - {"all"}
+
+
+def _perm_list(text: str) -> frozenset[str]:
+    classes = frozenset(p.strip().lower() for p in text.split(",") if p.strip())
+    return classes - {"<none>"}
+
+
+def parse_manager_show_user(lines: Iterable[str]) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(read, write) classes from ``manager show user <name>`` output, or None.
+
+    The lines are ``         read perm: system,call`` and ``        write perm:
+    call`` (manager.c ``handle_showmanager()``); ``<none>`` means empty.
+    """
+    read: frozenset[str] | None = None
+    write: frozenset[str] | None = None
+    for line in lines:
+        key, sep, value = line.strip().partition(":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if key == "read perm":
+            read = _perm_list(value)
+        elif key == "write perm":
+            write = _perm_list(value)
+    if read is None or write is None:
+        return None
+    return read, write
+
+
+#: Class order of manager.c ``perms[]``, used to print class lists.
+_CLASS_ORDER = ("system", "call", "log", "verbose", "command", "agent", "user", "config",
+                "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc",
+                "test", "security", "message")
+
+
+def _ordered(classes: Iterable[str]) -> list[str]:
+    def key(cls: str) -> tuple[int, str]:
+        return (_CLASS_ORDER.index(cls), cls) if cls in _CLASS_ORDER else (len(_CLASS_ORDER), cls)
+
+    return sorted(classes, key=key)
+
+
+def _has(classes: frozenset[str], wanted: str) -> bool:
+    return wanted in classes or "all" in classes
+
+
+Verdict = Literal["yes", "no", "unknown"]
+
+
+@dataclass(frozen=True)
+class PermissionFinding:
+    """One needed class, e.g. ``read=call``, what is known and from where."""
+
+    kind: Literal["read", "write"]
+    cls: str
+    verdict: Verdict
+    evidence: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}={self.cls}"
+
+
+def judge_permissions(
+    need_read: Iterable[str],
+    need_write: Iterable[str],
+    *,
+    probed_write: Mapping[str, tuple[bool, str]],
+    shown: tuple[frozenset[str], frozenset[str]] | None,
+    seen_read: frozenset[str],
+    fully_booted: bool,
+) -> list[PermissionFinding]:
+    """What is known about each needed class.
+
+    ``probed_write``: class -> (allowed, which probe), from actions answered
+    without ``Permission denied`` (the live session's rights: preferred).
+    ``shown``: (read, write) from ``manager show user`` when the user may run
+    ``Command``. ``seen_read``: classes of the events received. A class no
+    evidence speaks for stays ``unknown``; only ``read=system`` is judged
+    missing without ``shown``, because FullyBooted always follows a login
+    whose events include system.
+    """
+    findings: list[PermissionFinding] = []
+    for cls in _ordered(need_write):
+        if cls in probed_write:
+            allowed, probe = probed_write[cls]
+            verdict: Verdict = "yes" if allowed else "no"
+            evidence = f"{probe} {'allowed' if allowed else 'answered Permission denied'}"
+        elif shown is not None:
+            verdict = "yes" if _has(shown[1], cls) else "no"
+            evidence = "manager show user"
+        else:
+            verdict, evidence = "unknown", "no probe answered"
+        findings.append(PermissionFinding("write", cls, verdict, evidence))
+    for cls in _ordered(need_read):
+        if shown is not None:
+            verdict = "yes" if _has(shown[0], cls) else "no"
+            evidence = "manager show user"
+        elif cls == "system" and fully_booted:
+            verdict, evidence = "yes", "FullyBooted after login"
+        elif cls in seen_read:
+            verdict, evidence = "yes", f"a {cls} event arrived"
+        elif cls == "system":
+            verdict, evidence = "no", "no FullyBooted after login"
+        else:
+            verdict, evidence = "unknown", f"no {cls} event arrived"
+        findings.append(PermissionFinding("read", cls, verdict, evidence))
+    return findings
+
+
+def _permissions_check(findings: Sequence[PermissionFinding], username: str,
+                       need_read: frozenset[str], need_write: frozenset[str]) -> Check:
+    def describe(items: Iterable[PermissionFinding]) -> str:
+        return ", ".join(f"{f.label} ({f.evidence})" for f in items)
+
+    missing = [f for f in findings if f.verdict == "no"]
+    confirmed = [f for f in findings if f.verdict == "yes"]
+    unknown = [f for f in findings if f.verdict == "unknown"]
+    parts = []
+    if missing:
+        parts.append(f"missing {describe(missing)}")
+    if confirmed:
+        parts.append(f"confirmed {describe(confirmed)}")
+    unknown_write = [f for f in unknown if f.kind == "write"]
+    unknown_read = [f for f in unknown if f.kind == "read"]
+    if unknown_write:
+        parts.append(f"unverified {describe(unknown_write)}")
+    if unknown_read:
+        parts.append(
+            f"unverified {', '.join(f.label for f in unknown_read)} (no such event arrived; "
+            "doctor reads them from 'manager show user' if the user has write=command)"
+        )
+    detail = "; ".join(parts) or "nothing needed"
+    if not missing:
+        return Check(CHECK_PERMISSIONS, True, detail)
+    add_read = _ordered(f.cls for f in missing if f.kind == "read")
+    add_write = _ordered(f.cls for f in missing if f.kind == "write")
+    wants = []
+    if add_read:
+        wants.append(f"add {','.join(add_read)} to read=")
+    if add_write:
+        wants.append(f"add {','.join(add_write)} to write=")
+    fix = (
+        f"in manager.conf [{username}] {' and '.join(wants)} (astpresence needs "
+        f"read = {','.join(_ordered(need_read))} and write = {','.join(_ordered(need_write))}), "
+        "then run 'manager reload' in the Asterisk CLI"
+    )
+    return Check(CHECK_PERMISSIONS, False, detail, fix)
+
+
+# --- users and mirror: pure helpers ------------------------------------------
+
+
+@dataclass(frozen=True)
+class HintEntry:
+    exten: str
+    context: str
+    hint: str
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return parse_hint(self.hint)[0]
+
+
+def hint_users(hints: Iterable[HintEntry]) -> dict[str, list[HintEntry]]:
+    """User id -> the hints naming ``CustomPresence:<id>``."""
+    found: dict[str, list[HintEntry]] = {}
+    for h in hints:
+        user = user_from_hint(h.exten, h.context, h.hint)
+        if user is not None:
+            found.setdefault(user.id, []).append(h)
+    return found
+
+
+def _names(ids: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _sort_ids(ids: Iterable[str]) -> list[str]:
+    return sorted(ids, key=lambda u: (0, int(u), u) if u.isdigit() else (1, 0, u))
+
+
+def users_check(hints: Sequence[HintEntry], config_users: Sequence[UserRecord]) -> Check:
+    """Users found from hints; failing only when there are none at all."""
+    found = hint_users(hints)
+    ids = _sort_ids(found)
+    invalid = sum(
+        1 for h in hints
+        if PRESENCE_PROVIDER in (parse_hint(h.hint)[1] or "")
+        and user_from_hint(h.exten, h.context, h.hint) is None
+    )
+    note = f"; {invalid} hint(s) with an unusable user id ignored" if invalid else ""
+    if ids:
+        detail = f"{len(ids)} user(s) in {len(hints)} hint(s): {_names(ids)}{note}"
+        if config_users:
+            detail += f"; {len(config_users)} more from [[users]] in the config"
+        return Check(CHECK_USERS, True, detail)
+    if config_users:
+        return Check(
+            CHECK_USERS, True,
+            f"no hint names {PRESENCE_PROVIDER} ({len(hints)} hint(s) listed){note}; "
+            f"{len(config_users)} user(s) from [[users]] in the config",
+        )
+    return Check(
+        CHECK_USERS, False,
+        f"no hint names {PRESENCE_PROVIDER} ({len(hints)} hint(s) listed) and the config "
+        f"has no [[users]]{note}",
+        f"give each user a hint with a presence provider in extensions.conf, e.g. "
+        f"'{EXAMPLE_HINT}', then 'dialplan reload'; or list users in [[users]]",
+    )
+
+
+def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
+    """When the BLF mirror is on, each user's hint must hold ``Custom:<prefix><user>``."""
+    rules = config.rules
+    if not rules.mirror:
+        return Check(CHECK_MIRROR, True, "mirror is off (rules.mirror = false): nothing to check")
+    found = hint_users(hints)
+    by_place = {(h.exten, h.context): h for h in hints}
+    candidates: dict[str, list[HintEntry]] = {uid: list(hs) for uid, hs in found.items()}
+    for user in config.users:
+        extra = by_place.get((user.extension, user.context)) if user.extension else None
+        entry = candidates.setdefault(user.id, [])
+        if extra is not None and extra not in entry:
+            entry.append(extra)
+    missing: list[str] = []
+    no_hint: list[str] = []
+    example = ""
+    for uid in _sort_ids(candidates):
+        try:
+            device = mirror_device(uid, rules)
+        except InvalidInput:
+            continue
+        hs = candidates[uid]
+        if not hs:
+            no_hint.append(uid)
+        elif not any(device in h.devices for h in hs):
+            missing.append(uid)
+            if not example:
+                h = hs[0]
+                devices, provider = parse_hint(h.hint)
+                line = f"exten => {h.exten},hint,{'&'.join((*devices, device))}"
+                example = line + (f",{provider}" if provider else "")
+    if not candidates:
+        return Check(CHECK_MIRROR, True, "mirror is on, but there are no users to check")
+    if not missing and not no_hint:
+        return Check(CHECK_MIRROR, True,
+                     f"every user's hint has its Custom:{rules.mirror_prefix}<user> device "
+                     f"({len(candidates)} user(s))")
+    parts = []
+    if missing:
+        parts.append(f"hint without Custom:{rules.mirror_prefix}<user> for {_names(missing)}")
+    if no_hint:
+        parts.append(f"no hint at all for {_names(no_hint)}")
+    fix = (
+        f"add Custom:{rules.mirror_prefix}<user> to each user's hint devices (joined with &), "
+        "then 'dialplan reload'; 'astpresence dialplan hints' prints every line"
+    )
+    if example:
+        fix += f", e.g. '{example}'"
+    return Check(CHECK_MIRROR, False, "; ".join(parts), fix)
+
+
+# --- talking to Asterisk --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reply:
+    ok: bool
+    message: str = ""  # the Message header of an error answer
+    frame: Message | None = None
+
+    @property
+    def denied(self) -> bool:
+        return not self.ok and self.message == PERMISSION_DENIED
+
+    @property
+    def unknown_action(self) -> bool:
+        return not self.ok and self.message.startswith(UNKNOWN_COMMAND)
+
+    @property
+    def answered(self) -> bool:
+        """Asterisk ran the action's handler (it answered, and not with a refusal)."""
+        return self.frame is not None and not self.denied and not self.unknown_action
+
+
+async def _ask(client: AMIClient, action: str, headers: Mapping[str, str] | None = None) -> _Reply:
+    """One action; an AMI error answer becomes a :class:`_Reply`.
+
+    A lost link or a timeout is not caught: Asterisk runs one session's
+    actions one after the other, so once one goes unanswered every later
+    probe would wait its full timeout too.
+    """
+    try:
+        return _Reply(True, "", await client.send_action(action, headers or {}))
+    except ActionError as exc:
+        return _Reply(False, exc.response.get("Message") or "", exc.response)
+
+
+async def _ask_list(client: AMIClient, action: str) -> tuple[_Reply, list[Message]]:
+    try:
+        return _Reply(True), await client.send_list_action(action)
+    except ActionError as exc:
+        return _Reply(False, exc.response.get("Message") or "", exc.response), []
+
+
+@dataclass
+class _Events:
+    """Classes of the events received during the run: evidence for read=."""
+
+    classes: set[str] = field(default_factory=set)
+    fully_booted: bool = False
+
+    def __call__(self, event: Message) -> None:
+        self.classes |= privilege_classes(event.get("Privilege"))
+        if event.event == "FullyBooted":
+            self.fully_booted = True
+
+
+@dataclass
+class _Probes:
+    """What the run learned; turned into checks at the end."""
+
+    write: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    shown: tuple[frozenset[str], frozenset[str]] | None = None
+    queue_pause: _Reply | None = None
+    modules: Check | None = None
+    hints: list[HintEntry] | None = None
+    hints_reply: _Reply | None = None  # the failed ExtensionStateList, if it failed
+
+
+async def _probe_write(client: AMIClient, config: Config, probes: _Probes) -> None:
+    # Setvar without Variable: the permission check comes first (write=call),
+    # then action_setvar() answers "No variable specified" and returns.
+    reply = await _ask(client, "Setvar")
+    if reply.denied or reply.answered:
+        probes.write["call"] = (not reply.denied, "Setvar without a variable")
+    if config.rules.queue_pause:
+        # QueuePause without Interface/Paused: manager_pause_queue_member()
+        # answers "Need 'Interface' and 'Paused' parameters." and pauses nothing.
+        reply = probes.queue_pause = await _ask(client, "QueuePause")
+        if reply.denied or reply.answered:
+            probes.write["agent"] = (not reply.denied, "QueuePause without an interface")
+    username = client.username
+    if username and not any(c.isspace() for c in username):
+        # Read-only CLI command; its output shows the secret as "<Set>" and
+        # is never printed here, only the two perm lines are read.
+        reply = await _ask(client, "Command", {"Command": f"manager show user {username}"})
+        if reply.ok and reply.frame is not None:
+            probes.shown = parse_manager_show_user(reply.frame.get_all("Output"))
+
+
+async def _module_loaded(client: AMIClient, module: str) -> _Reply:
+    return await _ask(client, "ModuleCheck", {"Module": module})
+
+
+async def _check_modules(client: AMIClient, config: Config, probes: _Probes) -> Check:
+    required = list(CORE_MODULES)
+    if config.rules.queue_pause:
+        required.append(QUEUE_MODULE)
+    first = await _module_loaded(client, required[0])
+    if first.denied:
+        return await _check_modules_without_modulecheck(client, required, probes)
+    replies = {required[0]: first}
+    for module in required[1:]:
+        replies[module] = await _module_loaded(client, module)
+    pjsip = await _module_loaded(client, PJSIP_MODULE)
+    pjsip_note = "PJSIP not loaded, its presence modules not needed"
+    if pjsip.ok:
+        pjsip_note = f"PJSIP loaded, checked {', '.join(PJSIP_PRESENCE_MODULES)}"
+        for module in PJSIP_PRESENCE_MODULES:
+            replies[module] = await _module_loaded(client, module)
+    missing = [m for m, r in replies.items() if not r.ok and r.message == "Module not loaded"]
+    unclear = [f"{m} ({r.message or 'no message'})" for m, r in replies.items()
+               if not r.ok and m not in missing]
+    loaded = [m for m, r in replies.items() if r.ok]
+    return _modules_result(loaded, missing, unclear, pjsip_note)
+
+
+async def _check_modules_without_modulecheck(
+    client: AMIClient, required: list[str], probes: _Probes
+) -> Check:
+    # ModuleCheck needs write=system, which astpresence itself never uses.
+    # Judge by what each module registers instead: an action is found by
+    # action_find() only while its module is loaded, and a dialplan function
+    # that is not registered reads as an empty Value in Getvar.
+    evidence: dict[str, _Reply] = {}
+    reply, _ = await _ask_list(client, "PresenceStateList")
+    evidence["res_manager_presencestate"] = reply
+    reply, _ = await _ask_list(client, "DeviceStateList")
+    evidence["res_manager_devicestate"] = reply
+    loaded: list[str] = []
+    missing: list[str] = []
+    unclear: list[str] = []
+    for module, reply in evidence.items():
+        if reply.ok or reply.answered:
+            loaded.append(module)
+        elif reply.unknown_action:
+            missing.append(module)
+        else:
+            unclear.append(f"{module} ({reply.message or 'no message'})")
+    functions = {
+        "func_presencestate": f"PRESENCE_STATE({PROBE_PRESENTITY},value)",
+        "func_devstate": f"DEVICE_STATE({PROBE_DEVICE})",
+    }
+    for module, variable in functions.items():
+        reply = await _ask(client, "Getvar", {"Variable": variable})
+        if reply.ok and reply.frame is not None:
+            # A loaded module reads "not_set" / "UNKNOWN" for an unused name.
+            (loaded if reply.frame.get("Value") else missing).append(module)
+        else:
+            unclear.append(f"{module} ({reply.message or 'no message'})")
+    queue = probes.queue_pause
+    if QUEUE_MODULE in required and queue is not None:
+        # The QueuePause probe: app_queue registers QueuePause, so
+        # "Invalid/unknown command" means app_queue is not loaded.
+        if queue.unknown_action:
+            missing.append(QUEUE_MODULE)
+        elif queue.answered or queue.denied:
+            loaded.append(QUEUE_MODULE)
+        else:
+            unclear.append(f"{QUEUE_MODULE} ({queue.message or 'no message'})")
+    note = ("ModuleCheck needs write=system (Permission denied): judged by the modules' "
+            "AMI actions and dialplan functions; PJSIP presence modules not checked")
+    return _modules_result(loaded, missing, unclear, note)
+
+
+def _modules_result(loaded: list[str], missing: list[str], unclear: list[str],
+                    note: str) -> Check:
+    if not missing and not unclear:
+        return Check(CHECK_MODULES, True, f"loaded: {', '.join(loaded)}; {note}")
+    parts = []
+    if missing:
+        parts.append(f"not loaded: {', '.join(missing)}")
+    if unclear:
+        parts.append(f"could not check: {', '.join(unclear)}")
+    fix_parts = []
+    if missing:
+        loads = "; ".join(f"module load {m}.so" for m in missing)
+        fix_parts.append(
+            f"in the Asterisk CLI run '{loads}' and make sure modules.conf does not "
+            f"noload {'them' if len(missing) > 1 else 'it'}"
+        )
+    if unclear:
+        fix_parts.append("grant write=system to this AMI user so ModuleCheck can answer")
+    return Check(CHECK_MODULES, False, f"{'; '.join(parts)}; {note}", "; ".join(fix_parts))
+
+
+async def _list_hints(client: AMIClient, probes: _Probes) -> None:
+    reply, items = await _ask_list(client, "ExtensionStateList")
+    if reply.ok:
+        probes.hints = [
+            HintEntry(ev.get("Exten") or "", ev.get("Context") or "", ev.get("Hint") or "")
+            for ev in items if ev.get("Hint")
+        ]
+    elif reply.message == NO_HINTS:
+        probes.hints = []
+    else:
+        probes.hints_reply = reply
+
+
+def _skipped(names: Iterable[str], detail: str = NEEDS_LOGIN) -> list[Check]:
+    return [Check(name, False, detail, _FIX_LOGIN_FIRST) for name in names]
+
+
+def _unreachable_fix(config: Config) -> str:
+    return (
+        f"check ami.host/ami.port (now {config.ami.host}:{config.ami.port}), that Asterisk is "
+        "running with manager.conf [general] enabled = yes and that port/bindaddr there "
+        "match, and that no firewall is in the way"
+    )
+
+
+async def run_checks(config: Config) -> list[Check]:
+    """Log in with ``config.ami`` and run every check; never raises for AMI trouble.
+
+    Returns one :class:`Check` per name in :data:`CHECK_NAMES`, in that
+    order. When the connection or the login fails, the checks that need a
+    session are reported failed with ``skipped: needs a working login``.
+    """
+    ami = config.ami
+    where = f"{ami.host}:{ami.port}"
+    events = _Events()
+    client = AMIClient(
+        ami.host, ami.port, ami.username, ami.secret.value, on_event=events,
+        ping_interval=ami.ping_interval, action_timeout=ami.action_timeout,
+        connect_timeout=ami.connect_timeout,
+    )
+    after_login = CHECK_NAMES[2:]
+    try:
+        await client.connect()
+    except AuthenticationError:
+        await client.close()
+        return [
+            Check(CHECK_REACHABLE, True, f"{where} answered: {client.banner}"),
+            Check(
+                CHECK_LOGIN, False,
+                f"Asterisk refused the login of user {ami.username!r}",
+                f"make ami.username/ami.secret (or ASTPRESENCE_AMI_SECRET) match the "
+                f"[{ami.username}] section of manager.conf and check its permit=/deny=; "
+                "if astpresence is already running, manager.conf needs "
+                "allowmultiplelogin = yes; then 'manager reload'",
+            ),
+            *_skipped(after_login),
+        ]
+    except AMIConnectionError as exc:
+        await client.close()
+        if client.banner is None:
+            return [
+                Check(CHECK_REACHABLE, False, str(exc), _unreachable_fix(config)),
+                Check(CHECK_LOGIN, False, "skipped: needs a reachable AMI", _FIX_LOGIN_FIRST),
+                *_skipped(after_login),
+            ]
+        return [
+            Check(CHECK_REACHABLE, True, f"{where} answered: {client.banner}"),
+            Check(CHECK_LOGIN, False, str(exc),
+                  "Asterisk accepted the connection but did not answer the login: check "
+                  "that it is not overloaded or hung (ami.connect_timeout is "
+                  f"{ami.connect_timeout:g} s)"),
+            *_skipped(after_login),
+        ]
+    checks = [
+        Check(CHECK_REACHABLE, True, f"{where} answered: {client.banner}"),
+        Check(CHECK_LOGIN, True, f"logged in as {ami.username}"),
+    ]
+    probes = _Probes()
+    try:
+        await _probe_write(client, config, probes)
+        probes.modules = await _check_modules(client, config, probes)
+        await _list_hints(client, probes)
+        # A barrier: every event written before this answer has been handed
+        # to the handler (the client dispatches in wire order).
+        await _ask(client, "Ping")
+        await asyncio.sleep(0)
+    except (AMIConnectionError, ActionTimeout) as exc:
+        why = "the AMI link was lost" if isinstance(exc, AMIConnectionError) else (
+            "Asterisk stopped answering")
+        return [*checks, *[
+            Check(name, False, f"skipped: {why} ({exc})",
+                  "run doctor again; if it keeps happening, look at the Asterisk log "
+                  "(logger.conf) for manager errors or a deadlock")
+            for name in after_login
+        ]]
+    finally:
+        await client.close()
+    need_read, need_write = required_permissions(config)
+    findings = judge_permissions(
+        need_read, need_write, probed_write=probes.write, shown=probes.shown,
+        seen_read=frozenset(events.classes), fully_booted=events.fully_booted,
+    )
+    checks.append(_permissions_check(findings, ami.username, need_read, need_write))
+    assert probes.modules is not None
+    checks.append(probes.modules)
+    if probes.hints is None:
+        reply = probes.hints_reply
+        assert reply is not None
+        fix = ("ExtensionStateList needs write=call or write=reporting (see permissions)"
+               if reply.denied else "check the Asterisk log for why ExtensionStateList failed")
+        checks.append(Check(CHECK_USERS, False,
+                            f"ExtensionStateList failed: {reply.message or 'no message'}", fix))
+        checks.append(Check(CHECK_MIRROR, False, "skipped: hints could not be listed",
+                            _FIX_LOGIN_FIRST))
+    else:
+        checks.append(users_check(probes.hints, config.users))
+        checks.append(mirror_check(config, probes.hints))
+    logger.debug("doctor: %d checks, failed: %s", len(checks),
+                 ", ".join(c.name for c in checks if not c.ok) or "none")
+    return checks
