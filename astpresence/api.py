@@ -1,4 +1,10 @@
-"""Local HTTP/WebSocket API (aiohttp): JSON in, JSON out, JSON errors."""
+"""HTTP/WebSocket API (aiohttp): JSON in, JSON out, JSON errors, bearer tokens.
+
+Every ``/v1/*`` route needs ``Authorization: Bearer <token>`` except
+``/v1/openapi.json``; the board (``/``, ``/static/*``) and ``/metrics`` are
+public. What a token may read follows each user's presence level
+(:class:`~astpresence.auth.Privacy`), the same for REST reads and events.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,61 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, rules
-from .model import STATE_NAMES, InvalidInput, parse_presence, parse_state
-from .service import PresenceService, UnknownSource, UnknownUser
-from .store.base import SourceRecord
+from .auth import (
+    AuthError,
+    Forbidden,
+    Principal,
+    Privacy,
+    Role,
+    authenticate,
+    check_token,
+    new_token,
+    parse_role,
+    project,
+)
+from .metrics import Metrics
+from .model import STATE_NAMES, InvalidInput, parse_presence, parse_state, validate_user_id
+from .openapi import openapi_document
+from .service import ChangeEvent, PresenceService, UnknownSource, UnknownUser
+from .store.base import SourceRecord, Store
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 HISTORY_MAX = 1000
-SERVICE_KEY = web.AppKey("service", PresenceService)
+MAX_SUBSCRIPTIONS = 1000  # explicit user ids per WebSocket; "*" counts as one
+WS_AUTH_TIMEOUT = 10.0
+SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_TTL = timedelta(days=366)
+PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PATHS = {"/", "/metrics", "/v1/openapi.json"}
+
 StatusFn = Callable[[], dict[str, Any]]
+SERVICE_KEY = web.AppKey("service", PresenceService)
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
+STORE_KEY: web.AppKey[Store] = web.AppKey("store")
+PRIVACY_KEY = web.AppKey("privacy", Privacy)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+CONFIG_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config")
+LIMITS_KEY: web.AppKey[dict[str, int]] = web.AppKey("limits")
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(request: web.Request, status: int, message: str) -> web.Response:
+    if METRICS_KEY in request.app:
+        request.app[METRICS_KEY].api_refused.labels(str(status)).inc()
     return web.json_response({"error": message, "status": status}, status=status)
 
 
@@ -38,22 +77,47 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except InvalidInput as exc:
         logger.info("%s %s refused: %s", request.method, request.path, exc)
-        return _error(400, str(exc))
+        return _error(request, 400, str(exc))
+    except AuthError as exc:
+        logger.info("%s %s: 401 %s", request.method, request.path, exc)
+        resp = _error(request, 401, str(exc))
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="astpresence"'
+        return resp
+    except Forbidden as exc:
+        logger.info("%s %s: 403 %s", request.method, request.path, exc)
+        return _error(request, 403, str(exc))
     except (UnknownUser, UnknownSource) as exc:
-        return _error(404, str(exc))
+        return _error(request, 404, str(exc))
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body is larger than {MAX_BODY} bytes")
+        logger.info("%s %s: body over %d bytes", request.method, request.path, MAX_BODY)
+        return _error(request, 413, f"request body is larger than {MAX_BODY} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason)
+        return _error(request, exc.status, exc.reason)
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
-        return _error(500, "internal error; see the daemon log")
+        return _error(request, 500, "internal error; see the daemon log")
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == "/v1/events":
+        return await handler(request)  # /v1/events authenticates in its first message
+    request[PRINCIPAL_KEY] = await authenticate(request.app[STORE_KEY],
+                                              request.headers.get("Authorization"))
+    return await handler(request)
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL_KEY]
 
 
 def _actor(request: web.Request) -> str:
-    return "cli" if request.headers.get("User-Agent", "").startswith("astpresence-cli") else "api"
+    p = principal(request)
+    kind = "cli" if request.headers.get("User-Agent", "").startswith("astpresence-cli") else "api"
+    return f"{kind}:{p.user or p.role.value}"
 
 
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
@@ -74,25 +138,42 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
+    mode = request.app[PRIVACY_KEY].view_mode(principal(request), presence["user"])
+    return project(presence, mode)
+
+
+def _require_details(request: web.Request, uid: str) -> None:
+    """History and sources show text: only for viewers who see it in full."""
+    service = request.app[SERVICE_KEY]
+    service.require_user(uid)
+    if request.app[PRIVACY_KEY].view_mode(principal(request), uid) != "full":
+        raise Forbidden(f"the presence details of {uid!r} are not visible to this token")
+
+
+# -- presence ----------------------------------------------------------------
+
+
 async def list_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    views = service.views()
+    objs = [_visible(request, v.to_json()) for v in service.views()]
     state = request.query.get("state")
     if state is not None:
-        wanted = parse_state(state)
-        views = [v for v in views if v.presence.state == wanted]
-    return web.json_response({"presence": [v.to_json() for v in views]})
+        wanted = parse_state(state).value
+        objs = [o for o in objs if o["state"] == wanted]
+    return web.json_response({"presence": objs})
 
 
 async def get_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    return web.json_response(service.view(request.match_info["user"]).to_json())
+    return web.json_response(_visible(request, service.view(request.match_info["user"]).to_json()))
 
 
 async def put_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     uid = request.match_info["user"]
     service.require_user(uid)  # 404 before looking at the body
+    principal(request).require_change(uid)
     body = await _json_body(request, {"state", "subtype", "message"})
     if "state" not in body:
         raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
@@ -103,12 +184,16 @@ async def put_presence(request: web.Request) -> web.Response:
 
 async def delete_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    view = await service.clear_manual(request.match_info["user"], _actor(request))
+    uid = request.match_info["user"]
+    service.require_user(uid)
+    principal(request).require_change(uid)
+    view = await service.clear_manual(uid, _actor(request))
     return web.json_response(view.to_json())
 
 
 async def get_history(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    uid = request.match_info["user"]
     raw = request.query.get("limit", "50")
     try:
         limit = int(raw)
@@ -116,10 +201,11 @@ async def get_history(request: web.Request) -> web.Response:
         raise InvalidInput(f"limit must be an integer 1-{HISTORY_MAX}, got {raw!r}") from None
     if not 1 <= limit <= HISTORY_MAX:
         raise InvalidInput(f"limit must be between 1 and {HISTORY_MAX}, got {limit}")
-    rows = await service.history(request.match_info["user"], limit)
+    _require_details(request, uid)
+    rows = await service.history(uid, limit)
     return web.json_response(
         {
-            "user": request.match_info["user"],
+            "user": uid,
             "history": [
                 {
                     "id": h.id,
@@ -136,8 +222,64 @@ async def get_history(request: web.Request) -> web.Response:
     )
 
 
-SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-MAX_TTL = timedelta(days=366)
+# -- the caller's own presence -------------------------------------------------
+
+
+def _own_user(request: web.Request) -> str:
+    uid = principal(request).user
+    if uid is None:
+        raise Forbidden("this token is not tied to a user; use /v1/presence/{user}")
+    request.app[SERVICE_KEY].require_user(uid)
+    return uid
+
+
+async def get_me(request: web.Request) -> web.Response:
+    p = principal(request)
+    service = request.app[SERVICE_KEY]
+    user = service.users.get(p.user) if p.user else None
+    return web.json_response(
+        {
+            "token": p.to_json(),
+            "user": asdict(user) if user is not None else None,
+            "presence": service.view(user.id).to_json() if user is not None else None,
+        }
+    )
+
+
+def _parse_expires(raw: object, now: datetime) -> datetime:
+    if isinstance(raw, bool):
+        raise InvalidInput("expires must be an ISO 8601 date-time or a number of seconds")
+    if isinstance(raw, (int, float)):
+        if raw <= 0 or timedelta(seconds=raw) > MAX_TTL:
+            raise InvalidInput(f"expires: seconds must be 1-{int(MAX_TTL.total_seconds())}")
+        return now + timedelta(seconds=raw)
+    when = _parse_time("expires", raw)
+    if when <= now:
+        raise InvalidInput("expires is in the past")
+    return when
+
+
+async def put_me(request: web.Request) -> web.Response:
+    """Self-publish; with ``expires`` the presence reverts by itself at that time."""
+    service = request.app[SERVICE_KEY]
+    uid = _own_user(request)
+    body = await _json_body(request, {"state", "subtype", "message", "expires"})
+    if "state" not in body:
+        raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
+    presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
+    now = datetime.now(UTC)
+    end = _parse_expires(body["expires"], now) if body.get("expires") is not None else None
+    view = await service.set_manual(uid, presence, _actor(request), end=end)
+    return web.json_response(view.to_json())
+
+
+async def delete_me(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    view = await service.clear_manual(_own_user(request), _actor(request))
+    return web.json_response(view.to_json())
+
+
+# -- timed sources ------------------------------------------------------------
 
 
 def _parse_time(field: str, raw: object) -> datetime:
@@ -202,13 +344,13 @@ def _source_json(rec: SourceRecord) -> dict[str, Any]:
 async def list_sources(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     uid = request.match_info["user"]
-    records = service.sources(uid)
+    _require_details(request, uid)
     devices = service.device_view(uid)
     return web.json_response(
         {
             "user": uid,
             "effective": service.view(uid).to_json(),
-            "sources": [_source_json(r) for r in records],
+            "sources": [_source_json(r) for r in service.sources(uid)],
             "devices": {
                 "states": [s.value for s in devices.states],
                 "aggregate": devices.aggregate.value,
@@ -223,6 +365,7 @@ async def put_source(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     uid = request.match_info["user"]
     service.require_user(uid)
+    principal(request).require_change(uid)
     body = await _json_body(request, {"state", "subtype", "message", "start", "end", "ttl"})
     record = parse_source_body(uid, request.match_info["name"], body, _actor(request),
                                datetime.now(UTC))
@@ -232,9 +375,14 @@ async def put_source(request: web.Request) -> web.Response:
 
 async def delete_source(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    view = await service.delete_source(request.match_info["user"], request.match_info["name"],
-                                       _actor(request))
+    uid = request.match_info["user"]
+    service.require_user(uid)
+    principal(request).require_change(uid)
+    view = await service.delete_source(uid, request.match_info["name"], _actor(request))
     return web.json_response({"effective": view.to_json()})
+
+
+# -- users, status, config, tokens --------------------------------------------
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -279,54 +427,302 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
+async def get_config(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    return web.json_response(request.app[CONFIG_KEY]())
+
+
+def _token_json(rec: Any) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "role": rec.role,
+        "user": rec.user,
+        "label": rec.label,
+        "created_at": rec.created_at.isoformat(),
+        "revoked_at": rec.revoked_at.isoformat() if rec.revoked_at else None,
+    }
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    tokens = await request.app[STORE_KEY].list_tokens()
+    return web.json_response({"tokens": [_token_json(t) for t in tokens]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    body = await _json_body(request, {"role", "user", "label"})
+    role = parse_role(body.get("role", "user"))
+    user = body.get("user")
+    if user is not None:
+        user = validate_user_id(user)
+    label = body.get("label", "")
+    if not isinstance(label, str):
+        raise InvalidInput("label must be a string")
+    token, record = new_token(role, user, label, datetime.now(UTC))
+    await request.app[STORE_KEY].add_token(record)
+    logger.info("token %s created (%s, user %s) by %s", record.id, role.value, user,
+                principal(request).token_id)
+    return web.json_response({**_token_json(record), "token": token}, status=201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    token_id = request.match_info["id"]
+    if not await request.app[STORE_KEY].revoke_token(token_id, datetime.now(UTC)):
+        raise web.HTTPNotFound(reason=f"no active token {token_id!r}")
+    logger.info("token %s revoked by %s", token_id, principal(request).token_id)
+    return web.json_response({"id": token_id, "revoked": True})
+
+
+# -- events ---------------------------------------------------------------------
+
+CHANGED_FIELDS = ("state", "subtype", "message", "source")
+
+
+class _Viewer:
+    """One WebSocket client's subscription and visibility."""
+
+    def __init__(self, who: Principal, privacy: Privacy, users: set[str] | None) -> None:
+        self.who = who
+        self.privacy = privacy
+        self.users = users  # None = everyone
+
+    def render(self, event: ChangeEvent) -> dict[str, Any] | None:
+        if self.users is not None and event.user not in self.users:
+            return None
+        mode = self.privacy.view_mode(self.who, event.user)
+        old, new = project(event.old, mode), project(event.new, mode)
+        changed = [f for f in CHANGED_FIELDS if old[f] != new[f]]
+        if not changed:
+            return None  # nothing this viewer may see changed
+        return {"type": "presence", "seq": event.seq, "user": event.user, "presence": new,
+                "changed": changed}
+
+
+def _parse_subscribe(raw: object, service: PresenceService) -> set[str] | None:
+    if raw is None or raw == ["*"] or raw == "*":
+        return None
+    if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
+        raise InvalidInput('subscribe must be ["*"] or a list of user ids')
+    if len(raw) > MAX_SUBSCRIPTIONS:
+        raise InvalidInput(f"too many subscriptions: {len(raw)} (at most {MAX_SUBSCRIPTIONS})")
+    for uid in raw:
+        service.require_user(uid)
+    return set(raw)
+
+
 async def events(request: web.Request) -> web.WebSocketResponse:
-    """One JSON message per change: ``{seq, user, presence, changed}``."""
+    """WebSocket: auth + subscribe in the first message, then one message per change.
+
+    Client -> ``{"token", "subscribe": ["*"] | [ids], "resume": seq?}``;
+    server -> ``{"type": "hello", "seq"}``, missed events or a ``snapshot``
+    (``stale: true`` when the gap is too old), then ``{"type": "presence",
+    "seq", "user", "presence", "changed"}``. Later client messages may change
+    the subscription (``{"subscribe": ...}``). Errors: ``{"type": "error"}``
+    then close. A client that cannot keep up is disconnected (code 1011).
+    """
     service = request.app[SERVICE_KEY]
+    metrics = request.app[METRICS_KEY]
+    if service.subscribers >= request.app[LIMITS_KEY]["max_websockets"]:
+        return web.json_response(  # type: ignore[return-value]
+            {"error": "too many WebSocket clients", "status": 503}, status=503)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY)
     await ws.prepare(request)
-    sub = service.subscribe()
 
-    async def reader() -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
-                break  # nothing to read from clients yet; ignore their text
+    async def refuse(message: str) -> web.WebSocketResponse:
+        logger.info("WebSocket client %s refused: %s", request.remote, message)
+        await ws.send_json({"type": "error", "error": message})
+        await ws.close(code=1008, message=message[:100].encode())
+        return ws
 
-    read_task = asyncio.create_task(reader())
     try:
-        while not ws.closed:
-            get = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({get, read_task}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                break
-            await ws.send_json(get.result())
-            if sub.overflowed and sub.queue.empty():
-                await ws.close(code=1011, message=b"client too slow; reconnect")
-                break
+        first = await ws.receive(timeout=WS_AUTH_TIMEOUT)
+    except asyncio.TimeoutError:
+        return await refuse("no hello within 10 s: send {\"token\": ..., \"subscribe\": [...]}")
+    if first.type != WSMsgType.TEXT:
+        return await refuse("expected a JSON text message first")
+    try:
+        hello = json.loads(first.data)
+        if not isinstance(hello, dict):
+            raise InvalidInput("first message must be a JSON object")
+        unknown = set(hello) - {"token", "subscribe", "resume"}
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}")
+        token = hello.get("token")
+        if not isinstance(token, str):
+            raise AuthError("missing token")
+        who = await check_token(request.app[STORE_KEY], token)
+        viewer = _Viewer(who, request.app[PRIVACY_KEY],
+                         _parse_subscribe(hello.get("subscribe"), service))
+        resume = hello.get("resume")
+        if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)
+                                   or resume < 0):
+            raise InvalidInput("resume must be a non-negative integer (the last seq seen)")
+    except (ValueError, InvalidInput, AuthError, UnknownUser) as exc:
+        return await refuse(str(exc))
+
+    sub = service.subscribe()  # before reading the backlog: nothing falls in between
+    metrics.websockets.inc()
+    request.app[SOCKETS_KEY].add(ws)
+    try:
+        await ws.send_json({"type": "hello", "seq": service.seq, "token": who.to_json()})
+        if resume is not None:
+            backlog = service.events_since(resume)
+            if backlog is None:
+                await ws.send_json({
+                    "type": "snapshot", "stale": True, "seq": service.seq,
+                    "presence": [project(v.to_json(), viewer.privacy.view_mode(who, v.user))
+                                 for v in service.views()
+                                 if viewer.users is None or v.user in viewer.users],
+                })
+            else:
+                for event in backlog:
+                    out = viewer.render(event)
+                    if out is not None:
+                        await ws.send_json(out)
+        await _pump(ws, sub, viewer, service)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        request.app[SOCKETS_KEY].discard(ws)
         service.unsubscribe(sub)
-        read_task.cancel()
-        await asyncio.gather(read_task, return_exceptions=True)
+        metrics.websockets.dec()
         if not ws.closed:
             await ws.close()
     return ws
 
 
-def create_app(service: PresenceService, status: Callable[[], dict[str, Any]]) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY)
+async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
+                service: PresenceService) -> None:
+    reader = asyncio.ensure_future(ws.receive())
+    try:
+        while not ws.closed:
+            getter = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                msg = reader.result()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                WSMsgType.ERROR):
+                    getter.cancel()
+                    return
+                try:
+                    data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+                    if not isinstance(data, dict) or set(data) != {"subscribe"}:
+                        raise InvalidInput('expected {"subscribe": [...]}')
+                    viewer.users = _parse_subscribe(data["subscribe"], service)
+                except (ValueError, InvalidInput, UnknownUser) as exc:
+                    getter.cancel()
+                    await ws.send_json({"type": "error", "error": str(exc)})
+                    await ws.close(code=1008)
+                    return
+                reader = asyncio.ensure_future(ws.receive())
+            if getter in done:
+                out = viewer.render(getter.result())
+                if out is not None:
+                    await ws.send_json(out)
+            else:
+                getter.cancel()
+            if sub.overflowed and sub.queue.empty():
+                await ws.close(code=1011, message=b"client too slow; reconnect and resume")
+                return
+    finally:
+        reader.cancel()
+
+
+# -- board, metrics, openapi -----------------------------------------------------
+
+
+def _static(name: str) -> bytes:
+    return resources.files("astpresence").joinpath("static", name).read_bytes()
+
+
+async def board(request: web.Request) -> web.Response:
+    try:
+        body = _static("index.html")
+    except FileNotFoundError:
+        raise web.HTTPNotFound(reason="the board is not installed") from None
+    return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png",
+             ".svg": "image/svg+xml"}
+    suffix = name[name.rfind("."):] if "." in name else ""
+    if suffix not in types or "/" in name or name.startswith("."):
+        raise web.HTTPNotFound(reason=f"no such file: {name}")
+    try:
+        body = _static(name)
+    except (FileNotFoundError, IsADirectoryError):
+        raise web.HTTPNotFound(reason=f"no such file: {name}") from None
+    return web.Response(body=body, content_type=types[suffix])
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(__version__))
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown: tell WebSocket clients we are going away, so handlers end."""
+    sockets = list(app[SOCKETS_KEY])
+    if sockets:
+        logger.info("closing %d WebSocket client(s)", len(sockets))
+    await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down")
+                           for ws in sockets), return_exceptions=True)
+
+
+def create_app(
+    service: PresenceService,
+    status: StatusFn,
+    store: Store,
+    *,
+    privacy: Privacy | None = None,
+    metrics: Metrics | None = None,
+    config: Callable[[], dict[str, Any]] | None = None,
+    max_websockets: int = 2000,
+) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json, require_token], client_max_size=MAX_BODY)
     app[SERVICE_KEY] = service
     app[STATUS_KEY] = status
-    app.router.add_get("/v1/presence", list_presence)
-    app.router.add_get("/v1/presence/{user}", get_presence)
-    app.router.add_put("/v1/presence/{user}", put_presence)
-    app.router.add_delete("/v1/presence/{user}", delete_presence)
-    app.router.add_get("/v1/presence/{user}/history", get_history)
-    app.router.add_get("/v1/presence/{user}/sources", list_sources)
-    app.router.add_put("/v1/presence/{user}/sources/{name}", put_source)
-    app.router.add_delete("/v1/presence/{user}/sources/{name}", delete_source)
-    app.router.add_get("/v1/users", list_users)
-    app.router.add_get("/v1/status", get_status)
-    app.router.add_get("/v1/events", events)
+    app[STORE_KEY] = store
+    app[PRIVACY_KEY] = privacy or Privacy()
+    app[METRICS_KEY] = metrics or Metrics()
+    app[CONFIG_KEY] = config or (lambda: {})
+    app[LIMITS_KEY] = {"max_websockets": max_websockets}
+    app[SOCKETS_KEY] = set()
+    app.on_shutdown.append(_close_sockets)
+    add = app.router
+    add.add_get("/", board)
+    add.add_get("/static/{name}", static_file)
+    add.add_get("/metrics", metrics_endpoint)
+    add.add_get("/v1/openapi.json", get_openapi)
+    add.add_get("/v1/presence", list_presence)
+    add.add_get("/v1/presence/{user}", get_presence)
+    add.add_put("/v1/presence/{user}", put_presence)
+    add.add_delete("/v1/presence/{user}", delete_presence)
+    add.add_get("/v1/presence/{user}/history", get_history)
+    add.add_get("/v1/presence/{user}/sources", list_sources)
+    add.add_put("/v1/presence/{user}/sources/{name}", put_source)
+    add.add_delete("/v1/presence/{user}/sources/{name}", delete_source)
+    add.add_get("/v1/me", get_me)
+    add.add_put("/v1/me/presence", put_me)
+    add.add_delete("/v1/me/presence", delete_me)
+    add.add_get("/v1/users", list_users)
+    add.add_get("/v1/status", get_status)
+    add.add_get("/v1/config", get_config)
+    add.add_get("/v1/tokens", list_tokens)
+    add.add_post("/v1/tokens", create_token)
+    add.add_delete("/v1/tokens/{id}", revoke_token)
+    add.add_get("/v1/events", events)
     return app
+
+
+__all__ = ["Role", "create_app", "parse_source_body"]

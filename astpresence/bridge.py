@@ -27,6 +27,7 @@ from .ami.client import (
 from .ami.frames import Message
 from .codec import encode_presence_value, presence_from_change_event
 from .config import AMIConfig
+from .metrics import Metrics
 from .model import InvalidInput, Presence
 from .service import PauseWrite, PresenceService, QueueMember
 
@@ -61,7 +62,9 @@ class AMIBridge:
         service: PresenceService,
         *,
         client_factory: Callable[..., AMIClient] = AMIClient,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._config = config
         self._service = service
         self._client_factory = client_factory
@@ -97,6 +100,7 @@ class AMIBridge:
                 logger.warning("AMI link: %s", exc)
             finally:
                 self._service.link_lost()
+                self._metrics.ami_up.set(0)
                 self.status.state = "disconnected"
                 self.status.connected_since = None
                 if self._client is not None:
@@ -115,6 +119,7 @@ class AMIBridge:
                 pass
             self.status.next_retry_at = None
             self.status.reconnects += 1
+            self._metrics.reconnects.inc()
 
     async def _session(self, stop: asyncio.Event) -> None:
         cfg = self._config
@@ -146,6 +151,7 @@ class AMIBridge:
             raise AMIConnectionError(f"resync timed out: {exc}") from None
         self.status.last_sync_seconds = time.monotonic() - started
         self.status.state = "synced"
+        self._metrics.ami_up.set(1)
         writer = asyncio.create_task(self._writer(client), name="ami-writer")
         stopper = asyncio.create_task(stop.wait(), name="ami-stop")
         closed = asyncio.create_task(client.wait_closed(), name="ami-closed")
@@ -214,6 +220,7 @@ class AMIBridge:
     async def _dispatch(self, msg: Message) -> None:
         name = msg.event or ""
         self.events_by_type[name] = self.events_by_type.get(name, 0) + 1
+        self._metrics.events.labels(name).inc()
         handler = self._handlers.get(name)
         if handler is not None:
             result = handler(msg)
@@ -292,6 +299,7 @@ class AMIBridge:
             sem.release()
 
     async def _write_one(self, client: AMIClient, uid: str, presence: Presence) -> None:
+        started = time.perf_counter()
         try:
             await client.send_action(
                 "Setvar",
@@ -301,6 +309,7 @@ class AMIBridge:
                 },
             )
             self.writes_sent += 1
+            self._metrics.setvar_seconds.observe(time.perf_counter() - started)
             logger.debug("wrote presence of %s: %s", uid, presence.state.value)
         except (ActionError, ActionTimeout, InvalidInput, ValueError) as exc:
             self._service.write_failed(uid, presence, str(exc))

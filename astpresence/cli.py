@@ -9,19 +9,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Mapping, NoReturn
 
 import click
 
 from . import __version__
+from .auth import new_token, parse_role
 from .codec import encode_presence_value
 from .config import ConfigError, load_config
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
+from .store.base import StoreError
+from .store.sqlite import SqliteStore
 
 DEFAULT_API = "http://127.0.0.1:8780"
 USER_AGENT = f"astpresence-cli/{__version__}"
@@ -31,20 +38,20 @@ TIMEOUT = 10.0
 class ApiClient:
     """A tiny synchronous client for the local API (stdlib only)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(base)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise click.UsageError(f"--api must be an http(s) URL, got {base!r}")
         self.base = base.rstrip("/")
+        self.token = token
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
-        )
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
                 return json.loads(resp.read() or b"null")
@@ -53,6 +60,9 @@ class ApiClient:
                 message = json.loads(exc.read()).get("error") or exc.reason
             except (ValueError, AttributeError):
                 message = exc.reason
+            if exc.code == 401:
+                message = (f"{message}; give a token with --token or ASTPRESENCE_TOKEN "
+                           "(create one with 'astpresence token create --role admin')")
             fail(str(message))
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -107,15 +117,33 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
     show_default=True,
     help="URL of the astpresence daemon's API (env ASTPRESENCE_API).",
 )
+@click.option(
+    "--token",
+    envvar="ASTPRESENCE_TOKEN",
+    help="API token (env ASTPRESENCE_TOKEN; else [cli] token in ASTPRESENCE_CONFIG's file).",
+)
 @click.version_option(__version__, prog_name="astpresence")
 @click.pass_context
-def main(ctx: click.Context, api: str) -> None:
+def main(ctx: click.Context, api: str, token: str | None) -> None:
     """astpresence: presence server for Asterisk."""
-    ctx.obj = api
+    ctx.obj = {"api": api, "token": token}
+
+
+def _cli_token_from_config() -> str | None:
+    path = os.environ.get("ASTPRESENCE_CONFIG")
+    if not path:
+        return None
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        fail(f"cannot read ASTPRESENCE_CONFIG file {path}: {exc}")
+    token = data.get("cli", {}).get("token") if isinstance(data.get("cli"), dict) else None
+    return token if isinstance(token, str) else None
 
 
 def _client(ctx: click.Context) -> ApiClient:
-    return ApiClient(str(ctx.obj))
+    obj = ctx.find_root().obj
+    return ApiClient(str(obj["api"]), obj["token"] or _cli_token_from_config())
 
 
 @main.command()
@@ -263,26 +291,43 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     """Print one line per presence change until Ctrl-C."""
     client = _client(ctx)
     try:
-        asyncio.run(_watch(client.base, as_json))
+        asyncio.run(_watch(client.base, client.token, as_json))
     except KeyboardInterrupt:
         pass
 
 
-async def _watch(base: str, as_json: bool) -> None:
+async def _watch(base: str, token: str | None, as_json: bool) -> None:
     import aiohttp
 
     url = base.replace("http", "ws", 1) + "/v1/events"
     delay = 1.0
+    last_seq: int | None = None
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         while True:
             try:
                 async with session.ws_connect(url, heartbeat=30.0) as ws:
+                    hello: dict[str, Any] = {"token": token or "", "subscribe": ["*"]}
+                    if last_seq is not None:
+                        hello["resume"] = last_seq
+                    await ws.send_json(hello)
                     click.echo(f"watching {base} (Ctrl-C to stop)", err=True)
                     delay = 1.0
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
                         event = json.loads(msg.data)
+                        kind = event.get("type")
+                        if kind == "error":
+                            fail(f"the daemon refused the event stream: {event['error']}")
+                        if kind == "hello":
+                            last_seq = event["seq"] if last_seq is None else last_seq
+                            continue
+                        if kind == "snapshot":
+                            last_seq = event["seq"]
+                            click.echo("missed too many changes while disconnected; "
+                                       "run 'astpresence list' for the current state", err=True)
+                            continue
+                        last_seq = event["seq"]
                         if as_json:
                             click.echo(json.dumps(event, ensure_ascii=False))
                         else:
@@ -472,3 +517,139 @@ def format_hints(users: list[dict[str, Any]]) -> str:
                 f"CustomPresence:{user['id']}"
             )
     return "\n".join(lines) if lines else "; no users known"
+
+
+# -- doctor -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG).")
+@click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]")
+@click.option("--ami-port", help="Asterisk AMI port. [default: 5038]")
+@click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]")
+@click.option("--ami-secret", help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(config_path: str | None, ami_host: str | None, ami_port: str | None,
+           ami_username: str | None, ami_secret: str | None, as_json: bool) -> None:
+    """Check AMI access, permissions, modules and hints; exit 0 only if all pass."""
+    from .doctor import checks_as_json, format_check, run_checks
+
+    try:
+        config = load_config(
+            config_path,
+            overrides={"ami_host": ami_host, "ami_port": ami_port, "ami_username": ami_username,
+                       "ami_secret": ami_secret},
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    checks = asyncio.run(run_checks(config))
+    if as_json:
+        click.echo(json.dumps(checks_as_json(checks), indent=2, ensure_ascii=False))
+    else:
+        for check in checks:
+            click.echo(format_check(check))
+    if not all(check.ok for check in checks):
+        sys.exit(1)
+
+
+# -- tokens (work on the database directly: the first admin token needs no token) --
+
+
+def _store_for(config_path: str | None, db: str | None) -> SqliteStore:
+    try:
+        config = load_config(config_path, overrides={"db": db})
+    except ConfigError as exc:
+        fail(str(exc))
+    return SqliteStore(config.db)
+
+
+async def _with_store(store: SqliteStore, fn: Callable[[SqliteStore], Awaitable[Any]]) -> Any:
+    try:
+        await store.open()
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        return await fn(store)
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        await store.close()
+
+
+db_options = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 envvar="ASTPRESENCE_CONFIG", help="TOML config (for [store] path)."),
+    click.option("--db", help="SQLite database of the daemon (env ASTPRESENCE_DB). "
+                              "[default: ./astpresence.db]"),
+]
+
+
+def _db_opts(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(db_options):
+        fn = option(fn)
+    return fn
+
+
+@main.group()
+def token() -> None:
+    """API tokens: create (shown once), list, revoke. Works on the database directly."""
+
+
+@token.command(name="create")
+@click.option("--role", default="user", show_default=True,
+              type=click.Choice(["user", "operator", "admin"]),
+              help="user: own presence; operator: anyone's; admin: also tokens and config.")
+@click.option("--user", "uid", help="The user the token acts for (required for role user).")
+@click.option("--label", default="", help="A note to recognise the token by.")
+@_db_opts
+@json_option
+def token_create(role: str, uid: str | None, label: str, config_path: str | None,
+                 db: str | None, as_json: bool) -> None:
+    """Create a token and print it (it is stored hashed and cannot be shown again)."""
+    try:
+        secret, record = new_token(parse_role(role), uid, label, datetime.now(UTC))
+    except InvalidInput as exc:
+        fail(str(exc))
+
+    async def add(store: SqliteStore) -> None:
+        await store.add_token(record)
+
+    asyncio.run(_with_store(_store_for(config_path, db), add))
+    if as_json:
+        click.echo(json.dumps({"id": record.id, "token": secret, "role": record.role,
+                               "user": record.user}))
+    else:
+        click.echo(secret)
+        click.echo(f"token {record.id} ({record.role}{', user ' + uid if uid else ''}) "
+                   "created; it is shown only this once", err=True)
+
+
+@token.command(name="list")
+@_db_opts
+@json_option
+def token_list(config_path: str | None, db: str | None, as_json: bool) -> None:
+    """List tokens (never their secrets)."""
+    tokens = asyncio.run(_with_store(_store_for(config_path, db),
+                                     lambda store: store.list_tokens()))
+    data = [{"id": t.id, "role": t.role, "user": t.user, "label": t.label,
+             "created_at": t.created_at.isoformat(),
+             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in tokens]
+    rows = [[d["id"], d["role"], d["user"] or "", d["label"], d["created_at"][:19],
+             "revoked" if d["revoked_at"] else "active"] for d in data]
+    _emit(data, as_json, _table(rows, ["id", "role", "user", "label", "created", "status"])
+          if rows else "no tokens")
+
+
+@token.command(name="revoke")
+@click.argument("token_id")
+@_db_opts
+def token_revoke(token_id: str, config_path: str | None, db: str | None) -> None:
+    """Revoke token TOKEN_ID; the daemon refuses it from the next request on."""
+
+    async def revoke(store: SqliteStore) -> bool:
+        return await store.revoke_token(token_id, datetime.now(UTC))
+
+    if not asyncio.run(_with_store(_store_for(config_path, db), revoke)):
+        fail(f"no active token {token_id!r}")
+    click.echo(f"token {token_id} revoked")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .auth import Level, Privacy
 from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
 from .store.base import UserRecord
@@ -55,6 +56,8 @@ class Config:
     rules: RuleConfig = DEFAULT_RULES
     #: Feature code presets: digit N of *37N -> presence.
     presets: Mapping[int, Presence] = field(default_factory=dict)
+    privacy: Privacy = Privacy()
+    max_websockets: int = 2000
     source: str = "defaults"  # where the file came from, for `status`
 
     @property
@@ -131,7 +134,7 @@ def _table(raw: object, where: str) -> Mapping[str, Any]:
 
 def _parse_user(raw: object, where: str) -> UserRecord:
     table = _table(raw, where)
-    _check_keys(table, {"id", "name", "devices", "extension", "context"}, where)
+    _check_keys(table, {"id", "name", "devices", "extension", "context", "visibility"}, where)
     if "id" not in table:
         raise ConfigError(f"{where}: missing 'id'")
     try:
@@ -151,6 +154,43 @@ def _parse_user(raw: object, where: str) -> UserRecord:
         devices=tuple(devices),
         origin="config",
     )
+
+
+def _level(raw: object, what: str) -> Level:
+    try:
+        return Level(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{what}: expected one of {', '.join(lv.value for lv in Level)}, got {raw!r}"
+        ) from None
+
+
+def raw_users_levels(data: Mapping[str, Any], where: str) -> dict[str, Level]:
+    levels: dict[str, Level] = {}
+    for i, item in enumerate(data.get("users") or []):
+        if isinstance(item, dict) and "visibility" in item and isinstance(item.get("id"), str):
+            levels[item["id"]] = _level(item["visibility"], f"{where} users[{i}].visibility")
+    return levels
+
+
+def _parse_privacy(data: Mapping[str, Any], levels: dict[str, Level], where: str) -> Privacy:
+    default = Level.TEAM
+    if "privacy" in data:
+        t = _table(data["privacy"], f"{where} [privacy]")
+        _check_keys(t, {"default"}, f"{where} [privacy]")
+        if "default" in t:
+            default = _level(t["default"], f"{where} privacy.default")
+    groups: dict[str, frozenset[str]] = {}
+    if "groups" in data:
+        for name, members in _table(data["groups"], f"{where} [groups]").items():
+            what = f"{where} groups.{name}"
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                raise ConfigError(f"{what}: expected a list of user ids")
+            try:
+                groups[name] = frozenset(validate_user_id(m) for m in members)
+            except InvalidInput as exc:
+                raise ConfigError(f"{what}: {exc}") from None
+    return Privacy(default, levels, groups)
 
 
 def _parse_presets(raw: object, where: str) -> dict[int, Presence]:
@@ -187,7 +227,8 @@ def _from_file(path: Path, cfg: Config) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
-    _check_keys(data, {"ami", "store", "api", "users", "rules", "presets"}, where)
+    _check_keys(data, {"ami", "store", "api", "users", "rules", "presets", "privacy",
+                       "groups", "cli"}, where)
     ami = cfg.ami
     if "ami" in data:
         t = _table(data["ami"], f"{where} [ami]")
@@ -223,10 +264,18 @@ def _from_file(path: Path, cfg: Config) -> Config:
             cfg = replace(cfg, db=_text(t["path"], f"{where} store.path"))
     if "api" in data:
         t = _table(data["api"], f"{where} [api]")
-        _check_keys(t, {"listen"}, f"{where} [api]")
+        _check_keys(t, {"listen", "max_websockets"}, f"{where} [api]")
         if "listen" in t:
             host, port = parse_listen(t["listen"], f"{where} api.listen")
             cfg = replace(cfg, listen_host=host, listen_port=port)
+        if "max_websockets" in t:
+            n = t["max_websockets"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
+                raise ConfigError(f"{where} api.max_websockets: expected 1-100000, got {n!r}")
+            cfg = replace(cfg, max_websockets=n)
+    if "cli" in data:
+        # Read by the CLI (token, api); checked here so a typo is caught once.
+        _check_keys(_table(data["cli"], f"{where} [cli]"), {"token", "api"}, f"{where} [cli]")
     if "users" in data:
         raw_users = data["users"]
         if not isinstance(raw_users, list):
@@ -237,6 +286,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
         if dupes:
             raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
         cfg = replace(cfg, users=users)
+    cfg = replace(cfg, privacy=_parse_privacy(data, raw_users_levels(data, where), where))
     if "presets" in data:
         cfg = replace(cfg, presets=_parse_presets(data["presets"], where))
     if "rules" in data:

@@ -18,6 +18,7 @@ from aiohttp import web
 from .api import create_app
 from .bridge import AMIBridge
 from .config import Config
+from .metrics import Metrics
 from .service import PresenceService
 from .store.base import Store, StoreError
 from .store.sqlite import SqliteStore
@@ -38,7 +39,9 @@ class Daemon:
         self.config = config
         self.store: Store = store if store is not None else SqliteStore(config.db)
         self.service = PresenceService(self.store, config.users, rules_config=config.rules)
-        self.bridge = AMIBridge(config.ami, self.service)
+        self.metrics = Metrics()
+        self.metrics.watch_service(self.service)
+        self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
@@ -49,7 +52,9 @@ class Daemon:
         except StoreError as exc:
             raise DaemonError(str(exc)) from None
         await self.service.start()
-        app = create_app(self.service, self._status)
+        app = create_app(self.service, self._status, self.store,
+                         privacy=self.config.privacy, metrics=self.metrics,
+                         config=self._config_json, max_websockets=self.config.max_websockets)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
@@ -67,6 +72,34 @@ class Daemon:
 
     def _status(self) -> dict[str, Any]:
         return self.bridge.status_json()
+
+    def _config_json(self) -> dict[str, Any]:
+        """The effective configuration for admins; the secret is never included."""
+        cfg = self.config
+        r = cfg.rules
+        return {
+            "source": cfg.source,
+            "ami": {"host": cfg.ami.host, "port": cfg.ami.port, "username": cfg.ami.username,
+                    "secret_set": bool(cfg.ami.secret.value),
+                    "ping_interval": cfg.ami.ping_interval,
+                    "action_timeout": cfg.ami.action_timeout},
+            "db": cfg.db,
+            "listen": cfg.listen,
+            "users": [u.id for u in cfg.users],
+            "rules": {
+                "on_phone": r.on_phone.as_dict() if r.on_phone else None,
+                "offline": r.offline.as_dict() if r.offline else None,
+                "offline_after": r.offline_after.total_seconds(),
+                "missed_calls_away": r.missed_calls_away,
+                "mirror": r.mirror, "mirror_prefix": r.mirror_prefix,
+                "queue_pause": r.queue_pause,
+                "pause_states": sorted(s.value for s in r.pause_states),
+            },
+            "privacy": {"default": cfg.privacy.default.value,
+                        "levels": {k: v.value for k, v in cfg.privacy.levels.items()},
+                        "groups": {k: sorted(v) for k, v in cfg.privacy.groups.items()}},
+            "presets": {str(k): v.as_dict() for k, v in cfg.presets.items()},
+        }
 
     async def run(self) -> None:
         """Start, keep the AMI link up until stopped, shut down."""

@@ -93,11 +93,25 @@ class PresenceView:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change of a user's effective presence, numbered for resuming."""
+
+    seq: int
+    user: str
+    old: dict[str, Any]  # presence objects (PresenceView.to_json) before/after
+    new: dict[str, Any]
+
+
+#: How many recent events a reconnecting client can resume from.
+EVENT_BUFFER = 10_000
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
     """A listener's bounded queue of change events."""
 
-    queue: asyncio.Queue[dict[str, Any]] = field(
+    queue: asyncio.Queue[ChangeEvent] = field(
         default_factory=lambda: asyncio.Queue(maxsize=1000)
     )
     overflowed: bool = False
@@ -210,6 +224,7 @@ class PresenceService:
         self._committer = GroupCommitter(store)
         self._subs: set[Subscription] = set()
         self._seq = 0
+        self._recent: collections.deque[ChangeEvent] = collections.deque(maxlen=EVENT_BUFFER)
         self.adopted = 0
         self.echoes = 0
         # device engine
@@ -315,12 +330,17 @@ class PresenceService:
 
     # -- changes made through astpresence -------------------------------
 
-    async def set_manual(self, uid: str, presence: Presence, actor: str) -> PresenceView:
-        """A person or operator chose a presence. Durable when this returns."""
+    async def set_manual(self, uid: str, presence: Presence, actor: str, *,
+                         end: datetime | None = None) -> PresenceView:
+        """A person or operator chose a presence. Durable when this returns.
+
+        With ``end`` the choice lapses by itself then, and the other sources
+        decide again.
+        """
         self.require_user(uid)
         now = self._clock()
         batch = Batch()
-        self._put_source(SourceRecord(uid, MANUAL, presence, now, actor), batch)
+        self._put_source(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
         self._manual_changed(uid, batch)
         self._recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
         await self._committer.submit(batch)
@@ -413,7 +433,7 @@ class PresenceService:
                              history_source or decision.source, actor,
                              f"{decision.rule}: {trigger}")
             )
-            self._publish(uid, old_presence)
+            self._publish(uid, old)
         self._mark_dirty(uid)
         return True
 
@@ -831,22 +851,27 @@ class PresenceService:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    def _publish(self, uid: str, old: Presence) -> None:
-        if not self._subs:
-            return
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def events_since(self, seq: int) -> list[ChangeEvent] | None:
+        """Events after ``seq``, or None when they are no longer all buffered."""
+        if seq > self._seq:
+            return None  # a number from an earlier run of the daemon
+        if seq == self._seq:
+            return []
+        if not self._recent or self._recent[0].seq > seq + 1:
+            return None
+        return [e for e in self._recent if e.seq > seq]
+
+    def _publish(self, uid: str, old: EffectiveRecord | None) -> None:
         self._seq += 1
-        view = self.view(uid)
-        new = view.presence
-        changed = [
-            name
-            for name, a, b in (
-                ("state", old.state, new.state),
-                ("subtype", old.subtype, new.subtype),
-                ("message", old.message, new.message),
-            )
-            if a != b
-        ]
-        event = {"seq": self._seq, "user": uid, "presence": view.to_json(), "changed": changed}
+        before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason)
+                  if old is not None else PresenceView(uid, NOT_SET, DEFAULT_SOURCE, "", None,
+                                                       False))
+        event = ChangeEvent(self._seq, uid, before.to_json(), self.view(uid).to_json())
+        self._recent.append(event)
         for sub in list(self._subs):
             try:
                 sub.queue.put_nowait(event)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from datetime import UTC, datetime
+
+from astpresence.auth import Role, new_token
 from astpresence.config import AMIConfig, Config, Secret
 from astpresence.daemon import Daemon
 from astpresence.rules import DEFAULT_RULES, RuleConfig
@@ -50,10 +53,25 @@ async def until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "con
         await asyncio.sleep(0.01)
 
 
+#: Admin token of each daemon the tests started, by URL; :func:`cli` uses it.
+TOKENS: dict[str, str] = {}
+
+
 @dataclass
 class RunningDaemon:
     daemon: Daemon
     task: asyncio.Task[None]
+    token: str = ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers for an aiohttp client acting as admin."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def make_token(self, role: Role, user: str | None = None) -> str:
+        secret, record = new_token(role, user, "tests", datetime.now(UTC))
+        await self.daemon.store.add_token(record)
+        return secret
 
     @property
     def url(self) -> str:
@@ -90,6 +108,8 @@ async def start_daemon(config: Config, *, wait: bool = True) -> RunningDaemon:
     if task in done:
         task.result()
     running = RunningDaemon(daemon, task)
+    running.token = await running.make_token(Role.ADMIN)
+    TOKENS[running.url] = running.token
     if wait:
         await running.wait_synced()
     return running
@@ -102,9 +122,15 @@ class CliResult:
     err: str
 
 
-async def cli(url: str, *args: str, timeout: float = 20.0) -> CliResult:
-    """Run ``python -m astpresence --api URL ARGS`` as a real subprocess."""
+async def cli(url: str, *args: str, timeout: float = 20.0, token: str | None = None) -> CliResult:
+    """Run ``python -m astpresence --api URL ARGS`` as a real subprocess.
+
+    The token is the admin token of the daemon at ``url`` unless one is given.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
+    token = token if token is not None else TOKENS.get(url)
+    if token:
+        env["ASTPRESENCE_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "astpresence", "--api", url, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

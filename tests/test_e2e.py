@@ -59,11 +59,11 @@ async def test_cli_set_reaches_asterisk_and_reads_back(daemon: RunningDaemon,
     assert {k: got[k] for k in ("user", "state", "subtype", "message", "source", "actor",
                                 "pending")} == {
         "user": "2000", "state": "dnd", "subtype": "meeting", "message": text,
-        "source": "manual", "actor": "cli", "pending": False}
+        "source": "manual", "actor": "cli:admin", "pending": False}
     # Our own echo was not adopted as a change made elsewhere.
     assert daemon.service.adopted == 0
     hist = json.loads((await cli(daemon.url, "history", "2000", "--json")).out)
-    assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [("dnd", "manual", "cli")]
+    assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [("dnd", "manual", "cli:admin")]
     assert len(presence_setvars(fake, "2000")) == 1
 
 
@@ -147,7 +147,7 @@ async def test_api_bad_input(daemon: RunningDaemon, fake: FakeAsterisk) -> None:
         (b'{"state": "dnd", "message": ["x"]}', 400, "message must be a string"),
         (b'{"state": "dnd", "message": "' + b"x" * 20000 + b'"}', 413, "larger than"),
     ]
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=daemon.auth) as http:
         for body, status, message in cases:
             async with http.put(url, data=body) as resp:
                 data = await resp.json()
@@ -165,12 +165,27 @@ async def test_api_bad_input(daemon: RunningDaemon, fake: FakeAsterisk) -> None:
 
 async def test_websocket_and_watch(daemon: RunningDaemon, fake: FakeAsterisk) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
+    env["ASTPRESENCE_TOKEN"] = daemon.token
     watch = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "astpresence", "--api", daemon.url, "watch",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, env=env,
     )
-    async with aiohttp.ClientSession() as http, http.ws_connect(daemon.url + "/v1/events") as ws:
+    try:
+        await _watch_and_listen(daemon, fake, watch)
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+
+
+async def _watch_and_listen(daemon: RunningDaemon, fake: FakeAsterisk,
+                            watch: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession(headers=daemon.auth) as http, \
+            http.ws_connect(daemon.url + "/v1/events") as ws:
+        await ws.send_json({"token": daemon.token, "subscribe": ["*"]})
+        hello = await asyncio.wait_for(ws.receive_json(), 5)
+        assert hello["type"] == "hello" and hello["token"]["role"] == "admin"
         assert watch.stderr is not None and watch.stdout is not None
         line = await asyncio.wait_for(watch.stderr.readline(), 10)
         assert b"watching" in line
@@ -180,7 +195,7 @@ async def test_websocket_and_watch(daemon: RunningDaemon, fake: FakeAsterisk) ->
             assert resp.status == 200
         event = await asyncio.wait_for(ws.receive_json(), 5)
         assert event["user"] == "2000" and event["presence"]["state"] == "away"
-        assert event["changed"] == ["state", "message"]
+        assert event["changed"] == ["state", "message", "source"]
         await fake.external_presence_change("2000", "dnd")
         event2 = await asyncio.wait_for(ws.receive_json(), 5)
         assert event2["seq"] == event["seq"] + 1
@@ -290,6 +305,13 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
     env.update(ASTPRESENCE_AMI_PORT=str(fake.port), ASTPRESENCE_AMI_SECRET=fake.secret,
                ASTPRESENCE_DB=str(db))
 
+    made = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "astpresence", "token", "create", "--role", "admin", "--db", str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, _ = await made.communicate()
+    token = out.decode().strip()
+    assert made.returncode == 0 and token.startswith("astp_")
+
     async def spawn(port: int) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "astpresence", "serve", "--listen", f"127.0.0.1:{port}",
@@ -300,17 +322,17 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
     url = f"http://127.0.0.1:{port}"
     proc = await spawn(port)
     try:
-        await _wait_http(url)
+        await _wait_http(url, token)
         fake.stall(True)  # Asterisk never confirms: only the store has it
-        res = await cli(url, "set", "2001", "dnd", "--message", "kept")
+        res = await cli(url, "set", "2001", "dnd", "--message", "kept", token=token)
         assert res.code == 0, res.err
         proc.kill()
         await proc.wait()
         fake.stall(False)
         await fake.drop_clients()
         proc = await spawn(port)
-        await _wait_http(url)
-        got = json.loads((await cli(url, "get", "2001", "--json")).out)
+        await _wait_http(url, token)
+        got = json.loads((await cli(url, "get", "2001", "--json", token=token)).out)
         assert (got["state"], got["message"]) == ("dnd", "kept")
     finally:
         if proc.returncode is None:
@@ -326,8 +348,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _wait_http(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
+async def _wait_http(url: str, token: str) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         for _ in range(300):
             try:
                 async with http.get(url + "/v1/status") as resp:

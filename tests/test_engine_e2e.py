@@ -128,7 +128,7 @@ async def test_timed_source_through_cli_applies_then_expires(fake: FakeAsterisk,
 async def test_manual_after_start_beats_timed_entry(fake: FakeAsterisk, tmp_path: Path) -> None:
     d = await start(fake, tmp_path)
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=d.auth) as http:
             start_at = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
             end_at = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
             async with http.put(d.url + "/v1/presence/2000/sources/calendar",
@@ -165,7 +165,7 @@ async def test_source_bad_input(fake: FakeAsterisk, tmp_path: Path, name: str,
                                 body: dict[str, Any], message: str) -> None:
     d = await start(fake, tmp_path)
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=d.auth) as http:
             async with http.put(f"{d.url}/v1/presence/2000/sources/{name}", json=body) as r:
                 assert r.status == 400
                 assert message in (await r.json())["error"]

@@ -206,17 +206,21 @@ async def test_resync_table(
     await svc.stop()
 
 
-async def test_events_published_with_changed_fields(store: MemoryStore) -> None:
+async def test_events_published_and_buffered_for_resume(store: MemoryStore) -> None:
     svc = await make_service(store)
     sub = svc.subscribe()
+    start = svc.seq
     await svc.set_manual("2000", DND, "api")
     await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")
     await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")  # no change
     first, second = sub.queue.get_nowait(), sub.queue.get_nowait()
     assert sub.queue.empty()
-    assert first["changed"] == ["state", "subtype", "message"]
-    assert second["changed"] == ["message"] and second["seq"] == first["seq"] + 1
-    assert second["presence"]["message"] == "until 4"
+    assert (first.seq, second.seq) == (start + 1, start + 2)
+    assert (first.old["state"], first.new["state"]) == ("not_set", "dnd")
+    assert (second.old["message"], second.new["message"]) == ("until 3", "until 4")
+    assert svc.events_since(start) == [first, second]
+    assert svc.events_since(start + 2) == []
+    assert svc.events_since(start + 99) is None  # from another run: snapshot needed
     await svc.stop()
 
 

@@ -96,6 +96,19 @@ class Batch:
         self.meta.update(other.meta)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token; only the SHA-256 of the secret is kept."""
+
+    id: str
+    hash: str
+    role: str  # "user", "operator" or "admin"
+    user: str | None
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
 class StoreError(Exception):
     """The store cannot be opened or written (message fit for a user)."""
 
@@ -129,3 +142,13 @@ class Store(Protocol):
         """Newest first."""
 
     async def get_meta(self, key: str) -> str | None: ...
+
+    async def add_token(self, token: TokenRecord) -> None: ...
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, revoked or not."""
+
+    async def list_tokens(self) -> list[TokenRecord]: ...
+
+    async def revoke_token(self, token_id: str, at: datetime) -> bool:
+        """Mark revoked; False if there is no such token or it was revoked already."""

@@ -21,6 +21,7 @@ from .base import (
     HistoryEntry,
     SourceRecord,
     StoreError,
+    TokenRecord,
     UserRecord,
 )
 
@@ -48,6 +49,7 @@ class MemoryStore:
         self._asterisk: dict[str, Presence] = {}
         self._history: list[HistoryEntry] = []  # in id order
         self._meta: dict[str, str] = {}
+        self._tokens: dict[str, TokenRecord] = {}
         self._last_id = 0
 
     def __repr__(self) -> str:
@@ -136,3 +138,26 @@ class MemoryStore:
     async def get_meta(self, key: str) -> str | None:
         self._check_open()
         return self._meta.get(key)
+
+    async def add_token(self, token: TokenRecord) -> None:
+        self._check_open()
+        if token.id in self._tokens or any(t.hash == token.hash for t in self._tokens.values()):
+            raise StoreError(f"token {token.id} exists already")
+        self._tokens[token.id] = dataclasses.replace(
+            token, created_at=_utc(token.created_at), revoked_at=_opt_utc(token.revoked_at))
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        self._check_open()
+        return next((t for t in self._tokens.values() if t.hash == token_hash), None)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        self._check_open()
+        return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
+
+    async def revoke_token(self, token_id: str, at: datetime) -> bool:
+        self._check_open()
+        token = self._tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            return False
+        self._tokens[token_id] = dataclasses.replace(token, revoked_at=_utc(at))
+        return True

@@ -35,6 +35,7 @@ from .base import (
     HistoryEntry,
     SourceRecord,
     StoreError,
+    TokenRecord,
     UserRecord,
 )
 
@@ -132,7 +133,21 @@ _SCHEMA_V1: tuple[str, ...] = (
 )
 
 #: Schema steps in order; the schema version of a database is how many it has had.
-MIGRATIONS: list[Migration] = [_SCHEMA_V1]
+_SCHEMA_V2: tuple[str, ...] = (
+    """
+    CREATE TABLE tokens (
+        id TEXT NOT NULL PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'operator', 'admin')),
+        user TEXT,
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: list[Migration] = [_SCHEMA_V1, _SCHEMA_V2]
 
 _PUT_USER = """
     INSERT INTO users (id, name, extension, context, devices, origin)
@@ -292,6 +307,15 @@ def _history(row: Row) -> HistoryEntry:
         actor=row[10],
         reason=row[11],
     )
+
+
+_TOKEN_COLUMNS = "id, hash, role, user, label, created_at, revoked_at"
+
+
+def _token(row: Row) -> TokenRecord:
+    return TokenRecord(str(row[0]), str(row[1]), str(row[2]),
+                       None if row[3] is None else str(row[3]), str(row[4]),
+                       _dt(row[5]), _opt_dt(row[6]))
 
 
 def _hint(exc: BaseException) -> str:
@@ -481,7 +505,48 @@ class SqliteStore:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash = ?",
+                                 (token_hash,))
+        tokens: list[TokenRecord] = self._decode("tokens", rows, _token)
+        return tokens[0] if tokens else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id")
+        tokens: list[TokenRecord] = self._decode("tokens", rows, _token)
+        return tokens
+
     # -- writes -------------------------------------------------------------
+
+    async def add_token(self, token: TokenRecord) -> None:
+        await self._execute(
+            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (token.id, token.hash, token.role, token.user, token.label,
+             _ts(token.created_at), _opt_ts(token.revoked_at)),
+        )
+
+    async def revoke_token(self, token_id: str, at: datetime) -> bool:
+        changed = await self._execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (_ts(at), token_id),
+        )
+        return changed > 0
+
+    async def _execute(self, sql: str, params: Sequence[Any]) -> int:
+        """One statement in its own transaction; returns the rows changed."""
+        async with self._lock:
+            db = self._conn()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                cursor = await db.execute(sql, params)
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await _rollback(db)
+                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+        return int(cursor.rowcount)
 
     async def save_users(self, users: Iterable[UserRecord]) -> None:
         """Insert or replace users by id, in one transaction."""

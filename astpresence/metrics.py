@@ -1,0 +1,56 @@
+"""Prometheus metrics, one registry per daemon (tests run several)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .model import State
+
+if TYPE_CHECKING:
+    from .service import PresenceService
+
+
+class _UsersByState(Collector):
+    """Users by effective state, computed at scrape time (no per-change cost)."""
+
+    def __init__(self, service: PresenceService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "astpresence_users", "Users by effective presence state", labels=["state"])
+        counts = Tally(v.presence.state.value for v in self._service.views())
+        for state in State:
+            family.add_metric([state.value], counts.get(state.value, 0))
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ami_up = Gauge("astpresence_ami_up", "1 while logged in to AMI and synced",
+                            registry=self.registry)
+        self.reconnects = Counter("astpresence_ami_reconnects",
+                                  "AMI reconnect attempts", registry=self.registry)
+        self.events = Counter("astpresence_ami_events", "AMI events received, by type",
+                              ["type"], registry=self.registry)
+        self.setvar_seconds = Histogram(
+            "astpresence_setvar_seconds", "Time from sending a Setvar to its response",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry)
+        self.websockets = Gauge("astpresence_websocket_clients",
+                                "WebSocket clients connected", registry=self.registry)
+        self.api_refused = Counter("astpresence_api_refused",
+                                   "API requests refused, by status", ["status"],
+                                   registry=self.registry)
+
+    def watch_service(self, service: PresenceService) -> None:
+        self.registry.register(_UsersByState(service))
+
+
