@@ -581,20 +581,24 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                     out = viewer.render(event)
                     if out is not None:
                         await ws.send_json(out)
-        await _pump(ws, sub, viewer, service)
+        close_code, reason = await _pump(ws, sub, viewer, service)
     except (ConnectionResetError, asyncio.CancelledError):
-        pass
+        close_code, reason = 1000, ""
     finally:
+        # Out of the fan-out first: closing waits for the client's answer.
         request.app[SOCKETS_KEY].discard(ws)
         service.unsubscribe(sub)
         metrics.websockets.dec()
-        if not ws.closed:
-            await ws.close()
+    if not ws.closed:
+        if close_code != 1000:
+            logger.info("WebSocket client %s dropped: %s", request.remote, reason)
+        await ws.close(code=close_code, message=reason.encode()[:120])
     return ws
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
-                service: PresenceService) -> None:
+                service: PresenceService) -> tuple[int, str]:
+    """Send events until the client leaves or misbehaves: (close code, reason)."""
     reader = asyncio.ensure_future(ws.receive())
     try:
         while not ws.closed:
@@ -605,7 +609,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
                                 WSMsgType.ERROR):
                     getter.cancel()
-                    return
+                    return 1000, ""
                 try:
                     data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
                     if not isinstance(data, dict) or set(data) != {"subscribe"}:
@@ -614,8 +618,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 except (ValueError, InvalidInput, UnknownUser) as exc:
                     getter.cancel()
                     await ws.send_json({"type": "error", "error": str(exc)})
-                    await ws.close(code=1008)
-                    return
+                    return 1008, str(exc)
                 reader = asyncio.ensure_future(ws.receive())
             if getter in done:
                 out = viewer.render(getter.result())
@@ -624,8 +627,8 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
             else:
                 getter.cancel()
             if sub.overflowed and sub.queue.empty():
-                await ws.close(code=1011, message=b"client too slow; reconnect and resume")
-                return
+                return 1011, "client too slow; reconnect and resume"
+        return 1000, ""
     finally:
         reader.cancel()
 
@@ -672,7 +675,8 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def _close_sockets(app: web.Application) -> None:
     """On shutdown: tell WebSocket clients we are going away, so handlers end."""
-    sockets = list(app[SOCKETS_KEY])
+    current: set[web.WebSocketResponse] = app[SOCKETS_KEY]
+    sockets = list(current)
     if sockets:
         logger.info("closing %d WebSocket client(s)", len(sockets))
     await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down")
@@ -697,7 +701,8 @@ def create_app(
     app[METRICS_KEY] = metrics or Metrics()
     app[CONFIG_KEY] = config or (lambda: {})
     app[LIMITS_KEY] = {"max_websockets": max_websockets}
-    app[SOCKETS_KEY] = set()
+    sockets: set[web.WebSocketResponse] = set()
+    app[SOCKETS_KEY] = sockets
     app.on_shutdown.append(_close_sockets)
     add = app.router
     add.add_get("/", board)

@@ -604,9 +604,10 @@
     const uid = myId();
     if (!uid || S.formFilled || !S.presence.has(uid)) return;
     const p = S.presence.get(uid);
-    if (STATE_LABELS[p.state]) el.myState.value = p.state;
-    // Derived overlays (on the phone, offline) are not something to set by hand.
-    if (p.source === "manual") {
+    // Only what was set by hand: overlays (on the phone, offline) and timed
+    // entries are not something to pick again in this form.
+    if (p.source === "manual" && STATE_LABELS[p.state]) {
+      el.myState.value = p.state;
       el.mySubtype.value = p.subtype;
       el.myMessage.value = p.message;
     }
