@@ -133,9 +133,21 @@ class Daemon:
         self.api = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.token = ""
+
+    def _make_token(self) -> str:
+        """An admin token in the daemon's database (the API needs one)."""
+        made = subprocess.run(
+            [sys.executable, "-m", "astpresence", "token", "create", "--role", "admin",
+             "--label", "integration tests", "--db", str(self.db)],
+            capture_output=True, text=True, timeout=30, env=clean_env(), stdin=subprocess.DEVNULL)
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
 
     def start(self) -> None:
         assert self._proc is None, "already started"
+        if not self.token:
+            self.token = self._make_token()
         args = [
             sys.executable, "-m", "astpresence", "serve",
             "--ami-host", self.it.host, "--ami-port", str(self.it.port),
@@ -180,7 +192,9 @@ class Daemon:
 
     def _get_status(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(self.api + "/v1/status", timeout=2) as resp:
+            req = urllib.request.Request(self.api + "/v1/status",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+            with urllib.request.urlopen(req, timeout=2) as resp:
                 data = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None
@@ -204,8 +218,9 @@ class Daemon:
 
     async def cli(self, *args: str) -> CliResult:
         cmd = [sys.executable, "-m", "astpresence", "--api", self.api, *args]
+        env = {**clean_env(), "ASTPRESENCE_TOKEN": self.token}
         proc = await asyncio.to_thread(
-            subprocess.run, cmd, capture_output=True, text=True, timeout=30, env=clean_env(),
+            subprocess.run, cmd, capture_output=True, text=True, timeout=30, env=env,
             stdin=subprocess.DEVNULL)
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
