@@ -48,8 +48,13 @@ MAX_SUBSCRIPTIONS = 1000  # explicit user ids per WebSocket; "*" counts as one
 WS_AUTH_TIMEOUT = 10.0
 SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_TTL = timedelta(days=366)
-PUBLIC_PREFIXES = ("/static/",)
-PUBLIC_PATHS = {"/", "/metrics", "/v1/openapi.json"}
+PUBLIC_PATHS = {"/v1/openapi.json"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 StatusFn = Callable[[], dict[str, Any]]
 SERVICE_KEY = web.AppKey("service", PresenceService)
@@ -103,7 +108,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == "/v1/events":
+    if not path.startswith("/v1/") or path in PUBLIC_PATHS or path == "/v1/events":
         return await handler(request)  # /v1/events authenticates in its first message
     request[PRINCIPAL_KEY] = await authenticate(request.app[STORE_KEY],
                                               request.headers.get("Authorization"))
@@ -645,7 +650,8 @@ async def board(request: web.Request) -> web.Response:
         body = _static("index.html")
     except FileNotFoundError:
         raise web.HTTPNotFound(reason="the board is not installed") from None
-    return web.Response(body=body, content_type="text/html", charset="utf-8")
+    return web.Response(body=body, content_type="text/html", charset="utf-8",
+                        headers=SECURITY_HEADERS)
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -659,7 +665,7 @@ async def static_file(request: web.Request) -> web.Response:
         body = _static(name)
     except (FileNotFoundError, IsADirectoryError):
         raise web.HTTPNotFound(reason=f"no such file: {name}") from None
-    return web.Response(body=body, content_type=types[suffix])
+    return web.Response(body=body, content_type=types[suffix], headers=SECURITY_HEADERS)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,7 +224,10 @@ class PresenceService:
         self.last_sync: datetime | None = None
         self._committer = GroupCommitter(store)
         self._subs: set[Subscription] = set()
-        self._seq = 0
+        # Event numbers continue across restarts (they start at the start time
+        # in microseconds), so a number from an earlier run is never mistaken
+        # for one of this run: resuming from it gets a snapshot.
+        self._seq = int(time.time() * 1_000_000)
         self._recent: collections.deque[ChangeEvent] = collections.deque(maxlen=EVENT_BUFFER)
         self.adopted = 0
         self.echoes = 0

@@ -221,6 +221,7 @@
     S.attempt = 0;
     S.lastError = "";
     S.formFilled = false;
+    el.board.setAttribute("aria-busy", "true");
     el.myError.textContent = "";
     el.myResult.textContent = "";
     el.myForm.reset();
@@ -260,11 +261,12 @@
    * failure goes back to the form; a stored token instead keeps retrying
    * while the server is unreachable (it may be restarting).
    */
-  async function start(token, interactive) {
+  async function start(token, interactive, attempt = 0) {
     S.gen += 1;
     const gen = S.gen;
     stopConnection();
     resetBoard();
+    S.attempt = attempt; // a retry keeps backing off
     S.token = token;
     setConn("connecting", "Connecting…");
     if (!interactive) {
@@ -291,7 +293,7 @@
         S.token = null;
         showSignIn(`Sign-in failed: ${err.message}`);
       } else {
-        scheduleRetry(gen, err.message, () => start(token, false));
+        scheduleRetry(gen, err.message, () => start(token, false, S.attempt));
       }
     } finally {
       el.signInButton.disabled = false;
@@ -399,10 +401,12 @@
 
   async function loadPresence(gen, ws, helloSeq) {
     S.buffer = [];
+    el.board.setAttribute("aria-busy", "true");
     try {
       const data = await api("GET", "v1/presence");
       if (gen !== S.gen || ws !== S.ws) return;
       replaceAll(data.presence || []);
+      el.board.setAttribute("aria-busy", "false");
       const held = S.buffer || [];
       S.buffer = null;
       S.seq = typeof helloSeq === "number" ? helloSeq : 0;
@@ -454,6 +458,7 @@
     }
     for (const uid of S.users.keys()) renderTile(uid);
     reorder();
+    updateCount();
     fillMyForm();
   }
 
@@ -478,6 +483,7 @@
     }
     for (const uid of new Set([...S.users.keys(), ...S.presence.keys()])) renderTile(uid);
     reorder();
+    updateCount();
     fillMyForm();
   }
 
@@ -490,6 +496,7 @@
     const known = S.tiles.has(uid);
     S.presence.set(uid, { ...p, user: uid });
     const li = renderTile(uid);
+    updateCount();
     if (!known) {
       reorder();
       if (!S.users.has(uid)) refreshUsersSoon();
@@ -557,7 +564,6 @@
       since.textContent = "";
     }
     applyFilter(li);
-    updateCount();
     return li;
   }
 
@@ -657,6 +663,7 @@
           Date.parse(p.since) >= Date.parse(current.since)) {
         S.presence.set(uid, { ...p, user: uid });
         renderTile(uid);
+        updateCount();
       }
       let text = method === "DELETE" ? `Cleared; now ${statusLabel(p).toLowerCase()}`
         : `Saved: ${statusLabel(p)}`;
@@ -699,6 +706,8 @@
   el.signOut.addEventListener("click", () => signOut(""));
   el.myForm.addEventListener("submit", submitMine);
   el.myClear.addEventListener("click", clearMine);
+  // Once the user edits the form, loading presence must not overwrite it.
+  el.myForm.addEventListener("input", () => { S.formFilled = true; });
   el.filterText.addEventListener("input", applyFilters);
   el.filterState.addEventListener("change", applyFilters);
   document.getElementById("filters").addEventListener("submit", (ev) => ev.preventDefault());
