@@ -25,6 +25,7 @@ from .ami.client import (
     AuthenticationError,
 )
 from .ami.frames import Message
+from .ari import AriClient, AriError
 from .codec import encode_presence_value, presence_from_change_event
 from .config import AMIConfig
 from .metrics import Metrics
@@ -63,8 +64,10 @@ class AMIBridge:
         *,
         client_factory: Callable[..., AMIClient] = AMIClient,
         metrics: Metrics | None = None,
+        ari: AriClient | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._ari = ari  # mirror writes go here when rules.mirror_via == "ari"
         self._config = config
         self._service = service
         self._client_factory = client_factory
@@ -319,10 +322,13 @@ class AMIBridge:
 
     async def _write_mirror(self, client: AMIClient, uid: str, device: str, state: str) -> None:
         try:
-            await client.send_action(
-                "Setvar", {"Variable": f"DEVICE_STATE({device})", "Value": state})
+            if self._ari is not None:
+                await self._ari.set_device_state(device, state)
+            else:
+                await client.send_action(
+                    "Setvar", {"Variable": f"DEVICE_STATE({device})", "Value": state})
             self._service.mirror_written(uid, state)
-        except (ActionError, ActionTimeout) as exc:
+        except (ActionError, ActionTimeout, AriError) as exc:
             self._service.mirror_failed(uid, state, str(exc))
         except AMIError as exc:
             logger.debug("mirror write of %s not confirmed: %s", uid, exc)

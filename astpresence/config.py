@@ -47,6 +47,13 @@ class AMIConfig:
 
 
 @dataclass(frozen=True)
+class AriConfig:
+    url: str = ""
+    username: str = ""
+    password: Secret = Secret("")
+
+
+@dataclass(frozen=True)
 class Config:
     ami: AMIConfig = AMIConfig()
     db: str = "./astpresence.db"
@@ -57,6 +64,7 @@ class Config:
     #: Feature code presets: digit N of *37N -> presence.
     presets: Mapping[int, Presence] = field(default_factory=dict)
     privacy: Privacy = Privacy()
+    ari: AriConfig = AriConfig()
     max_websockets: int = 2000
     source: str = "defaults"  # where the file came from, for `status`
 
@@ -228,7 +236,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
     _check_keys(data, {"ami", "store", "api", "users", "rules", "presets", "privacy",
-                       "groups", "cli"}, where)
+                       "groups", "cli", "ari"}, where)
     ami = cfg.ami
     if "ami" in data:
         t = _table(data["ami"], f"{where} [ami]")
@@ -295,6 +303,18 @@ def _from_file(path: Path, cfg: Config) -> Config:
         except InvalidInput as exc:
             raise ConfigError(f"{where}: {exc}") from None
         cfg = replace(cfg, rules=rules)
+    if "ari" in data:
+        t = _table(data["ari"], f"{where} [ari]")
+        _check_keys(t, {"url", "username", "password"}, f"{where} [ari]")
+        url = _text(t.get("url", ""), f"{where} ari.url")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got {url!r}")
+        cfg = replace(cfg, ari=AriConfig(
+            url, _text(t.get("username", ""), f"{where} ari.username"),
+            Secret(_text(t.get("password", ""), f"{where} ari.password", allow_empty=True))))
+    if cfg.rules.mirror and cfg.rules.mirror_via == "ari" and not cfg.ari.url:
+        raise ConfigError(f"{where}: rules.mirror_via = \"ari\" needs an [ari] section "
+                          "with url, username and password")
     return cfg
 
 

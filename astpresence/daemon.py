@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import create_app
+from .ari import AriClient
 from .bridge import AMIBridge
 from .config import Config
 from .metrics import Metrics
@@ -41,7 +42,9 @@ class Daemon:
         self.service = PresenceService(self.store, config.users, rules_config=config.rules)
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
-        self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics)
+        self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
+                    if config.rules.mirror and config.rules.mirror_via == "ari" else None)
+        self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics, ari=self.ari)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
@@ -127,6 +130,8 @@ class Daemon:
             await asyncio.wait_for(self.service.stop(), SHUTDOWN_TIMEOUT)
         except TimeoutError:
             logger.warning("store writer did not drain within %.0f s", SHUTDOWN_TIMEOUT)
+        if self.ari is not None:
+            await self.ari.close()
         await self.store.close()
         logger.info("stopped")
 

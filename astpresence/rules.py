@@ -199,6 +199,9 @@ class RuleConfig:
     #: Whether to keep a ``Custom:<prefix><user>`` mirror device for BLF keys.
     mirror: bool = False
     mirror_prefix: str = DEFAULT_MIRROR_PREFIX
+    #: How the mirror is written: "ami" (Setvar DEVICE_STATE(Custom:...)) or
+    #: "ari" (PUT /deviceStates/Stasis:..., for sites that run ARI).
+    mirror_via: str = "ami"
     mirror_map: Mapping[State, DeviceState] = field(default_factory=_default_mirror_map, hash=False)
     #: Whether to pause the user's queue members while in ``pause_states``.
     queue_pause: bool = False
@@ -237,6 +240,7 @@ class RuleConfig:
             auto_presence=get("auto_presence", _parse_auto_presence, base.auto_presence),
             mirror=get("mirror", _parse_bool, base.mirror),
             mirror_prefix=get("mirror_prefix", _parse_mirror_prefix, base.mirror_prefix),
+            mirror_via=get("mirror_via", _parse_mirror_via, base.mirror_via),
             mirror_map=get("mirror_map", _parse_mirror_map, base.mirror_map),
             queue_pause=get("queue_pause", _parse_bool, base.queue_pause),
             pause_states=get("pause_states", _parse_state_set, base.pause_states),
@@ -260,6 +264,7 @@ RULE_KEYS: Final = (
     "auto_presence",
     "mirror",
     "mirror_prefix",
+    "mirror_via",
     "mirror_map",
     "queue_pause",
     "pause_states",
@@ -369,6 +374,12 @@ def _parse_bool(key: str, raw: object) -> bool:
     if not isinstance(raw, bool):
         raise _bad(key, "expected true or false")
     return raw
+
+
+def _parse_mirror_via(key: str, raw: object) -> str:
+    if raw not in ("ami", "ari"):
+        raise _bad(key, f"expected 'ami' or 'ari', got {raw!r}")
+    return str(raw)
 
 
 def _parse_mirror_prefix(key: str, raw: object) -> str:
@@ -697,13 +708,24 @@ def mirror_state(state: State, config: RuleConfig = DEFAULT_RULES) -> str:
 
 
 def mirror_device(user: str, config: RuleConfig = DEFAULT_RULES) -> str:
-    """``Custom:<prefix><user>``, the device to add to the user's hint."""
-    return f"Custom:{config.mirror_prefix}{validate_user_id(user)}"
+    """``Custom:<prefix><user>`` (``Stasis:`` through ARI), the device for the user's hint."""
+    return f"{mirror_technology(config)}:{config.mirror_prefix}{validate_user_id(user)}"
+
+
+def mirror_technology(config: RuleConfig = DEFAULT_RULES) -> str:
+    """``Custom`` (written over AMI) or ``Stasis`` (ARI-controlled device states)."""
+    return "Stasis" if config.mirror_via == "ari" else "Custom"
+
+
+def mirror_user(device: str, config: RuleConfig = DEFAULT_RULES) -> str | None:
+    """The user whose mirror ``device`` is, or None."""
+    prefix = f"{mirror_technology(config)}:{config.mirror_prefix}"
+    return device[len(prefix):] if device.startswith(prefix) and len(device) > len(prefix) else None
 
 
 def is_mirror_device(device: str, config: RuleConfig = DEFAULT_RULES) -> bool:
     """True for a mirror device name; such devices never go into a DeviceView."""
-    return device.startswith(f"Custom:{config.mirror_prefix}")
+    return device.startswith(f"{mirror_technology(config)}:{config.mirror_prefix}")
 
 
 # --- queue pause ---------------------------------------------------------

@@ -541,8 +541,9 @@ class PresenceService:
             logger.warning("ignoring DeviceStateChange for %s: %s", device, exc)
             return
         self.devices[device] = new
-        if self.rules.mirror and rules.is_mirror_device(device, self.rules):
-            uid = device[len("Custom:" + self.rules.mirror_prefix):]
+        mirrored = rules.mirror_user(device, self.rules) if self.rules.mirror else None
+        if mirrored is not None:
+            uid = mirrored
             self._mirror_seen[uid] = new.value
             if self._mirror_in_flight.get(uid) == new.value:
                 del self._mirror_in_flight[uid]
@@ -699,9 +700,9 @@ class PresenceService:
                 logger.warning("ignoring device %s from Asterisk: %s", device, exc)
                 continue
             self.devices[device] = parsed
-            if self.rules.mirror and rules.is_mirror_device(device, self.rules):
-                self._mirror_seen[device[len("Custom:" + self.rules.mirror_prefix):]] = (
-                    parsed.value)
+            mirrored = rules.mirror_user(device, self.rules) if self.rules.mirror else None
+            if mirrored is not None:
+                self._mirror_seen[mirrored] = parsed.value
         self._ring.clear()
         for uid in self.users.ids():
             view = self.device_view(uid)

@@ -1029,6 +1029,7 @@ BAD_VALUES = [
     ("auto_presence", False),
     ("auto_presence", {"state": "nope"}),
     ("mirror", "yes"),
+    ("mirror_via", "sip"),
     ("queue_pause", "on"),
     ("mirror", 1),
     ("mirror_prefix", ""),
