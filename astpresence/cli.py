@@ -146,13 +146,24 @@ def _client(ctx: click.Context) -> ApiClient:
     return ApiClient(str(obj["api"]), obj["token"] or _cli_token_from_config())
 
 
+def ami_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and the AMI connection flags, shared by serve and doctor."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG)."),
+        click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]"),
+        click.option("--ami-port", help="Asterisk AMI port. [default: 5038]"),
+        click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]"),
+        click.option("--ami-secret",
+                     help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG).")
-@click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]")
-@click.option("--ami-port", help="Asterisk AMI port. [default: 5038]")
-@click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]")
-@click.option("--ami-secret", help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps).")
+@ami_options
 @click.option("--db", help="SQLite database path. [default: ./astpresence.db]")
 @click.option("--listen", help="HTTP API address HOST:PORT. [default: 127.0.0.1:8780]")
 @click.option("--log-level", default="info", show_default=True, envvar="ASTPRESENCE_LOG_LEVEL",
@@ -523,12 +534,7 @@ def format_hints(users: list[dict[str, Any]]) -> str:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG).")
-@click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]")
-@click.option("--ami-port", help="Asterisk AMI port. [default: 5038]")
-@click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]")
-@click.option("--ami-secret", help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps).")
+@ami_options
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(config_path: str | None, ami_host: str | None, ami_port: str | None,
            ami_username: str | None, ami_secret: str | None, as_json: bool) -> None:

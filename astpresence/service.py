@@ -555,16 +555,20 @@ class PresenceService:
         now = self._clock()
         batch = Batch()
         for uid in uids:
-            view = self.device_view(uid)
-            since = rules.track_unavailable_since(
-                self._unavailable_since.get(uid), view.states, now)
-            if since is None:
-                self._unavailable_since.pop(uid, None)
-            else:
-                self._unavailable_since[uid] = since
+            view = self._update_unavailable(uid, now)
             self._track_calls(uid, view.states, now, batch)
             self._recompute(uid, now, batch, trigger=f"{device} {new.value}", actor="engine")
         await self._committer.submit(batch)
+
+    def _update_unavailable(self, uid: str, now: datetime) -> DeviceView:
+        """Note when all of the user's devices became UNAVAILABLE (for offline)."""
+        view = self.device_view(uid)
+        since = rules.track_unavailable_since(self._unavailable_since.get(uid), view.states, now)
+        if since is None:
+            self._unavailable_since.pop(uid, None)
+        else:
+            self._unavailable_since[uid] = since
+        return view
 
     def _track_calls(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
                      batch: Batch) -> None:
@@ -705,13 +709,7 @@ class PresenceService:
                 self._mirror_seen[mirrored] = parsed.value
         self._ring.clear()
         for uid in self.users.ids():
-            view = self.device_view(uid)
-            since = rules.track_unavailable_since(
-                self._unavailable_since.get(uid), view.states, now)
-            if since is None:
-                self._unavailable_since.pop(uid, None)
-            else:
-                self._unavailable_since[uid] = since
+            self._update_unavailable(uid, now)
             self._recompute(uid, now, batch, trigger="resync", actor="engine")
             self._mark_dirty(uid)
         batch.meta["last_sync"] = now.isoformat()
