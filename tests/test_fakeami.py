@@ -1,6 +1,6 @@
 """The fake Asterisk answers exactly what the real one did in the captures.
 
-Each capture in /work/shared/asterisk/ami/ is replayed over TCP against a fake
+Each capture in ../shared/asterisk/ami/ is replayed over TCP against a fake
 seeded like the Asterisk that was recorded; the bytes must be identical except
 for the documented variable parts: the values of Uptime, LastReload,
 Timestamp, LoginTime and LastPause. The order of PresenceStatus and
@@ -499,3 +499,10 @@ async def test_stall_answers_nothing(fake_ami: FakeAsterisk) -> None:
     fake_ami.stall(False)
     assert (await client.action("Ping")).get("Ping") == "Pong"
     await client.close()
+
+
+def test_the_captures_are_there() -> None:
+    """Every replay test above is parametrised over these: none may be missing."""
+    assert {p.name for p in CAPTURES} >= {
+        "devstate-lists-queue-misc.txt", "escaping-and-limits.txt", "login-failed.txt",
+        "presence-set-list-query.txt"}, f"captures not found in {CAPTURE_DIR}"
