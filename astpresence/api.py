@@ -603,39 +603,55 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 service: PresenceService) -> tuple[int, str]:
-    """Send events until the client leaves or misbehaves: (close code, reason)."""
-    reader = asyncio.ensure_future(ws.receive())
+    """Send events until the client leaves or misbehaves: (close code, reason).
+
+    Events go out from a task of their own that just awaits the queue; this
+    coroutine reads what the client sends. (A task and an asyncio.wait() per
+    event cost as much as the sending itself: with 1,000 clients, tens of
+    milliseconds per change; see bench/README.md.)
+    """
+    outcome = (1000, "")
+
+    async def send() -> None:
+        nonlocal outcome
+        while not ws.closed:
+            out = viewer.render(await sub.queue.get())
+            if out is not None:
+                await ws.send_json(out)
+            if sub.overflowed and sub.queue.empty():
+                outcome = (1011, "client too slow; reconnect and resume")
+                return
+
+    sender = asyncio.ensure_future(send())
+    reader: asyncio.Future[Any] | None = None
     try:
         while not ws.closed:
-            getter = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if reader in done:
-                msg = reader.result()
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                WSMsgType.ERROR):
-                    getter.cancel()
-                    return 1000, ""
-                try:
-                    data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
-                    if not isinstance(data, dict) or set(data) != {"subscribe"}:
-                        raise InvalidInput('expected {"subscribe": [...]}')
-                    viewer.users = _parse_subscribe(data["subscribe"], service)
-                except (ValueError, InvalidInput, UnknownUser) as exc:
-                    getter.cancel()
-                    await ws.send_json({"type": "error", "error": str(exc)})
-                    return 1008, str(exc)
-                reader = asyncio.ensure_future(ws.receive())
-            if getter in done:
-                out = viewer.render(getter.result())
-                if out is not None:
-                    await ws.send_json(out)
-            else:
-                getter.cancel()
-            if sub.overflowed and sub.queue.empty():
-                return 1011, "client too slow; reconnect and resume"
+            reader = asyncio.ensure_future(ws.receive())
+            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                sender.result()  # the sender ended: raise what ended it
+                return outcome
+            msg = reader.result()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                return 1000, ""
+            try:
+                data = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+                if not isinstance(data, dict) or set(data) != {"subscribe"}:
+                    raise InvalidInput('expected {"subscribe": [...]}')
+                viewer.users = _parse_subscribe(data["subscribe"], service)
+            except (ValueError, InvalidInput, UnknownUser) as exc:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+                await ws.send_json({"type": "error", "error": str(exc)})
+                return 1008, str(exc)
         return 1000, ""
     finally:
-        reader.cancel()
+        sender.cancel()
+        if reader is not None:
+            reader.cancel()
+        await asyncio.gather(sender, *([reader] if reader is not None else []),
+                             return_exceptions=True)
 
 
 # -- board, metrics, openapi -----------------------------------------------------

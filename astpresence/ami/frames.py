@@ -29,6 +29,10 @@ MAX_ACTION_LINE = 1000
 DEFAULT_MAX_LINE = 16 * 1024
 DEFAULT_MAX_FRAME = 512 * 1024
 
+#: Bounds of FrameParser's cache of checked header names.
+_KNOWN_KEYS_MAX = 512
+_KNOWN_KEY_LEN = 64
+
 
 @dataclass(slots=True)
 class Message:
@@ -45,6 +49,17 @@ class Message:
         index = self._index
         for key, value in self.headers:
             index.setdefault(key.lower(), value)
+
+    @classmethod
+    def _parsed(cls, headers: list[tuple[str, str]], index: dict[str, str]) -> Message:
+        """For the parser, which builds the index in the pass that splits the lines.
+
+        Skips ``__init__``: one loop and two allocations less per frame.
+        """
+        msg = object.__new__(cls)
+        msg.headers = headers
+        msg._index = index
+        return msg
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._index.get(name.lower(), default)
@@ -119,6 +134,9 @@ class FrameParser:
         self._max_line = max_line
         self._max_frame = max_frame
         self._skipping = False  # discarding an over-long frame until its end
+        # Header names already checked, with their lowercase form: AMI repeats
+        # a few dozen names, so most lines skip the checks and the lower().
+        self._known_keys: dict[str, str] = {}
 
     @property
     def buffered(self) -> int:
@@ -146,23 +164,27 @@ class FrameParser:
                 out.append(Banner(buf[:end].decode("utf-8", "replace")))
             self._expect_banner = False
             pos = end + 2
-        find = buf.find
         max_frame = self._max_frame
-        while True:
-            end = find(FRAME_END, pos)
-            if end < 0:
-                break
-            if self._skipping:
-                # End of the frame we were discarding.
-                self._skipping = False
-            elif end > pos:
-                if end - pos > max_frame:
-                    out.append(FrameError("frame too long", _sample(buf[pos:end])))
-                else:
-                    item = self._parse_frame(bytes(buf[pos:end]))
-                    if not isinstance(item, Message) or item.headers:
-                        out.append(item)
-            pos = end + 4
+        parse = self._parse_frame
+        last = buf.rfind(FRAME_END, pos)
+        if last >= 0:
+            # One split instead of a find() and a slice per frame. It cuts left
+            # to right like successive find()s; up to the last CRLFCRLF found
+            # from the right, so the incomplete tail is not copied. When CRLF
+            # runs overlap there, the last part is an unfinished frame: kept.
+            frames = buf[pos:last + 4].split(FRAME_END)
+            pos = last + 4 - len(frames.pop())
+            for frame in frames:
+                if self._skipping:
+                    # End of the frame we were discarding.
+                    self._skipping = False
+                elif frame:
+                    if len(frame) > max_frame:
+                        out.append(FrameError("frame too long", _sample(frame)))
+                    else:
+                        item = parse(frame)
+                        if not isinstance(item, Message) or item.headers:
+                            out.append(item)
         del buf[:pos]
         # Without a frame end in the buffer, it may hold a whole frame of
         # max_frame bytes plus the first 3 bytes of its CRLFCRLF.
@@ -174,24 +196,34 @@ class FrameParser:
             del buf[:-3]
         return out
 
-    def _parse_frame(self, raw: bytes) -> Message | FrameError:
+    def _parse_frame(self, raw: bytes | bytearray) -> Message | FrameError:
         # A stray blank line between frames leaves a leading CRLF here.
         text = raw.decode("utf-8", "replace").lstrip("\r\n")
         if not text:
             return Message([])
         headers: list[tuple[str, str]] = []
+        index: dict[str, str] = {}  # Message's lookup table, built in the same pass
+        known = self._known_keys
         max_line = self._max_line
+        # No line is longer than the frame: most frames need no check per line.
+        check_lines = len(text) > max_line
         for line in text.split("\r\n"):
-            if len(line) > max_line:
+            if check_lines and len(line) > max_line:
                 return FrameError("line too long", _sample(raw))
             key, sep, value = line.partition(":")
-            if not sep or not key or key != key.strip():
-                return FrameError(f"malformed header line {line[:60]!r}", _sample(raw))
+            lkey = known.get(key)
+            if lkey is None or not sep:
+                if not sep or not key or key != key.strip():
+                    return FrameError(f"malformed header line {line[:60]!r}", _sample(raw))
+                lkey = key.lower()
+                if len(known) < _KNOWN_KEYS_MAX and len(key) <= _KNOWN_KEY_LEN:
+                    known[key] = lkey
             # Asterisk writes "Key: Value"; drop exactly that one space so that
             # leading spaces in values (command output) are kept.
             value = value.removeprefix(" ")
             headers.append((key, value))
-        return Message(headers)
+            index.setdefault(lkey, value)
+        return Message._parsed(headers, index)
 
 
 def _sample(data: bytes | bytearray) -> str:
