@@ -189,9 +189,18 @@ class AMIBridge:
             for ev in await client.send_list_action("DeviceStateList")
             if ev.get("Device")
         }
+        try:
+            hint_events = await client.send_list_action("ExtensionStateList")
+        except ActionError as exc:
+            # main/extension_state.c answers an error, not an empty list, when
+            # the dialplan has no hints at all: users can still come from config.
+            if "no dialplan hints" not in str(exc).lower():
+                raise
+            logger.warning("Asterisk has no dialplan hints; only users from the config are known")
+            hint_events = []
         hints = [
             (ev.get("Exten", "") or "", ev.get("Context", "") or "", ev.get("Hint", "") or "")
-            for ev in await client.send_list_action("ExtensionStateList")
+            for ev in hint_events
             if ev.get("Hint")
         ]
         counts = await self._service.resync(presences, hints, devices)

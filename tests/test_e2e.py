@@ -359,3 +359,18 @@ async def _wait_http(url: str, token: str) -> None:
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError(f"daemon at {url} did not sync")
+
+
+async def test_pbx_without_hints_still_syncs(fake_ami: FakeAsterisk, tmp_path: Path) -> None:
+    """ExtensionStateList answers an error when there are no hints at all."""
+    from astpresence.store.base import UserRecord
+
+    fake_ami.hints.clear()
+    running = await start_daemon(make_config(
+        fake_ami, tmp_path / "p.db", users=(UserRecord("alice", origin="config"),)))
+    try:
+        assert running.service.users.ids() == ["alice"]
+        assert (await cli(running.url, "set", "alice", "away")).code == 0
+        await until(lambda: fake_ami.presences.get("alice", ("",))[0] == "away")
+    finally:
+        await running.stop()
