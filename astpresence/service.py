@@ -570,6 +570,14 @@ class PresenceService:
             self._device_index = index
         return self._device_index.get(device, set())
 
+    def _note_device(self, device: str, state: DeviceState) -> str | None:
+        """Record a device state; for a mirror device, return whose it is."""
+        self.devices[device] = state
+        mirrored = rules.mirror_user(device, self.rules) if self.rules.mirror else None
+        if mirrored is not None:
+            self._mirror_seen[mirrored] = state.value
+        return mirrored
+
     async def on_device_change(self, device: str, state: str) -> None:
         """A live ``DeviceStateChange``."""
         try:
@@ -577,11 +585,9 @@ class PresenceService:
         except InvalidInput as exc:
             logger.warning("ignoring DeviceStateChange for %s: %s", device, exc)
             return
-        self.devices[device] = new
-        mirrored = rules.mirror_user(device, self.rules) if self.rules.mirror else None
+        mirrored = self._note_device(device, new)
         if mirrored is not None:
             uid = mirrored
-            self._mirror_seen[uid] = new.value
             if self._mirror_in_flight.get(uid) == new.value:
                 del self._mirror_in_flight[uid]
             self._mark_dirty(uid)
@@ -740,10 +746,7 @@ class PresenceService:
             except InvalidInput as exc:
                 logger.warning("ignoring device %s from Asterisk: %s", device, exc)
                 continue
-            self.devices[device] = parsed
-            mirrored = rules.mirror_user(device, self.rules) if self.rules.mirror else None
-            if mirrored is not None:
-                self._mirror_seen[mirrored] = parsed.value
+            self._note_device(device, parsed)
         self._ring.clear()
         for uid in self.users.ids():
             self._update_unavailable(uid, now)
