@@ -283,7 +283,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
             cfg = replace(cfg, max_websockets=n)
     if "cli" in data:
         # Read by the CLI (token, api); checked here so a typo is caught once.
-        _check_keys(_table(data["cli"], f"{where} [cli]"), {"token", "api"}, f"{where} [cli]")
+        _check_keys(_table(data["cli"], f"{where} [cli]"), {"token"}, f"{where} [cli]")
     if "users" in data:
         raw_users = data["users"]
         if not isinstance(raw_users, list):
