@@ -122,7 +122,8 @@ class CliResult:
     err: str
 
 
-async def cli(url: str, *args: str, timeout: float = 20.0, token: str | None = None) -> CliResult:
+async def cli(url: str, *args: str, timeout: float = 20.0, token: str | None = None,
+              env_extra: dict[str, str] | None = None) -> CliResult:
     """Run ``python -m astpresence --api URL ARGS`` as a real subprocess.
 
     The token is the admin token of the daemon at ``url`` unless one is given.
@@ -131,6 +132,7 @@ async def cli(url: str, *args: str, timeout: float = 20.0, token: str | None = N
     token = token if token is not None else TOKENS.get(url)
     if token:
         env["ASTPRESENCE_TOKEN"] = token
+    env.update(env_extra or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "astpresence", "--api", url, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

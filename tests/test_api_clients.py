@@ -405,3 +405,9 @@ async def test_cli_tokens_and_revocation(daemon: RunningDaemon) -> None:
     assert bad.code == 1 and "needs --user" in bad.err
     none = await cli(daemon.url, "list", token="")
     assert none.code == 1 and "missing token" in none.err
+    # The token can also come from the [cli] table of the ASTPRESENCE_CONFIG file.
+    conf = Path(db).parent / "cli.toml"
+    conf.write_text(f'[cli]\ntoken = "{daemon.token}"\n')
+    via_file = await cli(daemon.url, "get", "2000", "--json", token="",
+                         env_extra={"ASTPRESENCE_CONFIG": str(conf)})
+    assert via_file.code == 0 and json.loads(via_file.out)["user"] == "2000"
