@@ -57,7 +57,7 @@ from .ami.client import (
 from .ami.frames import Message
 from .config import Config
 from .model import InvalidInput
-from .rules import mirror_device
+from .rules import mirror_device, mirror_technology
 from .store.base import UserRecord
 from .users import PRESENCE_PROVIDER, parse_hint, user_from_hint
 
@@ -436,15 +436,15 @@ def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
         return Check(CHECK_MIRROR, True, "mirror is on, but there are no users to check")
     if not missing and not no_hint:
         return Check(CHECK_MIRROR, True,
-                     f"every user's hint has its Custom:{rules.mirror_prefix}<user> device "
+                     f"every user's hint has its {mirror_technology(rules)}:{rules.mirror_prefix}<user> device "
                      f"({len(candidates)} user(s))")
     parts = []
     if missing:
-        parts.append(f"hint without Custom:{rules.mirror_prefix}<user> for {_names(missing)}")
+        parts.append(f"hint without {mirror_technology(rules)}:{rules.mirror_prefix}<user> for {_names(missing)}")
     if no_hint:
         parts.append(f"no hint at all for {_names(no_hint)}")
     fix = (
-        f"add Custom:{rules.mirror_prefix}<user> to each user's hint devices (joined with &), "
+        f"add {mirror_technology(rules)}:{rules.mirror_prefix}<user> to each user's hint devices (joined with &), "
         "then 'dialplan reload'; 'astpresence dialplan hints' prints every line"
     )
     if example:
