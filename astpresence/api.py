@@ -27,7 +27,6 @@ from .auth import (
     Forbidden,
     Principal,
     Privacy,
-    Role,
     authenticate,
     check_token,
     new_token,
@@ -751,5 +750,3 @@ def create_app(
     add.add_get("/v1/events", events)
     return app
 
-
-__all__ = ["Role", "create_app", "parse_source_body"]

@@ -83,8 +83,6 @@ class AMIBridge:
             "QueueMemberAdded": self._on_queue_member,
             "QueueMemberRemoved": self._on_queue_member,
         }
-        self.events_by_type: dict[str, int] = {}
-        self.writes_sent = 0
 
     # -- link loop -------------------------------------------------------
 
@@ -231,7 +229,6 @@ class AMIBridge:
 
     async def _dispatch(self, msg: Message) -> None:
         name = msg.event or ""
-        self.events_by_type[name] = self.events_by_type.get(name, 0) + 1
         self._metrics.events.labels(name).inc()
         handler = self._handlers.get(name)
         if handler is not None:
@@ -320,7 +317,6 @@ class AMIBridge:
                     "Value": encode_presence_value(presence),
                 },
             )
-            self.writes_sent += 1
             self._metrics.setvar_seconds.observe(time.perf_counter() - started)
             logger.debug("wrote presence of %s: %s", uid, presence.state.value)
         except (ActionError, ActionTimeout, InvalidInput, ValueError) as exc:

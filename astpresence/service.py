@@ -788,10 +788,6 @@ class PresenceService:
         self._dirty.add(uid)
         self.wakeup.set()
 
-    def take_writes(self) -> list[tuple[str, Presence]]:
-        """Presence values to send now; each is registered as in flight first."""
-        return self.take_all()[0]
-
     def take_all(self) -> tuple[list[tuple[str, Presence]], list[tuple[str, str, str]],
                                 list[PauseWrite]]:
         """Everything to send now: presence, mirror device states, queue pauses."""

@@ -35,7 +35,7 @@ async def make_service(store: MemoryStore, *, synced: bool = True,
     await svc.start()
     if synced:
         await svc.resync(presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
-        svc.take_writes()
+        svc.take_all()[0]
     return svc
 
 
@@ -59,11 +59,11 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
     svc = await make_service(store)
     view = await svc.set_manual("2000", DND, "api")
     assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
-    assert svc.take_writes() == [("2000", DND)]
+    assert svc.take_all()[0] == [("2000", DND)]
     await svc.on_presence_change("CustomPresence:2000", DND)  # the echo
     assert svc.adopted == 0 and svc.echoes == 1
     assert svc.view("2000").pending is False
-    assert svc.take_writes() == []
+    assert svc.take_all()[0] == []
     hist = await svc.history("2000", 10)
     assert [(h.new, h.source, h.actor) for h in hist] == [(DND, MANUAL, "api")]
     await svc.stop()
@@ -74,7 +74,7 @@ async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) ->
     await svc.on_presence_change("CustomPresence:2001", AWAY)
     view = svc.view("2001")
     assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
-    assert svc.take_writes() == []  # nothing to write back: Asterisk has it already
+    assert svc.take_all()[0] == []  # nothing to write back: Asterisk has it already
     hist = await svc.history("2001", 10)
     assert [(h.old, h.new, h.source) for h in hist] == [(None, AWAY, ASTERISK)]
     await svc.stop()
@@ -98,38 +98,38 @@ async def test_race_external_change_lands_before_our_echo(store: MemoryStore) ->
     """
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_writes() == [("2000", DND)]
+    assert svc.take_all()[0] == [("2000", DND)]
     await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone
     await svc.on_presence_change("CustomPresence:2000", DND)  # our echo, late
     assert svc.adopted == 1 and svc.echoes == 1
     assert svc.view("2000").presence == AWAY
-    assert svc.take_writes() == [("2000", AWAY)]
+    assert svc.take_all()[0] == [("2000", AWAY)]
     await svc.on_presence_change("CustomPresence:2000", AWAY)  # echo of the re-assert
     assert svc.echoes == 2 and svc.adopted == 1
-    assert svc.take_writes() == [] and not svc.view("2000").pending
+    assert svc.take_all()[0] == [] and not svc.view("2000").pending
     await svc.stop()
 
 
 async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    svc.take_writes()
+    svc.take_all()[0]
     await svc.on_presence_change("CustomPresence:2000", DND)  # echo
     await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone, later
     assert svc.view("2000").presence == AWAY
-    assert svc.take_writes() == []
+    assert svc.take_all()[0] == []
     await svc.stop()
 
 
 async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_writes() == [("2000", DND)]
+    assert svc.take_all()[0] == [("2000", DND)]
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.take_writes() == [("2000", AWAY)]
+    assert svc.take_all()[0] == [("2000", AWAY)]
     await svc.on_presence_change("CustomPresence:2000", DND)
     assert svc.view("2000").presence == AWAY and svc.adopted == 0
-    assert svc.take_writes() == []  # AWAY is still in flight
+    assert svc.take_all()[0] == []  # AWAY is still in flight
     await svc.on_presence_change("CustomPresence:2000", AWAY)
     assert svc.adopted == 0 and not svc.view("2000").pending
     await svc.stop()
@@ -138,12 +138,12 @@ async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -
 async def test_refused_write_is_not_retried_until_next_change(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_writes() == [("2000", DND)]
+    assert svc.take_all()[0] == [("2000", DND)]
     svc.write_failed("2000", DND, "Variable not set")
     svc._mark_dirty("2000")
-    assert svc.take_writes() == []
+    assert svc.take_all()[0] == []
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.take_writes() == [("2000", AWAY)]
+    assert svc.take_all()[0] == [("2000", AWAY)]
     await svc.stop()
 
 
@@ -152,9 +152,9 @@ async def test_writes_wait_for_sync(store: MemoryStore) -> None:
     svc.users.add_hint_user(UserRecord("2000"))
     view = await svc.set_manual("2000", DND, "api")
     assert view.pending
-    assert svc.take_writes() == []  # link down: kept, not sent
+    assert svc.take_all()[0] == []  # link down: kept, not sent
     await svc.resync({}, HINTS, {})
-    assert svc.take_writes() == [("2000", DND)]
+    assert svc.take_all()[0] == [("2000", DND)]
     await svc.stop()
 
 
@@ -195,7 +195,7 @@ async def test_resync_table(
     await svc.start()
     await svc.resync({"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
     assert svc.view("2000").presence == expect_presence
-    writes = svc.take_writes()
+    writes = svc.take_all()[0]
     assert writes == ([("2000", expect_presence)] if expect_write else [])
     hist = await svc.history("2000", 100)
     new_rows = hist[: len(hist) - before]
