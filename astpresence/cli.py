@@ -146,20 +146,27 @@ def _client(ctx: click.Context) -> ApiClient:
     return ApiClient(str(obj["api"]), obj["token"] or _cli_token_from_config())
 
 
-def ami_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and the AMI connection flags, shared by serve and doctor."""
-    options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG)."),
-        click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]"),
-        click.option("--ami-port", help="Asterisk AMI port. [default: 5038]"),
-        click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]"),
-        click.option("--ami-secret",
-                     help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def _stacked(*options: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying several click options, in the order given."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+#: --config and the AMI connection flags, shared by serve and doctor.
+ami_options = _stacked(
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG)."),
+    click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]"),
+    click.option("--ami-port", help="Asterisk AMI port. [default: 5038]"),
+    click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]"),
+    click.option("--ami-secret",
+                 help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps)."),
+)
 
 
 @main.command()
@@ -583,18 +590,13 @@ async def _with_store(store: SqliteStore, fn: Callable[[SqliteStore], Awaitable[
         await store.close()
 
 
-db_options = [
+#: Where the token commands find the daemon's database.
+_db_opts = _stacked(
     click.option("--config", "config_path", type=click.Path(dir_okay=False),
                  envvar="ASTPRESENCE_CONFIG", help="TOML config (for [store] path)."),
     click.option("--db", help="SQLite database of the daemon (env ASTPRESENCE_DB). "
                               "[default: ./astpresence.db]"),
-]
-
-
-def _db_opts(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(db_options):
-        fn = option(fn)
-    return fn
+)
 
 
 @main.group()

@@ -327,26 +327,22 @@ def _list(key: str, raw: object) -> list[object]:
     return list(raw)
 
 
+def _parse_set(key: str, raw: object, parse: Callable[[object], _T]) -> frozenset[_T]:
+    try:
+        return frozenset(parse(item) for item in _list(key, raw))
+    except InvalidInput as exc:
+        raise _bad(key, str(exc)) from None
+
+
 def _parse_state_set(key: str, raw: object) -> frozenset[State]:
-    out: set[State] = set()
-    for item in _list(key, raw):
-        try:
-            out.add(parse_state(item))
-        except InvalidInput as exc:
-            raise _bad(key, str(exc)) from None
-    return frozenset(out)
+    return _parse_set(key, raw, parse_state)
 
 
 def _parse_call_states(key: str, raw: object) -> frozenset[DeviceState]:
-    out: set[DeviceState] = set()
-    for item in _list(key, raw):
-        try:
-            out.add(parse_device_state(item))
-        except InvalidInput as exc:
-            raise _bad(key, str(exc)) from None
+    out = _parse_set(key, raw, parse_device_state)
     if not out:
         raise _bad(key, "must not be empty (set on_phone = false to switch the overlay off)")
-    return frozenset(out)
+    return out
 
 
 def _parse_timed_priority(key: str, raw: object) -> tuple[str, ...]:
