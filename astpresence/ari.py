@@ -1,6 +1,6 @@
 """A thin ARI client for the one thing astpresence needs: ``Stasis:`` device states.
 
-ARI has no presence at all (../shared/asterisk/README.md, "ARI"); it can only
+ARI has no presence at all (docs/asterisk.md, "ARI"); it can only
 read and write device states it controls, ``PUT /deviceStates/{name}?deviceState=``.
 The ``ari`` package on PyPI does not import on Python 3, hence this.
 """

@@ -3,11 +3,11 @@
 Writing: ``PRESENCE_STATE(CustomPresence:<id>)`` takes ``state,subtype,message[,e]``
 split on commas. We always use option ``e`` (base64 subtype and message), the
 only form in which commas, quotes, backslashes and non-ASCII survive
-(ami/presence-set-list-query.txt, action ``set-3``).
+(tests/captures/presence-set-list-query.txt, action ``set-3``).
 
 Reading: ``PresenceStateChange`` carries subtype and message escaped with
 Asterisk's ``ast_escape_c`` (main/utils.c), e.g. ``C:\\\\temp \\"quoted\\"``
-(ami/escaping-and-limits.txt, ``esc-1``); ``PresenceStatus`` and the
+(tests/captures/escaping-and-limits.txt, ``esc-1``); ``PresenceStatus`` and the
 ``PresenceState`` response carry them raw.
 """
 

@@ -113,7 +113,7 @@ CORE_MODULES = (
 )
 #: Checked only when res_pjsip is loaded: SUBSCRIBE to a hint
 #: (res_pjsip_exten_state), PIDF bodies, and the ``digium_presence`` element,
-#: the only way presence itself reaches a phone (../shared/asterisk/README.md,
+#: the only way presence itself reaches a phone (docs/asterisk.md,
 #: "Hints and what phones see").
 PJSIP_PRESENCE_MODULES = (
     "res_pjsip_exten_state",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Asterisk truncates a decoded subtype or message past this many bytes without
-#: telling anyone (ami/escaping-and-limits.txt, action ``long-1``).
+#: telling anyone (tests/captures/escaping-and-limits.txt, action ``long-1``).
 MAX_TEXT_BYTES = 255
 
 
@@ -121,7 +121,7 @@ class DeviceState(str, enum.Enum):
 
 
 # How Asterisk aggregates the devices of a hint joined with '&': the
-# "busiest" wins (see ../shared/asterisk/README.md, "Device state").
+# "busiest" wins (see docs/asterisk.md, "Device state").
 DEVICE_RANK: dict[DeviceState, int] = {
     state: rank
     for rank, state in enumerate(

@@ -17,7 +17,7 @@ def parse_hint(hint: str) -> tuple[tuple[str, ...], str | None]:
     ``PJSIP/2001&Custom:presence-2001,CustomPresence:2001`` ->
     ``(("PJSIP/2001", "Custom:presence-2001"), "CustomPresence:2001")``.
     Devices come before the comma, joined with ``&``; the presence provider
-    after it (../shared/asterisk/README.md, "Hints and what phones see").
+    after it (docs/asterisk.md, "Hints and what phones see").
     """
     devices_part, _, presence_part = hint.partition(",")
     devices = tuple(d.strip() for d in devices_part.split("&") if d.strip())

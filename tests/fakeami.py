@@ -1,6 +1,6 @@
 """A fake Asterisk AMI server for tests: real TCP on 127.0.0.1, port chosen by the OS.
 
-It speaks what the captures in ../shared/asterisk/ami/ show, byte for byte
+It speaks what the captures in tests/captures/ show, byte for byte
 (tests/test_fakeami.py replays them), and models just enough of Asterisk to be
 useful end to end: CustomPresence presence, Custom: device states, hints,
 one level of queues.
@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import random
 import socket
 import time
@@ -60,12 +59,9 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 
-#: Raw AMI sessions recorded against a real Asterisk (see its README.md): the
-#: ``shared/`` folder beside the checkout, or ``ASTPRESENCE_SHARED``.
-CAPTURE_DIR = Path(
-    os.environ.get("ASTPRESENCE_SHARED")
-    or Path(__file__).resolve().parents[2] / "shared"
-) / "asterisk" / "ami"
+#: Raw AMI sessions recorded against a real Asterisk, kept with the tests
+#: (docs/asterisk.md says what they show).
+CAPTURE_DIR = Path(__file__).resolve().parent / "captures"
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
 #: main/manager.c: ``char inbuf[1025]`` and ``maxlen = sizeof(inbuf) - 1``.

@@ -19,7 +19,7 @@ Design:
   link lost when no answer comes within ``ping_interval``: a server that keeps
   the socket open but stops answering is detected within two intervals.
 
-Asterisk facts this relies on (../shared/asterisk/README.md, main/manager.c):
+Asterisk facts this relies on (docs/asterisk.md, main/manager.c):
 
 - The session writes an action's response before any event queued while the
   action ran (``process_message`` then ``process_events``), but events are
@@ -384,7 +384,7 @@ class AMIClient:
     def _route(self, item: Banner | Message | FrameError) -> None:
         if isinstance(item, FrameError):
             # E.g. the rest of a frame forged by an unescaped CR/LF in a
-            # PresenceStatus message (ami/escaping-and-limits.txt, inj-1).
+            # PresenceStatus message (tests/captures/escaping-and-limits.txt, inj-1).
             logger.warning("Refused an AMI frame from %s:%d: %s: %r",
                            self.host, self.port, item.reason, item.sample)
             return
