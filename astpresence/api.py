@@ -9,10 +9,12 @@ public. What a token may read follows each user's presence level
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -33,8 +35,16 @@ from .auth import (
     parse_role,
     project,
 )
+from .logsafe import clip
 from .metrics import Metrics
-from .model import STATE_NAMES, InvalidInput, parse_presence, parse_state, validate_user_id
+from .model import (
+    STATE_NAMES,
+    InvalidInput,
+    check_label,
+    parse_presence,
+    parse_state,
+    validate_user_id,
+)
 from .openapi import openapi_document
 from .service import ChangeEvent, PresenceService, UnknownSource, UnknownUser
 from .store.base import SourceRecord, Store
@@ -45,8 +55,15 @@ MAX_BODY = 16 * 1024
 HISTORY_MAX = 1000
 MAX_SUBSCRIPTIONS = 1000  # explicit user ids per WebSocket; "*" counts as one
 WS_AUTH_TIMEOUT = 10.0
+#: WebSockets accepted but not yet authenticated, at most (also <= max_websockets).
+MAX_PENDING_WEBSOCKETS = 256
+#: How often open streams are checked against tokens revoked in the database.
+REVOCATION_CHECK = 0.5
 SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_TTL = timedelta(days=366)
+MAX_TTL_SECONDS = int(MAX_TTL.total_seconds())
+#: RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON = 123
 PUBLIC_PATHS = {"/v1/openapi.json"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -62,11 +79,23 @@ STORE_KEY: web.AppKey[Store] = web.AppKey("store")
 PRIVACY_KEY = web.AppKey("privacy", Privacy)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config")
-LIMITS_KEY: web.AppKey[dict[str, int]] = web.AppKey("limits")
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
-SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+STREAMS_KEY: web.AppKey[Streams] = web.AppKey("streams")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NotFound(LookupError):
+    """404 with a message that may quote client text (it travels in the JSON body,
+    never in the status line, where a CR or LF would break the response)."""
+
+
+def close_reason(text: str) -> bytes:
+    """A WebSocket close reason: UTF-8, cut at a character boundary to fit the frame."""
+    raw = text.encode("utf-8")
+    if len(raw) <= MAX_CLOSE_REASON:
+        return raw
+    return raw[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
 
 
 def _error(request: web.Request, status: int, message: str) -> web.Response:
@@ -77,30 +106,35 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Paths and messages may hold client text: logged through clip() only.
+    where = clip(request.path)
     try:
         return await handler(request)
     except InvalidInput as exc:
-        logger.info("%s %s refused: %s", request.method, request.path, exc)
+        logger.info("%s %s refused: %s", request.method, where, clip(str(exc)))
         return _error(request, 400, str(exc))
     except AuthError as exc:
-        logger.info("%s %s: 401 %s", request.method, request.path, exc)
+        logger.info("%s %s: 401 %s", request.method, where, exc)
         resp = _error(request, 401, str(exc))
         resp.headers["WWW-Authenticate"] = 'Bearer realm="astpresence"'
         return resp
     except Forbidden as exc:
-        logger.info("%s %s: 403 %s", request.method, request.path, exc)
+        logger.info("%s %s: 403 %s", request.method, where, clip(str(exc)))
         return _error(request, 403, str(exc))
-    except (UnknownUser, UnknownSource) as exc:
+    except (UnknownUser, UnknownSource, NotFound) as exc:
         return _error(request, 404, str(exc))
     except web.HTTPRequestEntityTooLarge:
-        logger.info("%s %s: body over %d bytes", request.method, request.path, MAX_BODY)
+        logger.info("%s %s: body over %d bytes", request.method, where, MAX_BODY)
         return _error(request, 413, f"request body is larger than {MAX_BODY} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(request, exc.status, exc.reason)
+        resp = _error(request, exc.status, exc.reason)
+        if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110 15.5.6)
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except Exception:
-        logger.exception("%s %s failed", request.method, request.path)
+        logger.exception("%s %s failed", request.method, where)
         return _error(request, 500, "internal error; see the daemon log")
 
 
@@ -129,9 +163,11 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if not raw:
         raise InvalidInput("request body must be a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -140,6 +176,10 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
     return body
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"{name} is not a number JSON allows")
 
 
 def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
@@ -250,14 +290,21 @@ async def get_me(request: web.Request) -> web.Response:
     )
 
 
+def _seconds(field: str, raw: object) -> timedelta:
+    """A positive, finite number of seconds up to :data:`MAX_TTL`."""
+    if (isinstance(raw, bool) or not isinstance(raw, (int, float))
+            or not 0 < raw <= MAX_TTL_SECONDS or not math.isfinite(raw)):
+        raise InvalidInput(f"{field} must be a number of seconds, more than 0 and at most "
+                           f"{MAX_TTL_SECONDS} (366 days)")
+    return timedelta(seconds=raw)
+
+
 def _parse_expires(raw: object, now: datetime) -> datetime:
-    if isinstance(raw, bool):
+    if isinstance(raw, (bool, int, float)):
+        return now + _seconds("expires", raw)
+    if not isinstance(raw, str):
         raise InvalidInput("expires must be an ISO 8601 date-time or a number of seconds")
-    if isinstance(raw, (int, float)):
-        if raw <= 0 or timedelta(seconds=raw) > MAX_TTL:
-            raise InvalidInput(f"expires: seconds must be 1-{int(MAX_TTL.total_seconds())}")
-        return now + timedelta(seconds=raw)
-    when = _parse_time("expires", raw)
+    when = _parse_time("expires", raw, now)
     if when <= now:
         raise InvalidInput("expires is in the past")
     return when
@@ -286,18 +333,27 @@ async def delete_me(request: web.Request) -> web.Response:
 # -- timed sources ------------------------------------------------------------
 
 
-def _parse_time(field: str, raw: object) -> datetime:
+def _parse_time(field: str, raw: object, now: datetime) -> datetime:
+    """An ISO 8601 date-time with a zone, at most :data:`MAX_TTL` after ``now``."""
     if not isinstance(raw, str):
         raise InvalidInput(f"{field} must be an ISO 8601 date-time string")
+    shown = clip(raw, 40)
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        if value.tzinfo is None:
+            raise InvalidInput(f"{field} {shown} needs a time zone (e.g. +01:00 or Z)")
+        value = value.astimezone(UTC)  # year 1 or 9999 with an offset overflows here
+    except OverflowError:
+        raise InvalidInput(f"{field} {shown} is out of range") from None
+    except ValueError as exc:
+        if isinstance(exc, InvalidInput):
+            raise
         raise InvalidInput(
-            f"{field} {raw!r} is not an ISO 8601 date-time (e.g. 2026-11-21T15:00:00+01:00)"
+            f"{field} {shown} is not an ISO 8601 date-time (e.g. 2026-11-21T15:00:00+01:00)"
         ) from None
-    if value.tzinfo is None:
-        raise InvalidInput(f"{field} {raw!r} needs a time zone (e.g. +01:00 or Z)")
-    return value.astimezone(UTC)
+    if value - now > MAX_TTL:
+        raise InvalidInput(f"{field} {shown} is more than 366 days ahead")
+    return value
 
 
 def parse_source_body(
@@ -316,17 +372,12 @@ def parse_source_body(
     if "state" not in body:
         raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
     presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
-    start = _parse_time("start", body["start"]) if body.get("start") is not None else None
-    end = _parse_time("end", body["end"]) if body.get("end") is not None else None
+    start = _parse_time("start", body["start"], now) if body.get("start") is not None else None
+    end = _parse_time("end", body["end"], now) if body.get("end") is not None else None
     if body.get("ttl") is not None:
-        ttl = body["ttl"]
         if end is not None:
             raise InvalidInput("give either 'end' or 'ttl', not both")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-            raise InvalidInput("ttl must be a positive number of seconds")
-        if timedelta(seconds=ttl) > MAX_TTL:
-            raise InvalidInput(f"ttl must be at most {int(MAX_TTL.total_seconds())} seconds")
-        end = (start or now) + timedelta(seconds=ttl)
+        end = (start or now) + _seconds("ttl", body["ttl"])
     if start is not None and end is not None and end <= start:
         raise InvalidInput("end must be after start")
     if end is not None and end <= now:
@@ -460,12 +511,10 @@ async def create_token(request: web.Request) -> web.Response:
     user = body.get("user")
     if user is not None:
         user = validate_user_id(user)
-    label = body.get("label", "")
-    if not isinstance(label, str):
-        raise InvalidInput("label must be a string")
+    label = check_label(body.get("label", ""))
     token, record = new_token(role, user, label, datetime.now(UTC))
     await request.app[STORE_KEY].add_token(record)
-    logger.info("token %s created (%s, user %s) by %s", record.id, role.value, user,
+    logger.info("token %s created (%s, user %s) by %s", record.id, role.value, clip(user),
                 principal(request).token_id)
     return web.json_response({**_token_json(record), "token": token}, status=201)
 
@@ -474,8 +523,10 @@ async def revoke_token(request: web.Request) -> web.Response:
     principal(request).require_admin()
     token_id = request.match_info["id"]
     if not await request.app[STORE_KEY].revoke_token(token_id, datetime.now(UTC)):
-        raise web.HTTPNotFound(reason=f"no active token {token_id!r}")
-    logger.info("token %s revoked by %s", token_id, principal(request).token_id)
+        raise NotFound(f"no active token {token_id!r}")
+    closed = request.app[STREAMS_KEY].revoked([token_id])
+    logger.info("token %s revoked by %s; %d event stream(s) closed", token_id,
+                principal(request).token_id, closed)
     return web.json_response({"id": token_id, "revoked": True})
 
 
@@ -516,38 +567,92 @@ def _parse_subscribe(raw: object, service: PresenceService) -> set[str] | None:
     return set(raw)
 
 
-async def events(request: web.Request) -> web.WebSocketResponse:
-    """WebSocket: auth + subscribe in the first message, then one message per change.
+class Streams:
+    """Every open WebSocket, and the token each authenticated one runs on.
 
-    Client -> ``{"token", "subscribe": ["*"] | [ids], "resume": seq?}``;
-    server -> ``{"type": "hello", "seq"}``, missed events or a ``snapshot``
-    (``stale: true`` when the gap is too old), then ``{"type": "presence",
-    "seq", "user", "presence", "changed"}``. Later client messages may change
-    the subscription (``{"subscribe": ...}``). Errors: ``{"type": "error"}``
-    then close. A client that cannot keep up is disconnected (code 1011).
+    The cap counts sockets from the moment they are accepted, so clients that
+    never authenticate cannot pile up; those also have :data:`WS_AUTH_TIMEOUT`
+    to send their first message and a cap of their own.
     """
-    service = request.app[SERVICE_KEY]
-    metrics = request.app[METRICS_KEY]
-    if service.subscribers >= request.app[LIMITS_KEY]["max_websockets"]:
-        return web.json_response(  # type: ignore[return-value]
-            {"error": "too many WebSocket clients", "status": 503}, status=503)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY)
-    await ws.prepare(request)
 
-    async def refuse(message: str) -> web.WebSocketResponse:
-        logger.info("WebSocket client %s refused: %s", request.remote, message)
-        await ws.send_json({"type": "error", "error": message})
-        await ws.close(code=1008, message=message[:100].encode())
-        return ws
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending_limit = min(limit, MAX_PENDING_WEBSOCKETS)
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.pending = 0
+        #: token id -> one event per open stream of that token, set to end it
+        self.by_token: dict[str, set[asyncio.Event]] = {}
 
+    def full(self) -> str | None:
+        if len(self.sockets) >= self.limit:
+            return "too many WebSocket clients"
+        if self.pending >= self.pending_limit:
+            return "too many WebSocket clients waiting to authenticate"
+        return None
+
+    def bind(self, token_id: str) -> asyncio.Event:
+        """A stream of ``token_id`` starts: the event is set when it must end."""
+        ended = asyncio.Event()
+        self.by_token.setdefault(token_id, set()).add(ended)
+        return ended
+
+    def unbind(self, token_id: str, ended: asyncio.Event) -> None:
+        streams = self.by_token.get(token_id)
+        if streams is not None:
+            streams.discard(ended)
+            if not streams:
+                del self.by_token[token_id]
+
+    def revoked(self, token_ids: Iterable[str]) -> int:
+        """End every stream of these tokens (each handler closes with 1008 at once,
+        before sending anything more); returns how many."""
+        doomed = [ended for tid in token_ids for ended in self.by_token.pop(tid, ())]
+        for ended in doomed:
+            ended.set()
+        return len(doomed)
+
+
+async def _watch_revocations(app: web.Application) -> None:
+    """Close streams whose token was revoked elsewhere (``astpresence token revoke``
+    writes to the database directly): checked every :data:`REVOCATION_CHECK` s."""
+    streams = app[STREAMS_KEY]
+    store = app[STORE_KEY]
+    while True:
+        await asyncio.sleep(REVOCATION_CHECK)
+        if not streams.by_token:
+            continue
+        try:
+            revoked = {t.id for t in await store.list_tokens() if t.revoked_at is not None}
+        except Exception as exc:  # a store hiccup must not end the watch
+            logger.warning("could not check tokens for revocation: %s", exc)
+            continue
+        doomed = revoked & set(streams.by_token)
+        if doomed:
+            closed = streams.revoked(doomed)
+            logger.info("closed %d event stream(s) of revoked token(s) %s", closed,
+                        ", ".join(sorted(doomed)))
+
+
+async def _start_revocation_watch(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_watch_revocations(app), name="revocation-watch")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _hello(ws: web.WebSocketResponse, request: web.Request,
+                 service: PresenceService) -> tuple[Principal, _Viewer, int | None] | str:
+    """Read and check the first message: (who, viewer, resume), or why it was refused."""
     try:
         first = await ws.receive(timeout=WS_AUTH_TIMEOUT)
     except asyncio.TimeoutError:
-        return await refuse("no hello within 10 s: send {\"token\": ..., \"subscribe\": [...]}")
+        return "no hello within 10 s: send {\"token\": ..., \"subscribe\": [...]}"
+    if first.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        return ""
     if first.type != WSMsgType.TEXT:
-        return await refuse("expected a JSON text message first")
+        return "expected a JSON text message first"
     try:
-        hello = json.loads(first.data)
+        hello = json.loads(first.data, parse_constant=_no_constant)
         if not isinstance(hello, dict):
             raise InvalidInput("first message must be a JSON object")
         unknown = set(hello) - {"token", "subscribe", "resume"}
@@ -563,12 +668,51 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)
                                    or resume < 0):
             raise InvalidInput("resume must be a non-negative integer (the last seq seen)")
-    except (ValueError, InvalidInput, AuthError, UnknownUser) as exc:
-        return await refuse(str(exc))
+    except (ValueError, RecursionError, InvalidInput, AuthError, UnknownUser) as exc:
+        return str(exc) if not isinstance(exc, RecursionError) else "message nested too deeply"
+    return who, viewer, resume
+
+
+async def events(request: web.Request) -> web.WebSocketResponse:
+    """WebSocket: auth + subscribe in the first message, then one message per change.
+
+    Client -> ``{"token", "subscribe": ["*"] | [ids], "resume": seq?}``;
+    server -> ``{"type": "hello", "seq"}``, missed events or a ``snapshot``
+    (``stale: true`` when the gap is too old), then ``{"type": "presence",
+    "seq", "user", "presence", "changed"}``. Later client messages may change
+    the subscription (``{"subscribe": ...}``). Errors: ``{"type": "error"}``
+    then close. A client that cannot keep up is disconnected (code 1011); a
+    stream whose token is revoked is closed (code 1008).
+    """
+    service = request.app[SERVICE_KEY]
+    metrics = request.app[METRICS_KEY]
+    streams = request.app[STREAMS_KEY]
+    refusal = streams.full()
+    if refusal is not None:
+        return _error(request, 503, refusal)  # type: ignore[return-value]
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY)
+    await ws.prepare(request)
+    streams.sockets.add(ws)
+    streams.pending += 1
+    try:
+        checked = await _hello(ws, request, service)
+    finally:
+        streams.pending -= 1
+    if isinstance(checked, str):
+        streams.sockets.discard(ws)
+        if not checked:
+            logger.info("WebSocket client %s left before its first message", request.remote)
+        else:
+            logger.info("WebSocket client %s refused: %s", request.remote, clip(checked))
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json({"type": "error", "error": checked})
+        await ws.close(code=1008, message=close_reason(checked))
+        return ws
+    who, viewer, resume = checked
 
     sub = service.subscribe()  # before reading the backlog: nothing falls in between
     metrics.websockets.inc()
-    request.app[SOCKETS_KEY].add(ws)
+    ended = streams.bind(who.token_id)
     try:
         await ws.send_json({"type": "hello", "seq": service.seq, "token": who.to_json()})
         if resume is not None:
@@ -585,23 +729,26 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                     out = viewer.render(event)
                     if out is not None:
                         await ws.send_json(out)
-        close_code, reason = await _pump(ws, sub, viewer, service)
-    except (ConnectionResetError, asyncio.CancelledError):
+        close_code, reason = await _pump(ws, sub, viewer, service, ended)
+    except (ConnectionError, RuntimeError, asyncio.CancelledError):
+        # RuntimeError: aiohttp refuses to send on a socket closing under us
+        # (a revoked token, shutdown).
         close_code, reason = 1000, ""
     finally:
         # Out of the fan-out first: closing waits for the client's answer.
-        request.app[SOCKETS_KEY].discard(ws)
+        streams.sockets.discard(ws)
+        streams.unbind(who.token_id, ended)
         service.unsubscribe(sub)
         metrics.websockets.dec()
     if not ws.closed:
         if close_code != 1000:
-            logger.info("WebSocket client %s dropped: %s", request.remote, reason)
-        await ws.close(code=close_code, message=reason.encode()[:120])
+            logger.info("WebSocket client %s dropped: %s", request.remote, clip(reason))
+        await ws.close(code=close_code, message=close_reason(reason))
     return ws
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
-                service: PresenceService) -> tuple[int, str]:
+                service: PresenceService, ended: asyncio.Event) -> tuple[int, str]:
     """Send events until the client leaves or misbehaves: (close code, reason).
 
     Events go out from a task of their own that just awaits the queue; this
@@ -610,11 +757,16 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
     milliseconds per change; see bench/README.md.)
     """
     outcome = (1000, "")
+    revoked = (1008, "token revoked")
 
     async def send() -> None:
         nonlocal outcome
         while not ws.closed:
-            out = viewer.render(await sub.queue.get())
+            event = await sub.queue.get()
+            if ended.is_set():  # never one more event than the token allows
+                outcome = revoked
+                return
+            out = viewer.render(event)
             if out is not None:
                 await ws.send_json(out)
             if sub.overflowed and sub.queue.empty():
@@ -622,11 +774,14 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 return
 
     sender = asyncio.ensure_future(send())
+    ender = asyncio.ensure_future(ended.wait())
     reader: asyncio.Future[Any] | None = None
     try:
         while not ws.closed:
             reader = asyncio.ensure_future(ws.receive())
-            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sender, reader, ender}, return_when=asyncio.FIRST_COMPLETED)
+            if ender.done():
+                return revoked
             if not reader.done():
                 sender.result()  # the sender ended: raise what ended it
                 return outcome
@@ -639,7 +794,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 if not isinstance(data, dict) or set(data) != {"subscribe"}:
                     raise InvalidInput('expected {"subscribe": [...]}')
                 viewer.users = _parse_subscribe(data["subscribe"], service)
-            except (ValueError, InvalidInput, UnknownUser) as exc:
+            except (ValueError, RecursionError, InvalidInput, UnknownUser) as exc:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
                 await ws.send_json({"type": "error", "error": str(exc)})
@@ -647,9 +802,10 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
         return 1000, ""
     finally:
         sender.cancel()
+        ender.cancel()
         if reader is not None:
             reader.cancel()
-        await asyncio.gather(sender, *([reader] if reader is not None else []),
+        await asyncio.gather(sender, ender, *([reader] if reader is not None else []),
                              return_exceptions=True)
 
 
@@ -675,11 +831,11 @@ async def static_file(request: web.Request) -> web.Response:
              ".svg": "image/svg+xml"}
     suffix = name[name.rfind("."):] if "." in name else ""
     if suffix not in types or "/" in name or name.startswith("."):
-        raise web.HTTPNotFound(reason=f"no such file: {name}")
+        raise NotFound(f"no such file: {name!r}")
     try:
         body = _static(name)
     except (FileNotFoundError, IsADirectoryError):
-        raise web.HTTPNotFound(reason=f"no such file: {name}") from None
+        raise NotFound(f"no such file: {name!r}") from None
     return web.Response(body=body, content_type=types[suffix], headers=SECURITY_HEADERS)
 
 
@@ -696,8 +852,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def _close_sockets(app: web.Application) -> None:
     """On shutdown: tell WebSocket clients we are going away, so handlers end."""
-    current: set[web.WebSocketResponse] = app[SOCKETS_KEY]
-    sockets = list(current)
+    sockets = list(app[STREAMS_KEY].sockets)
     if sockets:
         logger.info("closing %d WebSocket client(s)", len(sockets))
     await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down")
@@ -721,10 +876,9 @@ def create_app(
     app[PRIVACY_KEY] = privacy or Privacy()
     app[METRICS_KEY] = metrics or Metrics()
     app[CONFIG_KEY] = config or (lambda: {})
-    app[LIMITS_KEY] = {"max_websockets": max_websockets}
-    sockets: set[web.WebSocketResponse] = set()
-    app[SOCKETS_KEY] = sockets
+    app[STREAMS_KEY] = Streams(max_websockets)
     app.on_shutdown.append(_close_sockets)
+    app.cleanup_ctx.append(_start_revocation_watch)
     add = app.router
     add.add_get("/", board)
     add.add_get("/static/{name}", static_file)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from .model import NOT_SET, InvalidInput, validate_user_id
+from .model import NOT_SET, InvalidInput, check_label, validate_user_id
 from .store.base import Store, TokenRecord
 
 TOKEN_RE = re.compile(r"astp_([0-9a-f]{8})_([A-Za-z0-9_-]{32})")
@@ -80,8 +80,7 @@ def new_token(role: Role, user: str | None, label: str, now: datetime) -> tuple[
         validate_user_id(user)
     if role is Role.USER and user is None:
         raise InvalidInput("a user token needs --user (the user it acts for)")
-    if len(label) > 80 or any(ord(c) < 32 for c in label):
-        raise InvalidInput("label: at most 80 characters, no control characters")
+    check_label(label)
     token_id = secrets.token_hex(4)
     token = f"astp_{token_id}_{secrets.token_urlsafe(24)}"
     return token, TokenRecord(token_id, hash_token(token), role.value, user, label, now)
@@ -149,7 +148,10 @@ def project(presence: dict[str, Any], mode: str) -> dict[str, Any]:
     if mode == "full":
         return presence
     if mode == "state":
-        return {**presence, "subtype": "", "message": "", "actor": ""}
+        # The state only: what set it (a source named "job-interview", the rule
+        # "on-the-phone") says as much as the message would.
+        return {**presence, "subtype": "", "message": "", "actor": "", "source": "",
+                "rule": ""}
     return {**presence, "state": NOT_SET.state.value, "subtype": "", "message": "",
             "source": "default", "rule": "default", "actor": "", "since": None,
             "pending": False}

@@ -79,6 +79,36 @@ def validate_text(field: str, value: object) -> str:
     return value
 
 
+def normalise_text(text: str) -> str:
+    """Text read from Asterisk made writable again: what :func:`validate_text` accepts.
+
+    Other AMI clients and the Asterisk CLI can store control characters and
+    longer text (docs/asterisk.md, "Presence"). Control characters are
+    dropped and the rest is cut at a UTF-8 character boundary, so the value
+    can be written back (after a call, say) instead of being refused forever.
+    """
+    clean = "".join(ch for ch in text if not _is_forbidden(ch))
+    raw = clean.encode("utf-8")
+    if len(raw) > MAX_TEXT_BYTES:
+        clean = raw[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+    return clean
+
+
+MAX_LABEL = 80
+
+
+def check_label(value: object) -> str:
+    """A token label: a string of at most 80 characters, none of them a control character."""
+    if not isinstance(value, str):
+        raise InvalidInput("label must be a string")
+    if len(value) > MAX_LABEL:
+        raise InvalidInput(f"label is longer than {MAX_LABEL} characters")
+    for ch in value:
+        if _is_forbidden(ch):
+            raise InvalidInput(f"label contains control character U+{ord(ch):04X}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Presence:
     """A presence value as Asterisk stores it: state, subtype, message."""
@@ -89,6 +119,10 @@ class Presence:
 
     def as_dict(self) -> dict[str, str]:
         return {"state": self.state.value, "subtype": self.subtype, "message": self.message}
+
+    def normalised(self) -> Presence:
+        """This value with subtype and message made writable (see :func:`normalise_text`)."""
+        return Presence(self.state, normalise_text(self.subtype), normalise_text(self.message))
 
 
 NOT_SET = Presence(State.NOT_SET)
@@ -173,6 +207,10 @@ def aggregate_devices(states: Iterable[DeviceState]) -> DeviceState:
 
 
 USER_ID_MAX = 80
+#: Characters a user id cannot hold: they end the AMI header or the function
+#: call it travels in (``PRESENCE_STATE(CustomPresence:<id>)``), split a hint,
+#: or cannot be routed as one URL path segment (``/v1/presence/{user}``).
+USER_ID_FORBIDDEN = frozenset("(),|&:; /\\{}?#%\"'<>`")
 
 
 def validate_user_id(raw: object) -> str:
@@ -186,6 +224,8 @@ def validate_user_id(raw: object) -> str:
     if len(raw) > USER_ID_MAX:
         raise InvalidInput(f"user id is longer than {USER_ID_MAX} characters")
     for ch in raw:
-        if _is_forbidden(ch) or ch in "(),|&:; ":
+        if _is_forbidden(ch) or ch in USER_ID_FORBIDDEN:
             raise InvalidInput(f"user id {raw!r} contains a forbidden character {ch!r}")
+    if raw in (".", ".."):
+        raise InvalidInput(f"user id {raw!r} cannot be routed as a path segment")
     return raw

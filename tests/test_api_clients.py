@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -14,7 +15,7 @@ import pytest
 
 from astpresence.auth import Level, Privacy, Role
 from astpresence.model import Presence, State
-from astpresence.store.base import UserRecord
+from astpresence.store.base import SourceRecord, UserRecord
 from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
 from tests.fakeami import FakeAsterisk
 
@@ -166,7 +167,7 @@ async def test_self_publish_with_expiry_reverts(daemon: RunningDaemon,
     await until(lambda: daemon.service.view("2000").presence.state == State.NOT_SET,
                 timeout=5, what="expiry")
     await until(lambda: fake_ami.presences.get("2000", ("not_set",))[0] == "not_set")
-    for body, message in [({"state": "away", "expires": -1}, "seconds must be"),
+    for body, message in [({"state": "away", "expires": -1}, "must be a number of seconds"),
                           ({"state": "away", "expires": "2001-01-01T00:00:00Z"}, "in the past"),
                           ({"state": "away", "expires": True}, "expires must be"),
                           ({"state": "away", "until": 5}, "unknown field(s) until")]:
@@ -213,8 +214,17 @@ async def test_events_follow_visibility_and_subscriptions(daemon: RunningDaemon)
         await svc.set_manual("2001", Presence(State.DND, "meeting", "secret"), "api")
         ev = await s_all.next()
         assert ev["user"] == "2001" and visible(ev["presence"]) == ("dnd", "", "")
-        assert ev["changed"] == ["state", "source"]  # subtype/message are not alice's to see
+        # Subtype, message, what set it and the rule are not alice's to see.
+        assert ev["changed"] == ["state"]
+        assert (ev["presence"]["source"], ev["presence"]["rule"], ev["presence"]["actor"]) == (
+            "", "", "")
         await svc.set_manual("2001", Presence(State.DND, "meeting", "still secret"), "api")
+        # The same state from a timed source whose name says too much: the source
+        # changes, which alice may not see, so she is sent nothing.
+        await svc.set_source(SourceRecord("2001", "job-interview", Presence(State.DND),
+                                          datetime.now(UTC), "api"))
+        await svc.clear_manual("2001", "api")
+        assert svc.view("2001").source == "job-interview"
         await svc.set_manual("2002", Presence(State.AWAY, "", "hidden"), "api")  # blocked
         await svc.set_manual("2000", Presence(State.CHAT, "", "me"), "api")
         ev = await s_all.next()  # the two invisible changes were not sent

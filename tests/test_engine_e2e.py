@@ -19,6 +19,9 @@ from astpresence.rules import RuleConfig
 from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
 from tests.fakeami import FakeAsterisk, QueueMember
 
+#: A day within the 366-day limit for windows, whenever the tests run.
+SOON = (datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat()
+
 
 def setvars(fake: FakeAsterisk, user: str) -> list[Presence]:
     return [decode_presence_value(m.get("Value") or "")
@@ -148,13 +151,19 @@ async def test_manual_after_start_beats_timed_entry(fake: FakeAsterisk, tmp_path
 @pytest.mark.parametrize(
     ("name", "body", "message"),
     [
-        ("calendar", {"state": "away", "start": "2030-01-01T10:00:00+00:00",
-                      "end": "2030-01-01T09:00:00+00:00"}, "end must be after start"),
+        ("calendar", {"state": "away", "start": f"{SOON}T10:00:00+00:00",
+                      "end": f"{SOON}T09:00:00+00:00"}, "end must be after start"),
         ("calendar", {"state": "away", "end": "2020-01-01T09:00:00+00:00"}, "already over"),
-        ("calendar", {"state": "away", "end": "2030-01-01T09:00:00"}, "needs a time zone"),
+        ("calendar", {"state": "away", "end": f"{SOON}T09:00:00"}, "needs a time zone"),
         ("calendar", {"state": "away", "end": "tomorrow"}, "not an ISO 8601"),
-        ("calendar", {"state": "away", "ttl": -5}, "ttl must be a positive"),
-        ("calendar", {"state": "away", "ttl": 5, "end": "2030-01-01T09:00:00Z"}, "not both"),
+        ("calendar", {"state": "away", "ttl": -5}, "ttl must be a number of seconds"),
+        ("calendar", {"state": "away", "ttl": 5, "end": f"{SOON}T09:00:00Z"}, "not both"),
+        # Far ends: refused like a ttl over 366 days, never a 500.
+        ("calendar", {"state": "away", "end": "9999-12-31T23:59:59-01:00"}, "out of range"),
+        ("calendar", {"state": "away", "end": "9999-12-31T00:00:00+01:00"}, "366 days ahead"),
+        ("calendar", {"state": "away", "start": "0001-01-01T00:00:00+01:00"}, "out of range"),
+        ("calendar", {"state": "away", "ttl": 1e308}, "at most 31622400"),
+        ("calendar", {"state": "away", "ttl": 10**400}, "at most 31622400"),
         ("calendar", {"state": "meeting"}, "invalid state 'meeting'"),
         ("calendar", {"state": "away", "colour": 1}, "unknown field(s) colour"),
         ("manual", {"state": "away"}, "is reserved"),
