@@ -471,6 +471,8 @@ async def get_status(request: web.Request) -> web.Response:
             "last_sync": service.last_sync.isoformat() if service.last_sync else None,
             "users": len(service.users.ids()),
             "pending_writes": len(service.pending_users()),
+            "write_failures": {f.kind: len(f) for f in service.failures()},
+            "failing_writes": _failing(service),
             "websocket_clients": service.subscribers,
             "features": {
                 "mirror": service.rules.mirror,
@@ -480,6 +482,28 @@ async def get_status(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+#: Refused writes listed in /v1/status, at most (the counts are complete).
+FAILING_SHOWN = 20
+
+
+def _failing(service: PresenceService) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for failures in service.failures():
+        now = failures.now()
+        for key, f in failures.items():
+            if len(out) >= FAILING_SHOWN:
+                return out
+            out.append({
+                "kind": failures.kind,
+                "key": key if isinstance(key, str) else "/".join(key),
+                "error": f.error,
+                "attempts": f.attempts,
+                "retry_in_seconds": round(max(0.0, f.retry_at - now), 1)
+                if f.retry_at != float("inf") else None,
+            })
+    return out
 
 
 async def get_config(request: web.Request) -> web.Response:

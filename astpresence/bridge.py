@@ -8,6 +8,7 @@ and writes what the service wants into ``PRESENCE_STATE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -229,7 +230,9 @@ class AMIBridge:
 
     async def _dispatch(self, msg: Message) -> None:
         name = msg.event or ""
-        self._metrics.events.labels(name).inc()
+        # Labels from a fixed set: Asterisk (or anyone on the link) must not be
+        # able to grow /metrics with made-up event names.
+        self._metrics.events.labels(name if name in self._handlers else "other").inc()
         handler = self._handlers.get(name)
         if handler is not None:
             result = handler(msg)
@@ -283,7 +286,10 @@ class AMIBridge:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                await self._service.wakeup.wait()
+                # Wake for new work, or when a refused write is due again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._service.wakeup.wait(),
+                                           self._service.next_retry_in())
                 presence_writes, mirror_writes, pause_writes = self._service.take_all()
                 jobs: list[Awaitable[None]] = [
                     self._write_one(client, uid, presence) for uid, presence in presence_writes]
@@ -345,6 +351,7 @@ class AMIBridge:
             headers["Reason"] = write.reason
         try:
             await client.send_action("QueuePause", headers)
+            self._service.pause_written(write)
             logger.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
                         write.interface, write.queue, write.user)
         except (ActionError, ActionTimeout) as exc:

@@ -219,11 +219,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"last sync:       {st['last_sync'] or 'never'}",
             f"users:           {st['users']}",
             f"pending writes:  {st['pending_writes']}",
+            f"failing writes:  {_failing_summary(st)}",
             f"reconnects:      {ami['reconnects']}",
             f"version:         {st['version']}",
         ]
     )
     _emit(st, as_json, human)
+
+
+def _failing_summary(st: dict[str, Any]) -> str:
+    counts = st.get("write_failures") or {}
+    if not any(counts.values()):
+        return "none"
+    parts = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]
+    first = (st.get("failing_writes") or [{}])[0]
+    detail = f" (e.g. {first['key']}: {first['error']})" if first.get("key") else ""
+    return ", ".join(parts) + "; retried with backoff" + detail
 
 
 @main.command()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .model import State
@@ -31,6 +31,25 @@ class _UsersByState(Collector):
         yield family
 
 
+class _FailingWrites(Collector):
+    """Writes Asterisk refused and that wait for a retry, by kind (retry.py)."""
+
+    def __init__(self, service: PresenceService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Metric]:
+        failing = GaugeMetricFamily(
+            "astpresence_writes_failing", "Writes refused by Asterisk, waiting for a retry",
+            labels=["kind"])
+        total = CounterMetricFamily(
+            "astpresence_write_failures", "Writes refused by Asterisk", labels=["kind"])
+        for failures in self._service.failures():
+            failing.add_metric([failures.kind], len(failures))
+            total.add_metric([failures.kind], failures.total)
+        yield failing
+        yield total
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -52,5 +71,6 @@ class Metrics:
 
     def watch_service(self, service: PresenceService) -> None:
         self.registry.register(_UsersByState(service))
+        self.registry.register(_FailingWrites(service))
 
 

@@ -32,7 +32,9 @@ from typing import Any
 
 from . import rules
 from .model import NOT_SET, DeviceState, InvalidInput, Presence, parse_device_state
+from .retry import Failures
 from .rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
+from .logsafe import clip
 from .store.base import (
     Batch,
     EffectiveRecord,
@@ -41,7 +43,7 @@ from .store.base import (
     Store,
     UserRecord,
 )
-from .users import UserDirectory, user_from_hint, user_id_from_provider
+from .users import DEFAULT_MAX_USERS, UserDirectory, user_from_hint, user_id_from_provider
 
 logger = logging.getLogger(__name__)
 
@@ -231,16 +233,21 @@ class PresenceService:
         *,
         rules_config: RuleConfig = DEFAULT_RULES,
         clock: Callable[[], datetime] = utcnow,
+        retry_clock: Callable[[], float] = time.monotonic,
+        max_users: int = DEFAULT_MAX_USERS,
     ) -> None:
         self._store = store
         self._clock = clock
         self.rules = rules_config
-        self.users = UserDirectory(config_users)
+        self.users = UserDirectory(config_users, max_users=max_users)
         self._sources: dict[str, dict[str, SourceRecord]] = {}
         self._effective: dict[str, EffectiveRecord] = {}
         self._asterisk: dict[str, Presence] = {}  # last value seen in Asterisk
         self._in_flight: dict[str, collections.deque[Presence]] = {}
-        self._failed: dict[str, Presence] = {}  # refused by Asterisk; not retried
+        # Writes Asterisk refused, retried with backoff (retry.py), per kind.
+        self.presence_failures: Failures[str] = Failures("presence", retry_clock)
+        self.mirror_failures: Failures[str] = Failures("mirror", retry_clock)
+        self.pause_failures: Failures[tuple[str, str]] = Failures("queue_pause", retry_clock)
         self._dirty: set[str] = set()
         self.devices: dict[str, DeviceState] = {}
         self.wakeup = asyncio.Event()  # set when there is something to write
@@ -267,12 +274,10 @@ class PresenceService:
         # BLF mirror: device state last seen in Asterisk, writes in flight
         self._mirror_seen: dict[str, str] = {}
         self._mirror_in_flight: dict[str, str] = {}
-        self._mirror_failed: dict[str, str] = {}
         # queue members: (queue, interface) -> QueueMember
         self.queue_members: dict[tuple[str, str], QueueMember] = {}
         # QueuePause writes not yet seen back in a QueueMemberPause, per member
         self._pause_sent: dict[tuple[str, str], collections.deque[tuple[bool, str]]] = {}
-        self._pause_failed: set[tuple[str, str]] = set()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -352,7 +357,7 @@ class PresenceService:
         return await self._store.history(uid, limit)
 
     def pending_users(self) -> list[str]:
-        return [uid for uid in self._effective if self._is_pending(uid)]
+        return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
 
     def asterisk_value(self, uid: str) -> Presence:
         return self._asterisk.get(uid, NOT_SET)
@@ -420,7 +425,7 @@ class PresenceService:
 
     def _manual_changed(self, uid: str, batch: Batch) -> None:
         """Any manual change clears auto-away and the missed-call count."""
-        self._failed.pop(uid, None)
+        self.presence_failures.clear(uid)
         self._missed[uid] = 0
         self._drop_source(uid, rules.SOURCE_AUTO, batch)
 
@@ -516,8 +521,8 @@ class PresenceService:
     async def on_presence_change(self, presentity: str, presence: Presence) -> None:
         """A live ``PresenceStateChange``: our echo or a change made elsewhere."""
         uid = user_id_from_provider(presentity)
-        if uid is None:
-            return
+        if uid is None or uid not in self.users:
+            return  # not a user: nothing is stored for it
         batch = Batch()
         queue = self._in_flight.get(uid)
         self._asterisk[uid] = presence
@@ -527,10 +532,11 @@ class PresenceService:
             # before this one have been overwritten already.
             while queue.popleft() != presence:
                 pass
+            self.presence_failures.clear(uid)
             self.echoes += 1
             logger.debug("echo of our write for %s: %s", uid, presence.state.value)
             self._mark_dirty(uid)
-        elif uid in self.users:
+        else:
             logger.info(
                 "presence of %s changed in Asterisk to %s; adopting it as a manual change",
                 uid, presence.state.value,
@@ -552,8 +558,19 @@ class PresenceService:
             fut.add_done_callback(_log_store_failure)
 
     def _adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
+        """Take a value set elsewhere as the person's manual choice.
+
+        It is normalised first (docs/asterisk.md, "Presence": other tools can
+        store control characters or more than 255 bytes), so it can always be
+        written back, e.g. when a call that overlaid it ends.
+        """
         now = self._clock()
-        self._put_source(SourceRecord(uid, MANUAL, presence, now, ASTERISK), batch)
+        clean = presence.normalised()
+        if clean != presence:
+            reason += "; normalised (control characters removed, cut to 255 bytes)"
+            logger.warning("presence of %s from Asterisk holds text astpresence cannot write "
+                           "back; adopted it normalised", uid)
+        self._put_source(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
         self._manual_changed(uid, batch)
         if not self._recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
                                history_source=ASTERISK):
@@ -641,12 +658,21 @@ class PresenceService:
             self._put_source(rules.auto_contribution(uid, now, self.rules), batch)
 
     async def on_hint(self, exten: str, context: str, hint: str) -> None:
-        """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user."""
+        """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user.
+
+        Capped (``max_users``); users whose hint is gone leave at the next sync.
+        """
         user = user_from_hint(exten, context, hint)
-        if user is not None and self.users.add_hint_user(user):
-            logger.info("user %s found in hint %s@%s", user.id, exten, context)
+        if user is None or user.id in self.users and self.users.get(user.id) == user:
+            return
+        refused = self.users.refused
+        if self.users.add_hint_user(user):
+            logger.info("user %s found in hint %s@%s", user.id, clip(exten), clip(context))
             self._device_index = None
             await self._store.save_users([user])
+        elif self.users.refused > refused and refused == 0:
+            logger.warning("a hint names user %s but there are max_users (%d) already; "
+                           "left out until the next sync", user.id, self.users.max_users)
 
     def on_queue_member(self, queue: str, interface: str, *, paused: bool, reason: str,
                         state_interface: str = "", removed: bool = False) -> None:
@@ -666,6 +692,7 @@ class PresenceService:
             # Our own write coming back; older ones were overwritten by it.
             while sent.popleft() != (paused, reason):
                 pass
+            self.pause_failures.clear(key)
         uid = self._member_user(member)
         if uid is not None:
             self._mark_dirty(uid)
@@ -689,20 +716,24 @@ class PresenceService:
         Then devices are replaced by what Asterisk reports and every user is
         decided again. Nothing is assumed from before the reconnect.
         """
-        found: list[UserRecord] = []
-        for exten, context, hint in hints:
-            user = user_from_hint(exten, context, hint)
-            if user is not None and self.users.add_hint_user(user):
-                found.append(user)
-        if found:
-            await self._store.save_users(found)
+        found = [u for u in (user_from_hint(*h) for h in hints) if u is not None]
+        changed, gone = self.users.replace_hint_users(found)
+        if changed:
+            await self._store.save_users(changed)
+        if gone:
+            logger.info("%d user(s) no longer in any hint: %s", len(gone),
+                        ", ".join(sorted(gone)[:20]) + (" ..." if len(gone) > 20 else ""))
+            await self._store.delete_users(gone)
+        if self.users.refused:
+            logger.warning("%d hint(s) name more users than max_users (%d) allows; "
+                           "those users are left out", self.users.refused, self.users.max_users)
         self._device_index = None
         self._in_flight.clear()
-        self._failed.clear()
+        self.presence_failures.reset()
         self._mirror_in_flight.clear()
-        self._mirror_failed.clear()
+        self.mirror_failures.reset()
         self._pause_sent.clear()
-        self._pause_failed.clear()
+        self.pause_failures.reset()
 
         by_user: dict[str, Presence] = {}
         for presentity, value in presences.items():
@@ -797,21 +828,35 @@ class PresenceService:
         presence: list[tuple[str, Presence]] = []
         mirror: list[tuple[str, str, str]] = []
         pauses: list[PauseWrite] = []
+        for uid in self.presence_failures.due() + self.mirror_failures.due():
+            self._dirty.add(uid)
+        for key in self.pause_failures.due():
+            member = self.queue_members.get(key)
+            owner = self._member_user(member) if member is not None else None
+            if owner is None:
+                self.pause_failures.clear(key)  # the member is gone
+            else:
+                self._dirty.add(owner)
         dirty, self._dirty = self._dirty, set()
         for uid in dirty:
             desired = self._desired(uid)
-            if self._is_pending(uid) and self._failed.get(uid) != desired:
-                queue = self._in_flight.setdefault(uid, collections.deque())
-                if len(queue) >= MAX_IN_FLIGHT:
-                    queue.popleft()
-                queue.append(desired)
-                presence.append((uid, desired))
+            if self._is_pending(uid):
+                if not self.presence_failures.blocks(uid, desired):
+                    queue = self._in_flight.setdefault(uid, collections.deque())
+                    if len(queue) >= MAX_IN_FLIGHT:
+                        queue.popleft()
+                    queue.append(desired)
+                    presence.append((uid, desired))
+                    self.presence_failures.retrying(uid)
+            elif not self._in_flight.get(uid):
+                self.presence_failures.clear(uid)  # Asterisk holds what we want
             if self.rules.mirror and uid in self.users:
                 want = rules.mirror_state(desired.state, self.rules)
                 current = self._mirror_in_flight.get(uid, self._mirror_seen.get(uid))
-                if current != want and self._mirror_failed.get(uid) != want:
+                if current != want and not self.mirror_failures.blocks(uid, want):
                     self._mirror_in_flight[uid] = want
                     mirror.append((uid, rules.mirror_device(uid, self.rules), want))
+                    self.mirror_failures.retrying(uid)
             if self.rules.queue_pause:
                 pauses.extend(self._pause_writes(uid, desired))
         return presence, mirror, pauses
@@ -833,8 +878,6 @@ class PresenceService:
         out = []
         for member in self.members_of(uid):
             key = (member.queue, member.interface)
-            if key in self._pause_failed:
-                continue
             sent = self._pause_sent.setdefault(key, collections.deque(maxlen=MAX_IN_FLIGHT))
             # What the member will be once our writes land.
             paused, reason = sent[-1] if sent else (member.paused, member.reason)
@@ -843,38 +886,60 @@ class PresenceService:
                 continue
             paused = action == "pause"
             reason = rules.pause_reason(desired.state, self.rules) if paused else ""
+            if self.pause_failures.blocks(key, (paused, reason)):
+                continue
+            self.pause_failures.retrying(key)
             sent.append((paused, reason))
             out.append(PauseWrite(member.queue, member.interface, paused, reason, uid))
         return out
 
+    def next_retry_in(self) -> float | None:
+        """Seconds until a refused write is due again (None: nothing to retry)."""
+        waits = [w for f in self.failures() if (w := f.next_retry_in()) is not None]
+        return min(waits) if waits else None
+
+    def failures(self) -> tuple[Failures[str], Failures[str], Failures[tuple[str, str]]]:
+        return self.presence_failures, self.mirror_failures, self.pause_failures
+
     def write_failed(self, uid: str, presence: Presence, error: str) -> None:
-        """Asterisk refused the write; it will not be retried until the next change."""
+        """Asterisk refused the write: still wanted, tried again after a backoff."""
         queue = self._in_flight.get(uid)
         if queue and presence in queue:
             queue.remove(presence)
-        self._failed[uid] = presence
-        logger.error("writing presence of %s to Asterisk failed: %s", uid, error)
+        failure = self.presence_failures.failed(uid, presence, error)
+        logger.warning("writing presence of %s to Asterisk failed (attempt %d): %s; "
+                       "retrying in %.0f s", uid, failure.attempts, error,
+                       failure.retry_at - self.presence_failures.now())
+        self.wakeup.set()
 
     def mirror_written(self, uid: str, state: str) -> None:
         self._mirror_seen[uid] = state
+        self.mirror_failures.clear(uid)
         if self._mirror_in_flight.get(uid) == state:
             del self._mirror_in_flight[uid]
 
     def mirror_failed(self, uid: str, state: str, error: str) -> None:
         self._mirror_in_flight.pop(uid, None)
-        self._mirror_failed[uid] = state
-        logger.error("writing BLF mirror of %s (%s) failed: %s; retried after reconnect",
-                     uid, state, error)
+        failure = self.mirror_failures.failed(uid, state, error)
+        logger.warning("writing BLF mirror of %s (%s) failed (attempt %d): %s; "
+                       "retrying in %.0f s", uid, state, failure.attempts, error,
+                       failure.retry_at - self.mirror_failures.now())
+        self.wakeup.set()
+
+    def pause_written(self, write: PauseWrite) -> None:
+        self.pause_failures.clear((write.queue, write.interface))
 
     def pause_failed(self, write: PauseWrite, error: str) -> None:
         key = (write.queue, write.interface)
         sent = self._pause_sent.get(key)
         if sent and (write.paused, write.reason) in sent:
             sent.remove((write.paused, write.reason))
-        self._pause_failed.add(key)
-        logger.error("%s %s in queue %s for %s failed: %s; retried after reconnect",
-                     "pausing" if write.paused else "unpausing", write.interface, write.queue,
-                     write.user, error)
+        failure = self.pause_failures.failed(key, (write.paused, write.reason), error)
+        logger.warning("%s %s in queue %s for %s failed (attempt %d): %s; retrying in %.0f s",
+                       "pausing" if write.paused else "unpausing", write.interface, write.queue,
+                       write.user, failure.attempts, error,
+                       failure.retry_at - self.pause_failures.now())
+        self.wakeup.set()
 
     # -- change events for clients --------------------------------------
 

@@ -624,3 +624,32 @@ async def test_close_from_inside_a_handler(
     await fake_ami.broadcast_event([("Event", "Bye")])
     await asyncio.wait_for(holder[0].wait_closed(), 2.0)
     assert not holder[0].connected
+
+
+async def test_slow_handlers_hold_the_reader_back_not_memory(
+        fake_ami: FakeAsterisk, make_client: ClientFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("astpresence.ami.client.MAX_QUEUED_EVENTS", 10)
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    async def slow(event: Message) -> None:
+        await gate.wait()
+        if event.event == "Flood":
+            seen.append(event.get("N") or "")
+
+    client = await make_client(slow)
+    flood = b"".join(encode_message([("Event", "Flood"), ("N", str(i))]) for i in range(500))
+    await fake_ami.send_raw(flood)
+    # The reader stops at the bound (the rest waits in the socket buffers)...
+    async with asyncio.timeout(5):
+        while client._events.qsize() < 10:
+            await asyncio.sleep(0.01)
+    assert client._events.qsize() == 10 and client._events.maxsize == 10
+    # ...and nothing is lost: released, every event arrives, in order.
+    gate.set()
+    async with asyncio.timeout(10):
+        while len(seen) < 500:
+            await asyncio.sleep(0.01)
+    assert seen == [str(i) for i in range(500)]
+    assert (await client.send_action("Ping")).get("Ping") == "Pong"

@@ -348,7 +348,46 @@ async def test_failed_queue_pause_does_not_block_presence(fake: FakeAsterisk,
         await until(lambda: len(pauses(fake)) == 1)
         await d.service.set_manual("2000", Presence(State.AWAY), "api")
         await until(lambda: fake_value(fake, "2000").state == State.AWAY)
-        await asyncio.sleep(0.2)
-        assert len(pauses(fake)) == 1  # not retried until the next reconnect
+        # A new value is tried at once; a refused one again after 1 s, 2 s...
+        await until(lambda: len(pauses(fake)) == 2)
+        failures = d.service.pause_failures
+        key = ("support", "PJSIP/2000")
+        await until(lambda: key in failures and failures.get(key).attempts == 1)  # type: ignore[union-attr]
+        status = await cli(d.url, "status", "--json")
+        failing = json.loads(status.out)["write_failures"]
+        assert failing["queue_pause"] == 1 and failing["presence"] == 0
+        await until(lambda: len(pauses(fake)) == 3, timeout=3, what="the retry")
+        await until(lambda: failures.get(key).attempts == 2)  # type: ignore[union-attr]
+        # Back in Asterisk: the next retry goes through and the failure is gone.
+        fake.queue_members[:] = [QueueMember("support", "Ghost", "PJSIP/2000",
+                                             state_interface="hint:2000@internal")]
+        await until(lambda: key not in failures, timeout=5,
+                    what="the retry after 2 s")
+        assert len(pauses(fake)) == 4
+    finally:
+        await d.stop()
+
+
+async def test_text_astpresence_cannot_write_does_not_stick_after_a_call(
+        fake: FakeAsterisk, tmp_path: Path) -> None:
+    d = await start(fake, tmp_path)
+    try:
+        # Another AMI client stores what astpresence would refuse to write.
+        await fake.external_presence_change("2000", "available", "desk\t", "back\r\nsoon " + "x" * 300)
+        await until(lambda: d.service.view("2000").presence.state == State.AVAILABLE)
+        adopted = d.service.view("2000").presence
+        assert adopted.subtype == "desk" and adopted.message.startswith("backsoon x")
+        assert len(adopted.message.encode()) == 255
+        # The clean value replaces the raw one in Asterisk.
+        await until(lambda: fake_value(fake, "2000") == adopted, what="normalised write")
+        # A call overlays it; when the call ends the person's presence comes back.
+        await fake.external_device_change("PJSIP/2000", "INUSE")
+        await until(lambda: fake_value(fake, "2000").subtype == "on-the-phone")
+        await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
+        await until(lambda: fake_value(fake, "2000") == adopted, what="presence back after call")
+        assert not d.service.view("2000").pending
+        assert len(d.service.presence_failures) == 0
+        hist = await d.service.history("2000", 10)
+        assert any("normalised" in h.reason for h in hist)
     finally:
         await d.stop()

@@ -233,3 +233,47 @@ def test_encode_action_line_limit() -> None:
     # The limit counts bytes: a two-byte character can tip it over.
     with pytest.raises(ActionEncodeError):
         encode_action("Setvar", [("Value", fits[:-1] + "é")])
+
+
+def test_lone_surrogate_is_an_encode_error() -> None:
+    with pytest.raises(ActionEncodeError, match="not valid Unicode"):
+        encode_action("Setvar", {"Value": "a\ud800b"})
+
+
+def test_feeding_one_byte_at_a_time_stays_linear() -> None:
+    frame = b"Event: Big\r\nValue: " + b"z" * 100_000 + b"\r\n\r\n"
+    data = b"Asterisk Call Manager/13.0.0\r\n" + frame * 2
+    parser = FrameParser(max_line=200_000)
+    items = []
+    for i in range(len(data)):
+        items += parser.feed(data[i:i + 1])
+    assert [m.event for m in items if isinstance(m, Message)] == ["Big", "Big"]
+    # Each byte is looked at a bounded number of times (a quadratic parser
+    # searched the whole buffer again per byte: about 10^10 here).
+    assert parser.searched <= 4 * len(data)
+
+
+@given(st.integers(0, 400), st.lists(st.integers(1, 600), max_size=8),
+       st.sampled_from([50, 100, 200]), st.sampled_from([20, 60, 1000]))
+@settings(max_examples=300, deadline=None)
+def test_the_frame_after_an_over_long_one_is_kept(long_len: int, cuts: list[int],
+                                                  max_frame: int, max_line: int) -> None:
+    good = b"Event: Next\r\nA: b\r\n\r\n"
+    long = b"Event: Long\r\nX: " + b"y" * long_len + b"\r\n\r\n"
+    data = b"Asterisk Call Manager/13.0.0\r\n" + long + good + good
+    parser = FrameParser(max_frame=max_frame, max_line=max_line)
+    items = []
+    prev = 0
+    for cut in sorted({c for c in cuts if c < len(data)}) + [len(data)]:
+        items += parser.feed(data[prev:cut])
+        prev = cut
+    assert [m.event for m in items if isinstance(m, Message)].count("Next") == 2
+
+
+@pytest.mark.parametrize("split", [10, 30, 45, 46, 47])
+def test_the_frame_after_an_over_long_banner_is_kept(split: int) -> None:
+    data = b"Asterisk Call Manager/" + b"9" * 40 + b"\r\nResponse: Success\r\n\r\n"
+    parser = FrameParser(max_line=20)
+    items = parser.feed(data[:split]) + parser.feed(data[split:])
+    assert isinstance(items[0], FrameError) and "banner" in items[0].reason
+    assert [m.response for m in items if isinstance(m, Message)] == ["Success"]

@@ -135,15 +135,90 @@ async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -
     await svc.stop()
 
 
-async def test_refused_write_is_not_retried_until_next_change(store: MemoryStore) -> None:
-    svc = await make_service(store)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None:
+    clock = Clock()
+    svc = PresenceService(store, retry_clock=clock)
+    await svc.start()
+    await svc.resync({}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
+    svc.take_all()
     await svc.set_manual("2000", DND, "api")
     assert svc.take_all()[0] == [("2000", DND)]
+    for attempt, delay in enumerate([1, 2, 4, 8, 16, 32, 60, 60], start=1):
+        svc.write_failed("2000", DND, "Variable not set")
+        assert svc.view("2000").pending  # never silently dropped
+        assert svc.next_retry_in() == delay
+        svc._mark_dirty("2000")
+        clock.now += delay - 0.01
+        assert svc.take_all()[0] == [], f"attempt {attempt} retried early"
+        clock.now += 0.01
+        assert svc.take_all()[0] == [("2000", DND)], f"attempt {attempt} not retried"
+        assert svc.next_retry_in() is None  # the retry is out: nothing due
+        assert svc.presence_failures.get("2000").attempts == attempt  # type: ignore[union-attr]
+    # Another value is tried at once; its echo clears the failure.
     svc.write_failed("2000", DND, "Variable not set")
-    svc._mark_dirty("2000")
-    assert svc.take_all()[0] == []
     await svc.set_manual("2000", AWAY, "api")
     assert svc.take_all()[0] == [("2000", AWAY)]
+    await svc.on_presence_change("CustomPresence:2000", AWAY)
+    assert "2000" not in svc.presence_failures and not svc.view("2000").pending
+    # After a new login everything is tried at once.
+    await svc.set_manual("2000", XA, "api")
+    svc.take_all()
+    svc.write_failed("2000", XA, "Variable not set")
+    svc.link_lost()
+    await svc.resync({"CustomPresence:2000": AWAY}, HINTS, {})
+    assert ("2000", XA) in svc.take_all()[0]
+    await svc.stop()
+
+
+async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    dirty = Presence(State.AWAY, "a\tb", "line1\r\nX-Forged: 1" + "é" * 200)
+    await svc.on_presence_change("CustomPresence:2000", dirty)
+    got = svc.view("2000").presence
+    assert got.subtype == "ab" and got.message.startswith("line1X-Forged: 1")
+    assert len(got.message.encode()) <= 255 and got.message.endswith("é")
+    # Asterisk holds the raw value: the clean one is written back, and can be.
+    assert svc.take_all()[0] == [("2000", got)]
+    entry = (await svc.history("2000", 1))[0]
+    assert "normalised" in entry.reason and entry.source == ASTERISK
+    await svc.stop()
+
+
+async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore) -> None:
+    svc = await make_service(store)
+    for i in range(100):
+        await svc.on_presence_change(f"CustomPresence:ghost{i}", DND)
+    await svc._committer.drain()
+    assert "ghost1" not in await store.load_asterisk()
+    assert "ghost1" not in svc.users
+    await svc.stop()
+
+
+async def test_users_follow_the_dialplan_with_a_cap(store: MemoryStore) -> None:
+    svc = PresenceService(store, max_users=3)
+    await svc.start()
+    await svc.resync({}, HINTS, {})
+    assert svc.users.ids() == ["2000", "2001"]
+    # A flood of hint events naming new presentities: capped.
+    for i in range(50):
+        await svc.on_hint(f"9{i}", "x", f"PJSIP/9{i},CustomPresence:flood{i}")
+    assert len(svc.users.ids()) == 3 and svc.users.refused == 49
+    # The next sync follows the dialplan: the flood and a removed hint are gone.
+    await svc.resync({}, HINTS[:1], {})
+    assert svc.users.ids() == ["2000"]
+    assert [u.id for u in await store.load_users()] == ["2000"]
+    # An intercom hint for the same presentity is the same user, plain extension shown.
+    await svc.resync({}, [("*802000", "ext-local", "PJSIP/2000,CustomPresence:2000"),
+                          ("2000", "ext-local", "PJSIP/2000,CustomPresence:2000")], {})
+    assert svc.users.ids() == ["2000"] and svc.require_user("2000").extension == "2000"
     await svc.stop()
 
 

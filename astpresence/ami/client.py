@@ -68,6 +68,10 @@ __all__ = [
 
 #: Bytes asked of the socket per read; the parser bounds what it buffers.
 READ_CHUNK = 64 * 1024
+#: Events read but not yet handled, at most. When handlers fall this far
+#: behind, the reader stops reading the socket until they catch up: TCP then
+#: holds Asterisk back instead of memory growing here.
+MAX_QUEUED_EVENTS = 10_000
 
 EventHandler = Callable[[Message], Awaitable[None] | None]
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
@@ -160,7 +164,7 @@ class AMIClient:
         # List actions given up on (timeout): their late events are dropped
         # instead of being taken for live events.
         self._abandoned: deque[str] = deque(maxlen=256)
-        self._events: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[None] | None = None
         self._pinger_task: asyncio.Task[None] | None = None
@@ -367,8 +371,11 @@ class AMIClient:
     async def _read_loop(self, leftover: list[Message | FrameError]) -> None:
         reader = self._reader
         assert reader is not None
+        events = self._events
         for early in leftover:
-            self._route(early)
+            event = self._route(early)
+            if event is not None:
+                await events.put(event)
         while True:
             try:
                 data = await reader.read(READ_CHUNK)
@@ -379,17 +386,24 @@ class AMIClient:
                 self._end("server closed the connection")
                 return
             for item in self._parser.feed(data):
-                self._route(item)
+                event = self._route(item)
+                if event is None:
+                    continue
+                if events.full():  # backpressure: no more reads until there is room
+                    await events.put(event)
+                else:
+                    events.put_nowait(event)
 
-    def _route(self, item: Banner | Message | FrameError) -> None:
+    def _route(self, item: Banner | Message | FrameError) -> Message | None:
+        """Hand a frame to the action waiting for it; returns it if it is a live event."""
         if isinstance(item, FrameError):
             # E.g. the rest of a frame forged by an unescaped CR/LF in a
             # PresenceStatus message (tests/captures/escaping-and-limits.txt, inj-1).
             logger.warning("Refused an AMI frame from %s:%d: %s: %r",
                            self.host, self.port, item.reason, item.sample)
-            return
+            return None
         if isinstance(item, Banner):  # the parser emits one, at the start
-            return
+            return None
         action_id = item.action_id
         pending = self._pending.get(action_id) if action_id is not None else None
         if item.response is not None:
@@ -397,16 +411,17 @@ class AMIClient:
                 logger.debug("AMI response for unknown ActionID %s dropped", action_id)
             else:
                 self._on_response(pending, item)
-            return
+            return None
         if item.event is None:
             logger.warning("AMI frame without Response or Event dropped: %r", item.headers[:3])
-            return
+            return None
         if pending is not None and pending.is_list:
             self._on_list_event(pending, item)
         elif action_id is not None and action_id in self._abandoned:
             logger.debug("Late %s event of an abandoned list action dropped", item.event)
         else:
-            self._events.put_nowait(item)
+            return item
+        return None
 
     @staticmethod
     def _on_response(pending: _Pending, message: Message) -> None:
@@ -483,7 +498,10 @@ class AMIClient:
         if self._writer is not None:
             self._writer.close()
         # Events already read are still handed out, then the dispatcher ends.
-        self._events.put_nowait(_STOP)
+        if self._events.full():
+            self._start_task(self._events.put(_STOP), "stop")
+        else:
+            self._events.put_nowait(_STOP)
         current = asyncio.current_task()
         for task in (self._reader_task, self._pinger_task):
             if task is not None and task is not current:

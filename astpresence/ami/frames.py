@@ -134,6 +134,10 @@ class FrameParser:
         self._max_line = max_line
         self._max_frame = max_frame
         self._skipping = False  # discarding an over-long frame until its end
+        self._skipping_line = False  # discarding an over-long banner until its CRLF
+        #: Bytes searched for a frame end so far: stays proportional to the
+        #: bytes fed however they are cut (tests/test_frames.py checks it).
+        self.searched = 0
         # Header names already checked, with their lowercase form: AMI repeats
         # a few dozen names, so most lines skip the checks and the lower().
         self._known_keys: dict[str, str] = {}
@@ -145,28 +149,36 @@ class FrameParser:
     def feed(self, data: bytes) -> list[Item]:
         out: list[Item] = []
         buf = self._buf
+        # What was buffered before holds no complete terminator: only new bytes
+        # (and the few before them) are searched, so feeding a frame one byte
+        # at a time costs linear time, not quadratic.
+        old = len(buf)
         buf += data
         pos = 0
-        if self._expect_banner:
-            end = buf.find(CRLF)
+        if self._expect_banner or self._skipping_line:
+            end = buf.find(CRLF, max(0, old - 1))
             if end < 0:
                 # +1: the line may be complete but for the LF after its CR.
-                if len(buf) > self._max_line + 1:
+                if self._expect_banner and len(buf) > self._max_line + 1:
                     self._expect_banner = False
                     out.append(FrameError("banner line too long", _sample(buf)))
-                    self._skipping = True
-                    pos = len(buf)
-                    del buf[:pos]
+                    self._skipping_line = True
+                if self._skipping_line:
+                    del buf[:-1]  # keep a CR whose LF is still to come
                 return out
-            if end > self._max_line:
+            if self._skipping_line:
+                self._skipping_line = False
+            elif end > self._max_line:
                 out.append(FrameError("banner line too long", _sample(buf[:end])))
             else:
                 out.append(Banner(buf[:end].decode("utf-8", "replace")))
             self._expect_banner = False
-            pos = end + 2
+            pos = old = end + 2
         max_frame = self._max_frame
         parse = self._parse_frame
-        last = buf.rfind(FRAME_END, pos)
+        scan = max(pos, old - 3)
+        self.searched += len(buf) - scan
+        last = buf.rfind(FRAME_END, scan)
         if last >= 0:
             # One split instead of a find() and a slice per frame. It cuts left
             # to right like successive find()s; up to the last CRLFCRLF found
@@ -259,7 +271,10 @@ def encode_action(action: str, headers: HeaderInput = ()) -> bytes:
             raise ActionEncodeError(f"AMI header {key} value must be text")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ActionEncodeError(f"AMI header {key} contains CR, LF or NUL")
-        line = f"{key}: {value}".encode()
+        try:
+            line = f"{key}: {value}".encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8
+            raise ActionEncodeError(f"AMI header {key} is not valid Unicode text") from None
         if len(line) > MAX_ACTION_LINE:
             raise ActionEncodeError(
                 f"AMI header {key} is {len(line)} bytes; Asterisk refuses lines over "

@@ -121,6 +121,9 @@ class Store(Protocol):
     async def save_users(self, users: Iterable[UserRecord]) -> None:
         """Insert or replace users by id."""
 
+    async def delete_users(self, ids: Iterable[str]) -> None:
+        """Forget users found in hints (origin ``hint``) by id."""
+
     async def load_users(self) -> list[UserRecord]: ...
 
     async def load_sources(self) -> list[SourceRecord]: ...

@@ -71,6 +71,13 @@ class MemoryStore:
         for user in users:
             self._users[user.id] = dataclasses.replace(user, devices=tuple(user.devices))
 
+    async def delete_users(self, ids: Iterable[str]) -> None:
+        """Forget users found in hints that are gone."""
+        self._check_open()
+        for uid in ids:
+            if uid in self._users and self._users[uid].origin == "hint":
+                del self._users[uid]
+
     async def load_users(self) -> list[UserRecord]:
         """All users, by id."""
         self._check_open()

@@ -550,14 +550,22 @@ class SqliteStore:
 
     async def save_users(self, users: Iterable[UserRecord]) -> None:
         """Insert or replace users by id, in one transaction."""
-        rows = [_user_row(u) for u in users]
+        await self._execute_many(_PUT_USER, [_user_row(u) for u in users])
+
+    async def delete_users(self, ids: Iterable[str]) -> None:
+        """Forget users found in hints that are gone (their history stays)."""
+        await self._execute_many("DELETE FROM users WHERE id = ? AND origin = 'hint'",
+                                 [(uid,) for uid in ids])
+
+    async def _execute_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        """One statement for each row, all in one transaction."""
         if not rows:
             return
         async with self._lock:
             db = self._conn()
             try:
                 await db.execute("BEGIN IMMEDIATE")
-                await db.executemany(_PUT_USER, rows)
+                await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await _rollback(db)
