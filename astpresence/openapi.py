@@ -6,8 +6,25 @@ from typing import Any
 
 STATES = ["not_set", "unavailable", "available", "away", "xa", "chat", "dnd"]
 
-_TEXT = {"type": "string", "maxLength": 255,
-         "description": "At most 255 bytes of UTF-8, no control characters"}
+_TEXT = {"type": ["string", "null"], "maxLength": 255,
+         "description": "At most 255 bytes of UTF-8, no control characters; "
+                        "null or absent is the same as empty"}
+_STR = {"type": "string"}
+_TIME = {"type": "string", "format": "date-time"}
+_OPT_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "object", "required": sorted(required),
+            "properties": {**required, **(optional or {})}}
+
+
+def _list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return _obj({key: {"type": "array", "items": item}, **more})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -32,7 +49,52 @@ SCHEMAS: dict[str, Any] = {
             "pending": {"type": "boolean",
                         "description": "true while Asterisk has not received it"},
         },
+        "description": "A viewer who may see the state only gets empty subtype, message, "
+                       "source, rule and actor",
     },
+    "PresenceValue": _obj({"state": _ref("State"), "subtype": _STR, "message": _STR}),
+    "PresenceList": _list_of("presence", _ref("Presence")),
+    "History": _list_of("history", _obj({
+        "id": {"type": "integer"}, "at": _TIME,
+        "old": {"oneOf": [_ref("PresenceValue"), {"type": "null"}]},
+        "new": _ref("PresenceValue"), "source": _STR, "actor": _STR, "reason": _STR,
+    }), user=_STR),
+    "Source": _obj({"source": _STR, "state": _ref("State"), "subtype": _STR, "message": _STR,
+                    "since": _TIME, "actor": _STR, "start": _OPT_TIME, "end": _OPT_TIME}),
+    "Sources": _obj({
+        "user": _STR, "effective": _ref("Presence"),
+        "sources": {"type": "array", "items": _ref("Source")},
+        "devices": _obj({"states": {"type": "array", "items": _STR}, "aggregate": _STR,
+                         "unavailable_since": _OPT_TIME}),
+    }),
+    "SourceSet": _obj({"source": _ref("Source"), "effective": _ref("Presence")}),
+    "Effective": _obj({"effective": _ref("Presence")}),
+    "TokenRef": _obj({"id": _STR, "role": _STR, "user": {"type": ["string", "null"]}}),
+    "Me": _obj({"token": _ref("TokenRef"), "user": {"type": ["object", "null"]},
+                "presence": {"oneOf": [_ref("Presence"), {"type": "null"}]}}),
+    "Users": _list_of("users", _obj({
+        "id": _STR, "name": _STR, "extension": _STR, "context": _STR,
+        "devices": {"type": "array", "items": _STR}, "origin": _STR, "mirror_device": _STR})),
+    "Status": _obj({
+        "version": _STR, "ami": {"type": "object"}, "synced": {"type": "boolean"},
+        "last_sync": _OPT_TIME, "users": {"type": "integer"},
+        "pending_writes": {"type": "integer"},
+        "write_failures": {"type": "object",
+                           "description": "Writes Asterisk refused, waiting for a retry, "
+                                          "by kind (presence, mirror, queue_pause)",
+                           "additionalProperties": {"type": "integer"}},
+        "failing_writes": {"type": "array", "items": _obj({
+            "kind": _STR, "key": _STR, "error": _STR, "attempts": {"type": "integer"},
+            "retry_in_seconds": {"type": ["number", "null"]}})},
+        "websocket_clients": {"type": "integer"}, "features": {"type": "object"},
+    }),
+    "Config": {"type": "object"},
+    "Token": _obj({"id": _STR, "role": {"type": "string", "enum": ["user", "operator", "admin"]},
+                   "user": {"type": ["string", "null"]}, "label": _STR,
+                   "created_at": _TIME, "revoked_at": _OPT_TIME}),
+    "TokenList": _list_of("tokens", _ref("Token")),
+    "TokenCreated": {"allOf": [_ref("Token"), _obj({"token": _STR})]},
+    "Revoked": _obj({"id": _STR, "revoked": {"type": "boolean"}}),
     "PresenceInput": {
         "type": "object",
         "additionalProperties": False,
@@ -49,9 +111,12 @@ SCHEMAS: dict[str, Any] = {
             "subtype": _TEXT,
             "message": _TEXT,
             "expires": {"oneOf": [{"type": "string", "format": "date-time"},
-                                  {"type": "number", "exclusiveMinimum": 0}],
+                                  {"type": "number", "exclusiveMinimum": 0,
+                                   "maximum": 31622400},
+                                  {"type": "null"}],
                         "description": "When the presence reverts: a date-time with zone "
-                                       "or seconds from now"},
+                                       "at most 366 days ahead, or seconds from now; "
+                                       "null or absent: never"},
         },
     },
     "SourceInput": {
@@ -62,18 +127,23 @@ SCHEMAS: dict[str, Any] = {
             "state": {"$ref": "#/components/schemas/State"},
             "subtype": _TEXT,
             "message": _TEXT,
-            "start": {"type": "string", "format": "date-time"},
-            "end": {"type": "string", "format": "date-time"},
-            "ttl": {"type": "number", "exclusiveMinimum": 0},
+            "start": {"type": ["string", "null"], "format": "date-time"},
+            "end": {"type": ["string", "null"], "format": "date-time",
+                    "description": "At most 366 days ahead"},
+            "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 31622400,
+                    "description": "Instead of end: seconds from start (or now)"},
         },
     },
     "TokenInput": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "role": {"type": "string", "enum": ["user", "operator", "admin"]},
-            "user": {"type": "string"},
-            "label": {"type": "string", "maxLength": 80},
+            "role": {"type": "string", "enum": ["user", "operator", "admin"],
+                     "default": "user"},
+            "user": {"type": ["string", "null"],
+                     "description": "The user the token acts for; required for role user"},
+            "label": {"type": "string", "maxLength": 80,
+                      "description": "No control characters"},
         },
     },
 }
@@ -110,7 +180,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/static/{name}": {"get": {**_op("Board assets", public=True), "parameters": [NAME]}},
         "/metrics": {"get": _op("Prometheus metrics", public=True)},
         "/v1/openapi.json": {"get": _op("This document", public=True)},
-        "/v1/presence": {"get": {**_op("Every user's presence, as visible to the token"),
+        "/v1/presence": {"get": {**_op("Every user's presence, as visible to the token", ok="PresenceList"),
                                  "parameters": [{"name": "state", "in": "query",
                                                  "schema": {"$ref": "#/components/schemas/State"}}]}},
         "/v1/presence/{user}": {
@@ -122,34 +192,39 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/v1/presence/{user}/history": {
             "parameters": [USER, {"name": "limit", "in": "query",
                                   "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-            "get": _op("History, newest first"),
+            "get": _op("History, newest first", ok="History"),
         },
         "/v1/presence/{user}/sources": {"parameters": [USER],
-                                        "get": _op("Contributions, devices and the result")},
+                                        "get": _op("Contributions, devices and the result",
+                                                   ok="Sources")},
         "/v1/presence/{user}/sources/{name}": {
             "parameters": [USER, NAME],
-            "put": _op("Add or replace a timed source", body="SourceInput"),
-            "delete": _op("Remove a timed source"),
+            "put": _op("Add or replace a timed source", body="SourceInput", ok="SourceSet"),
+            "delete": _op("Remove a timed source", ok="Effective"),
         },
-        "/v1/me": {"get": _op("The token and its user")},
+        "/v1/me": {"get": _op("The token and its user", ok="Me")},
         "/v1/me/presence": {
             "put": _op("Publish your own presence", body="MyPresenceInput", ok="Presence"),
             "delete": _op("Clear your own presence", ok="Presence"),
         },
-        "/v1/users": {"get": _op("Users with their devices and mirror device")},
-        "/v1/status": {"get": _op("AMI link, sync state, counts")},
-        "/v1/config": {"get": _op("Effective configuration without secrets (admin)")},
+        "/v1/users": {"get": _op("Users with their devices and mirror device", ok="Users")},
+        "/v1/status": {"get": _op("AMI link, sync state, counts, refused writes",
+                                  ok="Status")},
+        "/v1/config": {"get": _op("Effective configuration without secrets (admin)",
+                                  ok="Config")},
         "/v1/tokens": {
-            "get": _op("API tokens (admin)"),
-            "post": _op("Create a token, shown once (admin)", body="TokenInput", status="201"),
+            "get": _op("API tokens (admin)", ok="TokenList"),
+            "post": _op("Create a token, shown once (admin)", body="TokenInput", status="201",
+                        ok="TokenCreated"),
         },
         "/v1/tokens/{id}": {
             "parameters": [{"name": "id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "delete": _op("Revoke a token (admin)"),
+            "delete": _op("Revoke a token (admin); its event streams are closed (1008)",
+                          ok="Revoked"),
         },
         "/v1/events": {"get": {
-            **_op("WebSocket: presence changes", public=True),
+            **_op("WebSocket: presence changes", public=True, errors=(503,)),
             "description": (
                 "Upgrade to a WebSocket. First client message: {\"token\": \"...\", "
                 "\"subscribe\": [\"*\"] or [user ids], \"resume\": last seq (optional)}. "
