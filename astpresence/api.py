@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, rules
@@ -881,6 +882,28 @@ async def _close_sockets(app: web.Application) -> None:
         logger.info("closing %d WebSocket client(s)", len(sockets))
     await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down")
                            for ws in sockets), return_exceptions=True)
+
+
+class HttpServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's protocol logger: a malformed request is one info line, no traceback.
+
+    aiohttp logs every unparsable request (garbage, a TLS hello on the plain
+    port, a bad header) with a full traceback; anyone who can connect could
+    fill the log that way. Errors that are not the client's keep theirs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger(__name__ + ".http"), {})
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None,
+            **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(exc, HttpProcessingError):
+            detail = " ".join(str(exc.message).split())
+            super().log(logging.INFO, "malformed HTTP request from %s: %s",
+                        clip(args[0] if args else "?"), clip(detail), **kwargs)
+            return
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
 
 
 def create_app(

@@ -26,6 +26,7 @@ from . import __version__
 from .auth import new_token, parse_role
 from .codec import encode_presence_value
 from .config import ConfigError, load_config
+from .logsafe import OneLineFormatter
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
 from .store.base import StoreError
 from .store.sqlite import SqliteStore
@@ -190,11 +191,9 @@ def serve(config_path: str | None, ami_host: str | None, ami_port: str | None,
         )
     except ConfigError as exc:
         fail(str(exc))
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     code = run_daemon(config)
     if code:
         sys.exit(code)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import create_app
+from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .bridge import AMIBridge
 from .config import Config
@@ -61,7 +61,8 @@ class Daemon:
         app = create_app(self.service, self._status, self.store,
                          privacy=self.config.privacy, metrics=self.metrics,
                          config=self._config_json, max_websockets=self.config.max_websockets)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     logger=HttpServerLog())
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
         try:
@@ -71,9 +72,7 @@ class Daemon:
             await self.service.stop()
             await self.store.close()
             raise DaemonError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
-        server = site._server  # aiohttp exposes no public accessor for the bound port
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        self.port = int(self._runner.addresses[0][1])  # the real one, also with port 0
         logger.info("HTTP API listening on http://%s:%s", self.config.listen_host, self.port)
 
     def _status(self) -> dict[str, Any]:

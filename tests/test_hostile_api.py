@@ -208,3 +208,25 @@ async def test_log_lines_cannot_be_forged(daemon: RunningDaemon,
     for text in messages:
         assert "\n" not in text and "\r" not in text
         assert len(text) < 1000
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello on the plain port
+    b"GET /v1/presence HTTP/1.1\r\nHost: x\r\nX: a\rforged\r\n\r\n",
+])
+async def test_malformed_http_logs_one_line(daemon: RunningDaemon, raw: bytes,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.daemon.port)
+    writer.write(raw)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(200), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+    lines = [r for r in caplog.records if r.name.startswith(("aiohttp", "astpresence.api"))]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None and "malformed HTTP request" in lines[0].getMessage()
+    assert "\n" not in lines[0].getMessage()
