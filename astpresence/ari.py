@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 ARI_STATES = frozenset(s.value for s in DeviceState) - {"UNKNOWN"}
 
 
+def basic_auth(username: str, password: str) -> str:
+    """The ``Authorization`` value ARI expects (HTTP basic, UTF-8)."""
+    credentials = base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
+    return f"Basic {credentials}"
+
+
 class AriError(Exception):
     """An ARI request failed; the message names the device and the reason."""
 
@@ -31,8 +37,7 @@ class AriClient:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"ARI url must be http(s)://host:port/ari, got {url!r}")
         self._base = url.rstrip("/")
-        credentials = base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
-        self._headers = {"Authorization": f"Basic {credentials}"}
+        self._headers = {"Authorization": basic_auth(username, password)}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 

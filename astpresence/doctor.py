@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
+import aiohttp
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,6 +57,7 @@ from .ami.client import (
     AuthenticationError,
 )
 from .ami.frames import Message
+from .ari import basic_auth
 from .config import Config
 from .model import InvalidInput
 from .rules import mirror_device, mirror_technology
@@ -96,9 +99,10 @@ CHECK_PERMISSIONS = "permissions"
 CHECK_MODULES = "modules"
 CHECK_USERS = "users from hints"
 CHECK_MIRROR = "mirror in hints"
+CHECK_ARI = "ari"
 #: Every check, in the order they are reported.
 CHECK_NAMES = (CHECK_REACHABLE, CHECK_LOGIN, CHECK_PERMISSIONS, CHECK_MODULES, CHECK_USERS,
-               CHECK_MIRROR)
+               CHECK_MIRROR, CHECK_ARI)
 
 NEEDS_LOGIN = "skipped: needs a working login"
 
@@ -120,6 +124,20 @@ PJSIP_PRESENCE_MODULES = (
     "res_pjsip_pidf_body_generator",
     "res_pjsip_pidf_digium_body_supplement",
 )
+#: Modules the dialplan kit (dialplan/extensions_astpresence.conf) calls. A
+#: missing one fails only at call time (docs/asterisk.md, "Dialplan modules").
+KIT_MODULES = (
+    "func_cut",          # CUT: the digit of *37N
+    "app_playtones",     # Playtones / StopPlaytones: the confirmation tones
+    "func_strings",      # REGEX, TOLOWER
+    "func_logic",        # IF, EXISTS
+    "func_channel",      # CHANNEL(endpoint): who pressed the code
+    "func_global",       # GLOBAL(ASTPRESENCE_USER)
+    "app_stack",         # GoSub/Return of astpresence-set and astpresence-dial
+    "app_voicemail",     # VoiceMail, VM_INFO in astpresence-dial
+)
+#: A global the kit defines in [globals]: non-empty when the kit is loaded.
+KIT_MARKER = "ASTPRESENCE_CODE_DND_TOGGLE"
 PJSIP_MODULE = "res_pjsip"
 QUEUE_MODULE = "app_queue"
 
@@ -145,16 +163,25 @@ class Check:
     detail: str
     fix: str = ""
 
+    @property
+    def status(self) -> Literal["ok", "fail", "skip"]:
+        """``skip``: the check did not run (not needed, or an earlier check failed)."""
+        if self.detail.startswith("skipped"):
+            return "skip"
+        return "ok" if self.ok else "fail"
+
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+        return {"name": self.name, "ok": self.ok, "status": self.status,
+                "detail": self.detail, "fix": self.fix}
+
+
+_MARK = {"ok": "[ OK ]", "fail": "[FAIL]", "skip": "[SKIP]"}
 
 
 def format_check(check: Check) -> str:
-    """``[ OK ] name: detail`` or ``[FAIL] name: detail — fix: ...``."""
-    if check.ok:
-        return f"[ OK ] {check.name}: {check.detail}"
-    line = f"[FAIL] {check.name}: {check.detail}"
-    return f"{line} — fix: {check.fix}" if check.fix else line
+    """``[ OK ] name: detail``, ``[SKIP] name: skipped: ...`` or ``[FAIL] ... — fix: ...``."""
+    line = f"{_MARK[check.status]} {check.name}: {check.detail}"
+    return f"{line} — fix: {check.fix}" if check.fix and check.status == "fail" else line
 
 
 def checks_as_json(checks: Sequence[Check]) -> dict[str, Any]:
@@ -561,11 +588,23 @@ async def _check_modules(client: AMIClient, config: Config, probes: _Probes) -> 
         pjsip_note = f"PJSIP loaded, checked {', '.join(PJSIP_PRESENCE_MODULES)}"
         for module in PJSIP_PRESENCE_MODULES:
             replies[module] = await _module_loaded(client, module)
+    if await _kit_loaded(client):
+        pjsip_note += "; dialplan kit loaded, checked the modules it calls"
+        for module in KIT_MODULES:
+            replies[module] = await _module_loaded(client, module)
+    else:
+        pjsip_note += "; dialplan kit not loaded"
     missing = [m for m, r in replies.items() if not r.ok and r.message == "Module not loaded"]
     unclear = [f"{m} ({r.message or 'no message'})" for m, r in replies.items()
                if not r.ok and m not in missing]
     loaded = [m for m, r in replies.items() if r.ok]
     return _modules_result(loaded, missing, unclear, pjsip_note)
+
+
+async def _kit_loaded(client: AMIClient) -> bool:
+    """Getvar without a channel reads a global: the kit's [globals] define this one."""
+    reply = await _ask(client, "Getvar", {"Variable": KIT_MARKER})
+    return bool(reply.ok and reply.frame is not None and reply.frame.get("Value"))
 
 
 async def _check_modules_without_modulecheck(
@@ -613,6 +652,10 @@ async def _check_modules_without_modulecheck(
             unclear.append(f"{QUEUE_MODULE} ({queue.message or 'no message'})")
     note = ("ModuleCheck needs write=system (Permission denied): judged by the modules' "
             "AMI actions and dialplan functions; PJSIP presence modules not checked")
+    if await _kit_loaded(client):
+        note += ("; dialplan kit loaded but the modules it calls cannot be checked without "
+                 "write=system: check them with 'module show like' ("
+                 + ", ".join(KIT_MODULES) + ")")
     return _modules_result(loaded, missing, unclear, note)
 
 
@@ -669,6 +712,43 @@ async def run_checks(config: Config) -> list[Check]:
     order. When the connection or the login fails, the checks that need a
     session are reported failed with ``skipped: needs a working login``.
     """
+    return [*await _ami_checks(config), await ari_check(config)]
+
+
+async def ari_check(config: Config) -> Check:
+    """With ``mirror_via = "ari"``: does ARI answer, with these credentials?
+
+    On Asterisk 22 ``res_ari`` needs ``res_websocket_client`` and
+    ``res_ari_model``; without them every ARI URL is a 404 (docs/asterisk.md,
+    "ARI"), so a 404 here names those modules.
+    """
+    if not (config.rules.mirror and config.rules.mirror_via == "ari"):
+        return Check(CHECK_ARI, True, "skipped: not used (the mirror goes through AMI)")
+    ari = config.ari
+    url = ari.url.rstrip("/") + "/asterisk/info"
+    headers = {"Authorization": basic_auth(ari.username, ari.password.value)}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(url, headers=headers) as resp:
+                status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return Check(CHECK_ARI, False, f"{ari.url} unreachable: {exc or type(exc).__name__}",
+                     "check ari.url, and that http.conf enables the HTTP server "
+                     "(enabled = yes, bindaddr, bindport)")
+    if status == 200:
+        return Check(CHECK_ARI, True, f"{ari.url} answered as {ari.username}")
+    if status == 401:
+        return Check(CHECK_ARI, False, f"ARI refused user {ari.username!r} (401)",
+                     "make ari.username/ari.password match a user in ari.conf")
+    if status == 404:
+        return Check(CHECK_ARI, False, f"{url} answered 404: ARI is not loaded",
+                     "load res_websocket_client.so and res_ari_model.so before res_ari.so "
+                     "(Asterisk 22 needs them), and check that ari.conf has enabled = yes")
+    return Check(CHECK_ARI, False, f"{url} answered {status}",
+                 "check the Asterisk log for ARI errors")
+
+
+async def _ami_checks(config: Config) -> list[Check]:
     ami = config.ami
     where = f"{ami.host}:{ami.port}"
     events = _Events()
@@ -677,7 +757,7 @@ async def run_checks(config: Config) -> list[Check]:
         ping_interval=ami.ping_interval, action_timeout=ami.action_timeout,
         connect_timeout=ami.connect_timeout,
     )
-    after_login = CHECK_NAMES[2:]
+    after_login = CHECK_NAMES[2:-1]
     try:
         await client.connect()
     except AuthenticationError:

@@ -28,13 +28,18 @@ from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterable
 
 import pytest
+from aiohttp import web
 
 from astpresence.ami.frames import Message
-from astpresence.config import AMIConfig, Config, Secret
+from astpresence.ari import basic_auth
+from astpresence.config import AMIConfig, AriConfig, Config, Secret
 from astpresence.doctor import (
     CHECK_LOGIN,
     CHECK_MIRROR,
     CHECK_MODULES,
+    CHECK_ARI,
+    KIT_MARKER,
+    KIT_MODULES,
     CHECK_NAMES,
     CHECK_PERMISSIONS,
     CHECK_REACHABLE,
@@ -314,7 +319,7 @@ async def test_probes_have_no_side_effects(fakes: Fakes) -> None:
     # Read-only probes only, and ModuleCheck names without ".so".
     assert {(m.get("Action") or "") for m in fake.actions} <= {
         "Login", "Setvar", "QueuePause", "Command", "ModuleCheck", "ExtensionStateList",
-        "Ping", "Logoff"}
+        "Ping", "Logoff", "Getvar"}
 
 
 async def test_pjsip_presence_modules_are_checked_when_pjsip_is_loaded(plain: FakeAsterisk) -> None:
@@ -333,11 +338,11 @@ async def test_unreachable_port_fails_and_skips_the_rest() -> None:
     port = free_port()
     checks = await run_checks(config_for(port=port))
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES)
+    assert failed(checks) == list(CHECK_NAMES[:-1])  # ari: not used, skipped
     assert f"cannot connect to AMI at 127.0.0.1:{port}" in c[CHECK_REACHABLE].detail
     assert f"ami.host/ami.port (now 127.0.0.1:{port})" in c[CHECK_REACHABLE].fix
     assert c[CHECK_LOGIN].detail == "skipped: needs a reachable AMI"
-    for name in CHECK_NAMES[2:]:
+    for name in CHECK_NAMES[2:-1]:
         assert c[name].detail == NEEDS_LOGIN
         assert c[name].fix
 
@@ -346,18 +351,18 @@ async def test_refused_login_fails_and_skips_the_rest(plain: FakeAsterisk) -> No
     plain.refuse_logins = True
     checks = await run_checks(config_for(plain))
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[1:])
+    assert failed(checks) == list(CHECK_NAMES[1:-1])
     assert c[CHECK_REACHABLE].ok
     assert c[CHECK_LOGIN].detail == "Asterisk refused the login of user 'astpresence'"
     assert "[astpresence] section of manager.conf" in c[CHECK_LOGIN].fix
-    assert all(c[n].detail == NEEDS_LOGIN for n in CHECK_NAMES[2:])
+    assert all(c[n].detail == NEEDS_LOGIN for n in CHECK_NAMES[2:-1])
 
 
 async def test_wrong_secret_is_a_refused_login(plain: FakeAsterisk) -> None:
     config = config_for(plain)
     config = replace(config, ami=replace(config.ami, secret=Secret("wrong")))
     checks = await run_checks(config)
-    assert failed(checks) == list(CHECK_NAMES[1:])
+    assert failed(checks) == list(CHECK_NAMES[1:-1])
     assert all("wrong" not in format_check(c) for c in checks)
 
 
@@ -390,7 +395,7 @@ async def test_link_lost_during_the_checks() -> None:
     finally:
         await fake.stop()
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[2:])
+    assert failed(checks) == list(CHECK_NAMES[2:-1])
     assert c[CHECK_MODULES].detail.startswith("skipped: the AMI link was lost (link lost:")
     assert "run doctor again" in c[CHECK_MODULES].fix
 
@@ -405,7 +410,7 @@ async def test_asterisk_hanging_after_login_does_not_wait_for_every_probe() -> N
         await fake.stop()
     assert loop.time() - begin < 2.0
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[2:])
+    assert failed(checks) == list(CHECK_NAMES[2:-1])
     assert c[CHECK_PERMISSIONS].detail == (
         "skipped: Asterisk stopped answering (Setvar got no response within 0.3 s)")
 
@@ -622,7 +627,11 @@ def test_format_check() -> None:
     assert (format_check(Check("login", False, "refused", "fix it"))
             == "[FAIL] login: refused — fix: fix it")
     assert checks_as_json([Check("a", True, "d")]) == {
-        "ok": True, "checks": [{"name": "a", "ok": True, "detail": "d", "fix": ""}]}
+        "ok": True, "checks": [{"name": "a", "ok": True, "status": "ok", "detail": "d",
+                                "fix": ""}]}
+    # A check that did not run is SKIP, not FAIL, and shows no fix.
+    assert (format_check(Check("users", False, "skipped: needs a working login", "fix it"))
+            == "[SKIP] users: skipped: needs a working login")
 
 
 def test_privilege_classes() -> None:
@@ -694,7 +703,8 @@ async def test_cli_all_pass_exits_0(fakes: Fakes) -> None:
     res = await doctor_cli("--ami-port", str(fake.port), "--ami-secret", SECRET)
     assert res.code == 0, res.out + res.err
     lines = res.out.splitlines()
-    assert [line.split(":")[0] for line in lines] == [f"[ OK ] {n}" for n in CHECK_NAMES]
+    assert [line.split(":")[0] for line in lines] == [
+        *(f"[ OK ] {n}" for n in CHECK_NAMES[:-1]), f"[SKIP] {CHECK_ARI}"]
     assert SECRET not in res.out + res.err
 
 
@@ -732,7 +742,8 @@ async def test_cli_json(plain: FakeAsterisk) -> None:
     data = json.loads(res.out)
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == list(CHECK_NAMES)
-    assert set(data["checks"][0]) == {"name", "ok", "detail", "fix"}
+    assert set(data["checks"][0]) == {"name", "ok", "status", "detail", "fix"}
+    assert [c["status"] for c in data["checks"]] == ["ok"] * 6 + ["skip"]
 
 
 async def test_cli_unreachable_exits_1() -> None:
@@ -749,3 +760,68 @@ async def test_cli_config_error_is_one_line_exit_1() -> None:
     assert res.code == 1
     assert res.out == ""
     assert res.err.strip() == "Error: --ami-port: port 99999 is outside 1-65535"
+
+
+# -- the dialplan kit's modules and ARI ------------------------------------------------
+
+
+@pytest.mark.parametrize("module", KIT_MODULES)
+async def test_kit_modules_are_checked_when_the_kit_is_loaded(plain: FakeAsterisk,
+                                                             module: str) -> None:
+    plain.variables[KIT_MARKER] = "*30"  # what the kit's [globals] define
+    plain.modules |= set(KIT_MODULES)
+    checks = by_name(await run_checks(config_for(plain)))
+    assert checks[CHECK_MODULES].ok and "dialplan kit loaded" in checks[CHECK_MODULES].detail
+    plain.modules.discard(module)
+    modules = by_name(await run_checks(config_for(plain)))[CHECK_MODULES]
+    assert not modules.ok and modules.detail.startswith(f"not loaded: {module};")
+    assert f"module load {module}.so" in modules.fix
+
+
+async def test_kit_modules_not_needed_without_the_kit(plain: FakeAsterisk) -> None:
+    modules = by_name(await run_checks(config_for(plain)))[CHECK_MODULES]
+    assert modules.ok and "dialplan kit not loaded" in modules.detail
+
+
+@pytest.fixture
+async def ari_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """``GET /ari/asterisk/info`` answering the status in ``answer["status"]``."""
+    answer = {"status": 200}
+
+    async def info(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != basic_auth("ari", "pw"):
+            return web.json_response({"message": "Authentication required"}, status=401)
+        return web.json_response({"system": {}}, status=answer["status"])
+
+    app = web.Application()
+    app.router.add_get("/ari/asterisk/info", info)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/ari", answer
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(("status", "password", "ok", "expect"), [
+    (200, "pw", True, "answered as ari"),
+    (404, "pw", False, "res_websocket_client.so and res_ari_model.so"),
+    (200, "wrong", False, "ari.conf"),
+    (500, "pw", False, "answered 500"),
+])
+async def test_ari_is_checked_when_the_mirror_uses_it(
+        plain: FakeAsterisk, ari_server: tuple[str, dict[str, int]], status: int,
+        password: str, ok: bool, expect: str) -> None:
+    url, answer = ari_server
+    answer["status"] = status
+    cfg = replace(config_for(plain, rules=RuleConfig.from_mapping({"mirror": True, "mirror_via": "ari"})),
+                  ari=AriConfig(url, "ari", Secret(password)))
+    check = by_name(await run_checks(cfg))[CHECK_ARI]
+    assert check.ok is ok and check.status == ("ok" if ok else "fail")
+    assert expect in check.detail + check.fix
+
+
+async def test_ari_unreachable(plain: FakeAsterisk) -> None:
+    cfg = replace(config_for(plain, rules=RuleConfig.from_mapping({"mirror": True, "mirror_via": "ari"})),
+                  ari=AriConfig(f"http://127.0.0.1:{free_port()}/ari", "ari", Secret("pw")))
+    check = by_name(await run_checks(cfg))[CHECK_ARI]
+    assert not check.ok and "unreachable" in check.detail and "http.conf" in check.fix
