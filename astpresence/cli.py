@@ -7,11 +7,13 @@ success, 1 with a one-line error on stderr, 2 for usage errors (click's).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import os
 import sys
 import tomllib
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,8 +27,8 @@ import click
 from . import __version__
 from .auth import new_token, parse_role
 from .codec import encode_presence_value
-from .config import ConfigError, load_config
-from .logsafe import OneLineFormatter
+from .config import Config, ConfigError, cli_token, load_config, parse_listen
+from .logsafe import OneLineFormatter, clip
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
 from .store.base import StoreError
 from .store.sqlite import SqliteStore
@@ -55,22 +57,45 @@ class ApiClient:
                                      headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-                return json.loads(resp.read() or b"null")
+                data = json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error") or exc.reason
-            except (ValueError, AttributeError):
-                message = exc.reason
+            message = _error_message(exc)
+            if message is None:
+                self._not_astpresence(f"HTTP {exc.code} {exc.reason}")
             if exc.code == 401:
                 message = (f"{message}; give a token with --token or ASTPRESENCE_TOKEN "
-                           "(create one with 'astpresence token create --role admin')")
+                           "(create one with 'astpresence token create --role admin' on the "
+                           "daemon's machine; its log names the database)")
             fail(str(message))
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             fail(
                 f"cannot reach the astpresence daemon at {self.base} ({reason}); "
                 "is it running? (astpresence serve)"
             )
+        except (http.client.HTTPException, OSError) as exc:
+            # e.g. the AMI port: its banner is not an HTTP status line.
+            self._not_astpresence(f"{type(exc).__name__}: {exc}")
+        except ValueError:
+            self._not_astpresence("the answer is not JSON")
+        if not isinstance(data, (dict, list)):
+            self._not_astpresence("the answer is not a JSON object")
+        return data
+
+    def _not_astpresence(self, why: str) -> NoReturn:
+        fail(f"{self.base} did not answer like an astpresence daemon ({clip(why, 80)}); "
+             f"check --api (default {DEFAULT_API})")
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str | None:
+    """The ``error`` of an astpresence JSON error body; None if it is not one."""
+    try:
+        body = json.loads(exc.read(64 * 1024))
+    except (ValueError, OSError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return None
 
 
 def fail(message: str) -> NoReturn:
@@ -84,17 +109,43 @@ def _user(uid: str) -> str:
         fail(str(exc))
 
 
+def _width(text: str) -> int:
+    """Columns a terminal gives ``text``: wide (CJK, emoji) 2, combining marks 0."""
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _shorten(text: str, columns: int) -> str:
+    """``text`` cut to ``columns`` with an ellipsis (the full text is in --json)."""
+    if _width(text) <= columns:
+        return text
+    out, used = [], 1
+    for ch in text:
+        used += _width(ch)
+        if used > columns:
+            break
+        out.append(ch)
+    return "".join(out) + "…"
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    return "\n".join(lines)
+    widths = [max(_width(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line([h.upper() for h in headers]),
+                      *(line([str(c) for c in row]) for row in rows)])
+
+
+#: Columns of a subtype and a message in a table; --json has them whole.
+SUBTYPE_COLUMNS, MESSAGE_COLUMNS = 16, 40
 
 
 def _presence_row(p: dict[str, Any]) -> list[str]:
     return [
-        p["user"], p["state"], p["subtype"], p["message"], p["source"],
+        p["user"], p["state"], _shorten(p["subtype"], SUBTYPE_COLUMNS),
+        _shorten(p["message"], MESSAGE_COLUMNS), p["source"],
         (p.get("since") or "-")[:19].replace("T", " "),
         "yes" if p.get("pending") else "",
     ]
@@ -110,7 +161,25 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The last net: no traceback reaches a user, whatever a server answered."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            api = (ctx.obj or {}).get("api", DEFAULT_API)
+            raise click.ClickException(
+                f"unexpected answer from {api} ({type(exc).__name__}: {clip(str(exc), 80)}); "
+                "is --api the address of an astpresence daemon?") from None
+        except Exception as exc:
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {clip(str(exc), 200)}") from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--api",
     envvar="ASTPRESENCE_API",
@@ -136,10 +205,11 @@ def _cli_token_from_config() -> str | None:
         return None
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return cli_token(data, path)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         fail(f"cannot read ASTPRESENCE_CONFIG file {path}: {exc}")
-    token = data.get("cli", {}).get("token") if isinstance(data.get("cli"), dict) else None
-    return token if isinstance(token, str) else None
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _client(ctx: click.Context) -> ApiClient:
@@ -163,21 +233,34 @@ ami_options = _stacked(
     click.option("--config", "config_path", type=click.Path(dir_okay=False),
                  envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG)."),
     click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]"),
-    click.option("--ami-port", help="Asterisk AMI port. [default: 5038]"),
+    click.option("--ami-port", type=click.IntRange(1, 65535),
+                 help="Asterisk AMI port. [default: 5038]"),
     click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]"),
     click.option("--ami-secret",
                  help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps)."),
 )
 
 
+def _check_listen(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value, "--listen")
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @main.command()
 @ami_options
-@click.option("--db", help="SQLite database path. [default: ./astpresence.db]")
-@click.option("--listen", help="HTTP API address HOST:PORT. [default: 127.0.0.1:8780]")
+@click.option("--db", help="SQLite database path. [default: "
+              "~/.local/state/astpresence/astpresence.db; as root "
+              "/var/lib/astpresence/astpresence.db]")
+@click.option("--listen", callback=lambda ctx, param, value: _check_listen(value),
+              help="HTTP API address HOST:PORT. [default: 127.0.0.1:8780]")
 @click.option("--log-level", default="info", show_default=True, envvar="ASTPRESENCE_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Logging level (env ASTPRESENCE_LOG_LEVEL).")
-def serve(config_path: str | None, ami_host: str | None, ami_port: str | None,
+def serve(config_path: str | None, ami_host: str | None, ami_port: int | None,
           ami_username: str | None, ami_secret: str | None, db: str | None,
           listen: str | None, log_level: str) -> None:
     """Run the daemon (config: defaults < TOML < environment < flags)."""
@@ -318,28 +401,31 @@ def history(ctx: click.Context, user: str, limit: int, as_json: bool) -> None:
 def watch(ctx: click.Context, as_json: bool) -> None:
     """Print one line per presence change until Ctrl-C."""
     client = _client(ctx)
+    if not client.token:
+        fail("no token: give --token or set ASTPRESENCE_TOKEN "
+             "(create one with 'astpresence token create')")
     try:
         asyncio.run(_watch(client.base, client.token, as_json))
     except KeyboardInterrupt:
         pass
 
 
-async def _watch(base: str, token: str | None, as_json: bool) -> None:
+async def _watch(base: str, token: str, as_json: bool) -> None:
+    """Print events; reconnect (with backoff) only once a first connection worked."""
     import aiohttp
 
     url = base.replace("http", "ws", 1) + "/v1/events"
     delay = 1.0
     last_seq: int | None = None
+    connected = False
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         while True:
             try:
                 async with session.ws_connect(url, heartbeat=30.0) as ws:
-                    hello: dict[str, Any] = {"token": token or "", "subscribe": ["*"]}
+                    hello: dict[str, Any] = {"token": token, "subscribe": ["*"]}
                     if last_seq is not None:
                         hello["resume"] = last_seq
                     await ws.send_json(hello)
-                    click.echo(f"watching {base} (Ctrl-C to stop)", err=True)
-                    delay = 1.0
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
@@ -348,6 +434,9 @@ async def _watch(base: str, token: str | None, as_json: bool) -> None:
                         if kind == "error":
                             fail(f"the daemon refused the event stream: {event['error']}")
                         if kind == "hello":
+                            connected = True
+                            delay = 1.0
+                            click.echo(f"watching {base} (Ctrl-C to stop)", err=True)
                             last_seq = event["seq"] if last_seq is None else last_seq
                             continue
                         if kind == "snapshot":
@@ -365,9 +454,19 @@ async def _watch(base: str, token: str | None, as_json: bool) -> None:
                                 f"{(p.get('since') or '')[:19].replace('T', ' ')}  {p['user']:<10} "
                                 f"{p['state']:<12} {extra}".rstrip()
                             )
-                click.echo("connection to the daemon closed; reconnecting", err=True)
+                if connected:
+                    click.echo("connection to the daemon closed; reconnecting", err=True)
             except (aiohttp.ClientError, OSError) as exc:
+                if not connected:
+                    fail(f"cannot reach the astpresence daemon at {base} ({exc}); "
+                         "is it running? (astpresence serve)")
                 click.echo(f"cannot reach {base}: {exc}; retrying in {delay:.0f} s", err=True)
+            except ValueError:
+                fail(f"{base} did not answer like an astpresence daemon (an event that is "
+                     "not JSON); check --api")
+            if not connected:
+                fail(f"{base} closed the event stream before saying hello; "
+                     "is --api the address of an astpresence daemon?")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -498,8 +597,10 @@ def dialplan() -> None:
 @click.pass_context
 def hints(ctx: click.Context) -> None:
     """Hint lines with each user's BLF mirror device (Custom:<prefix><user>)."""
-    users = _client(ctx).request("GET", "/v1/users")["users"]
-    click.echo(format_hints(users))
+    client = _client(ctx)
+    users = client.request("GET", "/v1/users")["users"]
+    mirror = bool(client.request("GET", "/v1/status")["features"]["mirror"])
+    click.echo(format_hints(users, mirror=mirror))
 
 
 @dialplan.command()
@@ -527,7 +628,8 @@ def format_presets(presets: Mapping[int, Presence]) -> str:
     return "\n".join(lines)
 
 
-def format_hints(users: list[dict[str, Any]]) -> str:
+def format_hints(users: list[dict[str, Any]], *, mirror: bool = True) -> str:
+    """Hint lines; with ``mirror`` each ends its devices with the user's mirror device."""
     lines: list[str] = []
     by_context: dict[str, list[dict[str, Any]]] = {}
     for user in users:
@@ -539,7 +641,8 @@ def format_hints(users: list[dict[str, Any]]) -> str:
                 lines.append(f"; {user['id']}: no extension known; set 'extension' in [[users]]")
                 continue
             devices = [d for d in user["devices"] if d != user["mirror_device"]]
-            devices.append(user["mirror_device"])
+            if mirror:
+                devices.append(user["mirror_device"])
             lines.append(
                 f"exten => {user['extension']},hint,{'&'.join(devices)},"
                 f"CustomPresence:{user['id']}"
@@ -553,7 +656,7 @@ def format_hints(users: list[dict[str, Any]]) -> str:
 @main.command()
 @ami_options
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor(config_path: str | None, ami_host: str | None, ami_port: str | None,
+def doctor(config_path: str | None, ami_host: str | None, ami_port: int | None,
            ami_username: str | None, ami_secret: str | None, as_json: bool) -> None:
     """Check AMI access, permissions, modules and hints; exit 0 only if all pass."""
     from .doctor import checks_as_json, format_check, run_checks
@@ -579,12 +682,13 @@ def doctor(config_path: str | None, ami_host: str | None, ami_port: str | None,
 # -- tokens (work on the database directly: the first admin token needs no token) --
 
 
-def _store_for(config_path: str | None, db: str | None) -> SqliteStore:
+def _store_for(config_path: str | None, db: str | None) -> tuple[SqliteStore, Config]:
+    """The daemon's database, which must exist (never a new, empty one)."""
     try:
         config = load_config(config_path, overrides={"db": db})
     except ConfigError as exc:
         fail(str(exc))
-    return SqliteStore(config.db)
+    return SqliteStore(config.db, create=False), config
 
 
 async def _with_store(store: SqliteStore, fn: Callable[[SqliteStore], Awaitable[Any]]) -> Any:
@@ -605,7 +709,8 @@ _db_opts = _stacked(
     click.option("--config", "config_path", type=click.Path(dir_okay=False),
                  envvar="ASTPRESENCE_CONFIG", help="TOML config (for [store] path)."),
     click.option("--db", help="SQLite database of the daemon (env ASTPRESENCE_DB). "
-                              "[default: ./astpresence.db]"),
+                              "[default: as the daemon: ~/.local/state/astpresence/"
+                              "astpresence.db, /var/lib/astpresence/astpresence.db as root]"),
 )
 
 
@@ -630,17 +735,23 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
     except InvalidInput as exc:
         fail(str(exc))
 
-    async def add(store: SqliteStore) -> None:
-        await store.add_token(record)
+    store, config = _store_for(config_path, db)
 
-    asyncio.run(_with_store(_store_for(config_path, db), add))
+    async def add(store: SqliteStore) -> bool:
+        await store.add_token(record)
+        known = {u.id for u in config.users} | {u.id for u in await store.load_users()}
+        return uid is None or uid in known
+
+    if not asyncio.run(_with_store(store, add)):
+        click.echo(f"warning: no user {uid!r} is known yet (not in [[users]], not in any hint "
+                   "the daemon has seen); the token works once one names it", err=True)
     if as_json:
         click.echo(json.dumps({"id": record.id, "token": secret, "role": record.role,
-                               "user": record.user}))
+                               "user": record.user, "database": store.path}))
     else:
         click.echo(secret)
         click.echo(f"token {record.id} ({record.role}{', user ' + uid if uid else ''}) "
-                   "created; it is shown only this once", err=True)
+                   f"created in {store.path}; it is shown only this once", err=True)
 
 
 @token.command(name="list")
@@ -648,7 +759,7 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
 @json_option
 def token_list(config_path: str | None, db: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    tokens = asyncio.run(_with_store(_store_for(config_path, db),
+    tokens = asyncio.run(_with_store(_store_for(config_path, db)[0],
                                      lambda store: store.list_tokens()))
     data = [{"id": t.id, "role": t.role, "user": t.user, "label": t.label,
              "created_at": t.created_at.isoformat(),
@@ -668,6 +779,6 @@ def token_revoke(token_id: str, config_path: str | None, db: str | None) -> None
     async def revoke(store: SqliteStore) -> bool:
         return await store.revoke_token(token_id, datetime.now(UTC))
 
-    if not asyncio.run(_with_store(_store_for(config_path, db), revoke)):
+    if not asyncio.run(_with_store(_store_for(config_path, db)[0], revoke)):
         fail(f"no active token {token_id!r}")
     click.echo(f"token {token_id} revoked")

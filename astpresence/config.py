@@ -17,6 +17,7 @@ from .auth import Level, Privacy
 from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
 from .store.base import UserRecord
+from .users import DEFAULT_MAX_USERS
 
 
 class ConfigError(ValueError):
@@ -53,10 +54,30 @@ class AriConfig:
     password: Secret = Secret("")
 
 
+#: The database of a daemon run as root (a system service).
+SYSTEM_DB = "/var/lib/astpresence/astpresence.db"
+
+
+def default_db_path(env: Mapping[str, str] | None = None) -> str:
+    """Where the database is when nothing says otherwise; never the working directory.
+
+    Run as root: :data:`SYSTEM_DB`. Otherwise the user's state directory
+    (``$XDG_STATE_HOME/astpresence``, else ``~/.local/state/astpresence``), so a
+    token created in one directory is found by a daemon started in another.
+    """
+    env = os.environ if env is None else env
+    if os.geteuid() == 0:
+        return SYSTEM_DB
+    home = env.get("HOME") or os.path.expanduser("~")
+    state = env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return os.path.join(os.path.abspath(state), "astpresence", "astpresence.db")
+
+
 @dataclass(frozen=True)
 class Config:
     ami: AMIConfig = AMIConfig()
-    db: str = "./astpresence.db"
+    #: The SQLite file, absolute once loaded (:func:`load_config`).
+    db: str = field(default_factory=default_db_path)
     listen_host: str = "127.0.0.1"
     listen_port: int = 8780
     users: tuple[UserRecord, ...] = ()
@@ -66,6 +87,8 @@ class Config:
     privacy: Privacy = Privacy()
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
+    #: Users found in hints, at most (a flood of made-up presentities stops there).
+    max_users: int = DEFAULT_MAX_USERS
     source: str = "defaults"  # where the file came from, for `status`
 
     @property
@@ -236,7 +259,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
     _check_keys(data, {"ami", "store", "api", "users", "rules", "presets", "privacy",
-                       "groups", "cli", "ari"}, where)
+                       "groups", "cli", "ari", "limits"}, where)
     ami = cfg.ami
     if "ami" in data:
         t = _table(data["ami"], f"{where} [ami]")
@@ -281,9 +304,17 @@ def _from_file(path: Path, cfg: Config) -> Config:
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
                 raise ConfigError(f"{where} api.max_websockets: expected 1-100000, got {n!r}")
             cfg = replace(cfg, max_websockets=n)
+    if "limits" in data:
+        t = _table(data["limits"], f"{where} [limits]")
+        _check_keys(t, {"max_users"}, f"{where} [limits]")
+        if "max_users" in t:
+            n = t["max_users"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
+                raise ConfigError(f"{where} limits.max_users: expected 1-1000000, got {n!r}")
+            cfg = replace(cfg, max_users=n)
     if "cli" in data:
-        # Read by the CLI (token, api); checked here so a typo is caught once.
-        _check_keys(_table(data["cli"], f"{where} [cli]"), {"token"}, f"{where} [cli]")
+        # Read by the CLI (token); checked here so a typo is caught once.
+        cli_token(data, where)
     if "users" in data:
         raw_users = data["users"]
         if not isinstance(raw_users, list):
@@ -318,6 +349,17 @@ def _from_file(path: Path, cfg: Config) -> Config:
     return cfg
 
 
+def cli_token(data: Mapping[str, Any], where: str) -> str | None:
+    """``[cli] token`` of a parsed config file: a string, or None when absent."""
+    if "cli" not in data:
+        return None
+    table = _table(data["cli"], f"{where} [cli]")
+    _check_keys(table, {"token"}, f"{where} [cli]")
+    if "token" not in table:
+        return None
+    return _text(table["token"], f"{where} cli.token")
+
+
 def _apply(cfg: Config, key: str, raw: str, what: str) -> Config:
     if key == "ami_host":
         return replace(cfg, ami=replace(cfg.ami, host=_text(raw, what)))
@@ -345,14 +387,15 @@ def load_config(
     ``overrides`` are command-line values keyed like ``ENV_VARS``' values
     (``ami_host``, ``ami_port``...); ``None`` means "not given".
     """
-    cfg = Config()
+    env = os.environ if env is None else env
+    cfg = Config(db=default_db_path(env))
     if path is not None:
         cfg = _from_file(Path(path), cfg)
-    env = os.environ if env is None else env
     for var, key in ENV_VARS.items():
         if var in env:
             cfg = _apply(cfg, key, env[var], f"environment variable {var}")
     for key, value in (overrides or {}).items():
         if value is not None:
             cfg = _apply(cfg, key, str(value), f"--{key.replace('_', '-')}")
-    return cfg
+    # Absolute, so every message names the file really used.
+    return replace(cfg, db=os.path.abspath(os.path.expanduser(cfg.db)))

@@ -19,7 +19,8 @@ from aiohttp import web
 from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .bridge import AMIBridge
-from .config import Config
+from .config import Config, default_db_path
+from .lock import AlreadyRunning, DaemonLock
 from .metrics import Metrics
 from .service import PresenceService
 from .store.base import Store, StoreError
@@ -42,7 +43,8 @@ class Daemon:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.store: Store = store if store is not None else SqliteStore(config.db)
-        self.service = PresenceService(self.store, config.users, rules_config=config.rules)
+        self.service = PresenceService(self.store, config.users, rules_config=config.rules,
+                                       max_users=config.max_users)
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
@@ -51,11 +53,15 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
+        self.api_url = ""
+        self._lock: DaemonLock | None = None
 
     async def start(self) -> None:
+        self._take_database()
         try:
             await self.store.open()
         except StoreError as exc:
+            self._release_database()
             raise DaemonError(str(exc)) from None
         await self.service.start()
         app = create_app(self.service, self._status, self.store,
@@ -71,9 +77,41 @@ class Daemon:
             await self._runner.cleanup()
             await self.service.stop()
             await self.store.close()
+            self._release_database()
             raise DaemonError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
         self.port = int(self._runner.addresses[0][1])  # the real one, also with port 0
-        logger.info("HTTP API listening on http://%s:%s", self.config.listen_host, self.port)
+        host = f"[{self.config.listen_host}]" if ":" in self.config.listen_host else \
+            self.config.listen_host
+        self.api_url = f"http://{host}:{self.port}"
+        if self._lock is not None:
+            self._lock.note(api=self.api_url)
+        logger.info("HTTP API listening on %s", self.api_url)
+
+    def _take_database(self) -> None:
+        """The default database's directory is made; the database is locked to this daemon."""
+        if not isinstance(self.store, SqliteStore) or self.store.path == ":memory:":
+            return
+        path = self.store.path
+        if path == default_db_path():
+            try:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise DaemonError(f"cannot create the directory of the database {path}: "
+                                  f"{exc.strerror}") from None
+        lock = DaemonLock(path)
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            raise DaemonError(str(exc)) from None
+        except OSError as exc:
+            raise DaemonError(f"cannot lock the database {path} ({lock.path}): "
+                              f"{exc.strerror}") from None
+        self._lock = lock
+
+    def _release_database(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _status(self) -> dict[str, Any]:
         return self.bridge.status_json()
@@ -90,6 +128,8 @@ class Daemon:
                     "action_timeout": cfg.ami.action_timeout},
             "db": cfg.db,
             "listen": cfg.listen,
+            "max_websockets": cfg.max_websockets,
+            "max_users": cfg.max_users,
             "users": [u.id for u in cfg.users],
             "rules": {
                 "on_phone": r.on_phone.as_dict() if r.on_phone else None,
@@ -135,6 +175,7 @@ class Daemon:
         if self.ari is not None:
             await self.ari.close()
         await self.store.close()
+        self._release_database()
         logger.info("stopped")
 
 

@@ -106,7 +106,18 @@ class DaemonProcess:
         return self.workdir / "astpresence.db"
 
     async def create_token(self) -> None:
-        """``astpresence token create --role admin`` on the daemon's database."""
+        """``astpresence token create --role admin`` on the daemon's database.
+
+        The token commands never create a database; it is made here first, as
+        the daemon would on its first start, so the token exists before the
+        daemon starts and a cold start can be timed from its first instant.
+        """
+        if not self.db.exists():
+            from astpresence.store.sqlite import SqliteStore
+
+            store = SqliteStore(self.db)
+            await store.open()
+            await store.close()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "astpresence", "token", "create", "--role", "admin",
             "--label", "bench", "--db", str(self.db), "--json",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from astpresence.config import ConfigError, Secret, load_config
+from astpresence.config import SYSTEM_DB, ConfigError, Secret, default_db_path, load_config
 
 TOML = """
 [ami]
@@ -37,10 +38,13 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_defaults() -> None:
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     cfg = load_config(env={})
     assert (cfg.ami.host, cfg.ami.port, cfg.ami.username) == ("127.0.0.1", 5038, "astpresence")
-    assert cfg.db == "./astpresence.db"
+    # Never relative to the working directory.
+    assert os.path.isabs(cfg.db) and not cfg.db.startswith(str(tmp_path))
+    assert cfg.db == default_db_path({})
     assert cfg.listen == "127.0.0.1:8780"
     assert cfg.users == ()
 
@@ -60,13 +64,13 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
            "ASTPRESENCE_LISTEN": "[::1]:8781", "ASTPRESENCE_AMI_USERNAME": "envuser"}
     cfg = load_config(path, env=env)
     assert (cfg.ami.host, cfg.ami.port, cfg.ami.secret.value) == ("env-host", 6000, "from-env")
-    assert (cfg.db, cfg.listen_host, cfg.listen_port) == ("env.db", "::1", 8781)
+    assert (cfg.db, cfg.listen_host, cfg.listen_port) == (os.path.abspath("env.db"), "::1", 8781)
     assert cfg.listen == "[::1]:8781"
     assert cfg.ami.username == "envuser"
 
     cfg = load_config(path, env=env, overrides={"ami_host": "flag-host", "ami_port": None,
                                                 "db": "flag.db"})
-    assert (cfg.ami.host, cfg.ami.port, cfg.db) == ("flag-host", 6000, "flag.db")
+    assert (cfg.ami.host, cfg.ami.port, cfg.db) == ("flag-host", 6000, os.path.abspath("flag.db"))
 
 
 def test_secret_never_shows() -> None:
@@ -109,3 +113,39 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_bad_flag_is_named() -> None:
     with pytest.raises(ConfigError, match="--ami-port"):
         load_config(env={}, overrides={"ami_port": "x"})
+
+
+def test_default_database_follows_the_user_not_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    env = {"HOME": "/home/alice"}
+    assert default_db_path(env) == "/home/alice/.local/state/astpresence/astpresence.db"
+    assert default_db_path({**env, "XDG_STATE_HOME": "/srv/state"}) == (
+        "/srv/state/astpresence/astpresence.db")
+    for cwd in (tmp_path / "a", tmp_path / "b"):
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        assert load_config(env=env).db == "/home/alice/.local/state/astpresence/astpresence.db"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_db_path(env) == SYSTEM_DB == "/var/lib/astpresence/astpresence.db"
+
+
+def test_relative_database_paths_become_absolute(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env={"ASTPRESENCE_DB": "x.db"}).db == str(tmp_path / "x.db")
+
+
+@pytest.mark.parametrize("value", ["5", "true", "[1]", '""'])
+def test_cli_token_must_be_a_string(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"[cli]\ntoken = {value}\n")
+    with pytest.raises(ConfigError, match="cli.token: expected a non-empty string"):
+        load_config(path, env={})
+
+
+def test_max_users(tmp_path: Path) -> None:
+    assert load_config(env={}).max_users == 20_000
+    assert load_config(write(tmp_path, "[limits]\nmax_users = 50\n"), env={}).max_users == 50
+    for bad in ("0", "true", "'5'"):
+        with pytest.raises(ConfigError, match="limits.max_users: expected 1-1000000"):
+            load_config(write(tmp_path, f"[limits]\nmax_users = {bad}\n"), env={})

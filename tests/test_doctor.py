@@ -755,11 +755,20 @@ async def test_cli_unreachable_exits_1() -> None:
     assert SECRET not in res.out + res.err
 
 
-async def test_cli_config_error_is_one_line_exit_1() -> None:
-    res = await doctor_cli("--ami-port", "99999", "--ami-secret", SECRET)
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+async def test_cli_bad_port_is_a_usage_error_exit_2(port: str) -> None:
+    res = await doctor_cli("--ami-port", port, "--ami-secret", SECRET)
+    assert res.code == 2 and res.out == ""
+    assert "Invalid value for '--ami-port'" in res.err and "Traceback" not in res.err
+
+
+async def test_cli_config_error_is_one_line_exit_1(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text("[ami]\nport = 99999\n")
+    res = await doctor_cli("--config", str(conf), "--ami-secret", SECRET)
     assert res.code == 1
     assert res.out == ""
-    assert res.err.strip() == "Error: --ami-port: port 99999 is outside 1-65535"
+    assert res.err.strip() == f"Error: {conf} ami.port: port 99999 is outside 1-65535"
 
 
 # -- the dialplan kit's modules and ARI ------------------------------------------------

@@ -305,13 +305,6 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
     env.update(ASTPRESENCE_AMI_PORT=str(fake.port), ASTPRESENCE_AMI_SECRET=fake.secret,
                ASTPRESENCE_DB=str(db))
 
-    made = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astpresence", "token", "create", "--role", "admin", "--db", str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, _ = await made.communicate()
-    token = out.decode().strip()
-    assert made.returncode == 0 and token.startswith("astp_")
-
     async def spawn(port: int) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "astpresence", "serve", "--listen", f"127.0.0.1:{port}",
@@ -322,6 +315,8 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
     url = f"http://127.0.0.1:{port}"
     proc = await spawn(port)
     try:
+        await wait_up(url)  # the daemon creates the database; then a token goes into it
+        token = await create_token(db, env)
         await _wait_http(url, token)
         fake.stall(True)  # Asterisk never confirms: only the store has it
         res = await cli(url, "set", "2001", "dnd", "--message", "kept", token=token)
@@ -338,6 +333,30 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def create_token(db: Path, env: dict[str, str]) -> str:
+    made = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "astpresence", "token", "create", "--role", "admin", "--db", str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await made.communicate()
+    token = out.decode().strip()
+    assert made.returncode == 0 and token.startswith("astp_"), err.decode()
+    return token
+
+
+async def wait_up(url: str) -> None:
+    """Until the daemon at ``url`` answers its public OpenAPI document."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url + "/v1/openapi.json") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"daemon at {url} did not start")
 
 
 def _free_port() -> int:

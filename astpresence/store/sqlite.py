@@ -333,8 +333,9 @@ def _hint(exc: BaseException) -> str:
 class SqliteStore:
     """A :class:`~astpresence.store.base.Store` in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self._path = os.fspath(path)
+        self._create = create  # False: a missing file is an error (the token commands)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -358,6 +359,11 @@ class SqliteStore:
             parent = os.path.dirname(os.path.abspath(path))
             if os.path.isdir(path):
                 raise StoreError(f"cannot open database {self._path}: it is a directory")
+            if not self._create and not os.path.exists(path):
+                raise StoreError(
+                    f"no database at {self._path}: the daemon creates it when it first starts "
+                    "('astpresence serve'); or give the daemon's database with --db, "
+                    "ASTPRESENCE_DB or [store] path")
             if not os.path.isdir(parent):
                 raise StoreError(
                     f"cannot open database {self._path}: directory {parent} does not exist"

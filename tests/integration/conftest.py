@@ -136,7 +136,20 @@ class Daemon:
         self.token = ""
 
     def _make_token(self) -> str:
-        """An admin token in the daemon's database (the API needs one)."""
+        """An admin token in the daemon's database (the API needs one).
+
+        The token commands never create a database: it is made first, as the
+        daemon does on its first start.
+        """
+        if not self.db.exists():
+            from astpresence.store.sqlite import SqliteStore
+
+            async def create() -> None:
+                store = SqliteStore(self.db)
+                await store.open()
+                await store.close()
+
+            asyncio.run(create())
         made = subprocess.run(
             [sys.executable, "-m", "astpresence", "token", "create", "--role", "admin",
              "--label", "integration tests", "--db", str(self.db)],
