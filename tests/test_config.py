@@ -149,3 +149,9 @@ def test_max_users(tmp_path: Path) -> None:
     for bad in ("0", "true", "'5'"):
         with pytest.raises(ConfigError, match="limits.max_users: expected 1-1000000"):
             load_config(write(tmp_path, f"[limits]\nmax_users = {bad}\n"), env={})
+
+
+@pytest.mark.parametrize("uid", ["{x}", "a/b", "..", "a?b", "a%b"])
+def test_config_refuses_unroutable_user_ids(tmp_path: Path, uid: str) -> None:
+    with pytest.raises(ConfigError, match="users\\[0\\]"):
+        load_config(write(tmp_path, f"[[users]]\nid = {uid!r}\n"), env={})

@@ -333,3 +333,12 @@ async def test_event_numbers_continue_across_restarts(store: MemoryStore) -> Non
     assert second.seq > last + 1
     assert second.events_since(last) is None
     await second.stop()
+
+
+async def test_unroutable_presentities_are_not_users(store: MemoryStore) -> None:
+    svc = PresenceService(store)
+    await svc.start()
+    await svc.resync({}, [(f"{i}", "x", f"PJSIP/{i},CustomPresence:{name}")
+                          for i, name in enumerate(["{a}", "a/b", "..", "a%b", "ok"])], {})
+    assert svc.users.ids() == ["ok"]
+    await svc.stop()
