@@ -48,7 +48,8 @@ from .model import (
 )
 from .openapi import openapi_document
 from .service import ChangeEvent, PresenceService, UnknownSource, UnknownUser
-from .store.base import SourceRecord, Store
+from .records import SourceRecord
+from .store.base import Store
 
 logger = logging.getLogger(__name__)
 

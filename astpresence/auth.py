@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from .model import NOT_SET, InvalidInput, check_label, validate_user_id
-from .store.base import Store, TokenRecord
+from .records import TokenRecord
+from .store.base import Store
 
 TOKEN_RE = re.compile(r"astp_([0-9a-f]{8})_([A-Za-z0-9_-]{32})")
 

@@ -16,7 +16,7 @@ from typing import Any
 from .auth import Level, Privacy
 from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
-from .store.base import UserRecord
+from .records import UserRecord
 from .users import DEFAULT_MAX_USERS
 
 

@@ -61,7 +61,7 @@ from .ari import basic_auth
 from .config import Config
 from .model import InvalidInput
 from .rules import mirror_device, mirror_technology
-from .store.base import UserRecord
+from .records import UserRecord
 from .users import PRESENCE_PROVIDER, parse_hint, user_from_hint
 
 logger = logging.getLogger(__name__)

@@ -59,7 +59,7 @@ from .model import (
     parse_state,
     validate_user_id,
 )
-from .store.base import SourceRecord
+from .records import SourceRecord
 
 __all__ = [
     "DEFAULT_RULES",

@@ -35,14 +35,8 @@ from .model import NOT_SET, DeviceState, InvalidInput, Presence, parse_device_st
 from .retry import Failures
 from .rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
 from .logsafe import clip
-from .store.base import (
-    Batch,
-    EffectiveRecord,
-    HistoryEntry,
-    SourceRecord,
-    Store,
-    UserRecord,
-)
+from .records import EffectiveRecord, HistoryEntry, SourceRecord, UserRecord
+from .store.base import Batch, Store
 from .users import DEFAULT_MAX_USERS, UserDirectory, user_from_hint, user_id_from_provider
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from .model import InvalidInput, validate_user_id
-from .store.base import UserRecord
+from .records import UserRecord
 
 PRESENCE_PROVIDER = "CustomPresence:"
 #: Users found in hints, at most: a flood of events naming new presentities

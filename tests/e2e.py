@@ -16,7 +16,7 @@ from astpresence.auth import Role, new_token
 from astpresence.config import AMIConfig, Config, Secret
 from astpresence.daemon import Daemon
 from astpresence.rules import DEFAULT_RULES, RuleConfig
-from astpresence.store.base import UserRecord
+from astpresence.records import UserRecord
 from tests.fakeami import FakeAsterisk, Hint
 
 HINT_2000 = Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")

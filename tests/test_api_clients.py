@@ -15,7 +15,7 @@ import pytest
 
 from astpresence.auth import Level, Privacy, Role
 from astpresence.model import Presence, State
-from astpresence.store.base import SourceRecord, UserRecord
+from astpresence.records import SourceRecord, UserRecord
 from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
 from tests.fakeami import FakeAsterisk
 

@@ -23,7 +23,7 @@ import pytest
 
 from astpresence.auth import Privacy
 from astpresence.rules import DEFAULT_RULES
-from astpresence.store.base import UserRecord
+from astpresence.records import UserRecord
 from tests.board_browser import CHROMIUM, Chromium
 from tests.e2e import RunningDaemon, make_config, seed, start_daemon
 from tests.fakeami import FakeAsterisk

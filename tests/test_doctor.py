@@ -58,7 +58,7 @@ from astpresence.doctor import (
     run_checks,
 )
 from astpresence.rules import RuleConfig
-from astpresence.store.base import UserRecord
+from astpresence.records import UserRecord
 from tests.fakeami import FakeAsterisk, Hint, QueueMember, _error, _event_mask, _head, _Session
 
 SECRET = "Sup3r-s3cret-never-shown"

@@ -382,7 +382,7 @@ async def _wait_http(url: str, token: str) -> None:
 
 async def test_pbx_without_hints_still_syncs(fake_ami: FakeAsterisk, tmp_path: Path) -> None:
     """ExtensionStateList answers an error when there are no hints at all."""
-    from astpresence.store.base import UserRecord
+    from astpresence.records import UserRecord
 
     fake_ami.hints.clear()
     running = await start_daemon(make_config(

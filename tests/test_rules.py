@@ -38,7 +38,7 @@ from astpresence.rules import (
     queue_pause_action,
     track_unavailable_since,
 )
-from astpresence.store.base import SourceRecord
+from astpresence.records import SourceRecord
 
 D = DeviceState
 S = State

@@ -8,7 +8,7 @@ import pytest
 
 from astpresence.model import NOT_SET, Presence, State
 from astpresence.service import ASTERISK, MANUAL, PresenceService, UnknownUser
-from astpresence.store.base import UserRecord
+from astpresence.records import UserRecord
 from astpresence.store.memory import MemoryStore
 
 DND = Presence(State.DND, "meeting", "until 3")

@@ -25,15 +25,8 @@ from hypothesis import strategies as st
 
 from astpresence.model import NOT_SET, Presence, State
 from astpresence.store import sqlite as sqlite_mod
-from astpresence.store.base import (
-    Batch,
-    EffectiveRecord,
-    HistoryEntry,
-    SourceRecord,
-    Store,
-    StoreError,
-    UserRecord,
-)
+from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, UserRecord
+from astpresence.store.base import Batch, Store, StoreError
 from astpresence.store.memory import MemoryStore
 from astpresence.store.sqlite import SqliteStore
 
@@ -690,7 +683,8 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     from datetime import datetime, timezone
     from astpresence.model import Presence, State
-    from astpresence.store.base import Batch, EffectiveRecord, HistoryEntry
+    from astpresence.records import EffectiveRecord, HistoryEntry
+    from astpresence.store.base import Batch
     from astpresence.store.sqlite import SqliteStore
 
     def batch(user, i):

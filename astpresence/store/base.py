@@ -1,4 +1,4 @@
-"""What the daemon keeps: records and the :class:`Store` protocol.
+"""What the daemon keeps: the :class:`Store` protocol and its :class:`Batch`.
 
 The service holds the current state in memory and uses the store as its
 durable copy: everything is loaded once at start-up, and every change is
@@ -13,56 +13,13 @@ from datetime import datetime
 from typing import Protocol
 
 from ..model import Presence
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A person whose presence is ``CustomPresence:<id>``."""
-
-    id: str
-    name: str = ""
-    extension: str = ""
-    context: str = ""
-    devices: tuple[str, ...] = ()
-    origin: str = "hint"  # "hint" (found in dialplan) or "config"
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One source's contribution to one user's presence."""
-
-    user: str
-    source: str  # "manual", "calendar", ...
-    presence: Presence
-    since: datetime  # when it was set (aware, UTC)
-    actor: str  # who set it: "api", "cli", "asterisk", ...
-    start: datetime | None = None  # timed sources: window
-    end: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EffectiveRecord:
-    """The presence astpresence computed for a user and wants in Asterisk."""
-
-    user: str
-    presence: Presence
-    source: str
-    reason: str
-    since: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One row of the append-only history. ``id`` is 0 until stored."""
-
-    at: datetime
-    user: str
-    old: Presence | None
-    new: Presence
-    source: str
-    actor: str
-    reason: str = ""
-    id: int = 0
+from ..records import (
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    TokenRecord,
+    UserRecord,
+)
 
 
 @dataclass(slots=True)
@@ -94,19 +51,6 @@ class Batch:
         self.put_asterisk.extend(other.put_asterisk)
         self.history.extend(other.history)
         self.meta.update(other.meta)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    """An API token; only the SHA-256 of the secret is kept."""
-
-    id: str
-    hash: str
-    role: str  # "user", "operator" or "admin"
-    user: str | None
-    label: str
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 class StoreError(Exception):

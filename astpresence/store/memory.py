@@ -15,15 +15,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from ..model import Presence
-from .base import (
-    Batch,
-    EffectiveRecord,
-    HistoryEntry,
-    SourceRecord,
-    StoreError,
-    TokenRecord,
-    UserRecord,
-)
+from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
+from .base import Batch, StoreError
 
 logger = logging.getLogger(__name__)
 

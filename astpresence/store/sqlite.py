@@ -29,15 +29,8 @@ from typing import Any, TypeAlias
 import aiosqlite
 
 from ..model import Presence, State
-from .base import (
-    Batch,
-    EffectiveRecord,
-    HistoryEntry,
-    SourceRecord,
-    StoreError,
-    TokenRecord,
-    UserRecord,
-)
+from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
+from .base import Batch, StoreError
 
 logger = logging.getLogger(__name__)
 
