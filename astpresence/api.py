@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -47,7 +48,9 @@ from .model import (
     validate_user_id,
 )
 from .openapi import openapi_document
-from .service import ChangeEvent, PresenceService, UnknownSource, UnknownUser
+from .events import ChangeEvent
+from .records import PresenceView
+from .service import PresenceService, UnknownSource, UnknownUser
 from .records import SourceRecord
 from .store.base import Store
 
@@ -184,6 +187,21 @@ def _no_constant(name: str) -> Any:
     raise InvalidInput(f"{name} is not a number JSON allows")
 
 
+def presence_json(view: PresenceView) -> dict[str, Any]:
+    """A presence object as the API and the event stream show it."""
+    return {
+        "user": view.user,
+        "state": view.presence.state.value,
+        "subtype": view.presence.subtype,
+        "message": view.presence.message,
+        "source": view.source,
+        "actor": view.actor,
+        "since": view.since.isoformat() if view.since else None,
+        "pending": view.pending,
+        "rule": view.rule,
+    }
+
+
 def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
     mode = request.app[PRIVACY_KEY].view_mode(principal(request), presence["user"])
     return project(presence, mode)
@@ -202,7 +220,7 @@ def _require_details(request: web.Request, uid: str) -> None:
 
 async def list_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    objs = [_visible(request, v.to_json()) for v in service.views()]
+    objs = [_visible(request, presence_json(v)) for v in service.views()]
     state = request.query.get("state")
     if state is not None:
         wanted = parse_state(state).value
@@ -212,7 +230,8 @@ async def list_presence(request: web.Request) -> web.Response:
 
 async def get_presence(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    return web.json_response(_visible(request, service.view(request.match_info["user"]).to_json()))
+    view = service.view(request.match_info["user"])
+    return web.json_response(_visible(request, presence_json(view)))
 
 
 async def put_presence(request: web.Request) -> web.Response:
@@ -225,7 +244,7 @@ async def put_presence(request: web.Request) -> web.Response:
         raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
     presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
     view = await service.set_manual(uid, presence, _actor(request))
-    return web.json_response(view.to_json())
+    return web.json_response(presence_json(view))
 
 
 async def delete_presence(request: web.Request) -> web.Response:
@@ -234,7 +253,7 @@ async def delete_presence(request: web.Request) -> web.Response:
     service.require_user(uid)
     principal(request).require_change(uid)
     view = await service.clear_manual(uid, _actor(request))
-    return web.json_response(view.to_json())
+    return web.json_response(presence_json(view))
 
 
 async def get_history(request: web.Request) -> web.Response:
@@ -287,7 +306,7 @@ async def get_me(request: web.Request) -> web.Response:
         {
             "token": p.to_json(),
             "user": asdict(user) if user is not None else None,
-            "presence": service.view(user.id).to_json() if user is not None else None,
+            "presence": presence_json(service.view(user.id)) if user is not None else None,
         }
     )
 
@@ -323,13 +342,13 @@ async def put_me(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     end = _parse_expires(body["expires"], now) if body.get("expires") is not None else None
     view = await service.set_manual(uid, presence, _actor(request), end=end)
-    return web.json_response(view.to_json())
+    return web.json_response(presence_json(view))
 
 
 async def delete_me(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     view = await service.clear_manual(_own_user(request), _actor(request))
-    return web.json_response(view.to_json())
+    return web.json_response(presence_json(view))
 
 
 # -- timed sources ------------------------------------------------------------
@@ -406,7 +425,7 @@ async def list_sources(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "user": uid,
-            "effective": service.view(uid).to_json(),
+            "effective": presence_json(service.view(uid)),
             "sources": [_source_json(r) for r in service.sources(uid)],
             "devices": {
                 "states": [s.value for s in devices.states],
@@ -427,7 +446,8 @@ async def put_source(request: web.Request) -> web.Response:
     record = parse_source_body(uid, request.match_info["name"], body, _actor(request),
                                datetime.now(UTC))
     view = await service.set_source(record)
-    return web.json_response({"source": _source_json(record), "effective": view.to_json()})
+    return web.json_response({"source": _source_json(record),
+                              "effective": presence_json(view)})
 
 
 async def delete_source(request: web.Request) -> web.Response:
@@ -436,7 +456,7 @@ async def delete_source(request: web.Request) -> web.Response:
     service.require_user(uid)
     principal(request).require_change(uid)
     view = await service.delete_source(uid, request.match_info["name"], _actor(request))
-    return web.json_response({"effective": view.to_json()})
+    return web.json_response({"effective": presence_json(view)})
 
 
 # -- users, status, config, tokens --------------------------------------------
@@ -473,9 +493,9 @@ async def get_status(request: web.Request) -> web.Response:
             "last_sync": service.last_sync.isoformat() if service.last_sync else None,
             "users": len(service.users.ids()),
             "pending_writes": len(service.pending_users()),
-            "write_failures": {f.kind: len(f) for f in service.failures()},
+            "write_failures": {f.kind: len(f) for f in service.outbox.failures()},
             "failing_writes": _failing(service),
-            "websocket_clients": service.subscribers,
+            "websocket_clients": service.events.subscribers,
             "features": {
                 "mirror": service.rules.mirror,
                 "mirror_prefix": service.rules.mirror_prefix,
@@ -492,7 +512,7 @@ FAILING_SHOWN = 20
 
 def _failing(service: PresenceService) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for failures in service.failures():
+    for failures in service.outbox.failures():
         now = failures.now()
         for key, f in failures.items():
             if len(out) >= FAILING_SHOWN:
@@ -561,6 +581,12 @@ async def revoke_token(request: web.Request) -> web.Response:
 CHANGED_FIELDS = ("state", "subtype", "message", "source")
 
 
+@functools.lru_cache(maxsize=256)
+def _projected(view: PresenceView, mode: str) -> dict[str, Any]:
+    """Rendered once per view and visibility, not once per client (fan-out)."""
+    return project(presence_json(view), mode)
+
+
 class _Viewer:
     """One WebSocket client's subscription and visibility."""
 
@@ -573,7 +599,7 @@ class _Viewer:
         if self.users is not None and event.user not in self.users:
             return None
         mode = self.privacy.view_mode(self.who, event.user)
-        old, new = project(event.old, mode), project(event.new, mode)
+        old, new = _projected(event.old, mode), _projected(event.new, mode)
         changed = [f for f in CHANGED_FIELDS if old[f] != new[f]]
         if not changed:
             return None  # nothing this viewer may see changed
@@ -736,17 +762,18 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         return ws
     who, viewer, resume = checked
 
-    sub = service.subscribe()  # before reading the backlog: nothing falls in between
+    sub = service.events.subscribe()  # before reading the backlog: nothing falls in between
     metrics.websockets.inc()
     ended = streams.bind(who.token_id)
     try:
-        await ws.send_json({"type": "hello", "seq": service.seq, "token": who.to_json()})
+        await ws.send_json({"type": "hello", "seq": service.events.seq,
+                            "token": who.to_json()})
         if resume is not None:
-            backlog = service.events_since(resume)
+            backlog = service.events.events_since(resume)
             if backlog is None:
                 await ws.send_json({
-                    "type": "snapshot", "stale": True, "seq": service.seq,
-                    "presence": [project(v.to_json(), viewer.privacy.view_mode(who, v.user))
+                    "type": "snapshot", "stale": True, "seq": service.events.seq,
+                    "presence": [project(presence_json(v), viewer.privacy.view_mode(who, v.user))
                                  for v in service.views()
                                  if viewer.users is None or v.user in viewer.users],
                 })
@@ -764,7 +791,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         # Out of the fan-out first: closing waits for the client's answer.
         streams.sockets.discard(ws)
         streams.unbind(who.token_id, ended)
-        service.unsubscribe(sub)
+        service.events.unsubscribe(sub)
         metrics.websockets.dec()
     if not ws.closed:
         if close_code != 1000:

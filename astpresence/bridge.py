@@ -12,10 +12,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from .ami.client import (
     ActionError,
@@ -27,13 +27,18 @@ from .ami.client import (
 )
 from .ami.frames import Message
 from .ari import AriClient, AriError
-from .codec import encode_presence_value, presence_from_change_event
+from .codec import encode_presence_value
 from .config import AMIConfig
+from .logsafe import clip
 from .metrics import Metrics
-from .model import InvalidInput, Presence
-from .service import PauseWrite, PresenceService, QueueMember
+from .model import InvalidInput
+from .service import PresenceService
+from .translate import device_change, hint_user, presence_change, queue_member
+from .writes import MirrorWrite, PauseWrite, PresenceWrite
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Reconnect delays in seconds; the last one repeats (STYLE.md, Lifecycle).
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -171,23 +176,10 @@ class AMIBridge:
 
     async def _resync(self, client: AMIClient) -> None:
         logger.info("reading presence, device and hint state from Asterisk")
-        presences: dict[str, Presence] = {}
-        for ev in await client.send_list_action("PresenceStateList"):
-            presentity = ev.get("Presentity")
-            if not presentity:
-                continue
-            try:
-                presences[presentity] = presence_from_change_event(
-                    ev.get("Status", "") or "", ev.get("Subtype", "") or "",
-                    ev.get("Message", "") or "",
-                )
-            except InvalidInput as exc:
-                logger.warning("ignoring presence of %s from Asterisk: %s", presentity, exc)
-        devices = {
-            ev.get("Device", "") or "": ev.get("State", "") or ""
-            for ev in await client.send_list_action("DeviceStateList")
-            if ev.get("Device")
-        }
+        presences = dict(self._translated(
+            await client.send_list_action("PresenceStateList"), presence_change, "presence"))
+        devices = dict(self._translated(
+            await client.send_list_action("DeviceStateList"), device_change, "device"))
         try:
             hint_events = await client.send_list_action("ExtensionStateList")
         except ActionError as exc:
@@ -197,12 +189,8 @@ class AMIBridge:
                 raise
             logger.warning("Asterisk has no dialplan hints; only users from the config are known")
             hint_events = []
-        hints = [
-            (ev.get("Exten", "") or "", ev.get("Context", "") or "", ev.get("Hint", "") or "")
-            for ev in hint_events
-            if ev.get("Hint")
-        ]
-        counts = await self._service.resync(presences, hints, devices)
+        users = [u for u in map(hint_user, hint_events) if u is not None]
+        counts = await self._service.resync(presences, users, devices)
         if self._service.rules.queue_pause:
             await self._resync_queues(client)
         logger.info(
@@ -212,17 +200,24 @@ class AMIBridge:
             counts["adopted"], counts["to_write"], counts["conflicts"],
         )
 
+    @staticmethod
+    def _translated(items: list[Message], translate: Callable[[Message], T | None],
+                    what: str) -> Iterator[T]:
+        """Domain values of list items; an item that does not parse is logged and left out."""
+        for item in items:
+            try:
+                value = translate(item)
+            except InvalidInput as exc:
+                logger.warning("ignoring a %s listed by Asterisk: %s", what, exc)
+                continue
+            if value is not None:
+                yield value
+
     async def _resync_queues(self, client: AMIClient) -> None:
         """Read every queue member, so pauses are reconciled after each login."""
-        members = []
-        for ev in await client.send_list_action("QueueStatus"):
-            if ev.event != "QueueMember":
-                continue
-            queue, location = ev.get("Queue"), ev.get("Location") or ev.get("Interface")
-            if queue and location:
-                members.append(QueueMember(
-                    queue, location, ev.get("StateInterface", "") or "",
-                    ev.get("Paused") == "1", ev.get("PausedReason", "") or ""))
+        items = [ev for ev in await client.send_list_action("QueueStatus")
+                 if ev.event == "QueueMember"]
+        members = list(self._translated(items, queue_member, "queue member"))
         self._service.resync_queues(members)
         logger.info("read %d queue members", len(members))
 
@@ -240,62 +235,55 @@ class AMIBridge:
                 await result
 
     async def _on_presence_state_change(self, msg: Message) -> None:
-        presentity = msg.get("Presentity") or ""
         try:
-            presence = presence_from_change_event(
-                msg.get("Status", "") or "", msg.get("Subtype", "") or "",
-                msg.get("Message", "") or "",
-            )
+            change = presence_change(msg)
         except InvalidInput as exc:
-            logger.warning("ignoring PresenceStateChange for %s: %s", presentity, exc)
+            logger.warning("ignoring PresenceStateChange for %s: %s",
+                           clip(msg.get("Presentity")), exc)
             return
-        await self._service.on_presence_change(presentity, presence)
+        if change is not None:
+            await self._service.on_presence_change(*change)
 
     async def _on_hint_event(self, msg: Message) -> None:
-        hint = msg.get("Hint")
-        if hint:
-            await self._service.on_hint(msg.get("Exten", "") or "", msg.get("Context", "") or "",
-                                        hint)
+        user = hint_user(msg)
+        if user is not None:
+            await self._service.on_hint(user)
 
     async def _on_device_state_change(self, msg: Message) -> None:
-        device = msg.get("Device")
-        if device:
-            await self._service.on_device_change(device, msg.get("State", "") or "")
+        try:
+            change = device_change(msg)
+        except InvalidInput as exc:
+            logger.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
+            return
+        if change is not None:
+            await self._service.on_device_change(*change)
 
     def _on_queue_member(self, msg: Message) -> None:
-        queue = msg.get("Queue")
-        interface = msg.get("Interface") or msg.get("Location")
-        if not queue or not interface:
-            return
-        self._service.on_queue_member(
-            queue, interface, paused=msg.get("Paused") == "1",
-            reason=msg.get("PausedReason", "") or "",
-            state_interface=msg.get("StateInterface", "") or "",
-            removed=msg.event == "QueueMemberRemoved",
-        )
+        member = queue_member(msg)
+        if member is not None:
+            self._service.on_queue_member(member, removed=msg.event == "QueueMemberRemoved")
 
     # -- writes ----------------------------------------------------------
 
     async def _writer(self, client: AMIClient) -> None:
-        """Send what the service wants; many in flight at once, in order per user.
+        """Send what the outbox holds; many in flight at once, in order per user.
 
         Asterisk runs one session's actions in the order received, so
         pipelining keeps each user's writes in order.
         """
+        outbox = self._service.outbox
         sem = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
                 # Wake for new work, or when a refused write is due again.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._service.wakeup.wait(),
-                                           self._service.next_retry_in())
-                presence_writes, mirror_writes, pause_writes = self._service.take_all()
-                jobs: list[Awaitable[None]] = [
-                    self._write_one(client, uid, presence) for uid, presence in presence_writes]
-                jobs += [self._write_mirror(client, uid, device, state)
-                         for uid, device, state in mirror_writes]
-                jobs += [self._write_pause(client, w) for w in pause_writes]
+                    await asyncio.wait_for(outbox.wakeup.wait(), outbox.next_retry_in())
+                writes = self._service.take_all()
+                jobs: list[Awaitable[None]] = [self._write_presence(client, w)
+                                               for w in writes.presence]
+                jobs += [self._write_mirror(client, w) for w in writes.mirror]
+                jobs += [self._write_pause(client, w) for w in writes.pauses]
                 for job in jobs:
                     await sem.acquire()
                     task = asyncio.create_task(self._bounded(job, sem))
@@ -313,36 +301,37 @@ class AMIBridge:
         finally:
             sem.release()
 
-    async def _write_one(self, client: AMIClient, uid: str, presence: Presence) -> None:
+    async def _write_presence(self, client: AMIClient, write: PresenceWrite) -> None:
         started = time.perf_counter()
         try:
             await client.send_action(
                 "Setvar",
                 {
-                    "Variable": f"PRESENCE_STATE(CustomPresence:{uid})",
-                    "Value": encode_presence_value(presence),
+                    "Variable": f"PRESENCE_STATE(CustomPresence:{write.user})",
+                    "Value": encode_presence_value(write.presence),
                 },
             )
             self._metrics.setvar_seconds.observe(time.perf_counter() - started)
-            logger.debug("wrote presence of %s: %s", uid, presence.state.value)
+            logger.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
         except (ActionError, ActionTimeout, InvalidInput, ValueError) as exc:
-            self._service.write_failed(uid, presence, str(exc))
+            self._service.outbox.presence_refused(write, str(exc))
         except AMIError as exc:
             # Link lost: the resync after the next login decides what to write.
-            logger.debug("write of %s not confirmed: %s", uid, exc)
+            logger.debug("write of %s not confirmed: %s", write.user, exc)
 
-    async def _write_mirror(self, client: AMIClient, uid: str, device: str, state: str) -> None:
+    async def _write_mirror(self, client: AMIClient, write: MirrorWrite) -> None:
         try:
             if self._ari is not None:
-                await self._ari.set_device_state(device, state)
+                await self._ari.set_device_state(write.device, write.state)
             else:
                 await client.send_action(
-                    "Setvar", {"Variable": f"DEVICE_STATE({device})", "Value": state})
-            self._service.mirror_written(uid, state)
+                    "Setvar", {"Variable": f"DEVICE_STATE({write.device})",
+                               "Value": write.state})
+            self._service.outbox.mirror_written(write)
         except (ActionError, ActionTimeout, AriError) as exc:
-            self._service.mirror_failed(uid, state, str(exc))
+            self._service.outbox.mirror_refused(write, str(exc))
         except AMIError as exc:
-            logger.debug("mirror write of %s not confirmed: %s", uid, exc)
+            logger.debug("mirror write of %s not confirmed: %s", write.user, exc)
 
     async def _write_pause(self, client: AMIClient, write: PauseWrite) -> None:
         headers = {"Interface": write.interface, "Queue": write.queue,
@@ -351,11 +340,11 @@ class AMIBridge:
             headers["Reason"] = write.reason
         try:
             await client.send_action("QueuePause", headers)
-            self._service.pause_written(write)
+            self._service.outbox.pause_written(write)
             logger.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
                         write.interface, write.queue, write.user)
         except (ActionError, ActionTimeout) as exc:
-            self._service.pause_failed(write, str(exc))
+            self._service.outbox.pause_refused(write, str(exc))
         except AMIError as exc:
             logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
 

@@ -62,7 +62,7 @@ from .config import Config
 from .model import InvalidInput
 from .rules import mirror_device, mirror_technology
 from .records import UserRecord
-from .users import PRESENCE_PROVIDER, parse_hint, user_from_hint
+from .translate import PRESENCE_PROVIDER, parse_hint, user_from_hint
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ class _FailingWrites(Collector):
             labels=["kind"])
         total = CounterMetricFamily(
             "astpresence_write_failures", "Writes refused by Asterisk", labels=["kind"])
-        for failures in self._service.failures():
+        for failures in self._service.outbox.failures():
             failing.add_metric([failures.kind], len(failures))
             total.add_metric([failures.kind], failures.total)
         yield failing

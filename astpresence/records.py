@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .model import Presence
+from .model import NOT_SET, Presence
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,21 @@ class TokenRecord:
     label: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceView:
+    """A user's effective presence as clients see it (the web code renders it)."""
+
+    user: str
+    presence: Presence
+    source: str
+    actor: str
+    since: datetime | None
+    pending: bool
+    rule: str = "default"
+
+    @classmethod
+    def unset(cls, uid: str, *, pending: bool = False) -> PresenceView:
+        """A user nothing was ever decided for."""
+        return cls(uid, NOT_SET, "default", "", None, pending)

@@ -1,48 +1,18 @@
-"""Who the users are: dialplan hints naming ``CustomPresence:<id>`` plus config."""
+"""Who the users are: dialplan hints naming ``CustomPresence:<id>`` plus config.
+
+The hints arrive already parsed (translate.py); this only merges and bounds them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .model import InvalidInput, validate_user_id
 from .records import UserRecord
 
-PRESENCE_PROVIDER = "CustomPresence:"
 #: Users found in hints, at most: a flood of events naming new presentities
 #: must not create users without end (config users do not count).
 DEFAULT_MAX_USERS = 20_000
-
-
-def parse_hint(hint: str) -> tuple[tuple[str, ...], str | None]:
-    """Split a hint into its devices and its presence provider.
-
-    ``PJSIP/2001&Custom:presence-2001,CustomPresence:2001`` ->
-    ``(("PJSIP/2001", "Custom:presence-2001"), "CustomPresence:2001")``.
-    Devices come before the comma, joined with ``&``; the presence provider
-    after it (docs/asterisk.md, "Hints and what phones see").
-    """
-    devices_part, _, presence_part = hint.partition(",")
-    devices = tuple(d.strip() for d in devices_part.split("&") if d.strip())
-    provider = presence_part.strip() or None
-    return devices, provider
-
-
-def user_id_from_provider(provider: str | None) -> str | None:
-    if not provider or not provider.startswith(PRESENCE_PROVIDER):
-        return None
-    try:
-        return validate_user_id(provider[len(PRESENCE_PROVIDER):])
-    except InvalidInput:
-        return None
-
-
-def user_from_hint(exten: str, context: str, hint: str) -> UserRecord | None:
-    devices, provider = parse_hint(hint)
-    uid = user_id_from_provider(provider)
-    if uid is None:
-        return None
-    return UserRecord(id=uid, extension=exten, context=context, devices=devices, origin="hint")
 
 
 class UserDirectory:

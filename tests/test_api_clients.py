@@ -268,7 +268,7 @@ async def test_resume_after_reconnect_and_snapshot_when_too_old(daemon: RunningD
             assert [(p["user"], p["state"]) for p in snap["presence"]] == [("2001", "xa")]
         finally:
             await s.close()
-    svc._recent.clear()  # the buffer no longer reaches back to `last`
+    svc.events._recent.clear()  # the buffer no longer reaches back to `last`
     await svc.set_manual("2000", Presence(State.CHAT), "api")
     s = await Stream.open(daemon, {"token": daemon.token, "subscribe": ["*"], "resume": last})
     try:
@@ -302,7 +302,7 @@ async def test_bad_websocket_clients_are_refused(daemon: RunningDaemon, hello: d
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     finally:
         await s.close()
-    await until(lambda: daemon.service.subscribers == 0)
+    await until(lambda: daemon.service.events.subscribers == 0)
 
 
 async def test_misbehaving_client_dropped_others_unaffected(daemon: RunningDaemon) -> None:
@@ -314,7 +314,7 @@ async def test_misbehaving_client_dropped_others_unaffected(daemon: RunningDaemo
         await bad.ws.send_str("this is not json")
         err = await bad.next()
         assert err["type"] == "error"
-        await until(lambda: daemon.service.subscribers == 1)
+        await until(lambda: daemon.service.events.subscribers == 1)
         await daemon.service.set_manual("2000", Presence(State.DND), "api")
         assert (await good.next())["presence"]["state"] == "dnd"
         # Changing the subscription on a live stream works.
@@ -332,16 +332,16 @@ async def test_slow_client_is_disconnected(daemon: RunningDaemon) -> None:
     s = await Stream.open(daemon, {"token": daemon.token, "subscribe": ["*"]})
     try:
         await s.next()
-        await until(lambda: daemon.service.subscribers == 1)
+        await until(lambda: daemon.service.events.subscribers == 1)
         await daemon.service.set_manual("2000", Presence(State.DND), "api")
-        event = daemon.service._recent[-1]
-        sub = next(iter(daemon.service._subs))
+        event = daemon.service.events.last()
+        sub = next(iter(daemon.service.events._subs))
         # Its queue full (no await in between, so the sender cannot drain it)...
         while not sub.queue.full():
             sub.queue.put_nowait(event)
         # ...the next change drops it from the fan-out at once, not blocking anyone.
         await daemon.service.set_manual("2000", Presence(State.AWAY), "api")
-        assert daemon.service.subscribers == 0
+        assert daemon.service.events.subscribers == 0
         while True:  # it gets what was queued, then a close saying why
             msg = await asyncio.wait_for(s.ws.receive(), 10)
             if msg.type != aiohttp.WSMsgType.TEXT:

@@ -189,7 +189,7 @@ async def _watch_and_listen(daemon: RunningDaemon, fake: FakeAsterisk,
         assert watch.stderr is not None and watch.stdout is not None
         line = await asyncio.wait_for(watch.stderr.readline(), 10)
         assert b"watching" in line
-        await until(lambda: daemon.service.subscribers == 2)
+        await until(lambda: daemon.service.events.subscribers == 2)
         async with http.put(daemon.url + "/v1/presence/2000",
                             json={"state": "away", "message": "lunch"}) as resp:
             assert resp.status == 200

@@ -350,7 +350,7 @@ async def test_failed_queue_pause_does_not_block_presence(fake: FakeAsterisk,
         await until(lambda: fake_value(fake, "2000").state == State.AWAY)
         # A new value is tried at once; a refused one again after 1 s, 2 s...
         await until(lambda: len(pauses(fake)) == 2)
-        failures = d.service.pause_failures
+        failures = d.service.outbox.pauses.failures
         key = ("support", "PJSIP/2000")
         await until(lambda: key in failures and failures.get(key).attempts == 1)  # type: ignore[union-attr]
         status = await cli(d.url, "status", "--json")
@@ -386,7 +386,7 @@ async def test_text_astpresence_cannot_write_does_not_stick_after_a_call(
         await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
         await until(lambda: fake_value(fake, "2000") == adopted, what="presence back after call")
         assert not d.service.view("2000").pending
-        assert len(d.service.presence_failures) == 0
+        assert len(d.service.outbox.presence.failures) == 0
         hist = await d.service.history("2000", 10)
         assert any("normalised" in h.reason for h in hist)
     finally:

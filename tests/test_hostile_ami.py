@@ -30,7 +30,7 @@ async def test_made_up_events_and_presentities_grow_nothing(fake_ami: FakeAsteri
                                         ("Presentity", "CustomPresence:2000"),
                                         ("Status", "away"), ("Subtype", ""), ("Message", "")])
         await until(lambda: d.service.view("2000").presence.state.value == "away")
-        await d.service._committer.drain()
+        await d.service.drain()
         async with aiohttp.ClientSession() as http:
             async with http.get(d.url + "/metrics") as resp:
                 text = await resp.text()

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from astpresence.model import NOT_SET, Presence, State
+from astpresence.model import NOT_SET, Presence, State, parse_device_state
 from astpresence.service import ASTERISK, MANUAL, PresenceService, UnknownUser
 from astpresence.records import UserRecord
 from astpresence.store.memory import MemoryStore
+from astpresence.translate import user_from_hint, user_id_from_provider
+from astpresence.writes import PresenceWrite
 
 DND = Presence(State.DND, "meeting", "until 3")
 AWAY = Presence(State.AWAY, "lunch", "back at 2")
@@ -29,13 +31,29 @@ async def store() -> AsyncIterator[MemoryStore]:
     await s.close()
 
 
+def hint_user(exten: str, context: str, hint: str) -> UserRecord:
+    user = user_from_hint(exten, context, hint)
+    assert user is not None
+    return user
+
+
+async def resync(svc: PresenceService, presences: dict[str, Presence],
+                 hints: list[tuple[str, str, str]], devices: dict[str, str]) -> dict[str, int]:
+    """What the bridge hands the engine after reading Asterisk's lists (translate.py)."""
+    return await svc.resync(
+        {uid: p for name, p in presences.items()
+         if (uid := user_id_from_provider(name)) is not None},
+        [u for u in (user_from_hint(*h) for h in hints) if u is not None],
+        {device: parse_device_state(state) for device, state in devices.items()})
+
+
 async def make_service(store: MemoryStore, *, synced: bool = True,
                        presences: dict[str, Presence] | None = None) -> PresenceService:
     svc = PresenceService(store, [UserRecord("9000", name="Config Only", origin="config")])
     await svc.start()
     if synced:
-        await svc.resync(presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
-        svc.take_all()[0]
+        await resync(svc, presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
+        svc.take_all().presence
     return svc
 
 
@@ -59,11 +77,11 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
     svc = await make_service(store)
     view = await svc.set_manual("2000", DND, "api")
     assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
-    assert svc.take_all()[0] == [("2000", DND)]
-    await svc.on_presence_change("CustomPresence:2000", DND)  # the echo
+    assert svc.take_all().presence == [("2000", DND)]
+    await svc.on_presence_change("2000", DND)  # the echo
     assert svc.adopted == 0 and svc.echoes == 1
     assert svc.view("2000").pending is False
-    assert svc.take_all()[0] == []
+    assert svc.take_all().presence == []
     hist = await svc.history("2000", 10)
     assert [(h.new, h.source, h.actor) for h in hist] == [(DND, MANUAL, "api")]
     await svc.stop()
@@ -71,10 +89,10 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
 
 async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.on_presence_change("CustomPresence:2001", AWAY)
+    await svc.on_presence_change("2001", AWAY)
     view = svc.view("2001")
     assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
-    assert svc.take_all()[0] == []  # nothing to write back: Asterisk has it already
+    assert svc.take_all().presence == []  # nothing to write back: Asterisk has it already
     hist = await svc.history("2001", 10)
     assert [(h.old, h.new, h.source) for h in hist] == [(None, AWAY, ASTERISK)]
     await svc.stop()
@@ -82,7 +100,7 @@ async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) ->
 
 async def test_change_for_non_user_is_ignored(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.on_presence_change("CustomPresence:nobody", AWAY)
+    await svc.on_presence_change("nobody", AWAY)
     await svc.on_presence_change("Other:2000", AWAY)
     assert svc.adopted == 0
     assert svc.view("2000").presence == NOT_SET
@@ -98,39 +116,39 @@ async def test_race_external_change_lands_before_our_echo(store: MemoryStore) ->
     """
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_all()[0] == [("2000", DND)]
-    await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone
-    await svc.on_presence_change("CustomPresence:2000", DND)  # our echo, late
+    assert svc.take_all().presence == [("2000", DND)]
+    await svc.on_presence_change("2000", AWAY)  # phone
+    await svc.on_presence_change("2000", DND)  # our echo, late
     assert svc.adopted == 1 and svc.echoes == 1
     assert svc.view("2000").presence == AWAY
-    assert svc.take_all()[0] == [("2000", AWAY)]
-    await svc.on_presence_change("CustomPresence:2000", AWAY)  # echo of the re-assert
+    assert svc.take_all().presence == [("2000", AWAY)]
+    await svc.on_presence_change("2000", AWAY)  # echo of the re-assert
     assert svc.echoes == 2 and svc.adopted == 1
-    assert svc.take_all()[0] == [] and not svc.view("2000").pending
+    assert svc.take_all().presence == [] and not svc.view("2000").pending
     await svc.stop()
 
 
 async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    svc.take_all()[0]
-    await svc.on_presence_change("CustomPresence:2000", DND)  # echo
-    await svc.on_presence_change("CustomPresence:2000", AWAY)  # phone, later
+    svc.take_all().presence
+    await svc.on_presence_change("2000", DND)  # echo
+    await svc.on_presence_change("2000", AWAY)  # phone, later
     assert svc.view("2000").presence == AWAY
-    assert svc.take_all()[0] == []
+    assert svc.take_all().presence == []
     await svc.stop()
 
 
 async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_all()[0] == [("2000", DND)]
+    assert svc.take_all().presence == [("2000", DND)]
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.take_all()[0] == [("2000", AWAY)]
-    await svc.on_presence_change("CustomPresence:2000", DND)
+    assert svc.take_all().presence == [("2000", AWAY)]
+    await svc.on_presence_change("2000", DND)
     assert svc.view("2000").presence == AWAY and svc.adopted == 0
-    assert svc.take_all()[0] == []  # AWAY is still in flight
-    await svc.on_presence_change("CustomPresence:2000", AWAY)
+    assert svc.take_all().presence == []  # AWAY is still in flight
+    await svc.on_presence_change("2000", AWAY)
     assert svc.adopted == 0 and not svc.view("2000").pending
     await svc.stop()
 
@@ -147,46 +165,46 @@ async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None
     clock = Clock()
     svc = PresenceService(store, retry_clock=clock)
     await svc.start()
-    await svc.resync({}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
+    await resync(svc, {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
     svc.take_all()
     await svc.set_manual("2000", DND, "api")
-    assert svc.take_all()[0] == [("2000", DND)]
+    assert svc.take_all().presence == [("2000", DND)]
     for attempt, delay in enumerate([1, 2, 4, 8, 16, 32, 60, 60], start=1):
-        svc.write_failed("2000", DND, "Variable not set")
+        svc.outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
         assert svc.view("2000").pending  # never silently dropped
-        assert svc.next_retry_in() == delay
-        svc._mark_dirty("2000")
+        assert svc.outbox.next_retry_in() == delay
+        svc.outbox.mark("2000")
         clock.now += delay - 0.01
-        assert svc.take_all()[0] == [], f"attempt {attempt} retried early"
+        assert svc.take_all().presence == [], f"attempt {attempt} retried early"
         clock.now += 0.01
-        assert svc.take_all()[0] == [("2000", DND)], f"attempt {attempt} not retried"
-        assert svc.next_retry_in() is None  # the retry is out: nothing due
-        assert svc.presence_failures.get("2000").attempts == attempt  # type: ignore[union-attr]
+        assert svc.take_all().presence == [("2000", DND)], f"attempt {attempt} not retried"
+        assert svc.outbox.next_retry_in() is None  # the retry is out: nothing due
+        assert svc.outbox.presence.failures.get("2000").attempts == attempt  # type: ignore[union-attr]
     # Another value is tried at once; its echo clears the failure.
-    svc.write_failed("2000", DND, "Variable not set")
+    svc.outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.take_all()[0] == [("2000", AWAY)]
-    await svc.on_presence_change("CustomPresence:2000", AWAY)
-    assert "2000" not in svc.presence_failures and not svc.view("2000").pending
+    assert svc.take_all().presence == [("2000", AWAY)]
+    await svc.on_presence_change("2000", AWAY)
+    assert "2000" not in svc.outbox.presence.failures and not svc.view("2000").pending
     # After a new login everything is tried at once.
     await svc.set_manual("2000", XA, "api")
     svc.take_all()
-    svc.write_failed("2000", XA, "Variable not set")
+    svc.outbox.presence_refused(PresenceWrite("2000", XA), "Variable not set")
     svc.link_lost()
-    await svc.resync({"CustomPresence:2000": AWAY}, HINTS, {})
-    assert ("2000", XA) in svc.take_all()[0]
+    await resync(svc, {"CustomPresence:2000": AWAY}, HINTS, {})
+    assert ("2000", XA) in svc.take_all().presence
     await svc.stop()
 
 
 async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -> None:
     svc = await make_service(store)
     dirty = Presence(State.AWAY, "a\tb", "line1\r\nX-Forged: 1" + "é" * 200)
-    await svc.on_presence_change("CustomPresence:2000", dirty)
+    await svc.on_presence_change("2000", dirty)
     got = svc.view("2000").presence
     assert got.subtype == "ab" and got.message.startswith("line1X-Forged: 1")
     assert len(got.message.encode()) <= 255 and got.message.endswith("é")
     # Asterisk holds the raw value: the clean one is written back, and can be.
-    assert svc.take_all()[0] == [("2000", got)]
+    assert svc.take_all().presence == [("2000", got)]
     entry = (await svc.history("2000", 1))[0]
     assert "normalised" in entry.reason and entry.source == ASTERISK
     await svc.stop()
@@ -195,8 +213,8 @@ async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -
 async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore) -> None:
     svc = await make_service(store)
     for i in range(100):
-        await svc.on_presence_change(f"CustomPresence:ghost{i}", DND)
-    await svc._committer.drain()
+        await svc.on_presence_change(f"ghost{i}", DND)
+    await svc.drain()
     assert "ghost1" not in await store.load_asterisk()
     assert "ghost1" not in svc.users
     await svc.stop()
@@ -205,18 +223,18 @@ async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore
 async def test_users_follow_the_dialplan_with_a_cap(store: MemoryStore) -> None:
     svc = PresenceService(store, max_users=3)
     await svc.start()
-    await svc.resync({}, HINTS, {})
+    await resync(svc, {}, HINTS, {})
     assert svc.users.ids() == ["2000", "2001"]
     # A flood of hint events naming new presentities: capped.
     for i in range(50):
-        await svc.on_hint(f"9{i}", "x", f"PJSIP/9{i},CustomPresence:flood{i}")
+        await svc.on_hint(hint_user(f"9{i}", "x", f"PJSIP/9{i},CustomPresence:flood{i}"))
     assert len(svc.users.ids()) == 3 and svc.users.refused == 49
     # The next sync follows the dialplan: the flood and a removed hint are gone.
-    await svc.resync({}, HINTS[:1], {})
+    await resync(svc, {}, HINTS[:1], {})
     assert svc.users.ids() == ["2000"]
     assert [u.id for u in await store.load_users()] == ["2000"]
     # An intercom hint for the same presentity is the same user, plain extension shown.
-    await svc.resync({}, [("*802000", "ext-local", "PJSIP/2000,CustomPresence:2000"),
+    await resync(svc, {}, [("*802000", "ext-local", "PJSIP/2000,CustomPresence:2000"),
                           ("2000", "ext-local", "PJSIP/2000,CustomPresence:2000")], {})
     assert svc.users.ids() == ["2000"] and svc.require_user("2000").extension == "2000"
     await svc.stop()
@@ -227,9 +245,9 @@ async def test_writes_wait_for_sync(store: MemoryStore) -> None:
     svc.users.add_hint_user(UserRecord("2000"))
     view = await svc.set_manual("2000", DND, "api")
     assert view.pending
-    assert svc.take_all()[0] == []  # link down: kept, not sent
-    await svc.resync({}, HINTS, {})
-    assert svc.take_all()[0] == [("2000", DND)]
+    assert svc.take_all().presence == []  # link down: kept, not sent
+    await resync(svc, {}, HINTS, {})
+    assert svc.take_all().presence == [("2000", DND)]
     await svc.stop()
 
 
@@ -268,9 +286,9 @@ async def test_resync_table(
     # A fresh service, as after a restart: everything comes from the store.
     svc = PresenceService(store)
     await svc.start()
-    await svc.resync({"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
+    await resync(svc, {"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
     assert svc.view("2000").presence == expect_presence
-    writes = svc.take_all()[0]
+    writes = svc.take_all().presence
     assert writes == ([("2000", expect_presence)] if expect_write else [])
     hist = await svc.history("2000", 100)
     new_rows = hist[: len(hist) - before]
@@ -283,19 +301,19 @@ async def test_resync_table(
 
 async def test_events_published_and_buffered_for_resume(store: MemoryStore) -> None:
     svc = await make_service(store)
-    sub = svc.subscribe()
-    start = svc.seq
+    sub = svc.events.subscribe()
+    start = svc.events.seq
     await svc.set_manual("2000", DND, "api")
     await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")
     await svc.set_manual("2000", Presence(State.DND, "meeting", "until 4"), "api")  # no change
     first, second = sub.queue.get_nowait(), sub.queue.get_nowait()
     assert sub.queue.empty()
     assert (first.seq, second.seq) == (start + 1, start + 2)
-    assert (first.old["state"], first.new["state"]) == ("not_set", "dnd")
-    assert (second.old["message"], second.new["message"]) == ("until 3", "until 4")
-    assert svc.events_since(start) == [first, second]
-    assert svc.events_since(start + 2) == []
-    assert svc.events_since(start + 99) is None  # from another run: snapshot needed
+    assert (first.old.presence.state, first.new.presence.state) == (State.NOT_SET, State.DND)
+    assert (second.old.presence.message, second.new.presence.message) == ("until 3", "until 4")
+    assert svc.events.events_since(start) == [first, second]
+    assert svc.events.events_since(start + 2) == []
+    assert svc.events.events_since(start + 99) is None  # from another run: snapshot needed
     await svc.stop()
 
 
@@ -322,23 +340,23 @@ def test_device_aggregation_like_asterisk(states: tuple[str, ...], expected: str
 async def test_event_numbers_continue_across_restarts(store: MemoryStore) -> None:
     first = await make_service(store)
     await first.set_manual("2000", DND, "api")
-    last = first.seq
+    last = first.events.seq
     await first.stop()
     second = PresenceService(store)
     await second.start()
-    await second.resync({}, HINTS, {})
+    await resync(second, {}, HINTS, {})
     await second.set_manual("2000", AWAY, "api")
     # A number from the earlier run is older than anything this run buffered:
     # the client gets a snapshot, never a silent gap.
-    assert second.seq > last + 1
-    assert second.events_since(last) is None
+    assert second.events.seq > last + 1
+    assert second.events.events_since(last) is None
     await second.stop()
 
 
 async def test_unroutable_presentities_are_not_users(store: MemoryStore) -> None:
     svc = PresenceService(store)
     await svc.start()
-    await svc.resync({}, [(f"{i}", "x", f"PJSIP/{i},CustomPresence:{name}")
+    await resync(svc, {}, [(f"{i}", "x", f"PJSIP/{i},CustomPresence:{name}")
                           for i, name in enumerate(["{a}", "a/b", "..", "a%b", "ok"])], {})
     assert svc.users.ids() == ["ok"]
     await svc.stop()

@@ -1,0 +1,92 @@
+"""Group commit: one writer, many changes per transaction, each caller told when durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .store.base import Batch, Store
+
+logger = logging.getLogger(__name__)
+
+
+class GroupCommitter:
+    """One writer: queues batches and commits whatever queued up in one go.
+
+    Each caller waits for the commit that contains its batch, so an
+    acknowledged change is durable, and a burst costs one transaction.
+    """
+
+    def __init__(self, store: Store, max_batches: int = 2000) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[tuple[Batch, asyncio.Future[None]]] = asyncio.Queue()
+        self._max = max_batches
+        self._task: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    def enqueue(self, batch: Batch) -> asyncio.Future[None] | None:
+        """Queue a batch without waiting; the future is done once it is committed."""
+        if not batch:
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((batch, fut))  # unbounded
+        self._last = fut
+        return fut
+
+    async def submit(self, batch: Batch) -> None:
+        """Queue a batch and wait until it is committed (durable)."""
+        fut = self.enqueue(batch)
+        if fut is not None:
+            await fut
+
+    async def drain(self) -> None:
+        """Wait until every batch queued so far is committed (or has failed).
+
+        Batches are committed in the order queued, so waiting for the last
+        one is enough.
+        """
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait({last})  # never raises; a cancelled caller leaves it be
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self._max and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            merged = Batch()
+            for batch, _ in items:
+                merged.extend(batch)
+            try:
+                await self._store.commit(merged)
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_result(None)
+            except Exception as exc:  # every waiter must learn about it
+                logger.error("store write failed: %s", exc)
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+
+def log_store_failure(fut: asyncio.Future[None]) -> None:
+    """Done-callback for batches nobody waits for (changes that came from Asterisk)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        logger.error("a change from Asterisk was not stored: %s", fut.exception())

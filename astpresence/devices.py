@@ -1,0 +1,113 @@
+"""The devices side of presence: device states, whose they are, offline, missed calls.
+
+Plain domain values in (``DeviceState``), decisions out; the bridge has
+already turned AMI's strings into them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+
+from . import rules
+from .model import DeviceState
+from .rules import DeviceView, RuleConfig
+from .users import UserDirectory
+
+_RINGING = (DeviceState.RINGING, DeviceState.RINGINUSE)
+_TALKING = (DeviceState.INUSE, DeviceState.BUSY, DeviceState.ONHOLD)
+
+
+class CallEnd(enum.Enum):
+    """How a ring ended, for missed-call auto-away."""
+
+    ANSWERED = "answered"
+    MISSED = "missed"  # not enough misses in a row for auto-away yet
+    AUTO_AWAY = "auto-away"  # this miss makes the person auto-away
+
+
+class Devices:
+    """Device states by name, the users each device belongs to, per-user call tracking."""
+
+    def __init__(self, users: UserDirectory, config: RuleConfig) -> None:
+        self._users = users
+        self._config = config
+        self.states: dict[str, DeviceState] = {}
+        self._index: dict[str, set[str]] | None = None  # device -> users
+        self._unavailable_since: dict[str, datetime] = {}
+        self._missed: dict[str, int] = {}
+        self._ring: dict[str, CallEnd] = {}  # uid -> ANSWERED or MISSED while ringing
+
+    def users_changed(self) -> None:
+        self._index = None
+
+    def users_of(self, device: str) -> set[str]:
+        if self._index is None:
+            index: dict[str, set[str]] = {}
+            for user in self._users.all():
+                for dev in user.devices:
+                    index.setdefault(dev, set()).add(user.id)
+            self._index = index
+        return self._index.get(device, set())
+
+    def mirror_owner(self, device: str) -> str | None:
+        """Whose BLF mirror ``device`` is (None: not a mirror device)."""
+        return rules.mirror_user(device, self._config) if self._config.mirror else None
+
+    def set(self, device: str, state: DeviceState) -> None:
+        self.states[device] = state
+
+    def replace(self, states: Mapping[str, DeviceState]) -> None:
+        """After a login: what Asterisk reports now; nothing from before counts."""
+        self.states = dict(states)
+        self._ring.clear()
+
+    def view(self, uid: str) -> DeviceView:
+        """The states of the user's own devices (never the mirror, derived from the result)."""
+        user = self._users.get(uid)
+        states: list[DeviceState] = []
+        if user is not None:
+            for device in user.devices:
+                if rules.is_mirror_device(device, self._config):
+                    continue
+                state = self.states.get(device)
+                if state is not None:
+                    states.append(state)
+        return DeviceView(tuple(states), self._unavailable_since.get(uid))
+
+    def note_unavailable(self, uid: str, now: datetime) -> DeviceView:
+        """Note since when all of the user's devices are UNAVAILABLE (for offline)."""
+        view = self.view(uid)
+        since = rules.track_unavailable_since(self._unavailable_since.get(uid), view.states, now)
+        if since is None:
+            self._unavailable_since.pop(uid, None)
+        else:
+            self._unavailable_since[uid] = since
+        return view
+
+    def reset_missed(self, uid: str) -> None:
+        """Any manual change starts the missed-call count again."""
+        self._missed[uid] = 0
+
+    def call_step(self, uid: str, states: tuple[DeviceState, ...]) -> CallEnd | None:
+        """Follow a ring; when it ends, say how (None: still ringing, or no ring)."""
+        if self._config.missed_calls_away <= 0:
+            return None
+        ringing = any(s in _RINGING for s in states)
+        talking = any(s in _TALKING for s in states)
+        phase = self._ring.get(uid)
+        if ringing and phase is None:
+            self._ring[uid] = CallEnd.ANSWERED if talking else CallEnd.MISSED
+        elif phase is CallEnd.MISSED and talking:
+            self._ring[uid] = CallEnd.ANSWERED
+        if phase is None or ringing:
+            return None
+        del self._ring[uid]  # the ring is over
+        answered = phase is CallEnd.ANSWERED or talking
+        count, active = rules.missed_calls_step(
+            self._missed.get(uid, 0), "answered" if answered else "missed", self._config)
+        self._missed[uid] = count
+        if answered:
+            return CallEnd.ANSWERED
+        return CallEnd.AUTO_AWAY if active else CallEnd.MISSED

@@ -1,0 +1,96 @@
+"""Change events for clients: numbering, a buffer to resume from, bounded fan-out.
+
+The engine publishes one :class:`ChangeEvent` per change of a user's
+effective presence; listeners (the WebSocket streams) each get a bounded
+queue. A listener that falls too far behind is dropped at once instead of
+holding anyone up (its stream closes with 1011 and the client resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+
+from .records import PresenceView
+
+#: How many recent events a reconnecting client can resume from.
+EVENT_BUFFER = 10_000
+#: Events queued for one listener, at most.
+SUBSCRIPTION_QUEUE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change of a user's effective presence, numbered for resuming."""
+
+    seq: int
+    user: str
+    old: PresenceView
+    new: PresenceView
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    """A listener's bounded queue of change events."""
+
+    queue: asyncio.Queue[ChangeEvent] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIPTION_QUEUE))
+    overflowed: bool = False
+
+
+class EventHub:
+    """Numbers events, keeps the recent ones, and hands them to every listener."""
+
+    def __init__(self, first_seq: int | None = None) -> None:
+        # Event numbers continue across restarts (they start at the start time
+        # in microseconds), so a number from an earlier run is never mistaken
+        # for one of this run: resuming from it gets a snapshot.
+        self._seq = int(time.time() * 1_000_000) if first_seq is None else first_seq
+        self._recent: collections.deque[ChangeEvent] = collections.deque(maxlen=EVENT_BUFFER)
+        self._subs: set[Subscription] = set()
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription()
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def close(self) -> None:
+        self._subs.clear()
+
+    def events_since(self, seq: int) -> list[ChangeEvent] | None:
+        """Events after ``seq``, or None when they are no longer all buffered."""
+        if seq > self._seq:
+            return None  # a number from an earlier run of the daemon
+        if seq == self._seq:
+            return []
+        if not self._recent or self._recent[0].seq > seq + 1:
+            return None
+        return [e for e in self._recent if e.seq > seq]
+
+    def publish(self, old: PresenceView, new: PresenceView) -> ChangeEvent:
+        self._seq += 1
+        event = ChangeEvent(self._seq, new.user, old, new)
+        self._recent.append(event)
+        for sub in list(self._subs):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self._subs.discard(sub)
+        return event
+
+    def last(self) -> ChangeEvent | None:
+        return self._recent[-1] if self._recent else None

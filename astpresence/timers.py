@@ -1,0 +1,65 @@
+"""Deadlines: when each user's presence may change by time alone (windows, offline)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+logger = logging.getLogger(__name__)
+
+#: Longest single wait: a clock that jumps is noticed within this many seconds.
+MAX_WAIT = 3600.0
+
+
+class Deadlines:
+    """One task waits for the earliest deadline and hands the users due to ``on_due``."""
+
+    def __init__(self, clock: Callable[[], datetime],
+                 on_due: Callable[[list[str], datetime], Awaitable[None]]) -> None:
+        self._clock = clock
+        self._on_due = on_due
+        self._at: dict[str, datetime] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def set(self, uid: str, when: datetime | None) -> None:
+        """The next time ``uid`` must be decided again (None: only on input)."""
+        old = self._at.get(uid)
+        if when is None:
+            self._at.pop(uid, None)
+        else:
+            self._at[uid] = when
+            if old is None or when < old:
+                self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="presence-timer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            if not self._at:
+                await self._wakeup.wait()
+                continue
+            delay = (min(self._at.values()) - self._clock()).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), min(delay, MAX_WAIT))
+                continue
+            now = self._clock()
+            due = [uid for uid, at in self._at.items() if at <= now]
+            for uid in due:
+                del self._at[uid]
+            try:
+                await self._on_due(due, now)
+            except Exception:
+                logger.exception("could not apply timed changes")

@@ -1,0 +1,96 @@
+"""AMI frames and Asterisk's strings become domain values here, and nowhere else.
+
+The bridge calls these on every event and list item; the engine only ever
+sees user ids, :class:`~astpresence.model.Presence`,
+:class:`~astpresence.model.DeviceState`, :class:`~astpresence.records.UserRecord`
+and :class:`~astpresence.queues.QueueMember`. Anything that does not parse
+is refused here with :class:`~astpresence.model.InvalidInput` or ``None``.
+"""
+
+from __future__ import annotations
+
+from .ami.frames import Message
+from .codec import presence_from_change_event
+from .model import DeviceState, InvalidInput, Presence, parse_device_state, validate_user_id
+from .queues import QueueMember
+from .records import UserRecord
+
+PRESENCE_PROVIDER = "CustomPresence:"
+
+
+def parse_hint(hint: str) -> tuple[tuple[str, ...], str | None]:
+    """Split a hint into its devices and its presence provider.
+
+    ``PJSIP/2001&Custom:presence-2001,CustomPresence:2001`` ->
+    ``(("PJSIP/2001", "Custom:presence-2001"), "CustomPresence:2001")``.
+    Devices come before the comma, joined with ``&``; the presence provider
+    after it (docs/asterisk.md, "Hints and what phones see").
+    """
+    devices_part, _, presence_part = hint.partition(",")
+    devices = tuple(d.strip() for d in devices_part.split("&") if d.strip())
+    provider = presence_part.strip() or None
+    return devices, provider
+
+
+def user_id_from_provider(provider: str | None) -> str | None:
+    """``CustomPresence:2000`` -> ``2000``; None for other providers and unusable ids."""
+    if not provider or not provider.startswith(PRESENCE_PROVIDER):
+        return None
+    try:
+        return validate_user_id(provider[len(PRESENCE_PROVIDER):])
+    except InvalidInput:
+        return None
+
+
+def user_from_hint(exten: str, context: str, hint: str) -> UserRecord | None:
+    devices, provider = parse_hint(hint)
+    uid = user_id_from_provider(provider)
+    if uid is None:
+        return None
+    return UserRecord(id=uid, extension=exten, context=context, devices=devices, origin="hint")
+
+
+def hint_user(msg: Message) -> UserRecord | None:
+    """The user an ``ExtensionStatus``/``PresenceStatus``/list item's hint names."""
+    hint = msg.get("Hint")
+    if not hint:
+        return None
+    return user_from_hint(msg.get("Exten") or "", msg.get("Context") or "", hint)
+
+
+def presence_change(msg: Message) -> tuple[str, Presence] | None:
+    """A ``PresenceStateChange`` (live or listed): (user id, presence), None if not a user.
+
+    Raises :class:`InvalidInput` for a state Asterisk should never send.
+    """
+    uid = user_id_from_provider(msg.get("Presentity"))
+    if uid is None:
+        return None
+    return uid, presence_from_change_event(
+        msg.get("Status") or "", msg.get("Subtype") or "", msg.get("Message") or "")
+
+
+def device_change(msg: Message) -> tuple[str, DeviceState] | None:
+    """A ``DeviceStateChange`` (live or listed); raises InvalidInput for an unknown state."""
+    device = msg.get("Device")
+    if not device:
+        return None
+    return device, parse_device_state(msg.get("State") or "")
+
+
+def hint_of_state_interface(text: str) -> tuple[str, str] | None:
+    """``hint:2000@internal`` -> ``("2000", "internal")`` (context may be empty)."""
+    if not text.startswith("hint:"):
+        return None
+    exten, _, context = text[5:].partition("@")
+    return exten, context
+
+
+def queue_member(msg: Message) -> QueueMember | None:
+    """``QueueMember`` (QueueStatus) and the live ``QueueMember*`` events."""
+    queue = msg.get("Queue")
+    interface = msg.get("Interface") or msg.get("Location")
+    if not queue or not interface:
+        return None
+    return QueueMember(queue, interface, hint_of_state_interface(msg.get("StateInterface") or ""),
+                       msg.get("Paused") == "1", msg.get("PausedReason") or "")
