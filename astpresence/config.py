@@ -6,9 +6,12 @@ Parsed once into a frozen :class:`Config`. Every bad value raises
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import tomllib
-from collections.abc import Mapping
+from datetime import timedelta
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,14 +100,6 @@ class Config:
         return f"{host}:{self.listen_port}"
 
 
-ENV_VARS = {
-    "ASTPRESENCE_AMI_HOST": "ami_host",
-    "ASTPRESENCE_AMI_PORT": "ami_port",
-    "ASTPRESENCE_AMI_USERNAME": "ami_username",
-    "ASTPRESENCE_AMI_SECRET": "ami_secret",
-    "ASTPRESENCE_DB": "db",
-    "ASTPRESENCE_LISTEN": "listen",
-}
 
 
 def parse_port(raw: object, what: str) -> int:
@@ -248,6 +243,130 @@ def _parse_presets(raw: object, where: str) -> dict[int, Presence]:
     return out
 
 
+# -- the tables: one grammar for the file, the environment and the flags -----------
+
+#: A key's parser: (raw value, "where" for messages) -> the fields it sets.
+FieldParser = Callable[[object, str], dict[str, Any]]
+
+
+def _to(attr: str, parse: Callable[[object, str], Any]) -> FieldParser:
+    return lambda raw, what: {attr: parse(raw, what)}
+
+
+def _secret(raw: object, what: str) -> Secret:
+    return Secret(_text(raw, what, allow_empty=True))
+
+
+def _listen(raw: object, what: str) -> dict[str, Any]:
+    host, port = parse_listen(raw, what)
+    return {"listen_host": host, "listen_port": port}
+
+
+def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
+    def parse(raw: object, what: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+            raise ConfigError(f"{what}: expected {low}-{high}, got {raw!r}")
+        return raw
+    return parse
+
+
+def _url(raw: object, what: str) -> str:
+    url = _text(raw, what)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{what}: expected http(s)://host:port/ari, got {url!r}")
+    return url
+
+
+#: Flat sections: TOML key -> parser, and which part of :class:`Config` they fill
+#: (``None``: Config itself).
+SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
+    "ami": ("ami", {
+        "host": _to("host", _text), "port": _to("port", parse_port),
+        "username": _to("username", _text), "secret": _to("secret", _secret),
+        "ping_interval": _to("ping_interval", _positive),
+        "action_timeout": _to("action_timeout", _positive),
+        "connect_timeout": _to("connect_timeout", _positive),
+    }),
+    "store": (None, {"path": _to("db", _text)}),
+    "api": (None, {"listen": _listen,
+                   "max_websockets": _to("max_websockets", _bounded_int(1, 100_000))}),
+    "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
+    "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
+                    "password": _to("password", _secret)}),
+}
+
+#: Environment variables and command-line flags: the same keys as the file.
+ENV_VARS = {
+    "ASTPRESENCE_AMI_HOST": ("ami", "host"),
+    "ASTPRESENCE_AMI_PORT": ("ami", "port"),
+    "ASTPRESENCE_AMI_USERNAME": ("ami", "username"),
+    "ASTPRESENCE_AMI_SECRET": ("ami", "secret"),
+    "ASTPRESENCE_DB": ("store", "path"),
+    "ASTPRESENCE_LISTEN": ("api", "listen"),
+}
+FLAGS = {"ami_host": ("ami", "host"), "ami_port": ("ami", "port"),
+         "ami_username": ("ami", "username"), "ami_secret": ("ami", "secret"),
+         "db": ("store", "path"), "listen": ("api", "listen")}
+
+
+def _set(cfg: Config, section: str, key: str, raw: object, what: str) -> Config:
+    """Apply one value of a flat section, wherever it came from."""
+    part, fields = SECTIONS[section]
+    values = fields[key](raw, what)
+    if part is None:
+        return replace(cfg, **values)
+    return replace(cfg, **{part: replace(getattr(cfg, part), **values)})
+
+
+def _flat(section: str) -> Callable[[Config, object, str], Config]:
+    def parse(cfg: Config, raw: object, where: str) -> Config:
+        table = _table(raw, f"{where} [{section}]")
+        _check_keys(table, set(SECTIONS[section][1]), f"{where} [{section}]")
+        for key, value in table.items():
+            cfg = _set(cfg, section, key, value, f"{where} {section}.{key}")
+        return cfg
+    return parse
+
+
+def _users(cfg: Config, raw: object, where: str) -> Config:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'users' must be an array of tables ([[users]])")
+    users = tuple(_parse_user(u, f"{where} users[{i}]") for i, u in enumerate(raw))
+    ids = [u.id for u in users]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
+    return replace(cfg, users=users)
+
+
+def _rules(cfg: Config, raw: object, where: str) -> Config:
+    try:
+        return replace(cfg, rules=RuleConfig.from_mapping(_table(raw, f"{where} [rules]")))
+    except InvalidInput as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _presets(cfg: Config, raw: object, where: str) -> Config:
+    return replace(cfg, presets=_parse_presets(raw, where))
+
+
+def _cli(cfg: Config, raw: object, where: str) -> Config:
+    cli_token({"cli": raw}, where)  # read by the CLI; checked here so a typo is caught once
+    return cfg
+
+
+def _later(cfg: Config, raw: object, where: str) -> Config:
+    return cfg  # [privacy] and [groups] need the users' levels: parsed after the others
+
+
+#: Every top-level key of the file and its parser, in the order applied.
+FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
+    **{section: _flat(section) for section in SECTIONS},
+    "users": _users, "rules": _rules, "presets": _presets, "cli": _cli,
+    "privacy": _later, "groups": _later,
+}
+
+
 def _from_file(path: Path, cfg: Config) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -258,95 +377,49 @@ def _from_file(path: Path, cfg: Config) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
-    _check_keys(data, {"ami", "store", "api", "users", "rules", "presets", "privacy",
-                       "groups", "cli", "ari", "limits"}, where)
-    ami = cfg.ami
-    if "ami" in data:
-        t = _table(data["ami"], f"{where} [ami]")
-        _check_keys(
-            t,
-            {"host", "port", "username", "secret", "ping_interval", "action_timeout",
-             "connect_timeout"},
-            f"{where} [ami]",
-        )
-        if "host" in t:
-            ami = replace(ami, host=_text(t["host"], f"{where} ami.host"))
-        if "port" in t:
-            ami = replace(ami, port=parse_port(t["port"], f"{where} ami.port"))
-        if "username" in t:
-            ami = replace(ami, username=_text(t["username"], f"{where} ami.username"))
-        if "secret" in t:
-            ami = replace(ami, secret=Secret(_text(t["secret"], f"{where} ami.secret",
-                                                   allow_empty=True)))
-        if "ping_interval" in t:
-            ami = replace(ami, ping_interval=_positive(t["ping_interval"],
-                                                       f"{where} ami.ping_interval"))
-        if "action_timeout" in t:
-            ami = replace(ami, action_timeout=_positive(t["action_timeout"],
-                                                        f"{where} ami.action_timeout"))
-        if "connect_timeout" in t:
-            ami = replace(ami, connect_timeout=_positive(t["connect_timeout"],
-                                                         f"{where} ami.connect_timeout"))
-    cfg = replace(cfg, ami=ami, source=where)
-    if "store" in data:
-        t = _table(data["store"], f"{where} [store]")
-        _check_keys(t, {"path"}, f"{where} [store]")
-        if "path" in t:
-            cfg = replace(cfg, db=_text(t["path"], f"{where} store.path"))
-    if "api" in data:
-        t = _table(data["api"], f"{where} [api]")
-        _check_keys(t, {"listen", "max_websockets"}, f"{where} [api]")
-        if "listen" in t:
-            host, port = parse_listen(t["listen"], f"{where} api.listen")
-            cfg = replace(cfg, listen_host=host, listen_port=port)
-        if "max_websockets" in t:
-            n = t["max_websockets"]
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
-                raise ConfigError(f"{where} api.max_websockets: expected 1-100000, got {n!r}")
-            cfg = replace(cfg, max_websockets=n)
-    if "limits" in data:
-        t = _table(data["limits"], f"{where} [limits]")
-        _check_keys(t, {"max_users"}, f"{where} [limits]")
-        if "max_users" in t:
-            n = t["max_users"]
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
-                raise ConfigError(f"{where} limits.max_users: expected 1-1000000, got {n!r}")
-            cfg = replace(cfg, max_users=n)
-    if "cli" in data:
-        # Read by the CLI (token); checked here so a typo is caught once.
-        cli_token(data, where)
-    if "users" in data:
-        raw_users = data["users"]
-        if not isinstance(raw_users, list):
-            raise ConfigError(f"{where}: 'users' must be an array of tables ([[users]])")
-        users = tuple(_parse_user(u, f"{where} users[{i}]") for i, u in enumerate(raw_users))
-        ids = [u.id for u in users]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ConfigError(f"{where}: user id(s) defined twice: {', '.join(dupes)}")
-        cfg = replace(cfg, users=users)
+    _check_keys(data, set(FILE_KEYS), where)
+    cfg = replace(cfg, source=where)
+    for key, parse in FILE_KEYS.items():
+        if key in data:
+            cfg = parse(cfg, data[key], where)
     cfg = replace(cfg, privacy=_parse_privacy(data, raw_users_levels(data, where), where))
-    if "presets" in data:
-        cfg = replace(cfg, presets=_parse_presets(data["presets"], where))
-    if "rules" in data:
-        try:
-            rules = RuleConfig.from_mapping(_table(data["rules"], f"{where} [rules]"))
-        except InvalidInput as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        cfg = replace(cfg, rules=rules)
-    if "ari" in data:
-        t = _table(data["ari"], f"{where} [ari]")
-        _check_keys(t, {"url", "username", "password"}, f"{where} [ari]")
-        url = _text(t.get("url", ""), f"{where} ari.url")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got {url!r}")
-        cfg = replace(cfg, ari=AriConfig(
-            url, _text(t.get("username", ""), f"{where} ari.username"),
-            Secret(_text(t.get("password", ""), f"{where} ari.password", allow_empty=True))))
+    if "ari" in data and not cfg.ari.url:
+        raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got ''")
     if cfg.rules.mirror and cfg.rules.mirror_via == "ari" and not cfg.ari.url:
         raise ConfigError(f"{where}: rules.mirror_via = \"ari\" needs an [ari] section "
                           "with url, username and password")
     return cfg
+
+
+def config_json(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as JSON (``/v1/config``), generated from :class:`Config`.
+
+    Every setting appears, so nothing can be forgotten here; a :class:`Secret`
+    shows only whether it is set.
+    """
+    out = _jsonable(cfg)
+    assert isinstance(out, dict)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return {"set": bool(value.value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Presence):
+        return value.as_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def cli_token(data: Mapping[str, Any], where: str) -> str | None:
@@ -360,23 +433,6 @@ def cli_token(data: Mapping[str, Any], where: str) -> str | None:
     return _text(table["token"], f"{where} cli.token")
 
 
-def _apply(cfg: Config, key: str, raw: str, what: str) -> Config:
-    if key == "ami_host":
-        return replace(cfg, ami=replace(cfg.ami, host=_text(raw, what)))
-    if key == "ami_port":
-        return replace(cfg, ami=replace(cfg.ami, port=parse_port(raw, what)))
-    if key == "ami_username":
-        return replace(cfg, ami=replace(cfg.ami, username=_text(raw, what)))
-    if key == "ami_secret":
-        return replace(cfg, ami=replace(cfg.ami, secret=Secret(_text(raw, what, allow_empty=True))))
-    if key == "db":
-        return replace(cfg, db=_text(raw, what))
-    if key == "listen":
-        host, port = parse_listen(raw, what)
-        return replace(cfg, listen_host=host, listen_port=port)
-    raise AssertionError(key)
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -385,17 +441,18 @@ def load_config(
     """Build the configuration from its layers.
 
     ``overrides`` are command-line values keyed like ``ENV_VARS``' values
-    (``ami_host``, ``ami_port``...); ``None`` means "not given".
+    (:data:`FLAGS`: ``ami_host``, ``ami_port``...); ``None`` means "not given".
     """
     env = os.environ if env is None else env
     cfg = Config(db=default_db_path(env))
     if path is not None:
         cfg = _from_file(Path(path), cfg)
-    for var, key in ENV_VARS.items():
+    for var, (section, key) in ENV_VARS.items():
         if var in env:
-            cfg = _apply(cfg, key, env[var], f"environment variable {var}")
-    for key, value in (overrides or {}).items():
+            cfg = _set(cfg, section, key, env[var], f"environment variable {var}")
+    for flag, value in (overrides or {}).items():
         if value is not None:
-            cfg = _apply(cfg, key, str(value), f"--{key.replace('_', '-')}")
+            section, key = FLAGS[flag]
+            cfg = _set(cfg, section, key, str(value), f"--{flag.replace('_', '-')}")
     # Absolute, so every message names the file really used.
     return replace(cfg, db=os.path.abspath(os.path.expanduser(cfg.db)))

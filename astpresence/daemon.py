@@ -19,7 +19,7 @@ from aiohttp import web
 from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .bridge import AMIBridge
-from .config import Config, default_db_path
+from .config import Config, config_json, default_db_path
 from .lock import AlreadyRunning, DaemonLock
 from .metrics import Metrics
 from .service import PresenceService
@@ -66,7 +66,7 @@ class Daemon:
         await self.service.start()
         app = create_app(self.service, self._status, self.store,
                          privacy=self.config.privacy, metrics=self.metrics,
-                         config=self._config_json, max_websockets=self.config.max_websockets)
+                         config=lambda: config_json(self.config), max_websockets=self.config.max_websockets)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=HttpServerLog())
         await self._runner.setup()
@@ -115,36 +115,6 @@ class Daemon:
 
     def _status(self) -> dict[str, Any]:
         return self.bridge.status_json()
-
-    def _config_json(self) -> dict[str, Any]:
-        """The effective configuration for admins; the secret is never included."""
-        cfg = self.config
-        r = cfg.rules
-        return {
-            "source": cfg.source,
-            "ami": {"host": cfg.ami.host, "port": cfg.ami.port, "username": cfg.ami.username,
-                    "secret_set": bool(cfg.ami.secret.value),
-                    "ping_interval": cfg.ami.ping_interval,
-                    "action_timeout": cfg.ami.action_timeout},
-            "db": cfg.db,
-            "listen": cfg.listen,
-            "max_websockets": cfg.max_websockets,
-            "max_users": cfg.max_users,
-            "users": [u.id for u in cfg.users],
-            "rules": {
-                "on_phone": r.on_phone.as_dict() if r.on_phone else None,
-                "offline": r.offline.as_dict() if r.offline else None,
-                "offline_after": r.offline_after.total_seconds(),
-                "missed_calls_away": r.missed_calls_away,
-                "mirror": r.mirror, "mirror_prefix": r.mirror_prefix,
-                "queue_pause": r.queue_pause,
-                "pause_states": sorted(s.value for s in r.pause_states),
-            },
-            "privacy": {"default": cfg.privacy.default.value,
-                        "levels": {k: v.value for k, v in cfg.privacy.levels.items()},
-                        "groups": {k: sorted(v) for k, v in cfg.privacy.groups.items()}},
-            "presets": {str(k): v.as_dict() for k, v in cfg.presets.items()},
-        }
 
     async def run(self) -> None:
         """Start, keep the AMI link up until stopped, shut down."""

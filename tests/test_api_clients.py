@@ -4,6 +4,7 @@ stream with resume, OpenAPI and metrics -- all over real HTTP against the daemon
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -89,8 +90,11 @@ async def test_roles(daemon: RunningDaemon, fake_ami: FakeAsterisk) -> None:
         assert (await call(daemon, "GET", path, operator))[0] == 403
         assert (await call(daemon, "GET", path, alice))[0] == 403
     status, config = await call(daemon, "GET", "/v1/config", daemon.token)
-    assert status == 200 and config["ami"]["secret_set"] is True
+    assert status == 200 and config["ami"]["secret"] == {"set": True}
     assert fake_ami.secret not in json.dumps(config)
+    # Generated from the Config dataclass: every setting is there.
+    assert set(config) == {f.name for f in dataclasses.fields(daemon.daemon.config)}
+    assert config["max_users"] == 20_000 and config["rules"]["mirror_via"] == "ami"
     status, me = await call(daemon, "GET", "/v1/me", alice)
     assert me["token"]["role"] == "user" and me["user"]["id"] == "2000"
     assert me["presence"]["state"] == "dnd"
