@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +55,9 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
         self.api_url = ""
+        self.started = asyncio.Event()  # the API listens; port is known
+        self.stopped = asyncio.Event()  # everything closed
+        self.force_exit = asyncio.Event()  # shutdown stops waiting (but drains the store)
         self._lock: DaemonLock | None = None
 
     async def start(self) -> None:
@@ -117,8 +121,13 @@ class Daemon:
         return self.bridge.status_json()
 
     async def run(self) -> None:
-        """Start, keep the AMI link up until stopped, shut down."""
+        """Start, keep the AMI link up until stopped, shut down.
+
+        :attr:`started` is set once the API listens (:attr:`port` is then the
+        bound port); :attr:`stopped` once everything is closed.
+        """
         await self.start()
+        self.started.set()
         link = asyncio.create_task(self.bridge.run(self.stop_event), name="ami-link")
         try:
             await self.stop_event.wait()
@@ -126,27 +135,46 @@ class Daemon:
             await self.shutdown(link)
 
     async def shutdown(self, link: asyncio.Task[None] | None = None) -> None:
+        """Close the listener, stop the AMI link, drain the store, close it.
+
+        Each step waits at most :data:`SHUTDOWN_TIMEOUT`; once :attr:`force_exit`
+        is set (a second Ctrl-C) the remaining waits end at once, except the
+        store's: what was acknowledged is still written.
+        """
         logger.info("shutting down")
         self.stop_event.set()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._step("the HTTP API and its WebSocket clients", self._runner.cleanup())
             self._runner = None
         if link is not None:
-            try:
-                await asyncio.wait_for(link, SHUTDOWN_TIMEOUT)
-            except TimeoutError:
-                logger.warning("AMI link did not stop within %.0f s; cancelled", SHUTDOWN_TIMEOUT)
-            except Exception:
-                logger.exception("AMI link ended with an error")
-        try:
-            await asyncio.wait_for(self.service.stop(), SHUTDOWN_TIMEOUT)
-        except TimeoutError:
-            logger.warning("store writer did not drain within %.0f s", SHUTDOWN_TIMEOUT)
+            await self._step("the AMI link", link)
+        await self._step("the store writer", self.service.stop(), drain=True)
         if self.ari is not None:
-            await self.ari.close()
+            await self._step("the ARI client", self.ari.close())
         await self.store.close()
         self._release_database()
+        self.stopped.set()
         logger.info("stopped")
+
+    async def _step(self, what: str, work: Awaitable[None], *, drain: bool = False) -> None:
+        task = asyncio.ensure_future(work)
+        waiters: set[asyncio.Future[Any]] = {task}
+        forced = None
+        if not drain:  # a forced shutdown still drains the store
+            forced = asyncio.ensure_future(self.force_exit.wait())
+            waiters.add(forced)
+        done, _ = await asyncio.wait(waiters, timeout=SHUTDOWN_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if forced is not None:
+            forced.cancel()
+        if task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("%s ended with an error: %s", what, task.exception())
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        why = "forced" if self.force_exit.is_set() else f"not done within {SHUTDOWN_TIMEOUT:.0f} s"
+        logger.warning("stopping %s: %s; cancelled", what, why)
 
 
 def serve(config: Config) -> int:
@@ -160,12 +188,18 @@ def serve(config: Config) -> int:
         def on_signal(signum: int) -> None:
             nonlocal interrupts
             interrupts += 1
-            if interrupts > 1 and signum == signal.SIGINT:
-                logger.warning("second interrupt: exiting now")
+            if interrupts == 1:
+                logger.info("received %s; stopping (Ctrl-C again to stop at once)",
+                            signal.Signals(signum).name)
+                daemon.stop_event.set()
+            elif interrupts == 2:
+                logger.warning("received %s again: stopping at once; acknowledged changes "
+                               "are still stored (a third one exits without that)",
+                               signal.Signals(signum).name)
+                daemon.force_exit.set()
+            else:
+                logger.warning("third signal: exiting now, without draining the store")
                 os._exit(130)
-            logger.info("received %s; stopping (Ctrl-C again to force)",
-                        signal.Signals(signum).name)
-            daemon.stop_event.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)

@@ -90,23 +90,17 @@ class RunningDaemon:
 
 
 async def start_daemon(config: Config, *, wait: bool = True) -> RunningDaemon:
+    """``Daemon.run()`` as the CLI runs it, until it says it has started."""
     daemon = Daemon(config)
-    started = asyncio.Event()
-
-    async def main() -> None:
-        await daemon.start()
-        started.set()
-        link = asyncio.create_task(daemon.bridge.run(daemon.stop_event))
-        try:
-            await daemon.stop_event.wait()
-        finally:
-            await daemon.shutdown(link)
-
-    task = asyncio.create_task(main())
-    done, _ = await asyncio.wait({task, asyncio.create_task(started.wait())},
-                                 timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    task = asyncio.create_task(daemon.run())
+    started = asyncio.create_task(daemon.started.wait())
+    done, _ = await asyncio.wait({task, started}, timeout=10,
+                                 return_when=asyncio.FIRST_COMPLETED)
     if task in done:
-        task.result()
+        started.cancel()
+        task.result()  # start-up failed: raise why
+    if started not in done:
+        raise AssertionError("the daemon did not start within 10 s")
     running = RunningDaemon(daemon, task)
     running.token = await running.make_token(Role.ADMIN)
     TOKENS[running.url] = running.token
