@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__, rules
+from . import __version__, mirror, rules
 from .auth import (
     AuthError,
     Forbidden,
@@ -64,7 +63,6 @@ WS_AUTH_TIMEOUT = 10.0
 MAX_PENDING_WEBSOCKETS = 256
 #: How often open streams are checked against tokens revoked in the database.
 REVOCATION_CHECK = 0.5
-SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_TTL = timedelta(days=366)
 MAX_TTL_SECONDS = int(MAX_TTL.total_seconds())
 #: RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
@@ -381,15 +379,7 @@ def parse_source_body(
     uid: str, name: str, body: dict[str, Any], actor: str, now: datetime
 ) -> SourceRecord:
     """Validate a timed contribution: name, presence, window or TTL."""
-    if not SOURCE_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"invalid source name {name!r}: lowercase letters, digits, '-' and '_', "
-            "starting with a letter, at most 32 characters"
-        )
-    if name in rules.RESERVED_SOURCES:
-        raise InvalidInput(
-            f"source name {name!r} is reserved; use PUT /v1/presence/{{user}} for manual"
-        )
+    rules.check_source_name(name)
     if "state" not in body:
         raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
     presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
@@ -475,7 +465,7 @@ async def list_users(request: web.Request) -> web.Response:
                     "context": u.context,
                     "devices": list(u.devices),
                     "origin": u.origin,
-                    "mirror_device": rules.mirror_device(u.id, cfg),
+                    "mirror_device": mirror.mirror_device(u.id, cfg),
                 }
                 for u in service.users.all()
             ]

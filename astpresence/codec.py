@@ -3,11 +3,11 @@
 Writing: ``PRESENCE_STATE(CustomPresence:<id>)`` takes ``state,subtype,message[,e]``
 split on commas. We always use option ``e`` (base64 subtype and message), the
 only form in which commas, quotes, backslashes and non-ASCII survive
-(tests/captures/presence-set-list-query.txt, action ``set-3``).
+(tests/support/captures/presence-set-list-query.txt, action ``set-3``).
 
 Reading: ``PresenceStateChange`` carries subtype and message escaped with
 Asterisk's ``ast_escape_c`` (main/utils.c), e.g. ``C:\\\\temp \\"quoted\\"``
-(tests/captures/escaping-and-limits.txt, ``esc-1``); ``PresenceStatus`` and the
+(tests/support/captures/escaping-and-limits.txt, ``esc-1``); ``PresenceStatus`` and the
 ``PresenceState`` response carry them raw.
 """
 
@@ -19,7 +19,7 @@ import binascii
 from .model import InvalidInput, Presence, parse_presence
 
 # main/utils.c: escape_sequences[] and escape_sequences_map[].
-_C_ESCAPES = {
+C_ESCAPES = {
     "a": "\a",
     "b": "\b",
     "f": "\f",
@@ -32,14 +32,6 @@ _C_ESCAPES = {
     '"': '"',
     "?": "?",
 }
-_C_ESCAPE_OF = {v: "\\" + k for k, v in _C_ESCAPES.items()}
-
-
-def c_escape(text: str) -> str:
-    """What ``ast_escape_c`` does; used by the fake server and tests."""
-    return "".join(_C_ESCAPE_OF.get(ch, ch) for ch in text)
-
-
 def c_unescape(text: str) -> str:
     """Undo ``ast_escape_c``. A backslash before any other character is kept."""
     if "\\" not in text:
@@ -49,8 +41,8 @@ def c_unescape(text: str) -> str:
     n = len(text)
     while i < n:
         ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in _C_ESCAPES:
-            out.append(_C_ESCAPES[text[i + 1]])
+        if ch == "\\" and i + 1 < n and text[i + 1] in C_ESCAPES:
+            out.append(C_ESCAPES[text[i + 1]])
             i += 2
         else:
             out.append(ch)

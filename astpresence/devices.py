@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 
-from . import rules
+from . import mirror, rules
 from .model import DeviceState
 from .rules import DeviceView, RuleConfig
 from .users import UserDirectory
@@ -53,7 +53,7 @@ class Devices:
 
     def mirror_owner(self, device: str) -> str | None:
         """Whose BLF mirror ``device`` is (None: not a mirror device)."""
-        return rules.mirror_user(device, self._config) if self._config.mirror else None
+        return mirror.mirror_user(device, self._config) if self._config.mirror else None
 
     def set(self, device: str, state: DeviceState) -> None:
         self.states[device] = state
@@ -69,7 +69,7 @@ class Devices:
         states: list[DeviceState] = []
         if user is not None:
             for device in user.devices:
-                if rules.is_mirror_device(device, self._config):
+                if mirror.is_mirror_device(device, self._config):
                     continue
                 state = self.states.get(device)
                 if state is not None:

@@ -60,7 +60,7 @@ from .ami.frames import Message
 from .ari import basic_auth
 from .config import Config
 from .model import InvalidInput
-from .rules import mirror_device, mirror_technology
+from .mirror import mirror_device, mirror_technology
 from .records import UserRecord
 from .translate import PRESENCE_PROVIDER, parse_hint, user_from_hint
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Asterisk truncates a decoded subtype or message past this many bytes without
-#: telling anyone (tests/captures/escaping-and-limits.txt, action ``long-1``).
+#: telling anyone (tests/support/captures/escaping-and-limits.txt, action ``long-1``).
 MAX_TEXT_BYTES = 255
 
 

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import rules
+from . import mirror, rules
 from .model import NOT_SET, Presence
 from .queues import MemberKey, QueueMembers
 from .retry import Failure, Failures
@@ -78,10 +78,10 @@ class Outbox:
             if self.presence.take(uid, want):
                 writes.presence.append(PresenceWrite(uid, want))
             if self._config.mirror and uid in self._users:
-                state = rules.mirror_state(want.state, self._config)
+                state = mirror.mirror_state(want.state, self._config)
                 if self.mirror.take(uid, state):
                     writes.mirror.append(
-                        MirrorWrite(uid, rules.mirror_device(uid, self._config), state))
+                        MirrorWrite(uid, mirror.mirror_device(uid, self._config), state))
             if self._config.queue_pause:
                 writes.pauses.extend(self._pause_writes(uid, want))
         return writes

@@ -57,7 +57,6 @@ from .model import (
     parse_device_state,
     parse_presence,
     parse_state,
-    validate_user_id,
 )
 from .records import SourceRecord
 
@@ -90,11 +89,8 @@ __all__ = [
     "in_call",
     "in_window",
     "is_expired",
-    "is_mirror_device",
     "is_offline",
     "is_our_pause_reason",
-    "mirror_device",
-    "mirror_state",
     "missed_calls_step",
     "next_change_at",
     "pause_reason",
@@ -345,16 +341,31 @@ def _parse_call_states(key: str, raw: object) -> frozenset[DeviceState]:
     return out
 
 
+#: The one grammar of a timed source's name (API, CLI and ``timed_priority``).
+SOURCE_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def check_source_name(name: object) -> str:
+    """A timed source's name, or :class:`InvalidInput` saying what a name may be."""
+    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid source name {name!r}: lowercase letters, digits, '-' and '_', "
+            "starting with a letter, at most 32 characters")
+    if name in RESERVED_SOURCES:
+        raise InvalidInput(f"source name {name!r} is reserved (not a timed source)")
+    return name
+
+
 def _parse_timed_priority(key: str, raw: object) -> tuple[str, ...]:
     out: list[str] = []
     for item in _list(key, raw):
-        if not isinstance(item, str) or not _NAME_RE.fullmatch(item):
-            raise _bad(key, f"invalid source name {item!r}: use letters, digits, _ . -")
-        if item in RESERVED_SOURCES:
-            raise _bad(key, f"{item!r} is not a timed source")
-        if item in out:
-            raise _bad(key, f"source {item!r} is listed twice")
-        out.append(item)
+        try:
+            name = check_source_name(item)
+        except InvalidInput as exc:
+            raise _bad(key, str(exc)) from None
+        if name in out:
+            raise _bad(key, f"source {name!r} is listed twice")
+        out.append(name)
     return tuple(out)
 
 
@@ -696,32 +707,6 @@ def auto_contribution(user: str, now: datetime, config: RuleConfig = DEFAULT_RUL
 
 
 # --- BLF mirror ----------------------------------------------------------
-
-
-def mirror_state(state: State, config: RuleConfig = DEFAULT_RULES) -> str:
-    """Device state string for the ``Custom:`` mirror of a presence state."""
-    return config.mirror_map.get(state, DeviceState.INVALID).value
-
-
-def mirror_device(user: str, config: RuleConfig = DEFAULT_RULES) -> str:
-    """``Custom:<prefix><user>`` (``Stasis:`` through ARI), the device for the user's hint."""
-    return f"{mirror_technology(config)}:{config.mirror_prefix}{validate_user_id(user)}"
-
-
-def mirror_technology(config: RuleConfig = DEFAULT_RULES) -> str:
-    """``Custom`` (written over AMI) or ``Stasis`` (ARI-controlled device states)."""
-    return "Stasis" if config.mirror_via == "ari" else "Custom"
-
-
-def mirror_user(device: str, config: RuleConfig = DEFAULT_RULES) -> str | None:
-    """The user whose mirror ``device`` is, or None."""
-    prefix = f"{mirror_technology(config)}:{config.mirror_prefix}"
-    return device[len(prefix):] if device.startswith(prefix) and len(device) > len(prefix) else None
-
-
-def is_mirror_device(device: str, config: RuleConfig = DEFAULT_RULES) -> bool:
-    """True for a mirror device name; such devices never go into a DeviceView."""
-    return device.startswith(f"{mirror_technology(config)}:{config.mirror_prefix}")
 
 
 # --- queue pause ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The fake Asterisk of tests/fakeami.py, instrumented for benchmarks.
+"""The fake Asterisk of tests/support/fakeami.py, instrumented for benchmarks.
 
 :class:`BenchFake` keeps the parent's behaviour (same frames, same answers)
 with two additions:
@@ -23,9 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from astpresence.ami.frames import Message, encode_message
-
-from .tests_import import FakeAsterisk, Hint
+from astpresence.ami.frames import Message
+from .tests_import import FakeAsterisk, Hint, encode_message
 
 #: Frames written per socket write at full speed.
 BLAST_CHUNK = 64

@@ -1,7 +1,7 @@
 """Scenario 1: AMI frame parsing, the project's parser against a raw split.
 
 The stream is built from the live events of the recorded sessions in
-tests/captures/ (DeviceStateChange, PresenceStateChange with
+tests/support/captures/ (DeviceStateChange, PresenceStateChange with
 multi-byte UTF-8, ExtensionStatus), renumbered so users differ, and fed in
 64 KiB chunks, as AMIClient reads the socket.
 

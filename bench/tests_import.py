@@ -9,11 +9,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.fakeami import (
+from tests.support.fakeami import (
     CAPTURE_DIR,
     FakeAsterisk,
     Hint,
     captured_server_bytes,
 )
+from tests.support.wire import encode_message
 
-__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "captured_server_bytes"]
+__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "captured_server_bytes",
+           "encode_message"]

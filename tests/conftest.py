@@ -7,12 +7,12 @@ from typing import AsyncIterator
 
 import pytest
 
-from tests.fakeami import FakeAsterisk
+from tests.support.fakeami import FakeAsterisk
 
 
 @pytest.fixture
 async def fake_ami() -> AsyncIterator[FakeAsterisk]:
-    """A started :class:`~tests.fakeami.FakeAsterisk` on 127.0.0.1, stopped after the test."""
+    """A started :class:`~tests.support.fakeami.FakeAsterisk` on 127.0.0.1, stopped after the test."""
     fake = FakeAsterisk()
     await asyncio.wait_for(fake.start(), 5.0)
     try:

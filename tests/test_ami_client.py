@@ -21,8 +21,9 @@ from astpresence.ami.client import (
     AuthenticationError,
     EventHandler,
 )
-from astpresence.ami.frames import ActionEncodeError, Message, encode_message
-from tests.fakeami import FakeAsterisk, Hint, QueueMember
+from astpresence.ami.frames import ActionEncodeError, Message
+from tests.support.wire import encode_message
+from tests.support.fakeami import FakeAsterisk, Hint, QueueMember
 
 LOGGER = "astpresence.ami.client"
 

@@ -17,8 +17,8 @@ import pytest
 from astpresence.auth import Level, Privacy, Role
 from astpresence.model import Presence, State
 from astpresence.records import SourceRecord, UserRecord
-from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk
 
 PRIVACY = Privacy(
     default=Level.TEAM,

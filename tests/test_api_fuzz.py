@@ -20,7 +20,7 @@ import aiohttp
 import jsonschema
 
 from astpresence.auth import Role
-from tests.e2e import RunningDaemon
+from tests.support.e2e import RunningDaemon
 from tests.test_api_clients import daemon  # noqa: F401  (fixture)
 
 SEED = 20261203

@@ -14,8 +14,8 @@ from astpresence.ari import AriClient, AriError
 from astpresence.config import AriConfig, ConfigError, Secret, load_config
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
-from tests.e2e import cli, make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import cli, make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk
 
 
 @dataclass

@@ -24,9 +24,9 @@ import pytest
 from astpresence.auth import Privacy
 from astpresence.rules import DEFAULT_RULES
 from astpresence.records import UserRecord
-from tests.board_browser import CHROMIUM, Chromium
-from tests.e2e import RunningDaemon, make_config, seed, start_daemon
-from tests.fakeami import FakeAsterisk
+from tests.support.board_browser import CHROMIUM, Chromium
+from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
+from tests.support.fakeami import FakeAsterisk
 
 pytestmark = pytest.mark.timeout(45)
 

@@ -8,14 +8,14 @@ from hypothesis import strategies as st
 
 from astpresence.ami.frames import FrameParser, Message
 from astpresence.codec import (
-    c_escape,
     c_unescape,
     decode_presence_value,
     encode_presence_value,
     presence_from_change_event,
 )
 from astpresence.model import MAX_TEXT_BYTES, InvalidInput, Presence, State
-from tests.fakeami import CAPTURE_DIR, captured_server_bytes
+from tests.support.fakeami import CAPTURE_DIR, captured_server_bytes
+from tests.support.wire import c_escape
 
 valid_text = st.text(
     alphabet=st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="\u2028\u2029"),

@@ -59,7 +59,7 @@ from astpresence.doctor import (
 )
 from astpresence.rules import RuleConfig
 from astpresence.records import UserRecord
-from tests.fakeami import FakeAsterisk, Hint, QueueMember, _error, _event_mask, _head, _Session
+from tests.support.fakeami import FakeAsterisk, Hint, QueueMember, _error, _event_mask, _head, _Session
 
 SECRET = "Sup3r-s3cret-never-shown"
 

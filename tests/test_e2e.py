@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from astpresence.ami.frames import Message
-from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk
 
 SETVAR_2000 = "PRESENCE_STATE(CustomPresence:2000)"
 

@@ -16,8 +16,8 @@ from astpresence.ami.frames import Message
 from astpresence.codec import decode_presence_value
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
-from tests.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk, QueueMember
+from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk, QueueMember
 
 #: A day within the 366-day limit for windows, whenever the tests run.
 SOON = (datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat()

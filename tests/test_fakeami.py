@@ -1,6 +1,6 @@
 """The fake Asterisk answers exactly what the real one did in the captures.
 
-Each capture in tests/captures/ is replayed over TCP against a fake
+Each capture in tests/support/captures/ is replayed over TCP against a fake
 seeded like the Asterisk that was recorded; the bytes must be identical except
 for the documented variable parts: the values of Uptime, LastReload,
 Timestamp, LoginTime and LastPause. The order of PresenceStatus and
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from astpresence.ami.frames import FrameParser, Message, encode_action
-from tests.fakeami import (
+from tests.support.fakeami import (
     CAPTURE_DIR,
     FakeAsterisk,
     Hint,

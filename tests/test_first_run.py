@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from astpresence.cli import _shorten, _table, _width, format_hints
-from tests.e2e import cli, seed
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import cli, seed
+from tests.support.fakeami import FakeAsterisk
 from tests.test_e2e import _free_port, create_token, wait_up
 
 

@@ -19,9 +19,9 @@ from astpresence.ami.frames import (
     Item,
     Message,
     encode_action,
-    encode_message,
 )
-from tests.fakeami import CAPTURE_DIR, captured_server_bytes
+from tests.support.wire import encode_message
+from tests.support.fakeami import CAPTURE_DIR, captured_server_bytes
 
 CAPTURES = sorted(CAPTURE_DIR.glob("*.txt"))
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e import make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk
 
 
 async def test_made_up_events_and_presentities_grow_nothing(fake_ami: FakeAsterisk,

@@ -13,7 +13,7 @@ import pytest
 from astpresence.api import MAX_PENDING_WEBSOCKETS, close_reason
 from astpresence.auth import Role
 from astpresence.model import Presence, State
-from tests.e2e import RunningDaemon, until
+from tests.support.e2e import RunningDaemon, until
 from tests.test_api_clients import Stream, call, daemon  # noqa: F401  (fixture)
 
 

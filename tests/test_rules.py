@@ -27,10 +27,7 @@ from astpresence.rules import (
     decide,
     in_window,
     is_expired,
-    is_mirror_device,
     is_our_pause_reason,
-    mirror_device,
-    mirror_state,
     missed_calls_step,
     next_change_at,
     pause_reason,
@@ -38,6 +35,7 @@ from astpresence.rules import (
     queue_pause_action,
     track_unavailable_since,
 )
+from astpresence.mirror import is_mirror_device, mirror_device, mirror_state
 from astpresence.records import SourceRecord
 
 D = DeviceState

@@ -9,7 +9,7 @@ import pytest
 from astpresence.model import NOT_SET, Presence, State, parse_device_state
 from astpresence.service import ASTERISK, MANUAL, PresenceService, UnknownUser
 from astpresence.records import UserRecord
-from astpresence.store.memory import MemoryStore
+from tests.support.memory_store import MemoryStore
 from astpresence.translate import user_from_hint, user_id_from_provider
 from astpresence.writes import PresenceWrite
 

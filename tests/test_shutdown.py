@@ -8,8 +8,8 @@ from pathlib import Path
 
 from astpresence.lock import DaemonLock
 from astpresence.store.sqlite import SqliteStore
-from tests.e2e import make_config, seed, start_daemon, until
-from tests.fakeami import FakeAsterisk
+from tests.support.e2e import make_config, seed, start_daemon, until
+from tests.support.fakeami import FakeAsterisk
 
 
 async def test_second_interrupt_stops_at_once_and_still_drains(fake_ami: FakeAsterisk,

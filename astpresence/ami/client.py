@@ -398,7 +398,7 @@ class AMIClient:
         """Hand a frame to the action waiting for it; returns it if it is a live event."""
         if isinstance(item, FrameError):
             # E.g. the rest of a frame forged by an unescaped CR/LF in a
-            # PresenceStatus message (tests/captures/escaping-and-limits.txt, inj-1).
+            # PresenceStatus message (tests/support/captures/escaping-and-limits.txt, inj-1).
             logger.warning("Refused an AMI frame from %s:%d: %s: %r",
                            self.host, self.port, item.reason, item.sample)
             return None

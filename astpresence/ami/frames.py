@@ -5,7 +5,7 @@ The parser is fed whatever the socket gave, in chunks of any size. It buffers
 TCP reads arrives intact (panoramisk 1.4 decodes each chunk on its own and
 loses such characters).
 
-Wire format (tests/captures/*.txt): a banner line
+Wire format (tests/support/captures/*.txt): a banner line
 ``Asterisk Call Manager/<version>`` then frames of ``Key: Value`` lines, each
 line ending in CRLF, each frame ending in an empty line.
 """
@@ -21,7 +21,7 @@ FRAME_END = b"\r\n\r\n"
 
 #: Asterisk's manager reads request lines into a 1025-byte buffer and answers
 #: "Failed to parse message: line too long" past it
-#: (tests/captures/escaping-and-limits.txt, ``toolong-raw``). We refuse earlier, locally.
+#: (tests/support/captures/escaping-and-limits.txt, ``toolong-raw``). We refuse earlier, locally.
 MAX_ACTION_LINE = 1000
 
 #: Limits on what we accept from the server. Asterisk's own output lines can
@@ -284,9 +284,3 @@ def encode_action(action: str, headers: HeaderInput = ()) -> bytes:
     parts.append(b"")
     parts.append(b"")
     return CRLF.join(parts)
-
-
-def encode_message(headers: HeaderInput) -> bytes:
-    """Serialise a server-side frame (used by the fake Asterisk in tests)."""
-    body = "".join(f"{k}: {v}\r\n" for k, v in _pairs(headers))
-    return (body + "\r\n").encode("utf-8")

@@ -83,9 +83,7 @@ class Store(Protocol):
         put_asterisk, history, meta. Returns the ids given to the history rows.
         """
 
-    async def history(
-        self, user: str, limit: int = 50, before_id: int | None = None
-    ) -> list[HistoryEntry]:
+    async def history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
         """Newest first."""
 
     async def get_meta(self, key: str) -> str | None: ...

@@ -94,8 +94,7 @@ _SCHEMA_V1: tuple[str, ...] = (
         message TEXT NOT NULL
     ) WITHOUT ROWID
     """,
-    # AUTOINCREMENT: ids are never reused, so a client paging with before_id
-    # never sees a row twice.
+    # AUTOINCREMENT: ids are never reused, so an id names one change for good.
     """
     CREATE TABLE history (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -480,23 +479,14 @@ class SqliteStore:
         )
         return dict(pairs)
 
-    async def history(
-        self, user: str, limit: int = 50, before_id: int | None = None
-    ) -> list[HistoryEntry]:
-        """The user's history, newest first: at most ``limit`` rows with id < ``before_id``."""
+    async def history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
+        """The user's history, newest first: at most ``limit`` rows."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        if before_id is None:
-            rows = await self._fetch(
-                f"SELECT {_HISTORY_COLUMNS} FROM history WHERE user = ? ORDER BY id DESC LIMIT ?",
-                (user, limit),
-            )
-        else:
-            rows = await self._fetch(
-                f"SELECT {_HISTORY_COLUMNS} FROM history WHERE user = ? AND id < ? "
-                "ORDER BY id DESC LIMIT ?",
-                (user, before_id, limit),
-            )
+        rows = await self._fetch(
+            f"SELECT {_HISTORY_COLUMNS} FROM history WHERE user = ? ORDER BY id DESC LIMIT ?",
+            (user, limit),
+        )
         entries: list[HistoryEntry] = self._decode("history", rows, _history)
         return entries
 

@@ -17,7 +17,7 @@ from astpresence.config import AMIConfig, Config, Secret
 from astpresence.daemon import Daemon
 from astpresence.rules import DEFAULT_RULES, RuleConfig
 from astpresence.records import UserRecord
-from tests.fakeami import FakeAsterisk, Hint
+from tests.support.fakeami import FakeAsterisk, Hint
 
 HINT_2000 = Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")
 HINT_2001 = Hint("2001", "internal", ["PJSIP/2001", "Custom:presence-2001"], "CustomPresence:2001")

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from ..model import Presence
-from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from .base import Batch, StoreError
+from astpresence.model import Presence
+from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
+from astpresence.store.base import Batch, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +120,15 @@ class MemoryStore:
         return ids
 
     async def history(
-        self, user: str, limit: int = 50, before_id: int | None = None
+        self, user: str, limit: int = 50
     ) -> list[HistoryEntry]:
-        """The user's history, newest first: at most ``limit`` rows with id < ``before_id``."""
+        """The user's history, newest first: at most ``limit`` rows."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         self._check_open()
         found: list[HistoryEntry] = []
         for entry in reversed(self._history):
-            if entry.user != user or (before_id is not None and entry.id >= before_id):
+            if entry.user != user:
                 continue
             found.append(entry)
             if len(found) == limit:

@@ -1,6 +1,6 @@
 """A fake Asterisk AMI server for tests: real TCP on 127.0.0.1, port chosen by the OS.
 
-It speaks what the captures in tests/captures/ show, byte for byte
+It speaks what the captures in tests/support/captures/ show, byte for byte
 (tests/test_fakeami.py replays them), and models just enough of Asterisk to be
 useful end to end: CustomPresence presence, Custom: device states, hints,
 one level of queues.
@@ -51,8 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence, Union
 
-from astpresence.ami.frames import Message, encode_message
-from astpresence.codec import c_escape, decode_presence_value
+from astpresence.ami.frames import Message
+from astpresence.codec import decode_presence_value
+from tests.support.wire import c_escape, encode_message
 from astpresence.model import InvalidInput
 
 logger = logging.getLogger(__name__)
