@@ -348,6 +348,14 @@ class AMIBridge:
         except AMIError as exc:
             logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
 
+    async def ping(self) -> None:
+        """A round trip on the live link: every action sent before it has been answered
+        (Asterisk runs one session's actions in order). AMIError when the link is down."""
+        client = self._client
+        if client is None:
+            raise AMIConnectionError("not connected")
+        await client.send_action("Ping")
+
     def status_json(self) -> dict[str, Any]:
         st = self.status
         retry_in = None

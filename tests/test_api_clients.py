@@ -6,49 +6,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from astpresence.auth import Level, Privacy, Role
+from astpresence.auth import Role
 from astpresence.model import Presence, State
-from astpresence.records import SourceRecord, UserRecord
-from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from astpresence.records import SourceRecord
+from tests.support.api import Stream, call
+from tests.support.e2e import RunningDaemon, cli, until
 from tests.support.fakeami import FakeAsterisk
-
-PRIVACY = Privacy(
-    default=Level.TEAM,
-    levels={"2000": Level.PUBLIC, "2002": Level.BLOCKED},
-    groups={"support": frozenset({"2001", "2002"})},
-)
-
-
-@pytest.fixture
-async def daemon(fake_ami: FakeAsterisk, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    seed(fake_ami)
-    cfg = replace(make_config(fake_ami, tmp_path / "p.db",
-                              users=(UserRecord("2002", name="Carol", origin="config"),)),
-                  privacy=PRIVACY)
-    running = await start_daemon(cfg)
-    yield running
-    await running.stop()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def call(d: RunningDaemon, method: str, path: str, token: str | None,
-               body: Any = None) -> tuple[int, Any]:
-    headers = bearer(token) if token else {}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.request(method, d.url + path, json=body) as resp:
-            return resp.status, await resp.json()
-
 
 async def test_requests_without_a_valid_token_get_401(daemon: RunningDaemon) -> None:
     user = await daemon.make_token(Role.USER, "2000")
@@ -179,34 +149,6 @@ async def test_self_publish_with_expiry_reverts(daemon: RunningDaemon,
         assert status == 400 and message in err["error"], body
 
 
-class Stream:
-    """A WebSocket client of /v1/events."""
-
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
-        self.http, self.ws = http, ws
-
-    @classmethod
-    async def open(cls, d: RunningDaemon, hello: dict[str, Any]) -> Stream:
-        http = aiohttp.ClientSession()
-        ws = await http.ws_connect(d.url + "/v1/events")
-        await ws.send_json(hello)
-        return cls(http, ws)
-
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        msg = await asyncio.wait_for(self.ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data: dict[str, Any] = json.loads(msg.data)
-        return data
-
-    async def nothing(self, wait: float = 0.3) -> None:
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(self.ws.receive(), wait)
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self.http.close()
-
-
 async def test_events_follow_visibility_and_subscriptions(daemon: RunningDaemon) -> None:
     alice = await daemon.make_token(Role.USER, "2000")
     s_all = await Stream.open(daemon, {"token": alice, "subscribe": ["*"]})
@@ -235,8 +177,11 @@ async def test_events_follow_visibility_and_subscriptions(daemon: RunningDaemon)
         assert ev["user"] == "2000" and ev["changed"] == ["state", "message", "source"]
         ev_one = await s_one.next()
         assert ev_one["seq"] == ev["seq"] and ev_one["presence"]["message"] == "me"
-        await s_all.nothing()
-        await s_one.nothing()
+        # Nothing else was sent: the next message is the next change.
+        await svc.set_manual("2000", Presence(State.XA), "api")
+        for stream in (s_all, s_one):
+            marker = await stream.next()
+            assert (marker["user"], marker["presence"]["state"]) == ("2000", "xa")
     finally:
         await s_all.close()
         await s_one.close()
@@ -258,7 +203,9 @@ async def test_resume_after_reconnect_and_snapshot_when_too_old(daemon: RunningD
         missed = [await s.next(), await s.next()]
         assert [(e["seq"], e["user"], e["presence"]["state"]) for e in missed] == [
             (last + 1, "2000", "away"), (last + 2, "2001", "xa")]
-        await s.nothing()
+        await svc.set_manual("2000", Presence(State.CHAT), "api")
+        marker = await s.next()  # nothing came in between
+        assert (marker["seq"], marker["presence"]["state"]) == (last + 3, "chat")
     finally:
         await s.close()
     # A seq from before the buffer (or from another run): a snapshot, flagged stale.
@@ -323,7 +270,7 @@ async def test_misbehaving_client_dropped_others_unaffected(daemon: RunningDaemo
         assert (await good.next())["presence"]["state"] == "dnd"
         # Changing the subscription on a live stream works.
         await good.ws.send_json({"subscribe": ["2001"]})
-        await asyncio.sleep(0.1)
+        await good.sync()  # the server has applied it
         await daemon.service.set_manual("2000", Presence(State.AWAY), "api")
         await daemon.service.set_manual("2001", Presence(State.AWAY), "api")
         assert (await good.next())["user"] == "2001"

@@ -21,7 +21,6 @@ import jsonschema
 
 from astpresence.auth import Role
 from tests.support.e2e import RunningDaemon
-from tests.test_api_clients import daemon  # noqa: F401  (fixture)
 
 SEED = 20261203
 CASES_PER_OPERATION = 12

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from astpresence.ami.frames import Message
-from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
 from tests.support.fakeami import FakeAsterisk
 
 SETVAR_2000 = "PRESENCE_STATE(CustomPresence:2000)"
@@ -90,7 +90,7 @@ async def test_change_made_in_asterisk_is_adopted(daemon: RunningDaemon,
     view = daemon.service.view("2001")
     assert (view.presence.subtype, view.presence.message) == ("lunch", 'back at 2, "promise"\\')
     assert (view.source, view.actor, view.pending) == ("manual", "asterisk", False)
-    await asyncio.sleep(0.2)
+    await barrier(daemon, fake)
     # Adopting is not a reason to write anything back.
     assert [m for m in fake.actions[before:] if m.get("Action") == "Setvar"] == []
     hist = json.loads((await cli(daemon.url, "history", "2001", "--json")).out)
@@ -106,7 +106,7 @@ async def test_race_between_own_write_and_external_change(daemon: RunningDaemon,
     await fake.external_presence_change("2000", "away", "", "phone")
     assert (await set_task).code == 0
     await until(lambda: not daemon.service.pending_users(), what="convergence")
-    await asyncio.sleep(0.3)
+    await barrier(daemon, fake)
     final = daemon.service.view("2000").presence
     assert (final.state.value, final.message) == (fake.presences["2000"][0],
                                                   fake.presences["2000"][2])
@@ -238,7 +238,7 @@ async def test_restart_of_asterisk_pending_change_written_once(
     await daemon.wait_synced(timeout=10)
     await until(lambda: fake.presences.get("2000", ("",))[0] == "xa", what="pending write")
     await until(lambda: not daemon.service.pending_users())
-    await asyncio.sleep(0.2)
+    await barrier(daemon, fake)
     assert len(presence_setvars(fake, "2000")) == 1  # nothing written twice
     assert fake.presences["2000"] == ("xa", "", "while down")
 
@@ -260,7 +260,7 @@ async def test_changes_while_daemon_down_are_adopted(fake: FakeAsterisk, tmp_pat
             ("available", "asterisk"), ("dnd", "manual")]
         assert "away" in hist[0].reason
         n = len(presence_setvars(fake, "2000"))
-        await asyncio.sleep(0.2)
+        await barrier(second, fake)
         assert len(presence_setvars(fake, "2000")) == n  # nothing written back
     finally:
         await second.stop()

@@ -3,7 +3,6 @@ sources, offline, missed calls, BLF mirror and queue pause (with restarts)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ from astpresence.ami.frames import Message
 from astpresence.codec import decode_presence_value
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
-from tests.support.e2e import RunningDaemon, cli, make_config, seed, start_daemon, until
+from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
 from tests.support.fakeami import FakeAsterisk, QueueMember
 
 #: A day within the 366-day limit for windows, whenever the tests run.
@@ -83,7 +82,7 @@ async def test_chosen_dnd_is_never_overridden_by_a_call(fake: FakeAsterisk,
         await until(lambda: d.service.view("2000").presence.state == State.DND)
         await fake.external_device_change("PJSIP/2000", "RINGING")
         await fake.external_device_change("PJSIP/2000", "INUSE")
-        await asyncio.sleep(0.3)
+        await barrier(d, fake)
         assert setvars(fake, "2000") == []
         assert d.service.view("2000").rule == "manual-protected"
     finally:
@@ -94,7 +93,7 @@ async def test_offline_after_devices_unavailable(fake: FakeAsterisk, tmp_path: P
     d = await start(fake, tmp_path, offline_after=0.3)
     try:
         await fake.external_device_change("PJSIP/2001", "UNAVAILABLE")
-        await asyncio.sleep(0.1)
+        await barrier(d, fake)
         assert setvars(fake, "2001") == []  # not yet: the threshold is 0.3 s
         offline = Presence(State.UNAVAILABLE, "offline")
         await until(lambda: fake_value(fake, "2001") == offline, what="offline overlay")
@@ -217,7 +216,7 @@ async def test_missed_calls_auto_away_and_cleared_by_answer(fake: FakeAsterisk,
         # One miss is not enough again.
         await fake.external_device_change("PJSIP/2000", "RINGING")
         await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-        await asyncio.sleep(0.2)
+        await barrier(d, fake)
         assert d.service.view("2000").rule != "auto:missed-calls"
     finally:
         await d.stop()
@@ -240,7 +239,7 @@ async def test_blf_mirror_device(fake: FakeAsterisk, tmp_path: Path) -> None:
         await until(lambda: fake.devices.get("Custom:presence-2001") == "BUSY")
         await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
         await until(lambda: fake.devices.get("Custom:presence-2001") == "INVALID")
-        await asyncio.sleep(0.2)
+        await barrier(d, fake)
         assert d.service.view("2001").presence == Presence(State.AVAILABLE)
         res = await cli(d.url, "dialplan", "hints")
         assert res.code == 0
@@ -285,7 +284,7 @@ async def test_queue_member_paused_by_someone_else_is_left_alone(
         await d.service.set_manual("2000", Presence(State.DND), "api")
         await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
         await until(lambda: fake_value(fake, "2000").state == State.AVAILABLE)
-        await asyncio.sleep(0.3)
+        await barrier(d, fake)
         assert pauses(fake) == []
         assert (member.paused, member.paused_reason) == (True, "lunch")
     finally:

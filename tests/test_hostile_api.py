@@ -14,7 +14,7 @@ from astpresence.api import MAX_PENDING_WEBSOCKETS, close_reason
 from astpresence.auth import Role
 from astpresence.model import Presence, State
 from tests.support.e2e import RunningDaemon, until
-from tests.test_api_clients import Stream, call, daemon  # noqa: F401  (fixture)
+from tests.support.api import Stream, call
 
 
 async def _closed(s: Stream, timeout: float) -> aiohttp.WSMessage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import time
@@ -43,6 +44,28 @@ def make_config(fake: FakeAsterisk, db: Path, *, ping: float = 0.5,
         users=users,
         rules=rules,
     )
+
+
+_barriers = itertools.count()
+
+
+async def barrier(running: RunningDaemon, fake: FakeAsterisk) -> None:
+    """Wait until the daemon has done everything the fake's events so far asked for.
+
+    To show that something did NOT happen, call this and then assert: every
+    event the fake sent before is handled (a marker event, dispatched in wire
+    order after them, has arrived), every write those events caused has
+    reached the fake (a Ping on the same link is answered after them), and the
+    store is drained. No fixed sleep: it waits exactly as long as that takes.
+    """
+    marker = f"Custom:barrier-{next(_barriers)}"
+    await fake.external_device_change(marker, "INUSE")
+    await until(lambda: marker in running.service.devices.states, what="the barrier event")
+    outbox = running.service.outbox
+    await until(lambda: not outbox.wakeup.is_set(), what="the writer to take its work")
+    await asyncio.sleep(0)  # the writes it took start (each sends before its first await)
+    await running.daemon.bridge.ping()
+    await running.service.drain()
 
 
 async def until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
