@@ -415,60 +415,72 @@ async def _watch(base: str, token: str, as_json: bool) -> None:
     import aiohttp
 
     url = base.replace("http", "ws", 1) + "/v1/events"
+    stream = _EventPrinter(base, as_json)
     delay = 1.0
-    last_seq: int | None = None
-    connected = False
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         while True:
             try:
                 async with session.ws_connect(url, heartbeat=30.0) as ws:
-                    hello: dict[str, Any] = {"token": token, "subscribe": ["*"]}
-                    if last_seq is not None:
-                        hello["resume"] = last_seq
-                    await ws.send_json(hello)
+                    await ws.send_json(stream.hello(token))
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
-                        event = json.loads(msg.data)
-                        kind = event.get("type")
-                        if kind == "error":
-                            fail(f"the daemon refused the event stream: {event['error']}")
-                        if kind == "hello":
-                            connected = True
+                        if stream.show(json.loads(msg.data)):
                             delay = 1.0
-                            click.echo(f"watching {base} (Ctrl-C to stop)", err=True)
-                            last_seq = event["seq"] if last_seq is None else last_seq
-                            continue
-                        if kind == "snapshot":
-                            last_seq = event["seq"]
-                            click.echo("missed too many changes while disconnected; "
-                                       "run 'astpresence list' for the current state", err=True)
-                            continue
-                        last_seq = event["seq"]
-                        if as_json:
-                            click.echo(json.dumps(event, ensure_ascii=False))
-                        else:
-                            p = event["presence"]
-                            extra = " ".join(x for x in (p["subtype"], p["message"]) if x)
-                            click.echo(
-                                f"{(p.get('since') or '')[:19].replace('T', ' ')}  {p['user']:<10} "
-                                f"{p['state']:<12} {extra}".rstrip()
-                            )
-                if connected:
+                if stream.connected:
                     click.echo("connection to the daemon closed; reconnecting", err=True)
             except (aiohttp.ClientError, OSError) as exc:
-                if not connected:
+                if not stream.connected:
                     fail(f"cannot reach the astpresence daemon at {base} ({exc}); "
                          "is it running? (astpresence serve)")
                 click.echo(f"cannot reach {base}: {exc}; retrying in {delay:.0f} s", err=True)
             except ValueError:
                 fail(f"{base} did not answer like an astpresence daemon (an event that is "
                      "not JSON); check --api")
-            if not connected:
+            if not stream.connected:
                 fail(f"{base} closed the event stream before saying hello; "
                      "is --api the address of an astpresence daemon?")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+class _EventPrinter:
+    """What ``watch`` prints for each message of the event stream, and where to resume."""
+
+    def __init__(self, base: str, as_json: bool) -> None:
+        self.base = base
+        self.as_json = as_json
+        self.connected = False  # a hello was received once
+        self.last_seq: int | None = None
+
+    def hello(self, token: str) -> dict[str, Any]:
+        hello: dict[str, Any] = {"token": token, "subscribe": ["*"]}
+        if self.last_seq is not None:
+            hello["resume"] = self.last_seq
+        return hello
+
+    def show(self, event: dict[str, Any]) -> bool:
+        """Print one message; True for the hello of a (re)connection."""
+        kind = event.get("type")
+        if kind == "error":
+            fail(f"the daemon refused the event stream: {event['error']}")
+        if kind == "hello":
+            self.connected = True
+            click.echo(f"watching {self.base} (Ctrl-C to stop)", err=True)
+            self.last_seq = event["seq"] if self.last_seq is None else self.last_seq
+            return True
+        self.last_seq = event["seq"]
+        if kind == "snapshot":
+            click.echo("missed too many changes while disconnected; "
+                       "run 'astpresence list' for the current state", err=True)
+        elif self.as_json:
+            click.echo(json.dumps(event, ensure_ascii=False))
+        else:
+            p = event["presence"]
+            extra = " ".join(x for x in (p["subtype"], p["message"]) if x)
+            click.echo(f"{(p.get('since') or '')[:19].replace('T', ' ')}  {p['user']:<10} "
+                       f"{p['state']:<12} {extra}".rstrip())
+        return False
 
 
 # -- timed sources ----------------------------------------------------------

@@ -325,38 +325,34 @@ def judge_permissions(
     return findings
 
 
-def _permissions_check(findings: Sequence[PermissionFinding], username: str,
-                       need_read: frozenset[str], need_write: frozenset[str]) -> Check:
-    def describe(items: Iterable[PermissionFinding]) -> str:
-        return ", ".join(f"{f.label} ({f.evidence})" for f in items)
+def _describe(items: Iterable[PermissionFinding]) -> str:
+    return ", ".join(f"{f.label} ({f.evidence})" for f in items)
 
-    missing = [f for f in findings if f.verdict == "no"]
-    confirmed = [f for f in findings if f.verdict == "yes"]
-    unknown = [f for f in findings if f.verdict == "unknown"]
-    parts = []
-    if missing:
-        parts.append(f"missing {describe(missing)}")
-    if confirmed:
-        parts.append(f"confirmed {describe(confirmed)}")
-    unknown_write = [f for f in unknown if f.kind == "write"]
-    unknown_read = [f for f in unknown if f.kind == "read"]
-    if unknown_write:
-        parts.append(f"unverified {describe(unknown_write)}")
+
+def _permissions_detail(findings: Sequence[PermissionFinding]) -> str:
+    def having(verdict: str, kind: str | None = None) -> list[PermissionFinding]:
+        return [f for f in findings if f.verdict == verdict and kind in (None, f.kind)]
+
+    parts = [f"{word} {_describe(items)}" for word, items in (
+        ("missing", having("no")), ("confirmed", having("yes")),
+        ("unverified", having("unknown", "write"))) if items]
+    unknown_read = having("unknown", "read")
     if unknown_read:
         parts.append(
             f"unverified {', '.join(f.label for f in unknown_read)} (no such event arrived; "
-            "doctor reads them from 'manager show user' if the user has write=command)"
-        )
-    detail = "; ".join(parts) or "nothing needed"
+            "doctor reads them from 'manager show user' if the user has write=command)")
+    return "; ".join(parts) or "nothing needed"
+
+
+def _permissions_check(findings: Sequence[PermissionFinding], username: str,
+                       need_read: frozenset[str], need_write: frozenset[str]) -> Check:
+    detail = _permissions_detail(findings)
+    missing = [f for f in findings if f.verdict == "no"]
     if not missing:
         return Check(CHECK_PERMISSIONS, True, detail)
-    add_read = _ordered(f.cls for f in missing if f.kind == "read")
-    add_write = _ordered(f.cls for f in missing if f.kind == "write")
-    wants = []
-    if add_read:
-        wants.append(f"add {','.join(add_read)} to read=")
-    if add_write:
-        wants.append(f"add {','.join(add_write)} to write=")
+    wants = [f"add {','.join(classes)} to {kind}="
+             for kind in ("read", "write")
+             if (classes := _ordered(f.cls for f in missing if f.kind == kind))]
     fix = (
         f"in manager.conf [{username}] {' and '.join(wants)} (astpresence needs "
         f"read = {','.join(_ordered(need_read))} and write = {','.join(_ordered(need_write))}), "
@@ -428,22 +424,36 @@ def users_check(hints: Sequence[HintEntry], config_users: Sequence[UserRecord]) 
     )
 
 
-def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
-    """When the BLF mirror is on, each user's hint must hold ``Custom:<prefix><user>``."""
-    rules = config.rules
-    if not rules.mirror:
-        return Check(CHECK_MIRROR, True, "mirror is off (rules.mirror = false): nothing to check")
-    found = hint_users(hints)
+def _mirror_candidates(config: Config, hints: Sequence[HintEntry]) -> dict[str, list[HintEntry]]:
+    """Each user and the hints that are theirs (by presentity, or config extension)."""
     by_place = {(h.exten, h.context): h for h in hints}
-    candidates: dict[str, list[HintEntry]] = {uid: list(hs) for uid, hs in found.items()}
+    candidates: dict[str, list[HintEntry]] = {uid: list(hs)
+                                              for uid, hs in hint_users(hints).items()}
     for user in config.users:
         extra = by_place.get((user.extension, user.context)) if user.extension else None
         entry = candidates.setdefault(user.id, [])
         if extra is not None and extra not in entry:
             entry.append(extra)
+    return candidates
+
+
+def _hint_with(h: HintEntry, device: str) -> str:
+    devices, provider = parse_hint(h.hint)
+    line = f"exten => {h.exten},hint,{'&'.join((*devices, device))}"
+    return line + (f",{provider}" if provider else "")
+
+
+def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
+    """When the BLF mirror is on, each user's hint must hold ``Custom:<prefix><user>``."""
+    rules = config.rules
+    if not rules.mirror:
+        return Check(CHECK_MIRROR, True, "mirror is off (rules.mirror = false): nothing to check")
+    candidates = _mirror_candidates(config, hints)
+    if not candidates:
+        return Check(CHECK_MIRROR, True, "mirror is on, but there are no users to check")
     missing: list[str] = []
     no_hint: list[str] = []
-    example = ""
+    examples: list[str] = []
     for uid in _sort_ids(candidates):
         try:
             device = mirror_device(uid, rules)
@@ -454,29 +464,18 @@ def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
             no_hint.append(uid)
         elif not any(device in h.devices for h in hs):
             missing.append(uid)
-            if not example:
-                h = hs[0]
-                devices, provider = parse_hint(h.hint)
-                line = f"exten => {h.exten},hint,{'&'.join((*devices, device))}"
-                example = line + (f",{provider}" if provider else "")
-    if not candidates:
-        return Check(CHECK_MIRROR, True, "mirror is on, but there are no users to check")
+            examples.append(_hint_with(hs[0], device))
+    name = f"{mirror_technology(rules)}:{rules.mirror_prefix}<user>"
     if not missing and not no_hint:
         return Check(CHECK_MIRROR, True,
-                     f"every user's hint has its {mirror_technology(rules)}:{rules.mirror_prefix}<user> device "
-                     f"({len(candidates)} user(s))")
-    parts = []
-    if missing:
-        parts.append(f"hint without {mirror_technology(rules)}:{rules.mirror_prefix}<user> for {_names(missing)}")
-    if no_hint:
-        parts.append(f"no hint at all for {_names(no_hint)}")
-    fix = (
-        f"add {mirror_technology(rules)}:{rules.mirror_prefix}<user> to each user's hint devices (joined with &), "
-        "then 'dialplan reload'; 'astpresence dialplan hints' prints every line"
-    )
-    if example:
-        fix += f", e.g. '{example}'"
-    return Check(CHECK_MIRROR, False, "; ".join(parts), fix)
+                     f"every user's hint has its {name} device ({len(candidates)} user(s))")
+    parts = [f"hint without {name} for {_names(missing)}" if missing else "",
+             f"no hint at all for {_names(no_hint)}" if no_hint else ""]
+    fix = (f"add {name} to each user's hint devices (joined with &), then 'dialplan reload'; "
+           "'astpresence dialplan hints' prints every line")
+    if examples:
+        fix += f", e.g. '{examples[0]}'"
+    return Check(CHECK_MIRROR, False, "; ".join(p for p in parts if p), fix)
 
 
 # --- talking to Asterisk --------------------------------------------------------
@@ -579,32 +578,50 @@ async def _check_modules(client: AMIClient, config: Config, probes: _Probes) -> 
     first = await _module_loaded(client, required[0])
     if first.denied:
         return await _check_modules_without_modulecheck(client, required, probes)
+    notes = []
+    if (await _module_loaded(client, PJSIP_MODULE)).ok:
+        required += PJSIP_PRESENCE_MODULES
+        notes.append(f"PJSIP loaded, checked {', '.join(PJSIP_PRESENCE_MODULES)}")
+    else:
+        notes.append("PJSIP not loaded, its presence modules not needed")
+    if await _kit_loaded(client):
+        required += KIT_MODULES
+        notes.append("dialplan kit loaded, checked the modules it calls")
+    else:
+        notes.append("dialplan kit not loaded")
     replies = {required[0]: first}
     for module in required[1:]:
         replies[module] = await _module_loaded(client, module)
-    pjsip = await _module_loaded(client, PJSIP_MODULE)
-    pjsip_note = "PJSIP not loaded, its presence modules not needed"
-    if pjsip.ok:
-        pjsip_note = f"PJSIP loaded, checked {', '.join(PJSIP_PRESENCE_MODULES)}"
-        for module in PJSIP_PRESENCE_MODULES:
-            replies[module] = await _module_loaded(client, module)
-    if await _kit_loaded(client):
-        pjsip_note += "; dialplan kit loaded, checked the modules it calls"
-        for module in KIT_MODULES:
-            replies[module] = await _module_loaded(client, module)
-    else:
-        pjsip_note += "; dialplan kit not loaded"
     missing = [m for m, r in replies.items() if not r.ok and r.message == "Module not loaded"]
     unclear = [f"{m} ({r.message or 'no message'})" for m, r in replies.items()
                if not r.ok and m not in missing]
     loaded = [m for m, r in replies.items() if r.ok]
-    return _modules_result(loaded, missing, unclear, pjsip_note)
+    return _modules_result(loaded, missing, unclear, "; ".join(notes))
 
 
 async def _kit_loaded(client: AMIClient) -> bool:
     """Getvar without a channel reads a global: the kit's [globals] define this one."""
     reply = await _ask(client, "Getvar", {"Variable": KIT_MARKER})
     return bool(reply.ok and reply.frame is not None and reply.frame.get("Value"))
+
+
+def _verdict(loaded: bool, missing: bool) -> str | None:
+    return "loaded" if loaded else "missing" if missing else None
+
+
+#: Dialplan functions read with Getvar to tell whether their module is loaded.
+PROBE_FUNCTIONS = {
+    "func_presencestate": f"PRESENCE_STATE({PROBE_PRESENTITY},value)",
+    "func_devstate": f"DEVICE_STATE({PROBE_DEVICE})",
+}
+
+
+def _function_verdict(reply: _Reply) -> str | None:
+    # A loaded module reads "not_set" / "UNKNOWN" for an unused name; an
+    # unregistered function reads as an empty value.
+    if not reply.ok or reply.frame is None:
+        return None
+    return _verdict(bool(reply.frame.get("Value")), not reply.frame.get("Value"))
 
 
 async def _check_modules_without_modulecheck(
@@ -614,42 +631,26 @@ async def _check_modules_without_modulecheck(
     # Judge by what each module registers instead: an action is found by
     # action_find() only while its module is loaded, and a dialplan function
     # that is not registered reads as an empty Value in Getvar.
-    evidence: dict[str, _Reply] = {}
-    reply, _ = await _ask_list(client, "PresenceStateList")
-    evidence["res_manager_presencestate"] = reply
-    reply, _ = await _ask_list(client, "DeviceStateList")
-    evidence["res_manager_devicestate"] = reply
-    loaded: list[str] = []
-    missing: list[str] = []
-    unclear: list[str] = []
-    for module, reply in evidence.items():
-        if reply.ok or reply.answered:
-            loaded.append(module)
-        elif reply.unknown_action:
-            missing.append(module)
-        else:
-            unclear.append(f"{module} ({reply.message or 'no message'})")
-    functions = {
-        "func_presencestate": f"PRESENCE_STATE({PROBE_PRESENTITY},value)",
-        "func_devstate": f"DEVICE_STATE({PROBE_DEVICE})",
-    }
-    for module, variable in functions.items():
-        reply = await _ask(client, "Getvar", {"Variable": variable})
-        if reply.ok and reply.frame is not None:
-            # A loaded module reads "not_set" / "UNKNOWN" for an unused name.
-            (loaded if reply.frame.get("Value") else missing).append(module)
-        else:
-            unclear.append(f"{module} ({reply.message or 'no message'})")
+    replies: dict[str, _Reply] = {}
+    verdicts: dict[str, str | None] = {}  # "loaded", "missing" or None: unclear
+    for module, action in (("res_manager_presencestate", "PresenceStateList"),
+                           ("res_manager_devicestate", "DeviceStateList")):
+        replies[module], _ = await _ask_list(client, action)
+        verdicts[module] = _verdict(replies[module].ok or replies[module].answered,
+                                    replies[module].unknown_action)
+    for module, variable in PROBE_FUNCTIONS.items():
+        replies[module] = await _ask(client, "Getvar", {"Variable": variable})
+        verdicts[module] = _function_verdict(replies[module])
     queue = probes.queue_pause
     if QUEUE_MODULE in required and queue is not None:
         # The QueuePause probe: app_queue registers QueuePause, so
         # "Invalid/unknown command" means app_queue is not loaded.
-        if queue.unknown_action:
-            missing.append(QUEUE_MODULE)
-        elif queue.answered or queue.denied:
-            loaded.append(QUEUE_MODULE)
-        else:
-            unclear.append(f"{QUEUE_MODULE} ({queue.message or 'no message'})")
+        replies[QUEUE_MODULE] = queue
+        verdicts[QUEUE_MODULE] = _verdict(queue.answered or queue.denied, queue.unknown_action)
+    loaded = [m for m, v in verdicts.items() if v == "loaded"]
+    missing = [m for m, v in verdicts.items() if v == "missing"]
+    unclear = [f"{m} ({replies[m].message or 'no message'})"
+               for m, v in verdicts.items() if v is None]
     note = ("ModuleCheck needs write=system (Permission denied): judged by the modules' "
             "AMI actions and dialplan functions; PJSIP presence modules not checked")
     if await _kit_loaded(client):

@@ -156,57 +156,71 @@ class FrameParser:
         buf += data
         pos = 0
         if self._expect_banner or self._skipping_line:
-            end = buf.find(CRLF, max(0, old - 1))
-            if end < 0:
-                # +1: the line may be complete but for the LF after its CR.
-                if self._expect_banner and len(buf) > self._max_line + 1:
-                    self._expect_banner = False
-                    out.append(FrameError("banner line too long", _sample(buf)))
-                    self._skipping_line = True
-                if self._skipping_line:
-                    del buf[:-1]  # keep a CR whose LF is still to come
+            pos = self._first_line(old, out)
+            if pos < 0:
                 return out
-            if self._skipping_line:
-                self._skipping_line = False
-            elif end > self._max_line:
-                out.append(FrameError("banner line too long", _sample(buf[:end])))
-            else:
-                out.append(Banner(buf[:end].decode("utf-8", "replace")))
-            self._expect_banner = False
-            pos = old = end + 2
-        max_frame = self._max_frame
-        parse = self._parse_frame
+            old = pos
         scan = max(pos, old - 3)
         self.searched += len(buf) - scan
         last = buf.rfind(FRAME_END, scan)
         if last >= 0:
-            # One split instead of a find() and a slice per frame. It cuts left
-            # to right like successive find()s; up to the last CRLFCRLF found
-            # from the right, so the incomplete tail is not copied. When CRLF
-            # runs overlap there, the last part is an unfinished frame: kept.
-            frames = buf[pos:last + 4].split(FRAME_END)
-            pos = last + 4 - len(frames.pop())
-            for frame in frames:
-                if self._skipping:
-                    # End of the frame we were discarding.
-                    self._skipping = False
-                elif frame:
-                    if len(frame) > max_frame:
-                        out.append(FrameError("frame too long", _sample(frame)))
-                    else:
-                        item = parse(frame)
-                        if not isinstance(item, Message) or item.headers:
-                            out.append(item)
+            pos = self._frames(pos, last, out)
         del buf[:pos]
         # Without a frame end in the buffer, it may hold a whole frame of
         # max_frame bytes plus the first 3 bytes of its CRLFCRLF.
-        if len(buf) > max_frame + len(FRAME_END) - 1:
+        if len(buf) > self._max_frame + len(FRAME_END) - 1:
             if not self._skipping:
                 out.append(FrameError("frame too long", _sample(buf)))
             self._skipping = True
             # Keep the last 3 bytes: they may be the start of the frame end.
             del buf[:-3]
         return out
+
+    def _first_line(self, old: int, out: list[Item]) -> int:
+        """The banner (or the rest of an over-long one): where frames start, -1 if not yet."""
+        buf = self._buf
+        end = buf.find(CRLF, max(0, old - 1))
+        if end < 0:
+            # +1: the line may be complete but for the LF after its CR.
+            if self._expect_banner and len(buf) > self._max_line + 1:
+                self._expect_banner = False
+                out.append(FrameError("banner line too long", _sample(buf)))
+                self._skipping_line = True
+            if self._skipping_line:
+                del buf[:-1]  # keep a CR whose LF is still to come
+            return -1
+        if self._skipping_line:
+            self._skipping_line = False
+        elif end > self._max_line:
+            out.append(FrameError("banner line too long", _sample(buf[:end])))
+        else:
+            out.append(Banner(buf[:end].decode("utf-8", "replace")))
+        self._expect_banner = False
+        return end + 2
+
+    def _frames(self, pos: int, last: int, out: list[Item]) -> int:
+        """Parse the frames in ``buf[pos:last + 4]``; returns where the rest starts."""
+        # One split instead of a find() and a slice per frame. It cuts left to
+        # right like successive find()s; up to the last CRLFCRLF found from the
+        # right, so the incomplete tail is not copied. When CRLF runs overlap
+        # there, the last part is an unfinished frame: kept.
+        frames = self._buf[pos:last + 4].split(FRAME_END)
+        rest = last + 4 - len(frames.pop())
+        max_frame = self._max_frame
+        parse = self._parse_frame
+        append = out.append
+        for frame in frames:
+            if self._skipping:
+                self._skipping = False  # end of the frame we were discarding
+            elif not frame:
+                continue
+            elif len(frame) > max_frame:
+                append(FrameError("frame too long", _sample(frame)))
+            else:
+                item = parse(frame)
+                if not isinstance(item, Message) or item.headers:
+                    append(item)
+        return rest
 
     def _parse_frame(self, raw: bytes | bytearray) -> Message | FrameError:
         # A stray blank line between frames leaves a leading CRLF here.
