@@ -35,7 +35,8 @@ from .model import NOT_SET, DeviceState, InvalidInput, Presence
 from .outbox import Outbox
 from .queues import QueueMember, QueueMembers
 from .records import EffectiveRecord, HistoryEntry, PresenceView, SourceRecord, UserRecord
-from .rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
+from .rules import DEFAULT_RULES, DeviceView, RuleConfig
+from .sources import Contributions
 from .store.base import Batch, Store
 from .timers import Deadlines
 from .users import DEFAULT_MAX_USERS, UserDirectory
@@ -81,7 +82,7 @@ class PresenceService:
         self._clock = clock
         self.rules = rules_config
         self.users = UserDirectory(config_users, max_users=max_users)
-        self._sources: dict[str, dict[str, SourceRecord]] = {}
+        self.contributions = Contributions(rules_config)
         self._effective: dict[str, EffectiveRecord] = {}
         self.devices = Devices(self.users, rules_config)
         self.queue_members = QueueMembers(self.users, self.devices)
@@ -102,8 +103,7 @@ class PresenceService:
     async def start(self) -> None:
         """Load everything from the store and start the writer and the timer."""
         self.users.load(await self._store.load_users())
-        for rec in await self._store.load_sources():
-            self._sources.setdefault(rec.user, {})[rec.source] = rec
+        self.contributions.load(await self._store.load_sources())
         for eff in await self._store.load_effective():
             self._effective[eff.user] = eff
         self.outbox.presence.load((await self._store.load_asterisk()).items())
@@ -145,7 +145,7 @@ class PresenceService:
         pending = self._is_pending(uid)
         if eff is None:
             return PresenceView.unset(uid, pending=pending)
-        rec = self._sources.get(uid, {}).get(eff.source)
+        rec = self.contributions.get(uid, eff.source)
         actor = rec.actor if rec is not None else "engine"
         return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
                             eff.reason)
@@ -155,7 +155,7 @@ class PresenceService:
 
     def sources(self, uid: str) -> list[SourceRecord]:
         self.require_user(uid)
-        return sorted(self._sources.get(uid, {}).values(), key=lambda r: r.source)
+        return self.contributions.of(uid)
 
     def device_view(self, uid: str) -> DeviceView:
         return self.devices.view(uid)
@@ -187,7 +187,7 @@ class PresenceService:
         self.require_user(uid)
         now = self._clock()
         batch = Batch()
-        self._put_source(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
+        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
         self._manual_changed(uid, batch)
         self._recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
         await self._committer.submit(batch)
@@ -198,7 +198,7 @@ class PresenceService:
         self.require_user(uid)
         now = self._clock()
         batch = Batch()
-        self._drop_source(uid, MANUAL, batch)
+        self.contributions.drop(uid, MANUAL, batch)
         self._manual_changed(uid, batch)
         self._recompute(uid, now, batch, trigger="cleared by " + actor, actor=actor)
         await self._committer.submit(batch)
@@ -211,7 +211,7 @@ class PresenceService:
             raise InvalidInput(f"source name {record.source!r} is reserved")
         now = self._clock()
         batch = Batch()
-        self._put_source(record, batch)
+        self.contributions.put(record, batch)
         self._recompute(record.user, now, batch, trigger=f"{record.source} set by {record.actor}",
                         actor=record.actor)
         await self._committer.submit(batch)
@@ -219,50 +219,32 @@ class PresenceService:
 
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
         self.require_user(uid)
-        if name not in self._sources.get(uid, {}) or name in (MANUAL, rules.SOURCE_AUTO):
+        if self.contributions.get(uid, name) is None or name in (MANUAL, rules.SOURCE_AUTO):
             raise UnknownSource(uid, name)
         now = self._clock()
         batch = Batch()
-        self._drop_source(uid, name, batch)
+        self.contributions.drop(uid, name, batch)
         self._recompute(uid, now, batch, trigger=f"{name} removed by {actor}", actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
-
-    def _put_source(self, rec: SourceRecord, batch: Batch) -> None:
-        self._sources.setdefault(rec.user, {})[rec.source] = rec
-        batch.put_sources.append(rec)
-
-    def _drop_source(self, uid: str, name: str, batch: Batch) -> None:
-        if self._sources.get(uid, {}).pop(name, None) is not None:
-            batch.delete_sources.append((uid, name))
 
     def _manual_changed(self, uid: str, batch: Batch) -> None:
         """Any manual change clears auto-away and the missed-call count."""
         self.outbox.presence.failures.clear(uid)
         self.devices.reset_missed(uid)
-        self._drop_source(uid, rules.SOURCE_AUTO, batch)
+        self.contributions.drop(uid, rules.SOURCE_AUTO, batch)
 
     # -- the decision ----------------------------------------------------
-
-    def _decide(self, uid: str, now: datetime) -> Decision:
-        contributions = self._sources.get(uid, {})
-        timed = [r for name, r in contributions.items() if name not in rules.RESERVED_SOURCES]
-        return rules.decide(
-            contributions.get(MANUAL), timed, self.device_view(uid),
-            contributions.get(rules.SOURCE_AUTO), now, self.rules,
-        )
 
     def _recompute(
         self, uid: str, now: datetime, batch: Batch, *, trigger: str, actor: str,
         history_source: str | None = None,
     ) -> bool:
         """Decide again; record, publish and schedule what changed."""
-        # Nothing stale remains: records whose window is over are deleted.
-        for name, rec in list(self._sources.get(uid, {}).items()):
-            if rules.is_expired(rec, now):
-                self._drop_source(uid, name, batch)
-        decision = self._decide(uid, now)
-        self._schedule(uid, now)
+        self.contributions.expire(uid, now, batch)
+        devices = self.device_view(uid)
+        decision = self.contributions.decide(uid, devices, now)
+        self._deadlines.set(uid, self.contributions.next_change(uid, devices, now))
         old = self._effective.get(uid)
         old_presence = old.presence if old is not None else NOT_SET
         if old is not None and (old.presence, old.source, old.reason) == (
@@ -283,19 +265,6 @@ class PresenceService:
             self._publish(uid, old)
         self.outbox.mark(uid)
         return True
-
-    def _schedule(self, uid: str, now: datetime) -> None:
-        contributions = self._sources.get(uid, {})
-        timed = [r for name, r in contributions.items() if name not in rules.RESERVED_SOURCES]
-        when = rules.next_change_at(
-            contributions.get(MANUAL), timed, self.device_view(uid),
-            contributions.get(rules.SOURCE_AUTO), now, self.rules,
-        )
-        # Also wake at the end of any record, to delete it.
-        ends = [r.end for r in contributions.values() if r.end is not None and r.end > now]
-        if ends:
-            when = min(ends) if when is None else min(when, *ends)
-        self._deadlines.set(uid, when)
 
     async def _time_passed(self, due: list[str], now: datetime) -> None:
         batch = Batch()
@@ -354,7 +323,7 @@ class PresenceService:
             reason += "; normalised (control characters removed, cut to 255 bytes)"
             logger.warning("presence of %s from Asterisk holds text astpresence cannot write "
                            "back; adopted it normalised", uid)
-        self._put_source(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
+        self.contributions.put(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
         self._manual_changed(uid, batch)
         if not self._recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
                                history_source=ASTERISK):
@@ -386,11 +355,11 @@ class PresenceService:
         """Missed-call auto-away: a ring that ends without any device in a call."""
         ended = self.devices.call_step(uid, states)
         if ended is CallEnd.ANSWERED:
-            self._drop_source(uid, rules.SOURCE_AUTO, batch)
-        elif ended is CallEnd.AUTO_AWAY and rules.SOURCE_AUTO not in self._sources.get(uid, {}):
+            self.contributions.drop(uid, rules.SOURCE_AUTO, batch)
+        elif ended is CallEnd.AUTO_AWAY and self.contributions.get(uid, rules.SOURCE_AUTO) is None:
             logger.info("%s missed %d calls in a row: auto-away", uid,
                         self.rules.missed_calls_away)
-            self._put_source(rules.auto_contribution(uid, now, self.rules), batch)
+            self.contributions.put(rules.auto_contribution(uid, now, self.rules), batch)
 
     async def on_hint(self, user: UserRecord) -> None:
         """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user.
@@ -429,8 +398,8 @@ class PresenceService:
     ) -> dict[str, int]:
         """Rebuild from what Asterisk holds after a login.
 
-        ``presences`` maps presentity names (``CustomPresence:2000``) to values;
-        absent ones are not_set. For each user:
+        ``presences`` maps user ids to what Asterisk holds; absent ones are
+        not_set. For each user:
         - Asterisk equals what we want: nothing to do;
         - Asterisk changed while we were away and we have no unsent change:
           adopt it (history source ``asterisk``);
