@@ -106,7 +106,7 @@ class AMIBridge:
                 self.status.last_error = str(exc)
                 logger.warning("AMI link: %s", exc)
             finally:
-                self._service.link_lost()
+                self._service.asterisk.link_lost()
                 self._metrics.ami_up.set(0)
                 self.status.state = "disconnected"
                 self.status.connected_since = None
@@ -190,7 +190,7 @@ class AMIBridge:
             logger.warning("Asterisk has no dialplan hints; only users from the config are known")
             hint_events = []
         users = [u for u in map(hint_user, hint_events) if u is not None]
-        counts = await self._service.resync(presences, users, devices)
+        counts = await self._service.asterisk.resync(presences, users, devices)
         if self._service.rules.queue_pause:
             await self._resync_queues(client)
         logger.info(
@@ -218,7 +218,7 @@ class AMIBridge:
         items = [ev for ev in await client.send_list_action("QueueStatus")
                  if ev.event == "QueueMember"]
         members = list(self._translated(items, queue_member, "queue member"))
-        self._service.resync_queues(members)
+        self._service.asterisk.resync_queues(members)
         logger.info("read %d queue members", len(members))
 
     # -- events ----------------------------------------------------------
@@ -242,12 +242,12 @@ class AMIBridge:
                            clip(msg.get("Presentity")), exc)
             return
         if change is not None:
-            await self._service.on_presence_change(*change)
+            await self._service.asterisk.on_presence_change(*change)
 
     async def _on_hint_event(self, msg: Message) -> None:
         user = hint_user(msg)
         if user is not None:
-            await self._service.on_hint(user)
+            await self._service.asterisk.on_hint(user)
 
     async def _on_device_state_change(self, msg: Message) -> None:
         try:
@@ -256,12 +256,12 @@ class AMIBridge:
             logger.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
             return
         if change is not None:
-            await self._service.on_device_change(*change)
+            await self._service.asterisk.on_device_change(*change)
 
     def _on_queue_member(self, msg: Message) -> None:
         member = queue_member(msg)
         if member is not None:
-            self._service.on_queue_member(member, removed=msg.event == "QueueMemberRemoved")
+            self._service.asterisk.on_queue_member(member, removed=msg.event == "QueueMemberRemoved")
 
     # -- writes ----------------------------------------------------------
 
@@ -279,7 +279,7 @@ class AMIBridge:
                 # Wake for new work, or when a refused write is due again.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.wakeup.wait(), outbox.next_retry_in())
-                writes = self._service.take_all()
+                writes = self._service.asterisk.take_all()
                 jobs: list[Awaitable[None]] = [self._write_presence(client, w)
                                                for w in writes.presence]
                 jobs += [self._write_mirror(client, w) for w in writes.mirror]

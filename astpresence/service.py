@@ -23,24 +23,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from . import rules
 from .commit import GroupCommitter, log_store_failure
-from .devices import CallEnd, Devices
+from .devices import Devices
 from .events import EventHub
-from .logsafe import clip
-from .model import NOT_SET, DeviceState, InvalidInput, Presence
+from .model import NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
-from .queues import QueueMember, QueueMembers
+from .queues import QueueMembers
 from .records import EffectiveRecord, HistoryEntry, PresenceView, SourceRecord, UserRecord
 from .rules import DEFAULT_RULES, DeviceView, RuleConfig
 from .sources import Contributions
 from .store.base import Batch, Store
+from .sync import AsteriskSync
 from .timers import Deadlines
 from .users import DEFAULT_MAX_USERS, UserDirectory
-from .writes import Writes
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +89,15 @@ class PresenceService:
         self.events = EventHub()
         self._committer = GroupCommitter(store)
         self._deadlines = Deadlines(clock, self._time_passed)
-        self.last_sync: datetime | None = None
-        self.adopted = 0  # changes made elsewhere and adopted
-        self.echoes = 0  # our own writes seen back
+        self.asterisk = AsteriskSync(self, store, clock)
 
     @property
     def synced(self) -> bool:
         return self.outbox.synced
+
+    @property
+    def last_sync(self) -> datetime | None:
+        return self.asterisk.last_sync
 
     # -- lifecycle -------------------------------------------------------
 
@@ -108,13 +109,13 @@ class PresenceService:
             self._effective[eff.user] = eff
         self.outbox.presence.load((await self._store.load_asterisk()).items())
         last = await self._store.get_meta("last_sync")
-        self.last_sync = datetime.fromisoformat(last) if last else None
+        self.asterisk.last_sync = datetime.fromisoformat(last) if last else None
         self._committer.start()
         # Windows may have opened or closed while the daemon was down.
         now = self._clock()
         batch = Batch()
         for uid in self.users.ids():
-            self._recompute(uid, now, batch, trigger="start-up", actor="engine")
+            self.recompute(uid, now, batch, trigger="start-up", actor="engine")
         await self._committer.submit(batch)
         self._deadlines.start()
         logger.info(
@@ -189,7 +190,7 @@ class PresenceService:
         batch = Batch()
         self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
         self._manual_changed(uid, batch)
-        self._recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
+        self.recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
 
@@ -200,7 +201,7 @@ class PresenceService:
         batch = Batch()
         self.contributions.drop(uid, MANUAL, batch)
         self._manual_changed(uid, batch)
-        self._recompute(uid, now, batch, trigger="cleared by " + actor, actor=actor)
+        self.recompute(uid, now, batch, trigger="cleared by " + actor, actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
 
@@ -212,7 +213,7 @@ class PresenceService:
         now = self._clock()
         batch = Batch()
         self.contributions.put(record, batch)
-        self._recompute(record.user, now, batch, trigger=f"{record.source} set by {record.actor}",
+        self.recompute(record.user, now, batch, trigger=f"{record.source} set by {record.actor}",
                         actor=record.actor)
         await self._committer.submit(batch)
         return self.view(record.user)
@@ -224,7 +225,7 @@ class PresenceService:
         now = self._clock()
         batch = Batch()
         self.contributions.drop(uid, name, batch)
-        self._recompute(uid, now, batch, trigger=f"{name} removed by {actor}", actor=actor)
+        self.recompute(uid, now, batch, trigger=f"{name} removed by {actor}", actor=actor)
         await self._committer.submit(batch)
         return self.view(uid)
 
@@ -236,7 +237,7 @@ class PresenceService:
 
     # -- the decision ----------------------------------------------------
 
-    def _recompute(
+    def recompute(
         self, uid: str, now: datetime, batch: Batch, *, trigger: str, actor: str,
         history_source: str | None = None,
     ) -> bool:
@@ -269,7 +270,7 @@ class PresenceService:
     async def _time_passed(self, due: list[str], now: datetime) -> None:
         batch = Batch()
         for uid in due:
-            self._recompute(uid, now, batch, trigger="time", actor="engine")
+            self.recompute(uid, now, batch, trigger="time", actor="engine")
         await self._committer.submit(batch)
 
     def _publish(self, uid: str, old: EffectiveRecord | None) -> None:
@@ -277,28 +278,17 @@ class PresenceService:
                   if old is not None else PresenceView.unset(uid))
         self.events.publish(before, self.view(uid))
 
-    # -- what Asterisk tells us (already domain values: translate.py) ------
+    # -- for the Asterisk side (sync.py) ---------------------------------
 
-    async def on_presence_change(self, uid: str, presence: Presence) -> None:
-        """A live ``PresenceStateChange``: our echo or a change made elsewhere."""
-        if uid not in self.users:
-            return  # not a user: nothing is stored for it
-        batch = Batch()
-        batch.put_asterisk.append((uid, presence))
-        if self.outbox.presence.seen(uid, presence):
-            self.echoes += 1
-            logger.debug("echo of our write for %s: %s", uid, presence.state.value)
-            self.outbox.mark(uid)
-        else:
-            logger.info(
-                "presence of %s changed in Asterisk to %s; adopting it as a manual change",
-                uid, presence.state.value,
-            )
-            self.adopted += 1
-            self._adopt(uid, presence, batch, reason="changed in Asterisk")
-        self._store_later(batch)
+    async def commit(self, batch: Batch) -> None:
+        """Store ``batch``; durable when this returns."""
+        await self._committer.submit(batch)
 
-    def _store_later(self, batch: Batch) -> None:
+    def desired(self, uid: str) -> Presence:
+        """What Asterisk should hold for ``uid`` now."""
+        return self._desired(uid)
+
+    def store_later(self, batch: Batch) -> None:
         """Queue a change that came from Asterisk for the group commit; do not wait.
 
         Nobody waits for an acknowledgement of an AMI event, and awaiting the
@@ -310,7 +300,7 @@ class PresenceService:
         if fut is not None:
             fut.add_done_callback(log_store_failure)
 
-    def _adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
+    def adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
         """Take a value set elsewhere as the person's manual choice.
 
         It is normalised first (docs/asterisk.md, "Presence": other tools can
@@ -325,165 +315,9 @@ class PresenceService:
                            "back; adopted it normalised", uid)
         self.contributions.put(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
         self._manual_changed(uid, batch)
-        if not self._recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
+        if not self.recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
                                history_source=ASTERISK):
             # Same effective value, but Asterisk may now differ (an overlay is
             # still on): make sure it gets the effective value back.
             self.outbox.mark(uid)
 
-    async def on_device_change(self, device: str, state: DeviceState) -> None:
-        """A live ``DeviceStateChange``."""
-        self.devices.set(device, state)
-        owner = self.devices.mirror_owner(device)
-        if owner is not None:
-            self.outbox.mirror.seen(owner, state.value)
-            self.outbox.mark(owner)
-            return
-        uids = self.devices.users_of(device)
-        if not uids:
-            return
-        now = self._clock()
-        batch = Batch()
-        for uid in uids:
-            view = self.devices.note_unavailable(uid, now)
-            self._call_step(uid, view.states, now, batch)
-            self._recompute(uid, now, batch, trigger=f"{device} {state.value}", actor="engine")
-        self._store_later(batch)
-
-    def _call_step(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
-                   batch: Batch) -> None:
-        """Missed-call auto-away: a ring that ends without any device in a call."""
-        ended = self.devices.call_step(uid, states)
-        if ended is CallEnd.ANSWERED:
-            self.contributions.drop(uid, rules.SOURCE_AUTO, batch)
-        elif ended is CallEnd.AUTO_AWAY and self.contributions.get(uid, rules.SOURCE_AUTO) is None:
-            logger.info("%s missed %d calls in a row: auto-away", uid,
-                        self.rules.missed_calls_away)
-            self.contributions.put(rules.auto_contribution(uid, now, self.rules), batch)
-
-    async def on_hint(self, user: UserRecord) -> None:
-        """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user.
-
-        Capped (``max_users``); users whose hint is gone leave at the next sync.
-        """
-        if self.users.get(user.id) == user:
-            return
-        refused = self.users.refused
-        if self.users.add_hint_user(user):
-            logger.info("user %s found in hint %s@%s", user.id, clip(user.extension),
-                        clip(user.context))
-            self.devices.users_changed()
-            await self._store.save_users([user])
-        elif self.users.refused > refused and refused == 0:
-            logger.warning("a hint names user %s but there are max_users (%d) already; "
-                           "left out until the next sync", user.id, self.users.max_users)
-
-    def on_queue_member(self, member: QueueMember, *, removed: bool = False) -> None:
-        """QueueMember / QueueMemberPause / QueueMemberAdded / QueueMemberRemoved."""
-        if removed:
-            self.queue_members.remove(member.key)
-            self.outbox.pauses.forget(member.key)
-            return
-        member = self.queue_members.update(member)
-        self.outbox.pauses.seen(member.key, (member.paused, member.reason))
-        owner = self.queue_members.owner(member)
-        if owner is not None:
-            self.outbox.mark(owner)
-
-    async def resync(
-        self,
-        presences: Mapping[str, Presence],
-        hint_users: Iterable[UserRecord],
-        devices: Mapping[str, DeviceState],
-    ) -> dict[str, int]:
-        """Rebuild from what Asterisk holds after a login.
-
-        ``presences`` maps user ids to what Asterisk holds; absent ones are
-        not_set. For each user:
-        - Asterisk equals what we want: nothing to do;
-        - Asterisk changed while we were away and we have no unsent change:
-          adopt it (history source ``asterisk``);
-        - we have a change Asterisk never got: write it (it was acknowledged
-          to a client; on a conflict with a change in Asterisk it wins, and a
-          warning says so).
-        Then devices are replaced by what Asterisk reports and every user is
-        decided again. Nothing is assumed from before the reconnect.
-        """
-        changed, gone = self.users.replace_hint_users(hint_users)
-        if changed:
-            await self._store.save_users(changed)
-        if gone:
-            logger.info("%d user(s) no longer in any hint: %s", len(gone),
-                        ", ".join(sorted(gone)[:20]) + (" ..." if len(gone) > 20 else ""))
-            await self._store.delete_users(gone)
-        if self.users.refused:
-            logger.warning("%d hint(s) name more users than max_users (%d) allows; "
-                           "those users are left out", self.users.refused, self.users.max_users)
-        self.devices.users_changed()
-        self.outbox.presence.reset()
-        self.outbox.pauses.reset()
-
-        batch = Batch()
-        counts = {"adopted": 0, "to_write": 0, "unchanged": 0, "conflicts": 0}
-        for uid in self.users.ids():
-            case = self._reconcile(uid, presences.get(uid, NOT_SET), batch)
-            counts[case] += 1
-            if case == "conflicts":
-                counts["to_write"] += 1  # a conflict is written too
-
-        # Devices as Asterisk reports them now; what we knew before is void.
-        now = self._clock()
-        self.devices.replace(devices)
-        self.outbox.mirror.reset({owner: state.value for device, state in devices.items()
-                                  if (owner := self.devices.mirror_owner(device)) is not None})
-        for uid in self.users.ids():
-            self.devices.note_unavailable(uid, now)
-            self._recompute(uid, now, batch, trigger="resync", actor="engine")
-            self.outbox.mark(uid)
-        batch.meta["last_sync"] = now.isoformat()
-        await self._committer.submit(batch)
-        self.last_sync = now
-        self.outbox.synced = True
-        self.outbox.wakeup.set()
-        return counts
-
-    def _reconcile(self, uid: str, now_value: Presence, batch: Batch) -> str:
-        """One user's presence after a login: which of the resync cases applies."""
-        tracker = self.outbox.presence
-        known = tracker.confirmed(uid)
-        desired = self._desired(uid)
-        if now_value != known or not tracker.knows(uid):
-            tracker.confirm(uid, now_value)
-            batch.put_asterisk.append((uid, now_value))
-        if now_value == desired:
-            return "unchanged"
-        if now_value != known and desired == known:
-            self._adopt(uid, now_value, batch,
-                        reason="changed in Asterisk while astpresence was away")
-            return "adopted"
-        if now_value != known:
-            logger.warning(
-                "%s: Asterisk has %s but a change made through astpresence while "
-                "Asterisk was unreachable (%s) is newer; writing it",
-                uid, now_value.state.value, desired.state.value,
-            )
-            self.outbox.mark(uid)
-            return "conflicts"
-        self.outbox.mark(uid)
-        return "to_write"
-
-    def resync_queues(self, members: Iterable[QueueMember]) -> None:
-        """Replace queue members with what ``QueueStatus`` reported."""
-        members = list(members)
-        self.queue_members.replace(members)
-        self.outbox.pauses.reset({m.key: (m.paused, m.reason) for m in members})
-        for uid in self.users.ids():
-            self.outbox.mark(uid)
-
-    def link_lost(self) -> None:
-        """The AMI link is down: nothing in flight will be confirmed."""
-        self.outbox.link_lost()
-
-    def take_all(self) -> Writes:
-        """Everything to send now (see :meth:`Outbox.take`)."""
-        return self.outbox.take(self._desired)

@@ -61,7 +61,7 @@ async def test_cli_set_reaches_asterisk_and_reads_back(daemon: RunningDaemon,
         "user": "2000", "state": "dnd", "subtype": "meeting", "message": text,
         "source": "manual", "actor": "cli:admin", "pending": False}
     # Our own echo was not adopted as a change made elsewhere.
-    assert daemon.service.adopted == 0
+    assert daemon.service.asterisk.adopted == 0
     hist = json.loads((await cli(daemon.url, "history", "2000", "--json")).out)
     assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [("dnd", "manual", "cli:admin")]
     assert len(presence_setvars(fake, "2000")) == 1

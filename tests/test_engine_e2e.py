@@ -66,7 +66,7 @@ async def test_on_the_phone_and_back_exactly(fake: FakeAsterisk, tmp_path: Path)
         await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
         await until(lambda: fake_value(fake, "2000") == before, what="previous presence")
         assert setvars(fake, "2000") == [before, on_phone, before]  # each written once
-        assert d.service.adopted == 0
+        assert d.service.asterisk.adopted == 0
         hist = await d.service.history("2000", 10)
         assert [h.reason.split(":")[0] for h in hist] == ["manual", "on-the-phone", "manual"]
         assert hist[1].source == "device" and "PJSIP/2000 INUSE" in hist[1].reason
