@@ -80,11 +80,15 @@ class Failures(Generic[K]):
 
     def due(self) -> list[K]:
         """Keys whose retry time has come."""
+        if not self._by_key:
+            return []  # the common case, on every take of the writer
         now = self._clock()
         return [key for key, f in self._by_key.items() if f.retry_at <= now]
 
     def next_retry_in(self) -> float | None:
         """Seconds until the earliest retry (0 if one is due), None if none is waiting."""
+        if not self._by_key:
+            return None
         first = min((f.retry_at for f in self._by_key.values()), default=math.inf)
         return None if first == math.inf else max(0.0, first - self._clock())
 
