@@ -47,6 +47,11 @@ Migration: TypeAlias = Sequence[str] | Callable[[aiosqlite.Connection], Awaitabl
 # No foreign keys from sources/effective/history to users: users come and go
 # with the dialplan while their sources and history must stay, and the service
 # may record a change for a user before it has saved the user list.
+
+#: The presence states as schema version 1 spelt them in its CHECK constraints.
+#: Written once; a migration never changes after it shipped, so this is not
+#: derived from model.State.
+_V1_STATES = "('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')"
 _SCHEMA_V1: tuple[str, ...] = (
     """
     CREATE TABLE users (
@@ -58,12 +63,12 @@ _SCHEMA_V1: tuple[str, ...] = (
         origin TEXT NOT NULL
     ) WITHOUT ROWID
     """,
-    """
+    f"""
     CREATE TABLE sources (
         user TEXT NOT NULL,
         source TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN
-            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+            {_V1_STATES}),
         subtype TEXT NOT NULL,
         message TEXT NOT NULL,
         since TEXT NOT NULL,
@@ -73,11 +78,11 @@ _SCHEMA_V1: tuple[str, ...] = (
         PRIMARY KEY (user, source)
     ) WITHOUT ROWID
     """,
-    """
+    f"""
     CREATE TABLE effective (
         user TEXT NOT NULL PRIMARY KEY,
         state TEXT NOT NULL CHECK (state IN
-            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+            {_V1_STATES}),
         subtype TEXT NOT NULL,
         message TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -85,27 +90,27 @@ _SCHEMA_V1: tuple[str, ...] = (
         since TEXT NOT NULL
     ) WITHOUT ROWID
     """,
-    """
+    f"""
     CREATE TABLE asterisk (
         user TEXT NOT NULL PRIMARY KEY,
         state TEXT NOT NULL CHECK (state IN
-            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+            {_V1_STATES}),
         subtype TEXT NOT NULL,
         message TEXT NOT NULL
     ) WITHOUT ROWID
     """,
     # AUTOINCREMENT: ids are never reused, so an id names one change for good.
-    """
+    f"""
     CREATE TABLE history (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at TEXT NOT NULL,
         user TEXT NOT NULL,
         old_state TEXT CHECK (old_state IN
-            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+            {_V1_STATES}),
         old_subtype TEXT,
         old_message TEXT,
         new_state TEXT NOT NULL CHECK (new_state IN
-            ('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')),
+            {_V1_STATES}),
         new_subtype TEXT NOT NULL,
         new_message TEXT NOT NULL,
         source TEXT NOT NULL,
