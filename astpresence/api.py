@@ -46,7 +46,7 @@ from .model import (
     parse_state,
     validate_user_id,
 )
-from .openapi import openapi_document
+from .openapi import HISTORY_MAX, MAX_TTL_SECONDS, openapi_document
 from .events import ChangeEvent
 from .records import PresenceView
 from .service import PresenceService, UnknownSource, UnknownUser
@@ -56,15 +56,13 @@ from .store.base import Store
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
-HISTORY_MAX = 1000
 MAX_SUBSCRIPTIONS = 1000  # explicit user ids per WebSocket; "*" counts as one
 WS_AUTH_TIMEOUT = 10.0
 #: WebSockets accepted but not yet authenticated, at most (also <= max_websockets).
 MAX_PENDING_WEBSOCKETS = 256
 #: How often open streams are checked against tokens revoked in the database.
 REVOCATION_CHECK = 0.5
-MAX_TTL = timedelta(days=366)
-MAX_TTL_SECONDS = int(MAX_TTL.total_seconds())
+MAX_TTL = timedelta(seconds=MAX_TTL_SECONDS)
 #: RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON = 123
 PUBLIC_PATHS = {"/v1/openapi.json"}

@@ -29,6 +29,7 @@ from .auth import new_token, parse_role
 from .codec import encode_presence_value
 from .config import Config, ConfigError, cli_token, load_config, parse_listen
 from .logsafe import OneLineFormatter, clip
+from .openapi import HISTORY_MAX
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
 from .store.base import StoreError
 from .store.sqlite import SqliteStore
@@ -378,7 +379,7 @@ def list_(ctx: click.Context, state: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("user")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, HISTORY_MAX),
               help="How many entries, newest first.")
 @json_option
 @click.pass_context

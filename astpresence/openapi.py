@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-STATES = ["not_set", "unavailable", "available", "away", "xa", "chat", "dnd"]
+from .model import MAX_LABEL, MAX_TEXT_BYTES, STATE_NAMES
 
-_TEXT = {"type": ["string", "null"], "maxLength": 255,
-         "description": "At most 255 bytes of UTF-8, no control characters; "
+#: Limits of the API, documented here and enforced by api.py.
+MAX_TTL_SECONDS = 366 * 24 * 3600  # expires, ttl, end: at most 366 days ahead
+HISTORY_MAX = 1000  # entries per history request
+
+STATES = list(STATE_NAMES)
+
+_TEXT = {"type": ["string", "null"], "maxLength": MAX_TEXT_BYTES,
+         "description": f"At most {MAX_TEXT_BYTES} bytes of UTF-8, no control characters; "
                         "null or absent is the same as empty"}
 _STR = {"type": "string"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -112,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
             "message": _TEXT,
             "expires": {"oneOf": [{"type": "string", "format": "date-time"},
                                   {"type": "number", "exclusiveMinimum": 0,
-                                   "maximum": 31622400},
+                                   "maximum": MAX_TTL_SECONDS},
                                   {"type": "null"}],
                         "description": "When the presence reverts: a date-time with zone "
                                        "at most 366 days ahead, or seconds from now; "
@@ -130,7 +136,7 @@ SCHEMAS: dict[str, Any] = {
             "start": {"type": ["string", "null"], "format": "date-time"},
             "end": {"type": ["string", "null"], "format": "date-time",
                     "description": "At most 366 days ahead"},
-            "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 31622400,
+            "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS,
                     "description": "Instead of end: seconds from start (or now)"},
         },
     },
@@ -142,7 +148,7 @@ SCHEMAS: dict[str, Any] = {
                      "default": "user"},
             "user": {"type": ["string", "null"],
                      "description": "The user the token acts for; required for role user"},
-            "label": {"type": "string", "maxLength": 80,
+            "label": {"type": "string", "maxLength": MAX_LABEL,
                       "description": "No control characters"},
         },
     },
@@ -191,7 +197,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/v1/presence/{user}/history": {
             "parameters": [USER, {"name": "limit", "in": "query",
-                                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                                  "schema": {"type": "integer", "minimum": 1,
+                                             "maximum": HISTORY_MAX}}],
             "get": _op("History, newest first", ok="History"),
         },
         "/v1/presence/{user}/sources": {"parameters": [USER],
