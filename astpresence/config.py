@@ -76,6 +76,24 @@ def default_db_path(env: Mapping[str, str] | None = None) -> str:
     return os.path.join(os.path.abspath(state), "astpresence", "astpresence.db")
 
 
+#: FreePBX's DND device per user (docs/asterisk.md, "FreePBX conventions").
+FREEPBX_DND_DEVICE = "Custom:DND{user}"
+
+
+@dataclass(frozen=True)
+class FreepbxConfig:
+    #: Pattern of the DND device, ``{user}`` standing for the user id; "" = off.
+    dnd_device: str = FREEPBX_DND_DEVICE
+
+
+def _dnd_device(raw: object, what: str) -> str:
+    text = _text(raw, what, allow_empty=True)
+    if text and (text.count("{user}") != 1 or any(c in text for c in "&,() ")):
+        raise ConfigError(f"{what}: expected a device name with {{user}} once, like "
+                          f"{FREEPBX_DND_DEVICE!r}, or \"\" to switch it off; got {text!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class Config:
     ami: AMIConfig = AMIConfig()
@@ -90,6 +108,7 @@ class Config:
     privacy: Privacy = Privacy()
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
+    freepbx: FreepbxConfig = FreepbxConfig()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
     source: str = "defaults"  # where the file came from, for `status`
@@ -293,6 +312,7 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
     "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
                     "password": _to("password", _secret)}),
+    "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device)}),
 }
 
 #: Environment variables and command-line flags: the same keys as the file.

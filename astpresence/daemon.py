@@ -45,7 +45,8 @@ class Daemon:
         self.config = config
         self.store: Store = store if store is not None else SqliteStore(config.db)
         self.service = PresenceService(self.store, config.users, rules_config=config.rules,
-                                       max_users=config.max_users)
+                                       max_users=config.max_users,
+                                       dnd_device=config.freepbx.dnd_device)
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)

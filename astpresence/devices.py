@@ -30,9 +30,13 @@ class CallEnd(enum.Enum):
 class Devices:
     """Device states by name, the users each device belongs to, per-user call tracking."""
 
-    def __init__(self, users: UserDirectory, config: RuleConfig) -> None:
+    def __init__(self, users: UserDirectory, config: RuleConfig, *,
+                 dnd_device: str = "") -> None:
         self._users = users
         self._config = config
+        # FreePBX's DND device, "Custom:DND{user}" (docs/asterisk.md, "FreePBX
+        # conventions"): a switch the person flips, never a phone.
+        self._dnd_prefix, _, self._dnd_suffix = dnd_device.partition("{user}")
         self.states: dict[str, DeviceState] = {}
         self._index: dict[str, set[str]] | None = None  # device -> users
         self._unavailable_since: dict[str, datetime] = {}
@@ -55,6 +59,23 @@ class Devices:
         """Whose BLF mirror ``device`` is (None: not a mirror device)."""
         return mirror.mirror_user(device, self._config) if self._config.mirror else None
 
+    def dnd_owner(self, device: str) -> str | None:
+        """Whose FreePBX DND device ``device`` is (None: not one, or no such user)."""
+        if not self._dnd_prefix or not device.startswith(self._dnd_prefix):
+            return None
+        uid = device[len(self._dnd_prefix):]
+        if self._dnd_suffix:
+            if not uid.endswith(self._dnd_suffix):
+                return None
+            uid = uid[:-len(self._dnd_suffix)]
+        return uid if uid in self._users else None
+
+    def is_phone(self, device: str) -> bool:
+        """Devices that say whether the person is on the phone or offline: not the
+        BLF mirror (derived from the result) and not a FreePBX DND switch."""
+        return not (mirror.is_mirror_device(device, self._config)
+                    or self.dnd_owner(device) is not None)
+
     def set(self, device: str, state: DeviceState) -> None:
         self.states[device] = state
 
@@ -64,12 +85,12 @@ class Devices:
         self._ring.clear()
 
     def view(self, uid: str) -> DeviceView:
-        """The states of the user's own devices (never the mirror, derived from the result)."""
+        """The states of the user's own phones (see :meth:`is_phone`)."""
         user = self._users.get(uid)
         states: list[DeviceState] = []
         if user is not None:
             for device in user.devices:
-                if mirror.is_mirror_device(device, self._config):
+                if not self.is_phone(device):
                     continue
                 state = self.states.get(device)
                 if state is not None:

@@ -76,6 +76,7 @@ class PresenceService:
         clock: Callable[[], datetime] = utcnow,
         retry_clock: Callable[[], float] = time.monotonic,
         max_users: int = DEFAULT_MAX_USERS,
+        dnd_device: str = "",
     ) -> None:
         self._store = store
         self._clock = clock
@@ -83,7 +84,7 @@ class PresenceService:
         self.users = UserDirectory(config_users, max_users=max_users)
         self.contributions = Contributions(rules_config)
         self._effective: dict[str, EffectiveRecord] = {}
-        self.devices = Devices(self.users, rules_config)
+        self.devices = Devices(self.users, rules_config, dnd_device=dnd_device)
         self.queue_members = QueueMembers(self.users, self.devices)
         self.outbox = Outbox(self.users, rules_config, self.queue_members, clock=retry_clock)
         self.events = EventHub()
@@ -186,24 +187,33 @@ class PresenceService:
         decide again.
         """
         self.require_user(uid)
-        now = self._clock()
         batch = Batch()
-        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
-        self._manual_changed(uid, batch)
-        self.recompute(uid, now, batch, trigger="set by " + actor, actor=actor)
+        self.set_manual_in(uid, presence, actor, batch, end=end)
         await self._committer.submit(batch)
         return self.view(uid)
 
     async def clear_manual(self, uid: str, actor: str) -> PresenceView:
         """Remove the manual presence; the other sources decide again."""
         self.require_user(uid)
-        now = self._clock()
         batch = Batch()
-        self.contributions.drop(uid, MANUAL, batch)
-        self._manual_changed(uid, batch)
-        self.recompute(uid, now, batch, trigger="cleared by " + actor, actor=actor)
+        self.clear_manual_in(uid, actor, batch)
         await self._committer.submit(batch)
         return self.view(uid)
+
+    def set_manual_in(self, uid: str, presence: Presence, actor: str, batch: Batch, *,
+                      end: datetime | None = None, reason: str = "") -> None:
+        """:meth:`set_manual` into the caller's batch (not stored yet)."""
+        now = self._clock()
+        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
+        self._manual_changed(uid, batch)
+        self.recompute(uid, now, batch, trigger=reason or "set by " + actor, actor=actor)
+
+    def clear_manual_in(self, uid: str, actor: str, batch: Batch, *, reason: str = "") -> None:
+        """:meth:`clear_manual` into the caller's batch (not stored yet)."""
+        now = self._clock()
+        self.contributions.drop(uid, MANUAL, batch)
+        self._manual_changed(uid, batch)
+        self.recompute(uid, now, batch, trigger=reason or "cleared by " + actor, actor=actor)
 
     async def set_source(self, record: SourceRecord) -> PresenceView:
         """Add or replace a timed contribution (calendar...). Validated by the caller."""

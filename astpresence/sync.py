@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import rules
 from .devices import CallEnd
 from .logsafe import clip
-from .model import NOT_SET, DeviceState, Presence
+from .model import NOT_SET, DeviceState, Presence, State
 from .queues import QueueMember
 from .records import UserRecord
 from .store.base import Batch, Store
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from .service import PresenceService
 
 logger = logging.getLogger(__name__)
+
+#: The actor of a presence set by FreePBX's DND switch (history, sources).
+FREEPBX_DND = "freepbx-dnd"
+MANUAL = rules.SOURCE_MANUAL
 
 
 class AsteriskSync:
@@ -70,6 +74,12 @@ class AsteriskSync:
             self.outbox.mirror.seen(owner, state.value)
             self.outbox.mark(owner)
             return
+        dnd_user = self.devices.dnd_owner(device)
+        if dnd_user is not None:
+            batch = Batch()
+            self._dnd_switched(dnd_user, state, batch)
+            self._engine.store_later(batch)
+            return
         uids = self.devices.users_of(device)
         if not uids:
             return
@@ -80,6 +90,24 @@ class AsteriskSync:
             self._call_step(uid, view.states, now, batch)
             self._engine.recompute(uid, now, batch, trigger=f"{device} {state.value}", actor="engine")
         self._engine.store_later(batch)
+
+    def _dnd_switched(self, uid: str, state: DeviceState, batch: Batch) -> None:
+        """FreePBX DND (``Custom:DND<user>``): BUSY is on, anything else off.
+
+        On is taken as the person's manual dnd, like a feature code on the
+        phone (protected: a call does not overlay it). Off removes that dnd,
+        unless the person chose something else since.
+        """
+        manual = self._engine.contributions.get(uid, MANUAL)
+        from_freepbx = manual is not None and manual.actor == FREEPBX_DND
+        if state is DeviceState.BUSY:
+            if manual is None or manual.presence.state is not State.DND:
+                logger.info("FreePBX DND of %s switched on", uid)
+                self._engine.set_manual_in(uid, Presence(State.DND), FREEPBX_DND, batch,
+                                           reason="FreePBX DND on")
+        elif from_freepbx:
+            logger.info("FreePBX DND of %s switched off", uid)
+            self._engine.clear_manual_in(uid, FREEPBX_DND, batch, reason="FreePBX DND off")
 
     def _call_step(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
                    batch: Batch) -> None:
@@ -165,6 +193,10 @@ class AsteriskSync:
         # Devices as Asterisk reports them now; what we knew before is void.
         now = self._clock()
         self.devices.replace(devices)
+        for device, state in devices.items():
+            dnd_user = self.devices.dnd_owner(device)
+            if dnd_user is not None:
+                self._dnd_switched(dnd_user, state, batch)
         self.outbox.mirror.reset({owner: state.value for device, state in devices.items()
                                   if (owner := self.devices.mirror_owner(device)) is not None})
         for uid in self.users.ids():
