@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -47,7 +47,7 @@ from .model import (
     validate_user_id,
 )
 from .openapi import HISTORY_MAX, MAX_TTL_SECONDS, openapi_document
-from .events import ChangeEvent
+from .events import Event, LinkEvent
 from .records import PresenceView
 from .service import PresenceService, UnknownSource, UnknownUser
 from .records import SourceRecord
@@ -569,6 +569,15 @@ async def revoke_token(request: web.Request) -> web.Response:
 CHANGED_FIELDS = ("state", "subtype", "message", "source")
 
 
+def link_json(event: LinkEvent | None) -> dict[str, Any]:
+    """``{"type": "link", "state": "down" | "synced", ...}``; None: never synced yet."""
+    if event is None:
+        return {"type": "link", "state": "down", "since": None, "asterisk": None,
+                "reason": "not synced with Asterisk yet"}
+    return {"type": "link", "state": event.state, "since": event.since.isoformat(),
+            "asterisk": event.asterisk, "reason": event.reason}
+
+
 @functools.lru_cache(maxsize=256)
 def _projected(view: PresenceView, mode: str) -> dict[str, Any]:
     """Rendered once per view and visibility, not once per client (fan-out)."""
@@ -583,7 +592,9 @@ class _Viewer:
         self.privacy = privacy
         self.users = users  # None = everyone
 
-    def render(self, event: ChangeEvent) -> dict[str, Any] | None:
+    def render(self, event: Event) -> dict[str, Any] | None:
+        if isinstance(event, LinkEvent):
+            return link_json(event)
         if self.users is not None and event.user not in self.users:
             return None
         mode = self.privacy.view_mode(self.who, event.user)
@@ -607,6 +618,20 @@ def _parse_subscribe(raw: object, service: PresenceService) -> set[str] | None:
     return set(raw)
 
 
+@dataclass(eq=False)
+class StreamEnd:
+    """Why a stream must stop now: set by another task, acted on by the stream's own."""
+
+    code: int = 1000
+    reason: str = ""
+    notice: dict[str, Any] | None = None  # a last message for the client
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set(self, code: int, reason: str, notice: dict[str, Any] | None = None) -> None:
+        self.code, self.reason, self.notice = code, reason, notice
+        self.event.set()
+
+
 class Streams:
     """Every open WebSocket, and the token each authenticated one runs on.
 
@@ -619,24 +644,24 @@ class Streams:
         self.limit = limit
         self.pending_limit = min(limit, MAX_PENDING_WEBSOCKETS)
         self.sockets: set[web.WebSocketResponse] = set()
-        self.pending = 0
-        #: token id -> one event per open stream of that token, set to end it
-        self.by_token: dict[str, set[asyncio.Event]] = {}
+        self.waiting: set[web.WebSocketResponse] = set()  # accepted, no hello yet
+        #: token id -> the end of each open stream of that token
+        self.by_token: dict[str, set[StreamEnd]] = {}
 
     def full(self) -> str | None:
         if len(self.sockets) >= self.limit:
             return "too many WebSocket clients"
-        if self.pending >= self.pending_limit:
+        if len(self.waiting) >= self.pending_limit:
             return "too many WebSocket clients waiting to authenticate"
         return None
 
-    def bind(self, token_id: str) -> asyncio.Event:
-        """A stream of ``token_id`` starts: the event is set when it must end."""
-        ended = asyncio.Event()
+    def bind(self, token_id: str) -> StreamEnd:
+        """A stream of ``token_id`` starts: its end is set when it must stop."""
+        ended = StreamEnd()
         self.by_token.setdefault(token_id, set()).add(ended)
         return ended
 
-    def unbind(self, token_id: str, ended: asyncio.Event) -> None:
+    def unbind(self, token_id: str, ended: StreamEnd) -> None:
         streams = self.by_token.get(token_id)
         if streams is not None:
             streams.discard(ended)
@@ -648,8 +673,15 @@ class Streams:
         before sending anything more); returns how many."""
         doomed = [ended for tid in token_ids for ended in self.by_token.pop(tid, ())]
         for ended in doomed:
-            ended.set()
+            ended.set(1008, "token revoked")
         return len(doomed)
+
+    def shutdown(self) -> int:
+        """End every authenticated stream with ``{"type": "shutdown"}`` and 1001."""
+        ends = [ended for group in self.by_token.values() for ended in group]
+        for ended in ends:
+            ended.set(1001, "server shutting down", {"type": "shutdown"})
+        return len(ends)
 
 
 async def _watch_revocations(app: web.Application) -> None:
@@ -733,11 +765,11 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY)
     await ws.prepare(request)
     streams.sockets.add(ws)
-    streams.pending += 1
+    streams.waiting.add(ws)
     try:
         checked = await _hello(ws, request, service)
     finally:
-        streams.pending -= 1
+        streams.waiting.discard(ws)
     if isinstance(checked, str):
         streams.sockets.discard(ws)
         if not checked:
@@ -755,7 +787,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     ended = streams.bind(who.token_id)
     try:
         await ws.send_json({"type": "hello", "seq": service.events.seq,
-                            "token": who.to_json()})
+                            "token": who.to_json(), "link": link_json(service.events.link)})
         if resume is not None:
             backlog = service.events.events_since(resume)
             if backlog is None:
@@ -789,7 +821,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
-                service: PresenceService, ended: asyncio.Event) -> tuple[int, str]:
+                service: PresenceService, ended: StreamEnd) -> tuple[int, str]:
     """Send events until the client leaves or misbehaves: (close code, reason).
 
     Events go out from a task of their own that just awaits the queue; this
@@ -798,14 +830,12 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
     milliseconds per change; see bench/README.md.)
     """
     outcome = (1000, "")
-    revoked = (1008, "token revoked")
 
     async def send() -> None:
         nonlocal outcome
         while not ws.closed:
             event = await sub.queue.get()
-            if ended.is_set():  # never one more event than the token allows
-                outcome = revoked
+            if ended.event.is_set():  # e.g. never one more event than the token allows
                 return
             out = viewer.render(event)
             if out is not None:
@@ -815,14 +845,18 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 return
 
     sender = asyncio.ensure_future(send())
-    ender = asyncio.ensure_future(ended.wait())
+    ender = asyncio.ensure_future(ended.event.wait())
     reader: asyncio.Future[Any] | None = None
     try:
         while not ws.closed:
             reader = asyncio.ensure_future(ws.receive())
             await asyncio.wait({sender, reader, ender}, return_when=asyncio.FIRST_COMPLETED)
             if ender.done():
-                return revoked
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+                if ended.notice is not None:
+                    await ws.send_json(ended.notice)
+                return ended.code, ended.reason
             if not reader.done():
                 sender.result()  # the sender ended: raise what ended it
                 return outcome
@@ -892,12 +926,16 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    """On shutdown: tell WebSocket clients we are going away, so handlers end."""
-    sockets = list(app[STREAMS_KEY].sockets)
+    """On shutdown: every stream says ``{"type": "shutdown"}`` and closes (1001), so
+    clients know it was no crash; sockets still waiting for a hello just close."""
+    streams = app[STREAMS_KEY]
+    sockets = list(streams.sockets)
     if sockets:
         logger.info("closing %d WebSocket client(s)", len(sockets))
+    streams.shutdown()  # each stream's own task sends the notice and closes
+    # Sockets still waiting for their hello have no stream yet: close them here.
     await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down")
-                           for ws in sockets), return_exceptions=True)
+                           for ws in list(streams.waiting)), return_exceptions=True)
 
 
 class HttpServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -28,6 +28,7 @@ from .ami.client import (
 from .ami.frames import Message
 from .ari import AriClient, AriError
 from .codec import encode_presence_value
+from .events import LinkEvent
 from .config import AMIConfig
 from .logsafe import clip
 from .metrics import Metrics
@@ -106,6 +107,9 @@ class AMIBridge:
                 self.status.last_error = str(exc)
                 logger.warning("AMI link: %s", exc)
             finally:
+                if self.status.state == "synced":
+                    self._link_event("down", "astpresence is stopping" if stop.is_set()
+                                     else self.status.last_error or "link closed")
                 self._service.asterisk.link_lost()
                 self._metrics.ami_up.set(0)
                 self.status.state = "disconnected"
@@ -158,6 +162,7 @@ class AMIBridge:
             raise AMIConnectionError(f"resync timed out: {exc}") from None
         self.status.last_sync_seconds = time.monotonic() - started
         self.status.state = "synced"
+        self._link_event("synced")
         self._metrics.ami_up.set(1)
         writer = asyncio.create_task(self._writer(client), name="ami-writer")
         stopper = asyncio.create_task(stop.wait(), name="ami-stop")
@@ -347,6 +352,11 @@ class AMIBridge:
             self._service.outbox.pause_refused(write, str(exc))
         except AMIError as exc:
             logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
+
+    def _link_event(self, state: str, reason: str | None = None) -> None:
+        cfg = self._config
+        self._service.events.publish_service(
+            LinkEvent(state, datetime.now(UTC), f"{cfg.host}:{cfg.port}", reason))
 
     async def ping(self) -> None:
         """A round trip on the live link: every action sent before it has been answered

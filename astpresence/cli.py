@@ -469,7 +469,13 @@ class _EventPrinter:
             self.connected = True
             click.echo(f"watching {self.base} (Ctrl-C to stop)", err=True)
             self.last_seq = event["seq"] if self.last_seq is None else self.last_seq
+            link = event.get("link") or {}
+            if link.get("state") == "down":
+                self.show(link)
             return True
+        if kind in ("link", "shutdown"):
+            self._service(event)
+            return False
         self.last_seq = event["seq"]
         if kind == "snapshot":
             click.echo("missed too many changes while disconnected; "
@@ -482,6 +488,20 @@ class _EventPrinter:
             click.echo(f"{(p.get('since') or '')[:19].replace('T', ' ')}  {p['user']:<10} "
                        f"{p['state']:<12} {extra}".rstrip())
         return False
+
+    def _service(self, event: dict[str, Any]) -> None:
+        """The Asterisk link or the daemon itself: presence may be stale from now on."""
+        if self.as_json:
+            click.echo(json.dumps(event, ensure_ascii=False))
+        elif event["type"] == "shutdown":
+            click.echo("-- the daemon is shutting down; presence shown may be out of date")
+        elif event["state"] == "synced":
+            click.echo(f"-- Asterisk link {event['asterisk']} synced: presence is live again")
+        else:
+            since = (event.get("since") or "")[:19].replace("T", " ")
+            click.echo(f"-- Asterisk link {event.get('asterisk') or ''} down"
+                       f"{' since ' + since if since else ''} ({event.get('reason')}): "
+                       "presence may be out of date")
 
 
 # -- timed sources ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Change events for clients: numbering, a buffer to resume from, bounded fan-out.
+"""Events for clients: numbered presence changes with a buffer to resume from, service
+events (the Asterisk link), bounded fan-out.
 
 The engine publishes one :class:`ChangeEvent` per change of a user's
 effective presence; listeners (the WebSocket streams) each get a bounded
@@ -12,6 +13,8 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Union
 
 from .records import PresenceView
 
@@ -31,11 +34,25 @@ class ChangeEvent:
     new: PresenceView
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """The Asterisk link went down (presence may be stale) or is synced again."""
+
+    state: str  # "down" or "synced"
+    since: datetime
+    asterisk: str  # host:port
+    reason: str | None = None
+
+
+ServiceEvent = LinkEvent  # the daemon's shutdown is said by the API as it closes streams
+Event = Union[ChangeEvent, ServiceEvent]
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
-    """A listener's bounded queue of change events."""
+    """A listener's bounded queue of events."""
 
-    queue: asyncio.Queue[ChangeEvent] = field(
+    queue: asyncio.Queue[Event] = field(
         default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIPTION_QUEUE))
     overflowed: bool = False
 
@@ -50,6 +67,7 @@ class EventHub:
         self._seq = int(time.time() * 1_000_000) if first_seq is None else first_seq
         self._recent: collections.deque[ChangeEvent] = collections.deque(maxlen=EVENT_BUFFER)
         self._subs: set[Subscription] = set()
+        self.link: LinkEvent | None = None  # the latest link event, for new streams
 
     @property
     def seq(self) -> int:
@@ -91,6 +109,18 @@ class EventHub:
                 sub.overflowed = True
                 self._subs.discard(sub)
         return event
+
+    def publish_service(self, event: ServiceEvent) -> None:
+        """A service event for every listener now (not numbered, not kept for resuming:
+        the hello of a new stream carries the link state instead)."""
+        if isinstance(event, LinkEvent):
+            self.link = event
+        for sub in list(self._subs):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self._subs.discard(sub)
 
     def last(self) -> ChangeEvent | None:
         return self._recent[-1] if self._recent else None

@@ -238,7 +238,11 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "Server: {\"type\":\"hello\",\"seq\"}, then missed events or "
                 "{\"type\":\"snapshot\",\"stale\":true,\"presence\":[...]} when the gap is "
                 "too old, then {\"type\":\"presence\",\"seq\",\"user\",\"presence\","
-                "\"changed\":[...]}. Errors: {\"type\":\"error\",\"error\"} then close."),
+                "\"changed\":[...]}. Service events, not numbered: {\"type\":\"link\",\"state\":"
+                "\"down\"|\"synced\",\"since\",\"asterisk\",\"reason\"} when the Asterisk link "
+                "goes down (presence may be stale) or is synced again (the hello carries the "
+                "current one as \"link\"), and {\"type\":\"shutdown\"} before the daemon closes "
+                "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
         }},
     }
     return {
