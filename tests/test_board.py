@@ -318,6 +318,10 @@ async def test_reconnects_and_catches_up_after_daemon_restart(env: Env) -> None:
     await env.running.stop()
     await b.wait_for("document.getElementById('conn').dataset.status === 'reconnecting'",
                      what="reconnecting status")
+    # The server said it was shutting down: a banner says the board may be stale.
+    banner = await b.evaluate("document.getElementById('stale').textContent")
+    assert "shutting down" in banner and "may be out of date" in banner
+    assert await b.evaluate("document.getElementById('board').classList.contains('stale')")
     assert "Reconnecting" in await b.evaluate("document.getElementById('conn').textContent")
 
     # Changed while the daemon is down: the board must show it after catching up.
@@ -327,9 +331,30 @@ async def test_reconnects_and_catches_up_after_daemon_restart(env: Env) -> None:
                      "connected again")
     await b.wait_for(f"{tile('2001', 'message')} === 'while you were out'", 5,
                      "the change made while disconnected")
+    await b.wait_for("document.getElementById('stale').hidden", what="the banner gone")
     assert await b.evaluate(tile("2001", "data-colour")) == "yellow"
 
     # And live again.
     await env.fake.external_presence_change("2001", "dnd", "", "after")
     await b.wait_for(f"{tile('2001', 'data-state')} === 'dnd'", what="live after reconnect")
     assert await b.evaluate(tile("2001", "data-colour")) == "red"
+
+
+async def test_banner_while_the_asterisk_link_is_down(env: Env) -> None:
+    b = env.browser
+    await env.sign_in()
+    assert await b.evaluate("document.getElementById('stale').hidden")
+    await env.fake.stop()  # Asterisk goes away; the daemon keeps serving the board
+    await b.wait_for("!document.getElementById('stale').hidden", what="the stale banner")
+    text = await b.evaluate("document.getElementById('stale').textContent")
+    assert text.startswith("The link to Asterisk is down since ") and "out of date" in text
+    assert await b.evaluate("document.getElementById('board').classList.contains('stale')")
+    # A board opened while the link is down shows it at once (the hello says so).
+    await b.goto(env.url + "/")
+    await b.wait_for("document.getElementById('conn').dataset.status === 'connected'",
+                     what="connected again")
+    await b.wait_for("!document.getElementById('stale').hidden", what="banner after reload")
+    await env.fake.start()
+    await env.running.wait_synced(timeout=15)
+    await b.wait_for("document.getElementById('stale').hidden", 10, "the banner gone")
+    assert not await b.evaluate("document.getElementById('board').classList.contains('stale')")

@@ -122,6 +122,7 @@
     filterState: $("filter-state"),
     count: $("count"),
     board: $("board"),
+    stale: $("stale"),
     empty: $("empty"),
     announcer: $("announcer"),
     template: $("tile-template"),
@@ -199,6 +200,25 @@
     el.conn.textContent = text;
   }
 
+  // -- presence may be stale ------------------------------------------------
+
+  /** Show why the board may be out of date (null: it is live). */
+  function setStale(text) {
+    el.stale.hidden = !text;
+    el.stale.textContent = text || "";
+    el.board.classList.toggle("stale", Boolean(text));
+  }
+
+  function onLink(link) {
+    if (!link || link.state !== "down") {
+      setStale(null);
+      return;
+    }
+    const since = link.since ? ` ${formatSince(link.since)}` : "";
+    const why = link.reason ? ` (${link.reason})` : "";
+    setStale(`The link to Asterisk is down${since}${why}: presence shown may be out of date.`);
+  }
+
   // -- sign in / out --------------------------------------------------------
 
   function showSignIn(message) {
@@ -221,6 +241,7 @@
     S.attempt = 0;
     S.lastError = "";
     S.formFilled = false;
+    setStale(null);
     el.board.setAttribute("aria-busy", "true");
     el.myError.textContent = "";
     el.myResult.textContent = "";
@@ -372,6 +393,7 @@
       case "hello": {
         S.attempt = 0;
         setConn("connected", "Connected");
+        onLink(msg.link);
         const restarted = (S.seq !== null && typeof msg.seq === "number" && msg.seq < S.seq) ||
           (msg.epoch !== undefined && S.epoch !== undefined && msg.epoch !== S.epoch);
         S.epoch = msg.epoch;
@@ -389,6 +411,13 @@
       case "presence":
         if (S.buffer !== null) S.buffer.push(msg);
         else applyEvent(msg, true);
+        break;
+      case "link":
+        onLink(msg);
+        break;
+      case "shutdown":
+        setStale(`The presence server is shutting down ${formatSince(new Date().toISOString())}: ` +
+                 "presence shown may be out of date until it is back.");
         break;
       case "error":
         S.lastError = msg.error || "the server refused the event stream";
@@ -425,6 +454,10 @@
   }
 
   async function onDrop(gen, reason) {
+    if (el.stale.hidden) {
+      setStale(`Disconnected from the presence server ${formatSince(new Date().toISOString())}` +
+               `: presence shown may be out of date.`);
+    }
     if (S.lastError) {
       // The server said why it hung up; if it is the token, stop retrying.
       try {
