@@ -625,10 +625,12 @@ class StreamEnd:
     code: int = 1000
     reason: str = ""
     notice: dict[str, Any] | None = None  # a last message for the client
+    flush: bool = False  # send what is queued first (shutdown), or not (revocation)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def set(self, code: int, reason: str, notice: dict[str, Any] | None = None) -> None:
-        self.code, self.reason, self.notice = code, reason, notice
+    def set(self, code: int, reason: str, notice: dict[str, Any] | None = None, *,
+            flush: bool = False) -> None:
+        self.code, self.reason, self.notice, self.flush = code, reason, notice, flush
         self.event.set()
 
 
@@ -680,7 +682,7 @@ class Streams:
         """End every authenticated stream with ``{"type": "shutdown"}`` and 1001."""
         ends = [ended for group in self.by_token.values() for ended in group]
         for ended in ends:
-            ended.set(1001, "server shutting down", {"type": "shutdown"})
+            ended.set(1001, "server shutting down", {"type": "shutdown"}, flush=True)
         return len(ends)
 
 
@@ -835,8 +837,8 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
         nonlocal outcome
         while not ws.closed:
             event = await sub.queue.get()
-            if ended.event.is_set():  # e.g. never one more event than the token allows
-                return
+            if ended.event.is_set() and not ended.flush:
+                return  # never one more event than a revoked token allows
             out = viewer.render(event)
             if out is not None:
                 await ws.send_json(out)
@@ -854,6 +856,10 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
             if ender.done():
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
+                while ended.flush and not sub.queue.empty():
+                    out = viewer.render(sub.queue.get_nowait())
+                    if out is not None:
+                        await ws.send_json(out)
                 if ended.notice is not None:
                     await ws.send_json(ended.notice)
                 return ended.code, ended.reason
