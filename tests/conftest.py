@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator
+from collections.abc import Awaitable
+from typing import AsyncIterator, Protocol
 
 import pytest
 
+from astpresence.config import Config
 from astpresence.records import UserRecord
 from tests.support.api import PRIVACY
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
@@ -37,3 +39,24 @@ async def daemon(fake_ami: FakeAsterisk, tmp_path: Path) -> AsyncIterator[Runnin
     running = await start_daemon(cfg)
     yield running
     await running.stop()
+
+
+class Starter(Protocol):
+    def __call__(self, config: Config, *, wait: bool = True) -> Awaitable[RunningDaemon]: ...
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[Starter]:
+    """Start daemons with ``await daemons(config)``; those still running are stopped
+    after the test (a test may stop and restart them itself)."""
+    started: list[RunningDaemon] = []
+
+    async def start(config: Config, *, wait: bool = True) -> RunningDaemon:
+        running = await start_daemon(config, wait=wait)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.stop()

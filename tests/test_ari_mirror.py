@@ -14,7 +14,8 @@ from astpresence.ari import AriClient, AriError
 from astpresence.config import AriConfig, ConfigError, Secret, load_config
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
-from tests.support.e2e import cli, make_config, seed, start_daemon, until
+from tests.support.e2e import cli, make_config, seed, until
+from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk
 
 
@@ -97,36 +98,33 @@ async def test_client_puts_device_state(ari: FakeAri) -> None:
         await down.close()
 
 
-async def test_daemon_mirrors_through_ari(fake_ami: FakeAsterisk, ari: FakeAri,
-                                         tmp_path: Path) -> None:
+async def test_daemon_mirrors_through_ari(
+        fake_ami: FakeAsterisk, ari: FakeAri, tmp_path: Path, daemons: Starter) -> None:
     seed(fake_ami)
     cfg = replace(make_config(fake_ami, tmp_path / "p.db",
                               rules=RuleConfig(mirror=True, mirror_via="ari")),
                   ari=AriConfig(ari.url, "ari", Secret("ari-secret")))
-    d = await start_daemon(cfg)
-    try:
-        await until(lambda: ari.states.get("Stasis:presence-2001") == "INVALID")
-        await d.service.set_manual("2001", Presence(State.DND), "api")
-        await until(lambda: ari.states.get("Stasis:presence-2001") == "BUSY")
-        await d.service.set_manual("2001", Presence(State.XA), "api")
-        await until(lambda: ari.states.get("Stasis:presence-2001") == "ONHOLD")
-        # Nothing went to AMI's Custom: devices.
-        assert fake_ami.setvars("DEVICE_STATE(") == []
-        # A failing ARI is logged with the user and retried after a reconnect.
-        ari.fail_with = 500
-        await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
-        await until(lambda: ari.puts[-1] == ("Stasis:presence-2001", "INVALID"))
-        assert ari.states["Stasis:presence-2001"] == "ONHOLD"
-        ari.fail_with = None
-        await fake_ami.restart()
-        await d.wait_synced(timeout=10)
-        await until(lambda: ari.states.get("Stasis:presence-2001") == "INVALID", timeout=5)
-        assert fake_ami.presences.get("2001", ("",))[0] == "available"  # presence unaffected
-        res = await cli(d.url, "dialplan", "hints")
-        assert "exten => 2001,hint,PJSIP/2001&Custom:presence-2001&Stasis:presence-2001," \
-               "CustomPresence:2001" in res.out
-    finally:
-        await d.stop()
+    d = await daemons(cfg)
+    await until(lambda: ari.states.get("Stasis:presence-2001") == "INVALID")
+    await d.service.set_manual("2001", Presence(State.DND), "api")
+    await until(lambda: ari.states.get("Stasis:presence-2001") == "BUSY")
+    await d.service.set_manual("2001", Presence(State.XA), "api")
+    await until(lambda: ari.states.get("Stasis:presence-2001") == "ONHOLD")
+    # Nothing went to AMI's Custom: devices.
+    assert fake_ami.setvars("DEVICE_STATE(") == []
+    # A failing ARI is logged with the user and retried after a reconnect.
+    ari.fail_with = 500
+    await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
+    await until(lambda: ari.puts[-1] == ("Stasis:presence-2001", "INVALID"))
+    assert ari.states["Stasis:presence-2001"] == "ONHOLD"
+    ari.fail_with = None
+    await fake_ami.restart()
+    await d.wait_synced(timeout=10)
+    await until(lambda: ari.states.get("Stasis:presence-2001") == "INVALID", timeout=5)
+    assert fake_ami.presences.get("2001", ("",))[0] == "available"  # presence unaffected
+    res = await cli(d.url, "dialplan", "hints")
+    assert "exten => 2001,hint,PJSIP/2001&Custom:presence-2001&Stasis:presence-2001," \
+           "CustomPresence:2001" in res.out
 
 
 def test_ari_config(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from astpresence.ami.frames import Message
 from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
+from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk
 
 SETVAR_2000 = "PRESENCE_STATE(CustomPresence:2000)"
@@ -63,7 +64,8 @@ async def test_cli_set_reaches_asterisk_and_reads_back(daemon: RunningDaemon,
     # Our own echo was not adopted as a change made elsewhere.
     assert daemon.service.asterisk.adopted == 0
     hist = json.loads((await cli(daemon.url, "history", "2000", "--json")).out)
-    assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [("dnd", "manual", "cli:admin")]
+    assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [
+        ("dnd", "manual", "cli:admin")]
     assert len(presence_setvars(fake, "2000")) == 1
 
 
@@ -243,7 +245,8 @@ async def test_restart_of_asterisk_pending_change_written_once(
     assert fake.presences["2000"] == ("xa", "", "while down")
 
 
-async def test_changes_while_daemon_down_are_adopted(fake: FakeAsterisk, tmp_path: Path) -> None:
+async def test_changes_while_daemon_down_are_adopted(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     cfg = make_config(fake, tmp_path / "p.db")
     first = await start_daemon(cfg)
     assert (await cli(first.url, "set", "2000", "dnd")).code == 0
@@ -251,51 +254,43 @@ async def test_changes_while_daemon_down_are_adopted(fake: FakeAsterisk, tmp_pat
     await first.stop()
     await fake.external_presence_change("2000", "available", "", "back")
     await fake.external_presence_change("2001", "chat")
-    second = await start_daemon(cfg)
-    try:
-        assert second.service.view("2000").presence.message == "back"
-        assert second.service.view("2001").presence.state.value == "chat"
-        hist = await second.service.history("2000", 10)
-        assert [(h.new.state.value, h.source) for h in hist] == [
-            ("available", "asterisk"), ("dnd", "manual")]
-        assert "away" in hist[0].reason
-        n = len(presence_setvars(fake, "2000"))
-        await barrier(second, fake)
-        assert len(presence_setvars(fake, "2000")) == n  # nothing written back
-    finally:
-        await second.stop()
+    second = await daemons(cfg)
+    assert second.service.view("2000").presence.message == "back"
+    assert second.service.view("2001").presence.state.value == "chat"
+    hist = await second.service.history("2000", 10)
+    assert [(h.new.state.value, h.source) for h in hist] == [
+        ("available", "asterisk"), ("dnd", "manual")]
+    assert "away" in hist[0].reason
+    n = len(presence_setvars(fake, "2000"))
+    await barrier(second, fake)
+    assert len(presence_setvars(fake, "2000")) == n  # nothing written back
 
 
-async def test_silent_asterisk_detected_and_link_reestablished(fake: FakeAsterisk,
-                                                               tmp_path: Path) -> None:
-    running = await start_daemon(make_config(fake, tmp_path / "p.db", ping=0.2))
-    try:
-        logins = fake.logins
-        loop = asyncio.get_running_loop()
-        fake.stall(True)
-        t0 = loop.time()
-        await until(lambda: running.daemon.bridge.status.state == "disconnected", timeout=3)
-        assert loop.time() - t0 < 2 * 0.2 + 0.3
-        fake.stall(False)
-        await running.wait_synced(timeout=10)
-        assert fake.logins == logins + 1
-    finally:
-        await running.stop()
+async def test_silent_asterisk_detected_and_link_reestablished(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    running = await daemons(make_config(fake, tmp_path / "p.db", ping=0.2))
+    logins = fake.logins
+    loop = asyncio.get_running_loop()
+    fake.stall(True)
+    t0 = loop.time()
+    await until(lambda: running.daemon.bridge.status.state == "disconnected", timeout=3)
+    assert loop.time() - t0 < 2 * 0.2 + 0.3
+    fake.stall(False)
+    await running.wait_synced(timeout=10)
+    assert fake.logins == logins + 1
 
 
-async def test_refused_login_is_reported_and_retried(fake: FakeAsterisk, tmp_path: Path) -> None:
+async def test_refused_login_is_reported_and_retried(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     fake.refuse_logins = True
-    running = await start_daemon(make_config(fake, tmp_path / "p.db"), wait=False)
-    try:
-        await until(lambda: running.daemon.bridge.status.last_error is not None, timeout=5)
-        assert running.daemon.bridge.status.last_error == (
-            "authentication failed for user astpresence")
-        res = await cli(running.url, "status")
-        assert "authentication failed for user astpresence" in res.out
-        fake.refuse_logins = False
-        await running.wait_synced(timeout=10)
-    finally:
-        await running.stop()
+    running = await daemons(make_config(fake, tmp_path / "p.db"), wait=False)
+    await until(lambda: running.daemon.bridge.status.last_error is not None, timeout=5)
+    assert running.daemon.bridge.status.last_error == (
+        "authentication failed for user astpresence")
+    res = await cli(running.url, "status")
+    assert "authentication failed for user astpresence" in res.out
+    fake.refuse_logins = False
+    await running.wait_synced(timeout=10)
 
 
 async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path: Path) -> None:

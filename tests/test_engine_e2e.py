@@ -15,7 +15,8 @@ from astpresence.ami.frames import Message
 from astpresence.codec import decode_presence_value
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
-from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
+from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, until
+from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, QueueMember
 
 #: A day within the 366-day limit for windows, whenever the tests run.
@@ -40,8 +41,9 @@ def fake_value(fake: FakeAsterisk, user: str) -> Presence:
     return Presence(State(state), subtype, message)
 
 
-async def start(fake: FakeAsterisk, tmp_path: Path, **rules: Any) -> RunningDaemon:
-    return await start_daemon(make_config(fake, tmp_path / "p.db",
+async def start(daemons: Starter, fake: FakeAsterisk, tmp_path: Path,
+                **rules: Any) -> RunningDaemon:
+    return await daemons(make_config(fake, tmp_path / "p.db",
                                           rules=RuleConfig.from_mapping(rules)))
 
 
@@ -52,99 +54,87 @@ async def fake(fake_ami: FakeAsterisk) -> FakeAsterisk:
     return fake_ami
 
 
-async def test_on_the_phone_and_back_exactly(fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        before = Presence(State.AVAILABLE, "desk", "Ask me, anything: «ok»")
-        await d.service.set_manual("2000", before, "api")
-        await until(lambda: fake_value(fake, "2000") == before)
-        await fake.external_device_change("PJSIP/2000", "INUSE")
-        on_phone = Presence(State.UNAVAILABLE, "on-the-phone")
-        await until(lambda: fake_value(fake, "2000") == on_phone, what="on-the-phone")
-        view = d.service.view("2000")
-        assert (view.source, view.rule) == ("device", "on-the-phone")
-        await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-        await until(lambda: fake_value(fake, "2000") == before, what="previous presence")
-        assert setvars(fake, "2000") == [before, on_phone, before]  # each written once
-        assert d.service.asterisk.adopted == 0
-        hist = await d.service.history("2000", 10)
-        assert [h.reason.split(":")[0] for h in hist] == ["manual", "on-the-phone", "manual"]
-        assert hist[1].source == "device" and "PJSIP/2000 INUSE" in hist[1].reason
-    finally:
-        await d.stop()
+async def test_on_the_phone_and_back_exactly(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    before = Presence(State.AVAILABLE, "desk", "Ask me, anything: «ok»")
+    await d.service.set_manual("2000", before, "api")
+    await until(lambda: fake_value(fake, "2000") == before)
+    await fake.external_device_change("PJSIP/2000", "INUSE")
+    on_phone = Presence(State.UNAVAILABLE, "on-the-phone")
+    await until(lambda: fake_value(fake, "2000") == on_phone, what="on-the-phone")
+    view = d.service.view("2000")
+    assert (view.source, view.rule) == ("device", "on-the-phone")
+    await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
+    await until(lambda: fake_value(fake, "2000") == before, what="previous presence")
+    assert setvars(fake, "2000") == [before, on_phone, before]  # each written once
+    assert d.service.asterisk.adopted == 0
+    hist = await d.service.history("2000", 10)
+    assert [h.reason.split(":")[0] for h in hist] == ["manual", "on-the-phone", "manual"]
+    assert hist[1].source == "device" and "PJSIP/2000 INUSE" in hist[1].reason
 
 
-async def test_chosen_dnd_is_never_overridden_by_a_call(fake: FakeAsterisk,
-                                                         tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        await fake.external_presence_change("2000", "dnd", "", "focus")  # phone feature code
-        await until(lambda: d.service.view("2000").presence.state == State.DND)
-        await fake.external_device_change("PJSIP/2000", "RINGING")
-        await fake.external_device_change("PJSIP/2000", "INUSE")
-        await barrier(d, fake)
-        assert setvars(fake, "2000") == []
-        assert d.service.view("2000").rule == "manual-protected"
-    finally:
-        await d.stop()
+async def test_chosen_dnd_is_never_overridden_by_a_call(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    await fake.external_presence_change("2000", "dnd", "", "focus")  # phone feature code
+    await until(lambda: d.service.view("2000").presence.state == State.DND)
+    await fake.external_device_change("PJSIP/2000", "RINGING")
+    await fake.external_device_change("PJSIP/2000", "INUSE")
+    await barrier(d, fake)
+    assert setvars(fake, "2000") == []
+    assert d.service.view("2000").rule == "manual-protected"
 
 
-async def test_offline_after_devices_unavailable(fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path, offline_after=0.3)
-    try:
-        await fake.external_device_change("PJSIP/2001", "UNAVAILABLE")
-        await barrier(d, fake)
-        assert setvars(fake, "2001") == []  # not yet: the threshold is 0.3 s
-        offline = Presence(State.UNAVAILABLE, "offline")
-        await until(lambda: fake_value(fake, "2001") == offline, what="offline overlay")
-        await fake.external_device_change("PJSIP/2001", "NOT_INUSE")
-        await until(lambda: fake_value(fake, "2001").state == State.NOT_SET)
-        assert setvars(fake, "2001")[-1].state == State.NOT_SET
-    finally:
-        await d.stop()
+async def test_offline_after_devices_unavailable(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path, offline_after=0.3)
+    await fake.external_device_change("PJSIP/2001", "UNAVAILABLE")
+    await barrier(d, fake)
+    assert setvars(fake, "2001") == []  # not yet: the threshold is 0.3 s
+    offline = Presence(State.UNAVAILABLE, "offline")
+    await until(lambda: fake_value(fake, "2001") == offline, what="offline overlay")
+    await fake.external_device_change("PJSIP/2001", "NOT_INUSE")
+    await until(lambda: fake_value(fake, "2001").state == State.NOT_SET)
+    assert setvars(fake, "2001")[-1].state == State.NOT_SET
 
 
-async def test_timed_source_through_cli_applies_then_expires(fake: FakeAsterisk,
-                                                            tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        await d.service.set_manual("2001", Presence(State.AVAILABLE, "", "here"), "api")
-        await until(lambda: fake_value(fake, "2001").state == State.AVAILABLE)
-        res = await cli(d.url, "source", "set", "2001", "calendar", "away",
-                        "--message", "Weekly sync", "--ttl", "1s")
-        assert res.code == 0, res.err
-        assert "effective presence away (timed:calendar)" in res.out
-        meeting = Presence(State.AWAY, "", "Weekly sync")
-        await until(lambda: fake_value(fake, "2001") == meeting)
-        listed = json.loads((await cli(d.url, "source", "list", "2001", "--json")).out)
-        assert [s["source"] for s in listed["sources"]] == ["calendar", "manual"]
-        # It disappears by itself at its end, and the manual presence returns.
-        await until(lambda: fake_value(fake, "2001") == Presence(State.AVAILABLE, "", "here"),
-                    timeout=5, what="expiry")
-        assert d.service.sources("2001")[0].source == "manual"
-        assert len(d.service.sources("2001")) == 1  # nothing stale remains
-    finally:
-        await d.stop()
+async def test_timed_source_through_cli_applies_then_expires(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    await d.service.set_manual("2001", Presence(State.AVAILABLE, "", "here"), "api")
+    await until(lambda: fake_value(fake, "2001").state == State.AVAILABLE)
+    res = await cli(d.url, "source", "set", "2001", "calendar", "away",
+                    "--message", "Weekly sync", "--ttl", "1s")
+    assert res.code == 0, res.err
+    assert "effective presence away (timed:calendar)" in res.out
+    meeting = Presence(State.AWAY, "", "Weekly sync")
+    await until(lambda: fake_value(fake, "2001") == meeting)
+    listed = json.loads((await cli(d.url, "source", "list", "2001", "--json")).out)
+    assert [s["source"] for s in listed["sources"]] == ["calendar", "manual"]
+    # It disappears by itself at its end, and the manual presence returns.
+    await until(lambda: fake_value(fake, "2001") == Presence(State.AVAILABLE, "", "here"),
+                timeout=5, what="expiry")
+    assert d.service.sources("2001")[0].source == "manual"
+    assert len(d.service.sources("2001")) == 1  # nothing stale remains
 
 
-async def test_manual_after_start_beats_timed_entry(fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        async with aiohttp.ClientSession(headers=d.auth) as http:
-            start_at = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
-            end_at = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
-            async with http.put(d.url + "/v1/presence/2000/sources/calendar",
-                                json={"state": "away", "start": start_at, "end": end_at}) as r:
-                assert r.status == 200, await r.text()
-            assert d.service.view("2000").rule == "timed:calendar"
-            await d.service.set_manual("2000", Presence(State.CHAT), "api")
-            assert d.service.view("2000").presence.state == State.CHAT
-            async with http.delete(d.url + "/v1/presence/2000/sources/calendar") as r:
-                assert r.status == 200
-            async with http.delete(d.url + "/v1/presence/2000/sources/calendar") as r:
-                assert r.status == 404 and "no source 'calendar'" in (await r.json())["error"]
-    finally:
-        await d.stop()
+async def test_manual_after_start_beats_timed_entry(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    async with aiohttp.ClientSession(headers=d.auth) as http:
+        start_at = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
+        end_at = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+        async with http.put(d.url + "/v1/presence/2000/sources/calendar",
+                            json={"state": "away", "start": start_at, "end": end_at}) as r:
+            assert r.status == 200, await r.text()
+        assert d.service.view("2000").rule == "timed:calendar"
+        await d.service.set_manual("2000", Presence(State.CHAT), "api")
+        assert d.service.view("2000").presence.state == State.CHAT
+        async with http.delete(d.url + "/v1/presence/2000/sources/calendar") as r:
+            assert r.status == 200
+        async with http.delete(d.url + "/v1/presence/2000/sources/calendar") as r:
+            assert r.status == 404 and "no source 'calendar'" in (await r.json())["error"]
 
 
 @pytest.mark.parametrize(
@@ -170,84 +160,72 @@ async def test_manual_after_start_beats_timed_entry(fake: FakeAsterisk, tmp_path
     ],
 )
 async def test_source_bad_input(fake: FakeAsterisk, tmp_path: Path, name: str,
-                                body: dict[str, Any], message: str) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        async with aiohttp.ClientSession(headers=d.auth) as http:
-            async with http.put(f"{d.url}/v1/presence/2000/sources/{name}", json=body) as r:
-                assert r.status == 400
-                assert message in (await r.json())["error"]
-            async with http.put(f"{d.url}/v1/presence/nobody/sources/calendar",
-                                json={"state": "away"}) as r:
-                assert r.status == 404
-        assert d.service.sources("2000") == []
-        assert setvars(fake, "2000") == []
-    finally:
-        await d.stop()
+                                body: dict[str, Any], message: str, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    async with aiohttp.ClientSession(headers=d.auth) as http:
+        async with http.put(f"{d.url}/v1/presence/2000/sources/{name}", json=body) as r:
+            assert r.status == 400
+            assert message in (await r.json())["error"]
+        async with http.put(f"{d.url}/v1/presence/nobody/sources/calendar",
+                            json={"state": "away"}) as r:
+            assert r.status == 404
+    assert d.service.sources("2000") == []
+    assert setvars(fake, "2000") == []
 
 
-async def test_cli_source_errors(fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        res = await cli(d.url, "source", "set", "2000", "calendar", "away", "--ttl", "soon")
-        assert res.code == 1 and "invalid duration 'soon'" in res.err
-        res = await cli(d.url, "source", "set", "2000", "calendar", "away", "--until", "25:99")
-        assert res.code == 1 and "invalid time" in res.err
-        res = await cli(d.url, "source", "clear", "2000", "calendar")
-        assert res.code == 1 and "no source 'calendar'" in res.err
-    finally:
-        await d.stop()
+async def test_cli_source_errors(fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    res = await cli(d.url, "source", "set", "2000", "calendar", "away", "--ttl", "soon")
+    assert res.code == 1 and "invalid duration 'soon'" in res.err
+    res = await cli(d.url, "source", "set", "2000", "calendar", "away", "--until", "25:99")
+    assert res.code == 1 and "invalid time" in res.err
+    res = await cli(d.url, "source", "clear", "2000", "calendar")
+    assert res.code == 1 and "no source 'calendar'" in res.err
 
 
-async def test_missed_calls_auto_away_and_cleared_by_answer(fake: FakeAsterisk,
-                                                            tmp_path: Path) -> None:
-    d = await start(fake, tmp_path, missed_calls_away=2, on_phone=False)
-    try:
-        for _ in range(2):
-            await fake.external_device_change("PJSIP/2000", "RINGING")
-            await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-        auto = Presence(State.AWAY, "missed-calls")
-        await until(lambda: fake_value(fake, "2000") == auto, what="auto-away")
-        assert d.service.view("2000").rule == "auto:missed-calls"
-        # An answered call clears it.
-        for state in ("RINGING", "INUSE", "NOT_INUSE"):
-            await fake.external_device_change("PJSIP/2000", state)
-        await until(lambda: fake_value(fake, "2000").state == State.NOT_SET, what="cleared")
-        # One miss is not enough again.
+async def test_missed_calls_auto_away_and_cleared_by_answer(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path, missed_calls_away=2, on_phone=False)
+    for _ in range(2):
         await fake.external_device_change("PJSIP/2000", "RINGING")
         await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-        await barrier(d, fake)
-        assert d.service.view("2000").rule != "auto:missed-calls"
-    finally:
-        await d.stop()
+    auto = Presence(State.AWAY, "missed-calls")
+    await until(lambda: fake_value(fake, "2000") == auto, what="auto-away")
+    assert d.service.view("2000").rule == "auto:missed-calls"
+    # An answered call clears it.
+    for state in ("RINGING", "INUSE", "NOT_INUSE"):
+        await fake.external_device_change("PJSIP/2000", state)
+    await until(lambda: fake_value(fake, "2000").state == State.NOT_SET, what="cleared")
+    # One miss is not enough again.
+    await fake.external_device_change("PJSIP/2000", "RINGING")
+    await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
+    await barrier(d, fake)
+    assert d.service.view("2000").rule != "auto:missed-calls"
 
 
-async def test_blf_mirror_device(fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path, mirror=True)
-    try:
-        # After sync every user's mirror is set to the neutral INVALID (2000 had none).
-        await until(lambda: mirror_writes(fake, "2000") == ["INVALID"], what="initial mirror")
-        assert mirror_writes(fake, "2001") == []  # already INVALID in Asterisk
-        expected = {"dnd": "BUSY", "unavailable": "BUSY", "away": "ONHOLD", "xa": "ONHOLD",
-                    "available": "INVALID", "chat": "INVALID", "not_set": "INVALID"}
-        for state, device_state in expected.items():
-            await d.service.set_manual("2001", Presence(State(state)), "api")
-            await until(lambda: fake.devices.get("Custom:presence-2001") == device_state,
-                        what=f"mirror of {state}")
-        # The mirror's own DeviceStateChange is never an input: BUSY is not a call.
-        await d.service.set_manual("2001", Presence(State.DND), "api")
-        await until(lambda: fake.devices.get("Custom:presence-2001") == "BUSY")
-        await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
-        await until(lambda: fake.devices.get("Custom:presence-2001") == "INVALID")
-        await barrier(d, fake)
-        assert d.service.view("2001").presence == Presence(State.AVAILABLE)
-        res = await cli(d.url, "dialplan", "hints")
-        assert res.code == 0
-        assert "exten => 2000,hint,PJSIP/2000&Custom:presence-2000,CustomPresence:2000" in res.out
-        assert ("exten => 2001,hint,PJSIP/2001&Custom:presence-2001,CustomPresence:2001"
-                in res.out)
-    finally:
-        await d.stop()
+async def test_blf_mirror_device(fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path, mirror=True)
+    # After sync every user's mirror is set to the neutral INVALID (2000 had none).
+    await until(lambda: mirror_writes(fake, "2000") == ["INVALID"], what="initial mirror")
+    assert mirror_writes(fake, "2001") == []  # already INVALID in Asterisk
+    expected = {"dnd": "BUSY", "unavailable": "BUSY", "away": "ONHOLD", "xa": "ONHOLD",
+                "available": "INVALID", "chat": "INVALID", "not_set": "INVALID"}
+    for state, device_state in expected.items():
+        await d.service.set_manual("2001", Presence(State(state)), "api")
+        await until(lambda: fake.devices.get("Custom:presence-2001") == device_state,
+                    what=f"mirror of {state}")
+    # The mirror's own DeviceStateChange is never an input: BUSY is not a call.
+    await d.service.set_manual("2001", Presence(State.DND), "api")
+    await until(lambda: fake.devices.get("Custom:presence-2001") == "BUSY")
+    await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
+    await until(lambda: fake.devices.get("Custom:presence-2001") == "INVALID")
+    await barrier(d, fake)
+    assert d.service.view("2001").presence == Presence(State.AVAILABLE)
+    res = await cli(d.url, "dialplan", "hints")
+    assert res.code == 0
+    assert "exten => 2000,hint,PJSIP/2000&Custom:presence-2000,CustomPresence:2000" in res.out
+    assert ("exten => 2001,hint,PJSIP/2001&Custom:presence-2001,CustomPresence:2001"
+            in res.out)
 
 
 def alice(fake: FakeAsterisk, **kw: Any) -> QueueMember:
@@ -257,136 +235,121 @@ def alice(fake: FakeAsterisk, **kw: Any) -> QueueMember:
     return member
 
 
-async def test_queue_pause_follows_presence(fake: FakeAsterisk, tmp_path: Path) -> None:
+async def test_queue_pause_follows_presence(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     member = alice(fake)
-    d = await start(fake, tmp_path, queue_pause=True)
-    try:
-        await d.service.set_manual("2000", Presence(State.DND), "api")
-        await until(lambda: member.paused, what="pause")
-        assert member.paused_reason == "astpresence:dnd"
-        await d.service.set_manual("2000", Presence(State.AWAY), "api")
-        await until(lambda: member.paused_reason == "astpresence:away", what="reason refresh")
-        await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
-        await until(lambda: not member.paused, what="unpause")
-        sent = [(m.get("Paused"), m.get("Reason")) for m in pauses(fake)]
-        assert sent == [("true", "astpresence:dnd"), ("true", "astpresence:away"),
-                        ("false", None)]
-    finally:
-        await d.stop()
+    d = await start(daemons, fake, tmp_path, queue_pause=True)
+    await d.service.set_manual("2000", Presence(State.DND), "api")
+    await until(lambda: member.paused, what="pause")
+    assert member.paused_reason == "astpresence:dnd"
+    await d.service.set_manual("2000", Presence(State.AWAY), "api")
+    await until(lambda: member.paused_reason == "astpresence:away", what="reason refresh")
+    await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
+    await until(lambda: not member.paused, what="unpause")
+    sent = [(m.get("Paused"), m.get("Reason")) for m in pauses(fake)]
+    assert sent == [("true", "astpresence:dnd"), ("true", "astpresence:away"),
+                    ("false", None)]
 
 
 async def test_queue_member_paused_by_someone_else_is_left_alone(
     fake: FakeAsterisk, tmp_path: Path
-) -> None:
+, daemons: Starter) -> None:
     member = alice(fake, paused=True, paused_reason="lunch")
-    d = await start(fake, tmp_path, queue_pause=True)
-    try:
-        await d.service.set_manual("2000", Presence(State.DND), "api")
-        await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
-        await until(lambda: fake_value(fake, "2000").state == State.AVAILABLE)
-        await barrier(d, fake)
-        assert pauses(fake) == []
-        assert (member.paused, member.paused_reason) == (True, "lunch")
-    finally:
-        await d.stop()
+    d = await start(daemons, fake, tmp_path, queue_pause=True)
+    await d.service.set_manual("2000", Presence(State.DND), "api")
+    await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
+    await until(lambda: fake_value(fake, "2000").state == State.AVAILABLE)
+    await barrier(d, fake)
+    assert pauses(fake) == []
+    assert (member.paused, member.paused_reason) == (True, "lunch")
 
 
-async def test_queue_reconciled_after_daemon_was_down(fake: FakeAsterisk,
-                                                      tmp_path: Path) -> None:
+async def test_queue_reconciled_after_daemon_was_down(fake: FakeAsterisk, tmp_path: Path,
+                                                      daemons: Starter) -> None:
     """Paused for dnd, daemon stops, the phone sets available: resumed on restart."""
     member = alice(fake)
     cfg = make_config(fake, tmp_path / "p.db", rules=RuleConfig(queue_pause=True))
-    first = await start_daemon(cfg)
+    first = await daemons(cfg)
     await first.service.set_manual("2000", Presence(State.DND), "api")
     await until(lambda: member.paused)
     await first.stop()
     await fake.external_presence_change("2000", "available")
     assert member.paused  # nobody told the queue
-    second = await start_daemon(cfg)
-    try:
-        await until(lambda: not member.paused, what="unpause after restart")
-        assert second.service.view("2000").presence.state == State.AVAILABLE
-    finally:
-        await second.stop()
+    second = await daemons(cfg)
+    await until(lambda: not member.paused, what="unpause after restart")
+    assert second.service.view("2000").presence.state == State.AVAILABLE
 
 
-async def test_fake_asterisk_restart_in_the_middle(fake: FakeAsterisk, tmp_path: Path) -> None:
+async def test_fake_asterisk_restart_in_the_middle(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     """Asterisk restarts while changes are pending: presence, mirror and queue converge."""
     member = alice(fake)
-    d = await start(fake, tmp_path, queue_pause=True, mirror=True)
-    try:
-        await until(lambda: fake.devices.get("Custom:presence-2000") == "INVALID")
-        await fake.stop()
-        await until(lambda: d.daemon.bridge.status.state == "disconnected")
-        await d.service.set_manual("2000", Presence(State.XA, "", "gone fishing"), "api")
-        await fake.start()
-        await d.wait_synced(timeout=10)
-        await until(lambda: fake_value(fake, "2000") == Presence(State.XA, "", "gone fishing"))
-        await until(lambda: fake.devices.get("Custom:presence-2000") == "ONHOLD")
-        await until(lambda: member.paused and member.paused_reason == "astpresence:xa")
-        await fake.restart()  # a second time, mid-stream
-        await d.wait_synced(timeout=10)
-        await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
-        await until(lambda: not member.paused and
-                    fake.devices.get("Custom:presence-2000") == "INVALID")
-        assert len([p for p in setvars(fake, "2000") if p.state == State.XA]) == 1
-    finally:
-        await d.stop()
+    d = await start(daemons, fake, tmp_path, queue_pause=True, mirror=True)
+    await until(lambda: fake.devices.get("Custom:presence-2000") == "INVALID")
+    await fake.stop()
+    await until(lambda: d.daemon.bridge.status.state == "disconnected")
+    await d.service.set_manual("2000", Presence(State.XA, "", "gone fishing"), "api")
+    await fake.start()
+    await d.wait_synced(timeout=10)
+    await until(lambda: fake_value(fake, "2000") == Presence(State.XA, "", "gone fishing"))
+    await until(lambda: fake.devices.get("Custom:presence-2000") == "ONHOLD")
+    await until(lambda: member.paused and member.paused_reason == "astpresence:xa")
+    await fake.restart()  # a second time, mid-stream
+    await d.wait_synced(timeout=10)
+    await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
+    await until(lambda: not member.paused and
+                fake.devices.get("Custom:presence-2000") == "INVALID")
+    assert len([p for p in setvars(fake, "2000") if p.state == State.XA]) == 1
 
 
-async def test_failed_queue_pause_does_not_block_presence(fake: FakeAsterisk,
-                                                          tmp_path: Path) -> None:
+async def test_failed_queue_pause_does_not_block_presence(
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     # A member whose interface Asterisk no longer knows: QueuePause fails.
     fake.queue_members[:] = [QueueMember("support", "Ghost", "PJSIP/2000",
                                          state_interface="hint:2000@internal")]
-    d = await start(fake, tmp_path, queue_pause=True)
-    try:
-        fake.queue_members.clear()  # gone in Asterisk, still in our view
-        await d.service.set_manual("2000", Presence(State.DND), "api")
-        await until(lambda: fake_value(fake, "2000").state == State.DND)
-        await until(lambda: len(pauses(fake)) == 1)
-        await d.service.set_manual("2000", Presence(State.AWAY), "api")
-        await until(lambda: fake_value(fake, "2000").state == State.AWAY)
-        # A new value is tried at once; a refused one again after 1 s, 2 s...
-        await until(lambda: len(pauses(fake)) == 2)
-        failures = d.service.outbox.pauses.failures
-        key = ("support", "PJSIP/2000")
-        await until(lambda: key in failures and failures.get(key).attempts == 1)  # type: ignore[union-attr]
-        status = await cli(d.url, "status", "--json")
-        failing = json.loads(status.out)["write_failures"]
-        assert failing["queue_pause"] == 1 and failing["presence"] == 0
-        await until(lambda: len(pauses(fake)) == 3, timeout=3, what="the retry")
-        await until(lambda: failures.get(key).attempts == 2)  # type: ignore[union-attr]
-        # Back in Asterisk: the next retry goes through and the failure is gone.
-        fake.queue_members[:] = [QueueMember("support", "Ghost", "PJSIP/2000",
-                                             state_interface="hint:2000@internal")]
-        await until(lambda: key not in failures, timeout=5,
-                    what="the retry after 2 s")
-        assert len(pauses(fake)) == 4
-    finally:
-        await d.stop()
+    d = await start(daemons, fake, tmp_path, queue_pause=True)
+    fake.queue_members.clear()  # gone in Asterisk, still in our view
+    await d.service.set_manual("2000", Presence(State.DND), "api")
+    await until(lambda: fake_value(fake, "2000").state == State.DND)
+    await until(lambda: len(pauses(fake)) == 1)
+    await d.service.set_manual("2000", Presence(State.AWAY), "api")
+    await until(lambda: fake_value(fake, "2000").state == State.AWAY)
+    # A new value is tried at once; a refused one again after 1 s, 2 s...
+    await until(lambda: len(pauses(fake)) == 2)
+    failures = d.service.outbox.pauses.failures
+    key = ("support", "PJSIP/2000")
+    await until(lambda: key in failures
+                and failures.get(key).attempts == 1)  # type: ignore[union-attr]
+    status = await cli(d.url, "status", "--json")
+    failing = json.loads(status.out)["write_failures"]
+    assert failing["queue_pause"] == 1 and failing["presence"] == 0
+    await until(lambda: len(pauses(fake)) == 3, timeout=3, what="the retry")
+    await until(lambda: failures.get(key).attempts == 2)  # type: ignore[union-attr]
+    # Back in Asterisk: the next retry goes through and the failure is gone.
+    fake.queue_members[:] = [QueueMember("support", "Ghost", "PJSIP/2000",
+                                         state_interface="hint:2000@internal")]
+    await until(lambda: key not in failures, timeout=5,
+                what="the retry after 2 s")
+    assert len(pauses(fake)) == 4
 
 
 async def test_text_astpresence_cannot_write_does_not_stick_after_a_call(
-        fake: FakeAsterisk, tmp_path: Path) -> None:
-    d = await start(fake, tmp_path)
-    try:
-        # Another AMI client stores what astpresence would refuse to write.
-        await fake.external_presence_change("2000", "available", "desk\t", "back\r\nsoon " + "x" * 300)
-        await until(lambda: d.service.view("2000").presence.state == State.AVAILABLE)
-        adopted = d.service.view("2000").presence
-        assert adopted.subtype == "desk" and adopted.message.startswith("backsoon x")
-        assert len(adopted.message.encode()) == 255
-        # The clean value replaces the raw one in Asterisk.
-        await until(lambda: fake_value(fake, "2000") == adopted, what="normalised write")
-        # A call overlays it; when the call ends the person's presence comes back.
-        await fake.external_device_change("PJSIP/2000", "INUSE")
-        await until(lambda: fake_value(fake, "2000").subtype == "on-the-phone")
-        await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-        await until(lambda: fake_value(fake, "2000") == adopted, what="presence back after call")
-        assert not d.service.view("2000").pending
-        assert len(d.service.outbox.presence.failures) == 0
-        hist = await d.service.history("2000", 10)
-        assert any("normalised" in h.reason for h in hist)
-    finally:
-        await d.stop()
+        fake: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fake, tmp_path)
+    # Another AMI client stores what astpresence would refuse to write.
+    await fake.external_presence_change("2000", "available", "desk\t", "back\r\nsoon " + "x" * 300)
+    await until(lambda: d.service.view("2000").presence.state == State.AVAILABLE)
+    adopted = d.service.view("2000").presence
+    assert adopted.subtype == "desk" and adopted.message.startswith("backsoon x")
+    assert len(adopted.message.encode()) == 255
+    # The clean value replaces the raw one in Asterisk.
+    await until(lambda: fake_value(fake, "2000") == adopted, what="normalised write")
+    # A call overlays it; when the call ends the person's presence comes back.
+    await fake.external_device_change("PJSIP/2000", "INUSE")
+    await until(lambda: fake_value(fake, "2000").subtype == "on-the-phone")
+    await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
+    await until(lambda: fake_value(fake, "2000") == adopted, what="presence back after call")
+    assert not d.service.view("2000").pending
+    assert len(d.service.outbox.presence.failures) == 0
+    hist = await d.service.history("2000", 10)
+    assert any("normalised" in h.reason for h in hist)

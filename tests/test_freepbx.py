@@ -15,7 +15,8 @@ import pytest
 from astpresence.config import ConfigError, FreepbxConfig, load_config
 from astpresence.model import Presence, State
 from astpresence.sync import FREEPBX_DND
-from tests.support.e2e import RunningDaemon, barrier, make_config, start_daemon, until
+from tests.support.e2e import RunningDaemon, barrier, make_config, until
+from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, Hint
 
 DND = Presence(State.DND)
@@ -38,94 +39,78 @@ def value(fake: FakeAsterisk, user: str) -> Presence:
     return Presence(State(state), subtype, message)
 
 
-async def start(fake: FakeAsterisk, tmp_path: Path) -> RunningDaemon:
-    return await start_daemon(make_config(fake, tmp_path / "p.db"))
+async def start(daemons: Starter, fake: FakeAsterisk, tmp_path: Path) -> RunningDaemon:
+    return await daemons(make_config(fake, tmp_path / "p.db"))
 
 
-async def test_dnd_codes_set_and_clear_dnd_never_on_the_phone(fake_ami: FakeAsterisk,
-                                                              tmp_path: Path) -> None:
+async def test_dnd_codes_set_and_clear_dnd_never_on_the_phone(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     freepbx(fake_ami)
-    d = await start(fake_ami, tmp_path)
-    try:
-        # One user per presentity, shown with the plain extension, not *80.
-        assert d.service.users.ids() == ["2000", "2001"]
-        assert d.service.require_user("2000").extension == "2000"
-        await fake_ami.external_device_change("Custom:DND2000", "BUSY")  # *78
-        await until(lambda: value(fake_ami, "2000") == DND, what="dnd written")
-        view = d.service.view("2000")
-        assert (view.source, view.actor, view.rule) == ("manual", FREEPBX_DND,
-                                                        "manual-protected")
-        # A call does not overlay a chosen dnd, and the DND device is no phone.
-        await fake_ami.external_device_change("PJSIP/2000", "INUSE")
-        await barrier(d, fake_ami)
-        assert value(fake_ami, "2000") == DND
-        assert d.service.device_view("2000").states == (d.service.devices.states["PJSIP/2000"],)
-        await fake_ami.external_device_change("PJSIP/2000", "NOT_INUSE")
-        await fake_ami.external_device_change("Custom:DND2000", "UNAVAILABLE")  # *79
-        await until(lambda: value(fake_ami, "2000").state == State.NOT_SET, what="dnd cleared")
-        hist = await d.service.history("2000", 5)
-        assert [(h.new.state.value, h.actor) for h in hist[:2]] == [
-            ("not_set", FREEPBX_DND), ("dnd", FREEPBX_DND)]
-        assert "FreePBX DND" in hist[1].reason
-    finally:
-        await d.stop()
+    d = await start(daemons, fake_ami, tmp_path)
+    # One user per presentity, shown with the plain extension, not *80.
+    assert d.service.users.ids() == ["2000", "2001"]
+    assert d.service.require_user("2000").extension == "2000"
+    await fake_ami.external_device_change("Custom:DND2000", "BUSY")  # *78
+    await until(lambda: value(fake_ami, "2000") == DND, what="dnd written")
+    view = d.service.view("2000")
+    assert (view.source, view.actor, view.rule) == ("manual", FREEPBX_DND,
+                                                    "manual-protected")
+    # A call does not overlay a chosen dnd, and the DND device is no phone.
+    await fake_ami.external_device_change("PJSIP/2000", "INUSE")
+    await barrier(d, fake_ami)
+    assert value(fake_ami, "2000") == DND
+    assert d.service.device_view("2000").states == (d.service.devices.states["PJSIP/2000"],)
+    await fake_ami.external_device_change("PJSIP/2000", "NOT_INUSE")
+    await fake_ami.external_device_change("Custom:DND2000", "UNAVAILABLE")  # *79
+    await until(lambda: value(fake_ami, "2000").state == State.NOT_SET, what="dnd cleared")
+    hist = await d.service.history("2000", 5)
+    assert [(h.new.state.value, h.actor) for h in hist[:2]] == [
+        ("not_set", FREEPBX_DND), ("dnd", FREEPBX_DND)]
+    assert "FreePBX DND" in hist[1].reason
 
 
-async def test_dnd_off_leaves_a_later_choice_alone(fake_ami: FakeAsterisk,
-                                                  tmp_path: Path) -> None:
+async def test_dnd_off_leaves_a_later_choice_alone(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     freepbx(fake_ami)
-    d = await start(fake_ami, tmp_path)
-    try:
-        await fake_ami.external_device_change("Custom:DND2001", "BUSY")
-        await until(lambda: d.service.view("2001").presence == DND)
-        await d.service.set_manual("2001", Presence(State.AWAY, "lunch"), "api")
-        await fake_ami.external_device_change("Custom:DND2001", "UNAVAILABLE")
-        await barrier(d, fake_ami)
-        assert d.service.view("2001").presence == Presence(State.AWAY, "lunch")
-    finally:
-        await d.stop()
+    d = await start(daemons, fake_ami, tmp_path)
+    await fake_ami.external_device_change("Custom:DND2001", "BUSY")
+    await until(lambda: d.service.view("2001").presence == DND)
+    await d.service.set_manual("2001", Presence(State.AWAY, "lunch"), "api")
+    await fake_ami.external_device_change("Custom:DND2001", "UNAVAILABLE")
+    await barrier(d, fake_ami)
+    assert d.service.view("2001").presence == Presence(State.AWAY, "lunch")
 
 
-async def test_dnd_switched_while_astpresence_was_away(fake_ami: FakeAsterisk,
-                                                       tmp_path: Path) -> None:
+async def test_dnd_switched_while_astpresence_was_away(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     freepbx(fake_ami)
-    d = await start(fake_ami, tmp_path)
+    d = await start(daemons, fake_ami, tmp_path)
     await d.stop()
     fake_ami.devices["Custom:DND2000"] = "BUSY"  # *78 while the daemon was down
-    d = await start(fake_ami, tmp_path)
-    try:
-        assert d.service.view("2000").presence == DND
-        await d.stop()
-        fake_ami.devices["Custom:DND2000"] = "UNAVAILABLE"  # *79, down again
-        d = await start(fake_ami, tmp_path)
-        assert d.service.view("2000").presence.state == State.NOT_SET
-    finally:
-        await d.stop()
+    d = await start(daemons, fake_ami, tmp_path)
+    assert d.service.view("2000").presence == DND
+    await d.stop()
+    fake_ami.devices["Custom:DND2000"] = "UNAVAILABLE"  # *79, down again
+    d = await start(daemons, fake_ami, tmp_path)
+    assert d.service.view("2000").presence.state == State.NOT_SET
 
 
-async def test_a_dnd_device_of_nobody_changes_nothing(fake_ami: FakeAsterisk,
-                                                      tmp_path: Path) -> None:
+async def test_a_dnd_device_of_nobody_changes_nothing(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     freepbx(fake_ami)
-    d = await start(fake_ami, tmp_path)
-    try:
-        await fake_ami.external_device_change("Custom:DND9999", "BUSY")
-        await barrier(d, fake_ami)
-        assert "9999" not in d.service.users
-        assert all(v.presence.state == State.NOT_SET for v in d.service.views())
-    finally:
-        await d.stop()
+    d = await start(daemons, fake_ami, tmp_path)
+    await fake_ami.external_device_change("Custom:DND9999", "BUSY")
+    await barrier(d, fake_ami)
+    assert "9999" not in d.service.users
+    assert all(v.presence.state == State.NOT_SET for v in d.service.views())
 
 
-async def test_without_the_pattern_the_device_counts_as_a_phone(fake_ami: FakeAsterisk,
-                                                                tmp_path: Path) -> None:
+async def test_without_the_pattern_the_device_counts_as_a_phone(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     freepbx(fake_ami)
-    cfg = replace(make_config(fake_ami, tmp_path / "p.db"), freepbx=FreepbxConfig(""))
-    d = await start_daemon(cfg)
-    try:
-        await fake_ami.external_device_change("Custom:DND2000", "BUSY")
-        await until(lambda: value(fake_ami, "2000") == ON_PHONE, what="on-the-phone")
-    finally:
-        await d.stop()
+    await daemons(replace(make_config(fake_ami, tmp_path / "p.db"), freepbx=FreepbxConfig("")))
+    await fake_ami.external_device_change("Custom:DND2000", "BUSY")
+    await until(lambda: value(fake_ami, "2000") == ON_PHONE, what="on-the-phone")
 
 
 @pytest.mark.parametrize(("raw", "ok"), [
