@@ -35,7 +35,7 @@ from .metrics import Metrics
 from .model import InvalidInput
 from .service import PresenceService
 from .translate import device_change, hint_user, presence_change, queue_member
-from .writes import MirrorWrite, PauseWrite, PresenceWrite
+from .writes import DndWrite, MirrorWrite, PauseWrite, PresenceWrite
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,7 @@ class AMIBridge:
                                                for w in writes.presence]
                 jobs += [self._write_mirror(client, w) for w in writes.mirror]
                 jobs += [self._write_pause(client, w) for w in writes.pauses]
+                jobs += [self._write_dnd(client, w) for w in writes.dnd]
                 for job in jobs:
                     await sem.acquire()
                     task = asyncio.create_task(self._bounded(job, sem))
@@ -352,6 +353,29 @@ class AMIBridge:
             self._service.outbox.pause_refused(write, str(exc))
         except AMIError as exc:
             logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
+
+    async def _write_dnd(self, client: AMIClient, write: DndWrite) -> None:
+        """What FreePBX's *78/*79 do (docs/asterisk.md, "FreePBX conventions"): the
+        astdb key ``DND/<ext>`` its routing reads, and the DND device in the hint."""
+        try:
+            if write.on:
+                await client.send_action("DBPut", {"Family": "DND", "Key": write.user,
+                                                   "Val": "YES"})
+            else:
+                try:
+                    await client.send_action("DBDel", {"Family": "DND", "Key": write.user})
+                except ActionError as exc:
+                    if "not found" not in str(exc).lower():
+                        raise  # already off in astdb is fine
+            await client.send_action("Setvar", {
+                "Variable": f"DEVICE_STATE({write.device})",
+                "Value": "BUSY" if write.on else "UNAVAILABLE"})
+            self._service.outbox.dnd_written(write)
+            logger.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
+        except (ActionError, ActionTimeout) as exc:
+            self._service.outbox.dnd_refused(write, str(exc))
+        except AMIError as exc:
+            logger.debug("FreePBX DND of %s not confirmed: %s", write.user, exc)
 
     def _link_event(self, state: str, reason: str | None = None) -> None:
         cfg = self._config

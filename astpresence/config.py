@@ -84,6 +84,8 @@ FREEPBX_DND_DEVICE = "Custom:DND{user}"
 class FreepbxConfig:
     #: Pattern of the DND device, ``{user}`` standing for the user id; "" = off.
     dnd_device: str = FREEPBX_DND_DEVICE
+    #: dnd set through astpresence also switches FreePBX's DND (astdb and device).
+    dnd_sync: bool = False
 
 
 def _dnd_device(raw: object, what: str) -> str:
@@ -289,6 +291,12 @@ def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
     return parse
 
 
+def _bool(raw: object, what: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{what}: expected true or false, got {raw!r}")
+    return raw
+
+
 def _url(raw: object, what: str) -> str:
     url = _text(raw, what)
     if not url.startswith(("http://", "https://")):
@@ -312,7 +320,8 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
     "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
                     "password": _to("password", _secret)}),
-    "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device)}),
+    "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),
+                            "dnd_sync": _to("dnd_sync", _bool)}),
 }
 
 #: Environment variables and command-line flags: the same keys as the file.

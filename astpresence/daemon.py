@@ -46,7 +46,8 @@ class Daemon:
         self.store: Store = store if store is not None else SqliteStore(config.db)
         self.service = PresenceService(self.store, config.users, rules_config=config.rules,
                                        max_users=config.max_users,
-                                       dnd_device=config.freepbx.dnd_device)
+                                       dnd_device=config.freepbx.dnd_device,
+                                       dnd_sync=config.freepbx.dnd_sync)
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)

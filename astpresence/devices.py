@@ -70,6 +70,14 @@ class Devices:
             uid = uid[:-len(self._dnd_suffix)]
         return uid if uid in self._users else None
 
+    def dnd_device_of(self, uid: str) -> str | None:
+        """The user's FreePBX DND device, when their hint has one."""
+        user = self._users.get(uid)
+        if not self._dnd_prefix or user is None:
+            return None
+        device = f"{self._dnd_prefix}{uid}{self._dnd_suffix}"
+        return device if device in user.devices else None
+
     def is_phone(self, device: str) -> bool:
         """Devices that say whether the person is on the phone or offline: not the
         BLF mirror (derived from the result) and not a FreePBX DND switch."""

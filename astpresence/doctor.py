@@ -200,13 +200,16 @@ def required_permissions(config: Config) -> tuple[frozenset[str], frozenset[str]
     ``reporting`` as the product asks; ``agent`` for QueueMemberPause and
     friends (EVENT_FLAG_AGENT, apps/app_queue.c) when queue pause is on.
     write: ``call`` for Setvar (and it covers the call|reporting list
-    actions); ``agent`` for QueuePause when queue pause is on.
+    actions); ``agent`` for QueuePause when queue pause is on; ``system`` for
+    DBPut/DBDel (main/db.c) when FreePBX DND is kept in step (``dnd_sync``).
     """
     read = {"system", "call", "reporting"}
     write = {"call"}
     if config.rules.queue_pause:
         read.add("agent")
         write.add("agent")
+    if config.freepbx.dnd_sync:
+        write.add("system")
     return frozenset(read), frozenset(write)
 
 

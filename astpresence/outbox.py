@@ -15,12 +15,19 @@ import time
 from collections.abc import Callable
 
 from . import mirror, rules
-from .model import NOT_SET, Presence
+from .model import NOT_SET, Presence, State
 from .queues import MemberKey, QueueMembers
 from .retry import Failure, Failures
 from .rules import RuleConfig
 from .users import UserDirectory
-from .writes import MirrorWrite, PauseWrite, PresenceWrite, Writes, WriteTracker
+from .writes import (
+    DndWrite,
+    MirrorWrite,
+    PauseWrite,
+    PresenceWrite,
+    Writes,
+    WriteTracker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +36,14 @@ Pause = tuple[bool, str]  # (paused, reason) of a queue member
 
 class Outbox:
     def __init__(self, users: UserDirectory, config: RuleConfig, members: QueueMembers, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 dnd_device: Callable[[str], str | None] = lambda uid: None) -> None:
         self._users = users
         self._config = config
         self._members = members
+        #: the FreePBX DND device to keep in step with dnd (None: no sync for that user)
+        self._dnd_device = dnd_device
+        self.dnd: WriteTracker[str, bool] = WriteTracker("freepbx_dnd", False, clock=clock)
         self.presence: WriteTracker[str, Presence] = WriteTracker("presence", NOT_SET,
                                                                   clock=clock)
         self.mirror: WriteTracker[str, str] = WriteTracker("mirror", "", clock=clock)
@@ -47,8 +58,10 @@ class Outbox:
         self._dirty.add(uid)
         self.wakeup.set()
 
-    def failures(self) -> tuple[Failures[str], Failures[str], Failures[MemberKey]]:
-        return self.presence.failures, self.mirror.failures, self.pauses.failures
+    def failures(self) -> tuple[Failures[str], Failures[str], Failures[MemberKey],
+                                Failures[str]]:
+        return (self.presence.failures, self.mirror.failures, self.pauses.failures,
+                self.dnd.failures)
 
     def next_retry_in(self) -> float | None:
         """Seconds until a refused write is due again (None: nothing to retry)."""
@@ -65,6 +78,7 @@ class Outbox:
             return writes
         self._dirty.update(self.presence.due())
         self._dirty.update(self.mirror.due())
+        self._dirty.update(self.dnd.due())
         for key in self.pauses.due():
             member = self._members.get(key)
             owner = self._members.owner(member) if member is not None else None
@@ -84,6 +98,9 @@ class Outbox:
                         MirrorWrite(uid, mirror.mirror_device(uid, self._config), state))
             if self._config.queue_pause:
                 writes.pauses.extend(self._pause_writes(uid, want))
+            device = self._dnd_device(uid)
+            if device is not None and self.dnd.take(uid, want.state is State.DND):
+                writes.dnd.append(DndWrite(uid, device, want.state is State.DND))
         return writes
 
     def _pause_writes(self, uid: str, desired: Presence) -> list[PauseWrite]:
@@ -122,6 +139,14 @@ class Outbox:
                                f"{write.interface} in queue {write.queue} for {write.user}",
                       error)
 
+    def dnd_written(self, write: DndWrite) -> None:
+        self.dnd.failures.clear(write.user)
+
+    def dnd_refused(self, write: DndWrite, error: str) -> None:
+        self._refused(self.dnd.refused(write.user, write.on, error),
+                      f"switching FreePBX DND of {write.user} {'on' if write.on else 'off'}",
+                      error)
+
     def _refused(self, failure: Failure, what: str, error: str) -> None:
         logger.warning("%s failed (attempt %d): %s; retrying in %.0f s", what,
                        failure.attempts, error, failure.retry_at - self.presence.failures.now())
@@ -131,5 +156,5 @@ class Outbox:
 
     def link_lost(self) -> None:
         self.synced = False
-        for tracker in (self.presence, self.mirror, self.pauses):
+        for tracker in (self.presence, self.mirror, self.pauses, self.dnd):
             tracker.link_lost()

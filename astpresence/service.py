@@ -77,6 +77,7 @@ class PresenceService:
         retry_clock: Callable[[], float] = time.monotonic,
         max_users: int = DEFAULT_MAX_USERS,
         dnd_device: str = "",
+        dnd_sync: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -86,7 +87,10 @@ class PresenceService:
         self._effective: dict[str, EffectiveRecord] = {}
         self.devices = Devices(self.users, rules_config, dnd_device=dnd_device)
         self.queue_members = QueueMembers(self.users, self.devices)
-        self.outbox = Outbox(self.users, rules_config, self.queue_members, clock=retry_clock)
+        self.dnd_sync = dnd_sync
+        self.outbox = Outbox(self.users, rules_config, self.queue_members, clock=retry_clock,
+                             dnd_device=self.devices.dnd_device_of if dnd_sync
+                             else lambda uid: None)
         self.events = EventHub()
         self._committer = GroupCommitter(store)
         self._deadlines = Deadlines(clock, self._time_passed)

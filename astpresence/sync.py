@@ -98,9 +98,16 @@ class AsteriskSync:
         phone (protected: a call does not overlay it). Off removes that dnd,
         unless the person chose something else since.
         """
+        on = state is DeviceState.BUSY
+        if self.outbox.dnd.seen(uid, on):
+            return  # our own write (dnd_sync), coming back
         manual = self._engine.contributions.get(uid, MANUAL)
-        from_freepbx = manual is not None and manual.actor == FREEPBX_DND
-        if state is DeviceState.BUSY:
+        # With dnd_sync the switch and astpresence's dnd are one thing: FreePBX's
+        # off ends any manual dnd; without it, only the dnd it switched on.
+        from_freepbx = manual is not None and (
+            manual.actor == FREEPBX_DND
+            or self._engine.dnd_sync and manual.presence.state is State.DND)
+        if on:
             if manual is None or manual.presence.state is not State.DND:
                 logger.info("FreePBX DND of %s switched on", uid)
                 self._engine.set_manual_in(uid, Presence(State.DND), FREEPBX_DND, batch,
@@ -193,6 +200,7 @@ class AsteriskSync:
         # Devices as Asterisk reports them now; what we knew before is void.
         now = self._clock()
         self.devices.replace(devices)
+        self.outbox.dnd.reset()
         for device, state in devices.items():
             dnd_user = self.devices.dnd_owner(device)
             if dnd_user is not None:

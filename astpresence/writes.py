@@ -31,7 +31,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from .model import Presence
@@ -163,6 +163,14 @@ class PauseWrite(NamedTuple):
     user: str
 
 
+class DndWrite(NamedTuple):
+    """FreePBX DND switched the way FreePBX's own codes do it."""
+
+    user: str
+    device: str  # Custom:DND<user>
+    on: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Writes:
     """Everything to send to Asterisk now."""
@@ -170,9 +178,10 @@ class Writes:
     presence: list[PresenceWrite]
     mirror: list[MirrorWrite]
     pauses: list[PauseWrite]
+    dnd: list[DndWrite] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.presence or self.mirror or self.pauses)
+        return bool(self.presence or self.mirror or self.pauses or self.dnd)
 
 
 NO_WRITES = Writes([], [], [])

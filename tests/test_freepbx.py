@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.config import ConfigError, FreepbxConfig, load_config
+from astpresence.config import Config, ConfigError, FreepbxConfig, load_config
 from astpresence.model import Presence, State
 from astpresence.sync import FREEPBX_DND
 from tests.support.e2e import RunningDaemon, barrier, make_config, until
@@ -126,3 +126,61 @@ def test_dnd_device_config(tmp_path: Path, raw: str, ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match="freepbx.dnd_device"):
             load_config(path, env={})
+
+
+def sync_config(fake: FakeAsterisk, tmp_path: Path) -> Config:
+    return replace(make_config(fake, tmp_path / "p.db"),
+                   freepbx=FreepbxConfig(dnd_sync=True))
+
+
+def db_actions(fake: FakeAsterisk) -> list[str]:
+    return [f"{m.get('Action')} {m.get('Key')} {m.get('Val') or ''}".strip()
+            for m in fake.actions if (m.get("Action") or "") in ("DBPut", "DBDel")]
+
+
+async def test_dnd_sync_switches_freepbx_dnd_like_its_codes(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    freepbx(fake_ami)
+    d = await daemons(sync_config(fake_ami, tmp_path))
+    await d.service.set_manual("2000", Presence(State.DND, "", "focus"), "api")
+    # What *78 does: the astdb key FreePBX's routing reads, and the DND device.
+    await until(lambda: fake_ami.devices.get("Custom:DND2000") == "BUSY", what="DND on")
+    assert fake_ami.astdb == {("DND", "2000"): "YES"}
+    await barrier(d, fake_ami)
+    # Our own device change came back and was recognised: nothing adopted, no fight.
+    assert d.service.view("2000").presence == Presence(State.DND, "", "focus")
+    assert db_actions(fake_ami) == ["DBPut 2000 YES"]
+    # Leaving dnd switches it off the way *79 does.
+    await d.service.set_manual("2000", Presence(State.AVAILABLE), "api")
+    await until(lambda: fake_ami.devices.get("Custom:DND2000") == "UNAVAILABLE")
+    assert fake_ami.astdb == {}
+    await barrier(d, fake_ami)
+    assert db_actions(fake_ami) == ["DBPut 2000 YES", "DBDel 2000"]
+    assert d.service.view("2000").presence == Presence(State.AVAILABLE)
+    # *79 on the phone ends a dnd set through astpresence too.
+    await d.service.set_manual("2000", Presence(State.DND), "api")
+    await until(lambda: fake_ami.devices.get("Custom:DND2000") == "BUSY")
+    await barrier(d, fake_ami)
+    fake_ami.astdb.pop(("DND", "2000"), None)
+    await fake_ami.external_device_change("Custom:DND2000", "UNAVAILABLE")
+    await until(lambda: d.service.view("2000").presence.state == State.NOT_SET,
+                what="dnd cleared by *79")
+    await barrier(d, fake_ami)
+    assert db_actions(fake_ami) == ["DBPut 2000 YES", "DBDel 2000", "DBPut 2000 YES"]
+
+
+async def test_without_dnd_sync_astdb_is_never_written(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    freepbx(fake_ami)
+    d = await daemons(make_config(fake_ami, tmp_path / "p.db"))
+    await d.service.set_manual("2000", Presence(State.DND), "api")
+    await until(lambda: value(fake_ami, "2000") == DND)
+    await barrier(d, fake_ami)
+    assert db_actions(fake_ami) == [] and fake_ami.devices["Custom:DND2000"] == "UNAVAILABLE"
+
+
+def test_dnd_sync_needs_write_system() -> None:
+    from astpresence.doctor import required_permissions
+
+    assert "system" in required_permissions(Config(freepbx=FreepbxConfig(dnd_sync=True)))[1]
+    assert "system" not in required_permissions(Config())[1]

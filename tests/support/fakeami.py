@@ -219,6 +219,8 @@ class FakeAsterisk:
         self.queue_members: list[QueueMember] = []
         self.modules: set[str] = set(DEFAULT_MODULES)
         self.variables: dict[str, str] = {}  # global variables set with Setvar
+        #: astdb beside the families the fake keeps elsewhere: (family, key) -> value
+        self.astdb: dict[tuple[str, str], str] = {}
         # Presentities set to not_set: still listed by PresenceStateList.
         self._cleared: dict[str, tuple[str, str]] = {}
 
@@ -458,6 +460,8 @@ class FakeAsterisk:
             "queuepause": self._queuepause,
             "modulecheck": self._modulecheck,
             "command": self._command,
+            "dbput": self._dbput,
+            "dbdel": self._dbdel,
         }
 
     # -- writing ------------------------------------------------------------
@@ -596,6 +600,31 @@ class FakeAsterisk:
         if state not in DEVICE_STATE_NUM or state == "UNKNOWN":
             return None
         return self._set_device(device, state)
+
+    async def _dbput(self, session: _Session, m: Message) -> bool:
+        # main/db.c manager_dbput(): Family and Key required, Val may be empty.
+        family, key = m.get("Family") or "", m.get("Key") or ""
+        if not family:
+            await self._reply(session, _error(m, "No family specified"))
+        elif not key:
+            await self._reply(session, _error(m, "No key specified"))
+        else:
+            self.astdb[(family, key)] = m.get("Val") or ""
+            await self._reply(session, _response(m, "Success", "Updated database successfully"))
+        return True
+
+    async def _dbdel(self, session: _Session, m: Message) -> bool:
+        # main/db.c manager_dbdel()
+        family, key = m.get("Family") or "", m.get("Key") or ""
+        if not family:
+            await self._reply(session, _error(m, "No family specified."))
+        elif not key:
+            await self._reply(session, _error(m, "No key specified."))
+        elif self.astdb.pop((family, key), None) is None:
+            await self._reply(session, _error(m, "Database entry not found"))
+        else:
+            await self._reply(session, _response(m, "Success", "Key deleted successfully"))
+        return True
 
     async def _getvar(self, session: _Session, m: Message) -> bool:
         variable = m.get("Variable") or ""
