@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 
-from . import mirror, rules
+from . import freepbx, mirror, rules
 from .model import DeviceState
 from .rules import DeviceView, RuleConfig
 from .users import UserDirectory
@@ -36,7 +36,7 @@ class Devices:
         self._config = config
         # FreePBX's DND device, "Custom:DND{user}" (docs/asterisk.md, "FreePBX
         # conventions"): a switch the person flips, never a phone.
-        self._dnd_prefix, _, self._dnd_suffix = dnd_device.partition("{user}")
+        self._dnd_pattern = dnd_device
         self.states: dict[str, DeviceState] = {}
         self._index: dict[str, set[str]] | None = None  # device -> users
         self._unavailable_since: dict[str, datetime] = {}
@@ -61,21 +61,15 @@ class Devices:
 
     def dnd_owner(self, device: str) -> str | None:
         """Whose FreePBX DND device ``device`` is (None: not one, or no such user)."""
-        if not self._dnd_prefix or not device.startswith(self._dnd_prefix):
-            return None
-        uid = device[len(self._dnd_prefix):]
-        if self._dnd_suffix:
-            if not uid.endswith(self._dnd_suffix):
-                return None
-            uid = uid[:-len(self._dnd_suffix)]
-        return uid if uid in self._users else None
+        uid = freepbx.dnd_user(self._dnd_pattern, device)
+        return uid if uid is not None and uid in self._users else None
 
     def dnd_device_of(self, uid: str) -> str | None:
         """The user's FreePBX DND device, when their hint has one."""
         user = self._users.get(uid)
-        if not self._dnd_prefix or user is None:
+        if not self._dnd_pattern or user is None:
             return None
-        device = f"{self._dnd_prefix}{uid}{self._dnd_suffix}"
+        device = freepbx.dnd_device(self._dnd_pattern, uid)
         return device if device in user.devices else None
 
     def is_phone(self, device: str) -> bool:

@@ -60,6 +60,7 @@ from .ami.frames import Message
 from .ari import basic_auth
 from .config import Config
 from .model import InvalidInput
+from .freepbx import dnd_user
 from .mirror import mirror_device, mirror_technology
 from .records import UserRecord
 from .translate import PRESENCE_PROVIDER, parse_hint, user_from_hint
@@ -99,10 +100,11 @@ CHECK_PERMISSIONS = "permissions"
 CHECK_MODULES = "modules"
 CHECK_USERS = "users from hints"
 CHECK_MIRROR = "mirror in hints"
+CHECK_FREEPBX = "freepbx"
 CHECK_ARI = "ari"
 #: Every check, in the order they are reported.
 CHECK_NAMES = (CHECK_REACHABLE, CHECK_LOGIN, CHECK_PERMISSIONS, CHECK_MODULES, CHECK_USERS,
-               CHECK_MIRROR, CHECK_ARI)
+               CHECK_MIRROR, CHECK_FREEPBX, CHECK_ARI)
 
 NEEDS_LOGIN = "skipped: needs a working login"
 
@@ -481,6 +483,24 @@ def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
     return Check(CHECK_MIRROR, False, "; ".join(p for p in parts if p), fix)
 
 
+def freepbx_check(config: Config, hints: Sequence[HintEntry]) -> Check:
+    """Is this a FreePBX dialplan (DND devices in hints), and what will astpresence do?"""
+    pattern = config.freepbx.dnd_device
+    if not pattern:
+        return Check(CHECK_FREEPBX, True, "FreePBX DND devices are not recognised "
+                                          "([freepbx] dnd_device = \"\")")
+    users = _sort_ids({uid for h in hints for d in h.devices
+                       if (uid := dnd_user(pattern, d)) is not None})
+    if not users:
+        return Check(CHECK_FREEPBX, True, "no FreePBX DND devices in the hints: nothing to do")
+    mode = ("dnd set through astpresence also switches FreePBX DND (dnd_sync = true)"
+            if config.freepbx.dnd_sync else
+            "dnd set through astpresence leaves FreePBX DND alone (dnd_sync = false)")
+    return Check(CHECK_FREEPBX, True,
+                 f"FreePBX dialplan: DND devices ({pattern}) in the hints of {_names(users)}; "
+                 f"*78/*79 are read as the person's dnd; {mode}")
+
+
 # --- talking to Asterisk --------------------------------------------------------
 
 
@@ -835,9 +855,12 @@ async def _ami_checks(config: Config) -> list[Check]:
                             f"ExtensionStateList failed: {reply.message or 'no message'}", fix))
         checks.append(Check(CHECK_MIRROR, False, "skipped: hints could not be listed",
                             _FIX_LOGIN_FIRST))
+        checks.append(Check(CHECK_FREEPBX, False, "skipped: hints could not be listed",
+                            _FIX_LOGIN_FIRST))
     else:
         checks.append(users_check(probes.hints, config.users))
         checks.append(mirror_check(config, probes.hints))
+        checks.append(freepbx_check(config, probes.hints))
     logger.debug("doctor: %d checks, failed: %s", len(checks),
                  ", ".join(c.name for c in checks if not c.ok) or "none")
     return checks

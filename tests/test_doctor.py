@@ -32,12 +32,13 @@ from aiohttp import web
 
 from astpresence.ami.frames import Message
 from astpresence.ari import basic_auth
-from astpresence.config import AMIConfig, AriConfig, Config, Secret
+from astpresence.config import AMIConfig, AriConfig, Config, FreepbxConfig, Secret
 from astpresence.doctor import (
     CHECK_LOGIN,
     CHECK_MIRROR,
     CHECK_MODULES,
     CHECK_ARI,
+    CHECK_FREEPBX,
     KIT_MARKER,
     KIT_MODULES,
     CHECK_NAMES,
@@ -743,7 +744,7 @@ async def test_cli_json(plain: FakeAsterisk) -> None:
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == list(CHECK_NAMES)
     assert set(data["checks"][0]) == {"name", "ok", "status", "detail", "fix"}
-    assert [c["status"] for c in data["checks"]] == ["ok"] * 6 + ["skip"]
+    assert [c["status"] for c in data["checks"]] == ["ok"] * 7 + ["skip"]
 
 
 async def test_cli_unreachable_exits_1() -> None:
@@ -834,3 +835,24 @@ async def test_ari_unreachable(plain: FakeAsterisk) -> None:
                   ari=AriConfig(f"http://127.0.0.1:{free_port()}/ari", "ari", Secret("pw")))
     check = by_name(await run_checks(cfg))[CHECK_ARI]
     assert not check.ok and "unreachable" in check.detail and "http.conf" in check.fix
+
+
+@pytest.mark.parametrize(("pattern", "sync", "expect"), [
+    ("Custom:DND{user}", False, "FreePBX dialplan: DND devices (Custom:DND{user}) in the hints "
+                                "of 2000; *78/*79 are read as the person's dnd; dnd set through "
+                                "astpresence leaves FreePBX DND alone (dnd_sync = false)"),
+    ("Custom:DND{user}", True, "also switches FreePBX DND (dnd_sync = true)"),
+    ("", False, "not recognised"),
+])
+async def test_freepbx_dialplan_is_detected(plain: FakeAsterisk, pattern: str, sync: bool,
+                                            expect: str) -> None:
+    plain.hints.append(Hint("2000", "ext-local", ["PJSIP/2000", "Custom:DND2000"],
+                            "CustomPresence:2000"))
+    cfg = replace(config_for(plain), freepbx=FreepbxConfig(pattern, sync))
+    check = by_name(await run_checks(cfg))[CHECK_FREEPBX]
+    assert check.ok and expect in check.detail
+
+
+async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:
+    check = by_name(await run_checks(config_for(plain)))[CHECK_FREEPBX]
+    assert check.ok and "nothing to do" in check.detail
