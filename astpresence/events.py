@@ -102,12 +102,7 @@ class EventHub:
         self._seq += 1
         event = ChangeEvent(self._seq, new.user, old, new)
         self._recent.append(event)
-        for sub in list(self._subs):
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                self._subs.discard(sub)
+        self._fan_out(event)
         return event
 
     def publish_service(self, event: ServiceEvent) -> None:
@@ -115,6 +110,10 @@ class EventHub:
         the hello of a new stream carries the link state instead)."""
         if isinstance(event, LinkEvent):
             self.link = event
+        self._fan_out(event)
+
+    def _fan_out(self, event: Event) -> None:
+        """To every listener; one that cannot take more is dropped, holding up nobody."""
         for sub in list(self._subs):
             try:
                 sub.queue.put_nowait(event)
