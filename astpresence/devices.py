@@ -7,6 +7,7 @@ already turned AMI's strings into them.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -14,6 +15,11 @@ from . import freepbx, mirror, rules
 from .model import DeviceState
 from .rules import DeviceView, RuleConfig
 from .users import UserDirectory
+
+logger = logging.getLogger(__name__)
+
+#: Device states kept, at most, beyond those of the users' own devices.
+MAX_DEVICES = 100_000
 
 _RINGING = (DeviceState.RINGING, DeviceState.RINGINUSE)
 _TALKING = (DeviceState.INUSE, DeviceState.BUSY, DeviceState.ONHOLD)
@@ -38,6 +44,7 @@ class Devices:
         # conventions"): a switch the person flips, never a phone.
         self._dnd_pattern = dnd_device
         self.states: dict[str, DeviceState] = {}
+        self._full_logged = False
         self._index: dict[str, set[str]] | None = None  # device -> users
         self._unavailable_since: dict[str, datetime] = {}
         self._missed: dict[str, int] = {}
@@ -78,12 +85,27 @@ class Devices:
         return not (mirror.is_mirror_device(device, self._config)
                     or self.dnd_owner(device) is not None)
 
-    def set(self, device: str, state: DeviceState) -> None:
+    def set(self, device: str, state: DeviceState) -> bool:
+        """Record a live state; False when it was left out (see :data:`MAX_DEVICES`).
+
+        Devices nobody owns are kept too (a hint may name them after a
+        reload), but only up to the bound: a flood of made-up device names
+        from the AMI link must not grow memory without end.
+        """
+        if (device not in self.states and len(self.states) >= MAX_DEVICES
+                and not self.users_of(device)):
+            if not self._full_logged:
+                logger.warning("more than %d device states known; states of devices no "
+                               "user has are left out until the next sync", MAX_DEVICES)
+                self._full_logged = True
+            return False
         self.states[device] = state
+        return True
 
     def replace(self, states: Mapping[str, DeviceState]) -> None:
         """After a login: what Asterisk reports now; nothing from before counts."""
         self.states = dict(states)
+        self._full_logged = False
         self._ring.clear()
 
     def view(self, uid: str) -> DeviceView:

@@ -7,13 +7,18 @@ which queue, and which user that member is.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .devices import Devices
 from .users import UserDirectory
 
+logger = logging.getLogger(__name__)
+
 MemberKey = tuple[str, str]  # (queue, interface)
+#: Queue members kept, at most (the next QueueStatus after a login replaces them).
+MAX_MEMBERS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,10 @@ class QueueMembers:
         self._users = users
         self._devices = devices
         self._members: dict[MemberKey, QueueMember] = {}
+        self._full_logged = False
+
+    def __len__(self) -> int:
+        return len(self._members)
 
     def __contains__(self, key: object) -> bool:
         return key in self._members
@@ -45,9 +54,19 @@ class QueueMembers:
     def get(self, key: MemberKey) -> QueueMember | None:
         return self._members.get(key)
 
-    def update(self, member: QueueMember) -> QueueMember:
-        """Add or change a member; a hint seen before is kept when the event lacks one."""
+    def update(self, member: QueueMember) -> QueueMember | None:
+        """Add or change a member; a hint seen before is kept when the event lacks one.
+
+        None when a new member is left out: at most :data:`MAX_MEMBERS` are
+        kept, so a flood of made-up members from the AMI link stops there.
+        """
         old = self._members.get(member.key)
+        if old is None and len(self._members) >= MAX_MEMBERS:
+            if not self._full_logged:
+                logger.warning("more than %d queue members; new ones are left out until "
+                               "the next sync", MAX_MEMBERS)
+                self._full_logged = True
+            return None
         if old is not None and member.hint is None and old.hint is not None:
             member = QueueMember(member.queue, member.interface, old.hint, member.paused,
                                  member.reason)
@@ -59,6 +78,7 @@ class QueueMembers:
 
     def replace(self, members: Iterable[QueueMember]) -> None:
         self._members = {m.key: m for m in members}
+        self._full_logged = False
 
     def owner(self, member: QueueMember) -> str | None:
         """The user whose device (or hint) the member is."""

@@ -150,7 +150,10 @@ class AsteriskSync:
             self.queue_members.remove(member.key)
             self.outbox.pauses.forget(member.key)
             return
-        member = self.queue_members.update(member)
+        kept = self.queue_members.update(member)
+        if kept is None:
+            return  # over the bound (logged once by QueueMembers)
+        member = kept
         self.outbox.pauses.seen(member.key, (member.paused, member.reason))
         owner = self.queue_members.owner(member)
         if owner is not None:

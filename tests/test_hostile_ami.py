@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.support.e2e import make_config, seed, until
 from tests.conftest import Starter
+from tests.support.e2e import make_config, seed, until
 from tests.support.fakeami import FakeAsterisk
 
 
@@ -46,3 +47,23 @@ async def test_made_up_events_and_presentities_grow_nothing(
     await until(lambda: d.service.users.ids() == ["2000", "2001"], timeout=10,
                 what="users back to the dialplan's")
     assert [u.id for u in await d.daemon.store.load_users()] == ["2000", "2001"]
+
+
+async def test_made_up_devices_and_queue_members_are_bounded(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("astpresence.devices.MAX_DEVICES", 50)
+    monkeypatch.setattr("astpresence.queues.MAX_MEMBERS", 20)
+    seed(fake_ami)
+    d = await daemons(make_config(fake_ami, tmp_path / "p.db"))
+    for i in range(200):
+        await fake_ami.broadcast_event([("Event", "DeviceStateChange"),
+                                        ("Device", f"Custom:made-up-{i}"), ("State", "INUSE")])
+        await fake_ami.broadcast_event([
+            ("Event", "QueueMemberAdded"), ("Queue", f"q{i}"), ("Interface", f"Local/{i}"),
+            ("Paused", "0"), ("PausedReason", "")])
+    # The users' own devices are still followed once the bound is reached.
+    await fake_ami.external_device_change("PJSIP/2000", "INUSE")
+    await until(lambda: d.service.view("2000").rule == "on-the-phone", what="still followed")
+    assert len(d.service.devices.states) <= 50
+    assert len(d.service.queue_members) <= 20
