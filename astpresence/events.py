@@ -120,6 +120,3 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed = True
                 self._subs.discard(sub)
-
-    def last(self) -> ChangeEvent | None:
-        return self._recent[-1] if self._recent else None

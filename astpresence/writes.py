@@ -182,6 +182,3 @@ class Writes:
 
     def __bool__(self) -> bool:
         return bool(self.presence or self.mirror or self.pauses or self.dnd)
-
-
-NO_WRITES = Writes([], [], [])

@@ -285,7 +285,7 @@ async def test_slow_client_is_disconnected(daemon: RunningDaemon) -> None:
         await s.next()
         await until(lambda: daemon.service.events.subscribers == 1)
         await daemon.service.set_manual("2000", Presence(State.DND), "api")
-        event = daemon.service.events.last()
+        event = daemon.service.events._recent[-1]
         sub = next(iter(daemon.service.events._subs))
         # Its queue full (no await in between, so the sender cannot drain it)...
         while not sub.queue.full():
