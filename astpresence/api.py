@@ -195,6 +195,8 @@ def presence_json(view: PresenceView) -> dict[str, Any]:
         "since": view.since.isoformat() if view.since else None,
         "pending": view.pending,
         "rule": view.rule,
+        "name": view.name,
+        "voicemail": view.voicemail,
     }
 
 
@@ -458,7 +460,7 @@ async def list_users(request: web.Request) -> web.Response:
             "users": [
                 {
                     "id": u.id,
-                    "name": u.name,
+                    "name": service.cards.name(u.id),
                     "extension": u.extension,
                     "context": u.context,
                     "devices": list(u.devices),
@@ -566,7 +568,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 # -- events ---------------------------------------------------------------------
 
-CHANGED_FIELDS = ("state", "subtype", "message", "source")
+CHANGED_FIELDS = ("state", "subtype", "message", "source", "name", "voicemail")
 
 
 def link_json(event: LinkEvent | None) -> dict[str, Any]:

@@ -151,8 +151,9 @@ def project(presence: dict[str, Any], mode: str) -> dict[str, Any]:
     if mode == "state":
         # The state only: what set it (a source named "job-interview", the rule
         # "on-the-phone") says as much as the message would.
+        # The voicemail count is the person's own business, like the message.
         return {**presence, "subtype": "", "message": "", "actor": "", "source": "",
-                "rule": ""}
+                "rule": "", "voicemail": None}
     return {**presence, "state": NOT_SET.state.value, "subtype": "", "message": "",
             "source": "default", "rule": "default", "actor": "", "since": None,
-            "pending": False}
+            "pending": False, "voicemail": None}

@@ -34,7 +34,16 @@ from .logsafe import clip
 from .metrics import Metrics
 from .model import InvalidInput
 from .service import PresenceService
-from .translate import device_change, hint_user, presence_change, queue_member
+from .translate import (
+    ampuser_entries,
+    device_change,
+    endpoint_callerid,
+    hint_user,
+    message_waiting,
+    presence_change,
+    queue_member,
+    voicemail_entry,
+)
 from .writes import DndWrite, MirrorWrite, PauseWrite, PresenceWrite
 
 logger = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ T = TypeVar("T")
 #: Reconnect delays in seconds; the last one repeats (STYLE.md, Lifecycle).
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 MAX_CONCURRENT_WRITES = 64
+#: PJSIPShowEndpoint actions in flight at once while reading caller IDs.
+MAX_CONCURRENT_READS = 16
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -61,6 +72,8 @@ class LinkStatus:
     next_retry_at: float | None = None  # loop.time()
     attempt: int = 0
     last_sync_seconds: float | None = None
+    #: Reading contact cards after a sync: "", "reading caller IDs 120/10000", "done".
+    cards: str = ""
 
 
 class AMIBridge:
@@ -89,6 +102,7 @@ class AMIBridge:
             "QueueMemberStatus": self._on_queue_member,
             "QueueMemberAdded": self._on_queue_member,
             "QueueMemberRemoved": self._on_queue_member,
+            "MessageWaiting": self._on_message_waiting,
         }
 
     # -- link loop -------------------------------------------------------
@@ -151,6 +165,7 @@ class AMIBridge:
         self.status.connected_since = datetime.now(UTC)
         self.status.last_error = None
         self.status.attempt = 0
+        self.status.cards = ""
         self.status.state = "syncing"
         started = time.monotonic()
         try:
@@ -167,6 +182,8 @@ class AMIBridge:
         writer = asyncio.create_task(self._writer(client), name="ami-writer")
         stopper = asyncio.create_task(stop.wait(), name="ami-stop")
         closed = asyncio.create_task(client.wait_closed(), name="ami-closed")
+        # Caller IDs take one action per phone: read after the sync, beside the writer.
+        names = asyncio.create_task(self._read_endpoint_names(client), name="ami-names")
         try:
             done, _ = await asyncio.wait(
                 {writer, stopper, closed}, return_when=asyncio.FIRST_COMPLETED
@@ -175,9 +192,9 @@ class AMIBridge:
                 if task is not stopper:
                     task.result()  # raises AMIConnectionError when the link died
         finally:
-            for task in (writer, stopper, closed):
+            for task in (writer, stopper, closed, names):
                 task.cancel()
-            await asyncio.gather(writer, stopper, closed, return_exceptions=True)
+            await asyncio.gather(writer, stopper, closed, names, return_exceptions=True)
 
     async def _resync(self, client: AMIClient) -> None:
         logger.info("reading presence, device and hint state from Asterisk")
@@ -198,6 +215,8 @@ class AMIBridge:
         counts = await self._service.asterisk.resync(presences, users, devices)
         if self._service.rules.queue_pause:
             await self._resync_queues(client)
+        await self._read_astdb(client)
+        await self._read_voicemail(client)
         logger.info(
             "synced with Asterisk: %d users, %d presences, %d devices; "
             "adopted %d, writing %d, conflicts %d",
@@ -225,6 +244,84 @@ class AMIBridge:
         members = list(self._translated(items, queue_member, "queue member"))
         self._service.asterisk.resync_queues(members)
         logger.info("read %d queue members", len(members))
+
+    async def _read_astdb(self, client: AMIClient) -> None:
+        """FreePBX's AMPUSER family: display names and each user's devices (DEVDND)."""
+        service = self._service
+        if not (service.cards.read_names or service.devices.freepbx):
+            return
+        try:
+            items = await client.send_list_action("DBGetTree", {"Family": "AMPUSER"})
+        except ActionError as exc:
+            # DBGetTree needs Asterisk 16.28/18.14/19.6+ and read=system or reporting.
+            logger.info("astdb not read (%s): no FreePBX names or devices", exc)
+            items = []
+        entries = ampuser_entries(items)
+        if entries:
+            logger.info("FreePBX astdb: %d extension(s) in AMPUSER", len(entries))
+        service.asterisk.on_ampuser(entries)
+
+    async def _read_voicemail(self, client: AMIClient) -> None:
+        """New/old counts of every mailbox; MessageWaiting events keep them current."""
+        cards = self._service.cards
+        wanted = cards.mailboxes()
+        if not wanted:
+            return
+        try:
+            listed = await client.send_list_action("VoicemailUsersList")
+            counts = dict(self._translated(listed, voicemail_entry, "voicemail box"))
+        except ActionError as exc:
+            # app_voicemail not loaded: mailboxes may still live elsewhere
+            # (res_mwi_external); MailboxCount asks whichever provider has them.
+            logger.info("VoicemailUsersList failed (%s); asking MailboxCount for %d mailbox(es)",
+                        exc, len(wanted))
+            counts = {}
+            for box in wanted:
+                with contextlib.suppress(ActionError, InvalidInput):
+                    counts.update([message_waiting(await client.send_action(
+                        "MailboxCount", {"Mailbox": box}))])
+        self._service.asterisk.on_mailboxes(counts)
+
+    async def _read_endpoint_names(self, client: AMIClient) -> None:
+        """Caller ID names of the phones of users with no name from config or astdb."""
+        service = self._service
+        cards = service.cards
+        wanted = {uid: eps for uid in service.users.ids()
+                  if cards.needs_endpoint_name(uid) and (eps := cards.phone_endpoints(uid))}
+        found: dict[str, str] = {}
+        if wanted:
+            try:
+                listed = {e.get("ObjectName") for e in
+                          await client.send_list_action("PJSIPShowEndpoints")}
+            except ActionError as exc:  # "No endpoints found", or res_pjsip not loaded
+                logger.info("no PJSIP endpoints listed (%s): no caller ID names", exc)
+                listed = set()
+            todo = [(uid, ep) for uid, eps in wanted.items()
+                    if (ep := next((e for e in eps if e in listed), None)) is not None]
+            total, done = len(todo), 0
+            self.status.cards = f"reading caller IDs 0/{total}"
+            logger.info("reading the caller IDs of %d phone(s) for display names", total)
+            sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
+            async def one(uid: str, endpoint: str) -> None:
+                nonlocal done
+                async with sem:
+                    try:
+                        items = await client.send_list_action("PJSIPShowEndpoint",
+                                                              {"Endpoint": endpoint})
+                    except ActionError as exc:
+                        logger.debug("no caller ID for %s: %s", clip(endpoint), exc)
+                        items = []
+                callerid = endpoint_callerid(items)
+                if callerid:
+                    found[uid] = callerid
+                done += 1
+                self.status.cards = f"reading caller IDs {done}/{total}"
+
+            await asyncio.gather(*(one(uid, ep) for uid, ep in todo))
+        service.asterisk.on_endpoint_names(found)
+        self.status.cards = "done"
+        logger.info("contact cards read: %d name(s) from caller IDs", len(found))
 
     # -- events ----------------------------------------------------------
 
@@ -262,6 +359,14 @@ class AMIBridge:
             return
         if change is not None:
             await self._service.asterisk.on_device_change(*change)
+
+    def _on_message_waiting(self, msg: Message) -> None:
+        try:
+            mailbox, counts = message_waiting(msg)
+        except InvalidInput as exc:
+            logger.warning("ignoring MessageWaiting for %s: %s", clip(msg.get("Mailbox")), exc)
+            return
+        self._service.asterisk.on_message_waiting(mailbox, counts)
 
     def _on_queue_member(self, msg: Message) -> None:
         member = queue_member(msg)
@@ -367,9 +472,11 @@ class AMIBridge:
                 except ActionError as exc:
                     if "not found" not in str(exc).lower():
                         raise  # already off in astdb is fine
-            await client.send_action("Setvar", {
-                "Variable": f"DEVICE_STATE({write.device})",
-                "Value": "BUSY" if write.on else "UNAVAILABLE"})
+            # The user's DND device, then FreePBX's per-device ones (Custom:DEVDND<id>).
+            for device in (write.device, *self._service.devices.per_device_dnd(write.user)):
+                await client.send_action("Setvar", {
+                    "Variable": f"DEVICE_STATE({device})",
+                    "Value": "BUSY" if write.on else "UNAVAILABLE"})
             self._service.outbox.dnd_written(write)
             logger.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
         except (ActionError, ActionTimeout) as exc:
@@ -406,4 +513,5 @@ class AMIBridge:
             "reconnects": st.reconnects,
             "retry_in_seconds": retry_in,
             "last_sync_seconds": st.last_sync_seconds,
+            "cards": st.cards,
         }

@@ -140,19 +140,24 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 #: Columns of a subtype and a message in a table; --json has them whole.
-SUBTYPE_COLUMNS, MESSAGE_COLUMNS = 16, 40
+SUBTYPE_COLUMNS, MESSAGE_COLUMNS, NAME_COLUMNS = 16, 40, 24
 
 
 def _presence_row(p: dict[str, Any]) -> list[str]:
+    voicemail = p.get("voicemail")
     return [
-        p["user"], p["state"], _shorten(p["subtype"], SUBTYPE_COLUMNS),
+        p["user"], _shorten(p.get("name") or "", NAME_COLUMNS), p["state"],
+        _shorten(p["subtype"], SUBTYPE_COLUMNS),
         _shorten(p["message"], MESSAGE_COLUMNS), p["source"],
         (p.get("since") or "-")[:19].replace("T", " "),
+        "" if voicemail is None else str(voicemail),
         "yes" if p.get("pending") else "",
     ]
 
 
-PRESENCE_HEADERS = ["user", "state", "subtype", "message", "source", "since", "pending"]
+#: ``vm``: new voicemail messages (empty: no mailbox known, or not yours to see).
+PRESENCE_HEADERS = ["user", "name", "state", "subtype", "message", "source", "since", "vm",
+                    "pending"]
 
 
 def _emit(data: Any, as_json: bool, human: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import Level, Privacy
+from .cards import DEFAULT_MAILBOX, check_mailbox
 from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
 from .records import UserRecord
@@ -97,6 +98,35 @@ def _dnd_device(raw: object, what: str) -> str:
 
 
 @dataclass(frozen=True)
+class CardsConfig:
+    #: Read display names from Asterisk (AMPUSER cidname, endpoint caller ID).
+    names: bool = True
+    #: Each user's voicemail box, ``{extension}`` standing for the extension; "" = none.
+    mailbox: str = DEFAULT_MAILBOX
+
+
+def _mailbox(raw: object, what: str) -> str:
+    try:
+        return check_mailbox(raw, what)
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _mailbox_pattern(raw: object, what: str) -> str:
+    text = _text(raw, what, allow_empty=True)
+    try:
+        if text and text.count("{extension}") == 1:
+            check_mailbox(text.replace("{extension}", "2000"))
+            return text
+    except InvalidInput:
+        pass
+    if not text:
+        return text
+    raise ConfigError(f"{what}: expected a mailbox with {{extension}} once, like "
+                      f"{DEFAULT_MAILBOX!r}, or \"\" for no voicemail counts; got {text!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     ami: AMIConfig = AMIConfig()
     #: The SQLite file, absolute once loaded (:func:`load_config`).
@@ -111,6 +141,7 @@ class Config:
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
     freepbx: FreepbxConfig = FreepbxConfig()
+    cards: CardsConfig = CardsConfig()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
     source: str = "defaults"  # where the file came from, for `status`
@@ -181,7 +212,8 @@ def _table(raw: object, where: str) -> Mapping[str, Any]:
 
 def _parse_user(raw: object, where: str) -> UserRecord:
     table = _table(raw, where)
-    _check_keys(table, {"id", "name", "devices", "extension", "context", "visibility"}, where)
+    _check_keys(table, {"id", "name", "devices", "extension", "context", "visibility",
+                        "mailbox"}, where)
     if "id" not in table:
         raise ConfigError(f"{where}: missing 'id'")
     try:
@@ -200,6 +232,7 @@ def _parse_user(raw: object, where: str) -> UserRecord:
         context=_text(table.get("context", ""), f"{where}.context", allow_empty=True),
         devices=tuple(devices),
         origin="config",
+        mailbox=_mailbox(table["mailbox"], f"{where}.mailbox") if "mailbox" in table else "",
     )
 
 
@@ -322,6 +355,8 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),
                             "dnd_sync": _to("dnd_sync", _bool)}),
+    "cards": ("cards", {"names": _to("names", _bool),
+                        "mailbox": _to("mailbox", _mailbox_pattern)}),
 }
 
 #: Environment variables and command-line flags: the same keys as the file.

@@ -47,7 +47,9 @@ class Daemon:
         self.service = PresenceService(self.store, config.users, rules_config=config.rules,
                                        max_users=config.max_users,
                                        dnd_device=config.freepbx.dnd_device,
-                                       dnd_sync=config.freepbx.dnd_sync)
+                                       dnd_sync=config.freepbx.dnd_sync,
+                                       mailbox_pattern=config.cards.mailbox,
+                                       read_names=config.cards.names)
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)

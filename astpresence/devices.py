@@ -18,6 +18,9 @@ from .users import UserDirectory
 
 logger = logging.getLogger(__name__)
 
+#: FreePBX's per-device DND switch (docs/asterisk.md, "FreePBX conventions").
+DEVDND_PREFIX = "Custom:DEVDND"
+
 #: Device states kept, at most, beyond those of the users' own devices.
 MAX_DEVICES = 100_000
 
@@ -49,6 +52,7 @@ class Devices:
         self._unavailable_since: dict[str, datetime] = {}
         self._missed: dict[str, int] = {}
         self._ring: dict[str, CallEnd] = {}  # uid -> ANSWERED or MISSED while ringing
+        self._freepbx_devices: dict[str, tuple[str, ...]] = {}  # uid -> AMPUSER/<ext>/device
 
     def users_changed(self) -> None:
         self._index = None
@@ -79,11 +83,26 @@ class Devices:
         device = freepbx.dnd_device(self._dnd_pattern, uid)
         return device if device in user.devices else None
 
+    @property
+    def freepbx(self) -> bool:
+        """FreePBX's DND devices are recognised (``[freepbx] dnd_device`` set)."""
+        return bool(self._dnd_pattern)
+
+    def set_freepbx_devices(self, by_user: dict[str, tuple[str, ...]]) -> None:
+        """FreePBX's device ids of each user (``AMPUSER/<ext>/device``), read at a sync."""
+        self._freepbx_devices = by_user
+
+    def per_device_dnd(self, uid: str) -> tuple[str, ...]:
+        """FreePBX's per-device DND devices of the user (``Custom:DEVDND<device>``),
+        switched with the user's DND as its *78/*79 do."""
+        return tuple(f"{DEVDND_PREFIX}{d}" for d in self._freepbx_devices.get(uid, ()))
+
     def is_phone(self, device: str) -> bool:
         """Devices that say whether the person is on the phone or offline: not the
         BLF mirror (derived from the result) and not a FreePBX DND switch."""
         return not (mirror.is_mirror_device(device, self._config)
-                    or self.dnd_owner(device) is not None)
+                    or self.dnd_owner(device) is not None
+                    or bool(self._dnd_pattern) and device.startswith(DEVDND_PREFIX))
 
     def set(self, device: str, state: DeviceState) -> bool:
         """Record a live state; False when it was left out (see :data:`MAX_DEVICES`).

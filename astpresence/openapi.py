@@ -54,9 +54,16 @@ SCHEMAS: dict[str, Any] = {
             "since": {"type": ["string", "null"], "format": "date-time"},
             "pending": {"type": "boolean",
                         "description": "true while Asterisk has not received it"},
+            "name": {"type": "string",
+                     "description": "display name: the config, else FreePBX's AMPUSER "
+                                    "cidname, else the phone's caller ID; may be empty"},
+            "voicemail": {"type": ["integer", "null"], "minimum": 0,
+                          "description": "new voicemail messages waiting; null when the "
+                                         "user has no known mailbox or the viewer may not "
+                                         "see it"},
         },
         "description": "A viewer who may see the state only gets empty subtype, message, "
-                       "source, rule and actor",
+                       "source, rule and actor, and no voicemail count",
     },
     "PresenceValue": _obj({"state": _ref("State"), "subtype": _STR, "message": _STR}),
     "PresenceList": _list_of("presence", _ref("Presence")),

@@ -22,6 +22,7 @@ class UserRecord:
     context: str = ""
     devices: tuple[str, ...] = ()
     origin: str = "hint"  # "hint" (found in dialplan) or "config"
+    mailbox: str = ""  # voicemail box from the config ("" = the [cards] pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,11 @@ class PresenceView:
     since: datetime | None
     pending: bool
     rule: str = "default"
+    name: str = ""  # the contact card (cards.py)
+    voicemail: int | None = None  # new messages waiting; None: no known mailbox
 
     @classmethod
-    def unset(cls, uid: str, *, pending: bool = False) -> PresenceView:
+    def unset(cls, uid: str, *, pending: bool = False, name: str = "",
+              voicemail: int | None = None) -> PresenceView:
         """A user nothing was ever decided for."""
-        return cls(uid, NOT_SET, "default", "", None, pending)
+        return cls(uid, NOT_SET, "default", "", None, pending, name=name, voicemail=voicemail)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from . import rules
+from .cards import DEFAULT_MAILBOX, Card, Cards
 from .commit import GroupCommitter, log_store_failure
 from .devices import Devices
 from .events import EventHub
@@ -78,6 +80,8 @@ class PresenceService:
         max_users: int = DEFAULT_MAX_USERS,
         dnd_device: str = "",
         dnd_sync: bool = False,
+        mailbox_pattern: str = DEFAULT_MAILBOX,
+        read_names: bool = True,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -86,6 +90,7 @@ class PresenceService:
         self.contributions = Contributions(rules_config)
         self._effective: dict[str, EffectiveRecord] = {}
         self.devices = Devices(self.users, rules_config, dnd_device=dnd_device)
+        self.cards = Cards(self.users, mailbox_pattern=mailbox_pattern, read_names=read_names)
         self.queue_members = QueueMembers(self.users, self.devices)
         self.dnd_sync = dnd_sync
         self.outbox = Outbox(self.users, rules_config, self.queue_members, clock=retry_clock,
@@ -109,6 +114,7 @@ class PresenceService:
     async def start(self) -> None:
         """Load everything from the store and start the writer and the timer."""
         self.users.load(await self._store.load_users())
+        self.users_changed()
         self.contributions.load(await self._store.load_sources())
         for eff in await self._store.load_effective():
             self._effective[eff.user] = eff
@@ -149,12 +155,13 @@ class PresenceService:
         self.require_user(uid)
         eff = self._effective.get(uid)
         pending = self._is_pending(uid)
+        name, voicemail = self.cards.card(uid)
         if eff is None:
-            return PresenceView.unset(uid, pending=pending)
+            return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
         rec = self.contributions.get(uid, eff.source)
         actor = rec.actor if rec is not None else "engine"
         return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
-                            eff.reason)
+                            eff.reason, name, voicemail)
 
     def views(self) -> list[PresenceView]:
         return [self.view(uid) for uid in self.users.ids()]
@@ -288,9 +295,25 @@ class PresenceService:
         await self._committer.submit(batch)
 
     def _publish(self, uid: str, old: EffectiveRecord | None) -> None:
-        before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason)
-                  if old is not None else PresenceView.unset(uid))
-        self.events.publish(before, self.view(uid))
+        after = self.view(uid)
+        before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason,
+                               after.name, after.voicemail)
+                  if old is not None else
+                  PresenceView.unset(uid, name=after.name, voicemail=after.voicemail))
+        self.events.publish(before, after)
+
+    def users_changed(self) -> None:
+        """The set of users changed (a sync, a new hint): derived indexes follow."""
+        self.devices.users_changed()
+        self.cards.users_changed()
+
+    def cards_changed(self, before: Mapping[str, Card]) -> None:
+        """Contact cards changed (name, voicemail): an event for each, like a presence
+        change, so clients need no second stream. Not history: it is not presence."""
+        for uid, (name, voicemail) in before.items():
+            if uid in self.users:
+                after = self.view(uid)
+                self.events.publish(replace(after, name=name, voicemail=voicemail), after)
 
     # -- for the Asterisk side (sync.py) ---------------------------------
 

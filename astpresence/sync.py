@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from . import rules
+from .cards import Mailbox
 from .devices import CallEnd
 from .logsafe import clip
 from .model import NOT_SET, DeviceState, Presence, State
 from .queues import QueueMember
 from .records import UserRecord
 from .store.base import Batch, Store
+from .translate import freepbx_devices
 from .writes import Writes
 
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ class AsteriskSync:
         if self.users.add_hint_user(user):
             logger.info("user %s found in hint %s@%s", user.id, clip(user.extension),
                         clip(user.context))
-            self.devices.users_changed()
+            self._engine.users_changed()
             await self._store.save_users([user])
         elif self.users.refused > refused and refused == 0:
             logger.warning("a hint names user %s but there are max_users (%d) already; "
@@ -188,7 +190,7 @@ class AsteriskSync:
         if self.users.refused:
             logger.warning("%d hint(s) name more users than max_users (%d) allows; "
                            "those users are left out", self.users.refused, self.users.max_users)
-        self.devices.users_changed()
+        self._engine.users_changed()
         self.outbox.presence.reset()
         self.outbox.pauses.reset()
 
@@ -253,6 +255,37 @@ class AsteriskSync:
         self.outbox.pauses.reset({m.key: (m.paused, m.reason) for m in members})
         for uid in self.users.ids():
             self.outbox.mark(uid)
+
+    # -- contact cards (cards.py) ----------------------------------------
+
+    def on_ampuser(self, entries: Mapping[str, Mapping[str, str]]) -> None:
+        """FreePBX's astdb AMPUSER as read at a sync: names and each user's devices."""
+        by_user: dict[str, tuple[str, ...]] = {}
+        for user in self.users.all():
+            entry = entries.get(user.extension) if user.extension else None
+            if entry and entry.get("device"):
+                by_user[user.id] = freepbx_devices(entry["device"])
+        self.devices.set_freepbx_devices(by_user)
+        names = {ext: e["cidname"] for ext, e in entries.items() if e.get("cidname")}
+        cards = self._engine.cards
+        self._engine.cards_changed(cards.replace_astdb_names(names if cards.read_names else {}))
+
+    def on_endpoint_names(self, callerids: Mapping[str, str]) -> None:
+        """Caller IDs of users' phones (user -> ``"Alice Martin" <2000>``)."""
+        self._engine.cards_changed(self._engine.cards.replace_endpoint_names(callerids))
+
+    def on_mailboxes(self, counts: Mapping[str, Mailbox]) -> None:
+        """Every mailbox's counts as listed at a sync."""
+        cards = self._engine.cards
+        missing = cards.missing_mailboxes(counts)
+        if missing:
+            logger.warning("Asterisk has no voicemail box %s set in the config; no "
+                           "voicemail count for it", ", ".join(clip(m) for m in missing[:10]))
+        self._engine.cards_changed(cards.replace_mailboxes(counts))
+
+    def on_message_waiting(self, mailbox: str, counts: Mailbox) -> None:
+        """A live ``MessageWaiting``; mailboxes no user has are dropped."""
+        self._engine.cards_changed(self._engine.cards.mailbox_changed(mailbox, counts))
 
     def link_lost(self) -> None:
         """The AMI link is down: nothing in flight will be confirmed."""

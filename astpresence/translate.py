@@ -10,6 +10,7 @@ is refused here with :class:`~astpresence.model.InvalidInput` or ``None``.
 from __future__ import annotations
 
 from .ami.frames import Message
+from .cards import Mailbox, check_mailbox
 from .codec import presence_from_change_event
 from .model import DeviceState, InvalidInput, Presence, parse_device_state, validate_user_id
 from .queues import QueueMember
@@ -94,3 +95,68 @@ def queue_member(msg: Message) -> QueueMember | None:
         return None
     return QueueMember(queue, interface, hint_of_state_interface(msg.get("StateInterface") or ""),
                        msg.get("Paused") == "1", msg.get("PausedReason") or "")
+
+
+#: astdb keys of FreePBX's AMPUSER family that astpresence reads (docs/asterisk.md,
+#: "FreePBX conventions"): the display name and the user's devices.
+AMPUSER_FIELDS = ("cidname", "device")
+#: Devices of one FreePBX user taken from ``AMPUSER/<ext>/device``, at most.
+MAX_FREEPBX_DEVICES = 16
+
+
+def ampuser_entries(items: list[Message]) -> dict[str, dict[str, str]]:
+    """``DBGetTreeResponse`` items of family AMPUSER -> ``{ext: {field: value}}``.
+
+    main/db.c prints the whole key (``/AMPUSER/2000/cidname``); only the fields
+    in :data:`AMPUSER_FIELDS` are kept, so the rest of FreePBX's keys cost nothing.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        parts = (item.get("Key") or "").split("/")
+        if len(parts) != 4 or parts[0] or parts[1] != "AMPUSER" or parts[3] not in AMPUSER_FIELDS:
+            continue
+        out.setdefault(parts[2], {})[parts[3]] = item.get("Val") or ""
+    return out
+
+
+def freepbx_devices(value: str) -> tuple[str, ...]:
+    """``AMPUSER/<ext>/device`` (device ids joined with ``&``) -> the ids that can
+    name a ``Custom:DEVDND<id>`` device; anything odd is left out."""
+    out = []
+    for dev in value.split("&"):
+        dev = dev.strip()
+        if dev and len(dev) <= 80 and dev.isprintable() and not any(c in dev for c in ",()&|"):
+            out.append(dev)
+    return tuple(out[:MAX_FREEPBX_DEVICES])
+
+
+def _count(raw: str | None, what: str) -> int:
+    if raw is None or not raw.isdigit() or len(raw) > 9:
+        raise InvalidInput(f"{what} is not a message count: {raw!r}")
+    return int(raw)
+
+
+def voicemail_entry(msg: Message) -> tuple[str, Mailbox] | None:
+    """A ``VoicemailUserEntry`` (app_voicemail, VoicemailUsersList) -> (mailbox, counts)."""
+    box, context = msg.get("VoiceMailbox"), msg.get("VMContext")
+    if not box:
+        return None
+    mailbox = check_mailbox(f"{box}@{context}" if context else box)
+    return mailbox, Mailbox(_count(msg.get("NewMessageCount"), "NewMessageCount"),
+                            _count(msg.get("OldMessageCount"), "OldMessageCount"))
+
+
+def message_waiting(msg: Message) -> tuple[str, Mailbox]:
+    """A ``MessageWaiting`` event (main/manager_mwi.c) or a ``MailboxCount`` answer."""
+    mailbox = check_mailbox(msg.get("Mailbox") or "")
+    new = msg.get("New") if msg.get("New") is not None else msg.get("NewMessages")
+    old = msg.get("Old") if msg.get("Old") is not None else msg.get("OldMessages")
+    return mailbox, Mailbox(_count(new, "New"), _count(old, "Old"))
+
+
+def endpoint_callerid(items: list[Message]) -> str | None:
+    """The ``Callerid`` of the ``EndpointDetail`` among a ``PJSIPShowEndpoint`` answer."""
+    for item in items:
+        if item.event == "EndpointDetail":
+            return item.get("Callerid")
+    return None

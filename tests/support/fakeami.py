@@ -221,6 +221,10 @@ class FakeAsterisk:
         self.variables: dict[str, str] = {}  # global variables set with Setvar
         #: astdb beside the families the fake keeps elsewhere: (family, key) -> value
         self.astdb: dict[tuple[str, str], str] = {}
+        #: PJSIP endpoints: name -> caller ID (name, number) as pjsip.conf sets them
+        self.endpoints: dict[str, tuple[str | None, str | None]] = {}
+        #: app_voicemail boxes: "2000@default" -> (new, old)
+        self.mailboxes: dict[str, tuple[int, int]] = {}
         # Presentities set to not_set: still listed by PresenceStateList.
         self._cleared: dict[str, tuple[str, str]] = {}
 
@@ -433,16 +437,16 @@ class FakeAsterisk:
             return True
         handler = self._handlers().get(name)
         if handler is None:
-            await self._reply(
-                session,
-                _error(
-                    message,
-                    f"Invalid/unknown command: {action}. "
-                    "Use Action: ListCommands to show available commands.",
-                ),
-            )
-            return True
+            return await self._unknown(session, message)
         return await handler(session, message)
+
+    async def _unknown(self, session: _Session, m: Message) -> bool:
+        """An action no loaded module registered."""
+        action = (m.get("Action") or "").strip()
+        await self._reply(session, _error(
+            m, f"Invalid/unknown command: {action}. "
+               "Use Action: ListCommands to show available commands."))
+        return True
 
     def _handlers(self) -> dict[str, Callable[[_Session, Message], Awaitable[bool]]]:
         return {
@@ -462,6 +466,12 @@ class FakeAsterisk:
             "command": self._command,
             "dbput": self._dbput,
             "dbdel": self._dbdel,
+            "dbget": self._dbget,
+            "dbgettree": self._dbgettree,
+            "pjsipshowendpoints": self._pjsipshowendpoints,
+            "pjsipshowendpoint": self._pjsipshowendpoint,
+            "voicemailuserslist": self._voicemailuserslist,
+            "mailboxcount": self._mailboxcount,
         }
 
     # -- writing ------------------------------------------------------------
@@ -626,6 +636,125 @@ class FakeAsterisk:
             await self._reply(session, _response(m, "Success", "Key deleted successfully"))
         return True
 
+    async def _dbget(self, session: _Session, m: Message) -> bool:
+        # main/db.c manager_dbget(): a list of one DBGetResponse, ActionID last.
+        family, key = m.get("Family") or "", m.get("Key") or ""
+        if not family:
+            await self._reply(session, _error(m, "No family specified."))
+        elif not key:
+            await self._reply(session, _error(m, "No key specified."))
+        elif (family, key) not in self.astdb:
+            await self._reply(session, _error(m, "Database entry not found"))
+        else:
+            await self._send_list(session, m, "Result will follow", "DBGetResponse",
+                                  [[("Family", family), ("Key", key),
+                                    ("Val", self.astdb[(family, key)])]],
+                                  "DBGetComplete", id_last=True)
+        return True
+
+    async def _dbgettree(self, session: _Session, m: Message) -> bool:
+        # main/db.c manager_db_tree_get(): whole keys ("/AMPUSER/2000/cidname") in
+        # key order, ActionID last; an empty family lists everything.
+        family, key = m.get("Family") or "", m.get("Key") or ""
+        prefix = f"/{family}/{key}" if family and key else f"/{family}" if family else ""
+        rows = sorted((f"/{f}/{k}", v) for (f, k), v in self.astdb.items())
+        items = [[("Key", k), ("Val", v)] for k, v in rows
+                 if not prefix or k == prefix or k.startswith(prefix + "/")]
+        await self._send_list(session, m, "Result will follow", "DBGetTreeResponse", items,
+                              "DBGetTreeComplete", id_last=True)
+        return True
+
+    async def _pjsipshowendpoints(self, session: _Session, m: Message) -> bool:
+        # res_pjsip/pjsip_configuration.c ami_show_endpoints()
+        if "res_pjsip" not in self.modules:
+            return await self._unknown(session, m)
+        if not self.endpoints:
+            await self._reply(session, _error(m, "No endpoints found\n"))
+            return True
+        items = [[("ObjectType", "endpoint"), ("ObjectName", name), ("Transport", ""),
+                  ("Aor", name), ("Auths", name), ("OutboundAuths", ""), ("Contacts", ""),
+                  ("DeviceState", self._endpoint_state(name)), ("ActiveChannels", "")]
+                 for name in self.endpoints]
+        await self._send_list(
+            session, m, "A listing of Endpoints follows, presented as EndpointList events",
+            "EndpointList", items, "EndpointListComplete")
+        return True
+
+    async def _pjsipshowendpoint(self, session: _Session, m: Message) -> bool:
+        # ami_show_endpoint(): EndpointDetail first, then the endpoint's other
+        # objects (an AorDetail here); ListItems counts them all.
+        if "res_pjsip" not in self.modules:
+            return await self._unknown(session, m)
+        name = m.get("Endpoint") or ""
+        if not name:
+            await self._reply(session, _error(m, "PJSIPShowEndpoint requires an endpoint name\n"))
+            return True
+        if name.lower().startswith("pjsip/"):
+            name = name[6:]
+        if name not in self.endpoints:
+            await self._reply(session, _error(m, f"Unable to retrieve endpoint {name}\n"))
+            return True
+        cid_name, cid_num = self.endpoints[name]
+        detail = [("ObjectType", "endpoint"), ("ObjectName", name), ("Context", "from-internal"),
+                  ("Callerid", callerid_merge(cid_name, cid_num)), ("CalleridPrivacy", "allowed_not_screened"),
+                  ("DeviceState", self._endpoint_state(name)), ("ActiveChannels", "")]
+        aor = [("ObjectType", "aor"), ("ObjectName", name), ("MaxContacts", "1")]
+        await self._send_list(session, m, "Following are Events for each object associated "
+                              "with the Endpoint", "EndpointDetail", [detail],
+                              "EndpointDetailComplete", more=[("AorDetail", aor)])
+        return True
+
+    def _endpoint_state(self, name: str) -> str:
+        state = self._device_state(f"PJSIP/{name}")
+        return {"NOT_INUSE": "Not in use", "INUSE": "In use", "UNAVAILABLE": "Unavailable",
+                "RINGING": "Ringing", "BUSY": "Busy"}.get(state, "Unknown")
+
+    async def _voicemailuserslist(self, session: _Session, m: Message) -> bool:
+        # apps/app_voicemail.c manager_list_voicemail_users()
+        if "app_voicemail" not in self.modules:
+            return await self._unknown(session, m)
+        if not self.mailboxes:
+            await self._reply(session, _ack(m, "There are no voicemail users currently defined."))
+            return True
+        items = []
+        for box, (new, old) in self.mailboxes.items():
+            mailbox, _, context = box.partition("@")
+            items.append([("VMContext", context), ("VoiceMailbox", mailbox),
+                          ("Fullname", f"Mailbox {mailbox}"), ("Email", ""), ("Pager", ""),
+                          ("ServerEmail", ""), ("FromString", ""), ("MailCommand", ""),
+                          ("Language", ""), ("TimeZone", ""), ("Callback", ""),
+                          ("Dialout", ""), ("UniqueID", ""), ("ExitContext", ""),
+                          ("SayDurationMinimum", "2"), ("SayEnvelope", "Yes"),
+                          ("SayCID", "No"), ("AttachMessage", "No"),
+                          ("AttachmentFormat", ""), ("DeleteMessage", "No"),
+                          ("VolumeGain", "0.00"), ("CanReview", "No"),
+                          ("CanMarkUrgent", "No"), ("CallOperator", "No"),
+                          ("MaxMessageCount", "100"), ("MaxMessageLength", "0"),
+                          ("NewMessageCount", str(new)), ("OldMessageCount", str(old))])
+        await self._send_list(session, m, "Voicemail user list will follow",
+                              "VoicemailUserEntry", items, "VoicemailUserEntryComplete")
+        return True
+
+    async def _mailboxcount(self, session: _Session, m: Message) -> bool:
+        # main/manager.c action_mailboxcount(): a mailbox nobody has counts 0.
+        mailbox = m.get("Mailbox") or ""
+        if not mailbox:
+            await self._reply(session, _error(m, "Mailbox not specified"))
+            return True
+        new, old = self.mailboxes.get(mailbox if "@" in mailbox else f"{mailbox}@default",
+                                      (0, 0))
+        await self._reply(session, [*_head(m, "Success"), ("Message", "Mailbox Message Count"),
+                                    ("Mailbox", mailbox), ("UrgMessages", "0"),
+                                    ("NewMessages", str(new)), ("OldMessages", str(old))])
+        return True
+
+    async def set_voicemail(self, mailbox: str, new: int, old: int) -> None:
+        """A message left or listened to: main/manager_mwi.c's MessageWaiting."""
+        self.mailboxes[mailbox] = (new, old)
+        await self._broadcast([[("Event", "MessageWaiting"), ("Mailbox", mailbox),
+                                ("Waiting", "1" if new else "0"), ("New", str(new)),
+                                ("Old", str(old))]])
+
     async def _getvar(self, session: _Session, m: Message) -> bool:
         variable = m.get("Variable") or ""
         if not variable:
@@ -731,24 +860,29 @@ class FakeAsterisk:
         item_event: str,
         items: list[list[tuple[str, str]]],
         complete_event: str,
+        *,
+        id_last: bool = False,
+        more: Sequence[tuple[str, list[tuple[str, str]]]] = (),
     ) -> None:
-        # astman_send_listack, items with ActionID right after Event,
-        # astman_send_list_complete_start/end.
+        # astman_send_listack, items with ActionID right after Event (main/db.c
+        # puts it last), astman_send_list_complete_start/end.
         action_id = m.get("ActionID") or ""
         frames = [
             *_head(m, "Success"), ("EventList", "start"), ("Message", ack)
         ]
         out = [encode_message(frames)]
         id_header = [("ActionID", action_id)] if action_id else []
-        for item in items:
-            out.append(encode_message([("Event", item_event), *id_header, *item]))
+        events = [(item_event, item) for item in items] + list(more)
+        for name, item in events:
+            fields = [*item, *id_header] if id_last else [*id_header, *item]
+            out.append(encode_message([("Event", name), *fields]))
         out.append(
             encode_message(
                 [
                     ("Event", complete_event),
                     *id_header,
                     ("EventList", "Complete"),
-                    ("ListItems", str(len(items))),
+                    ("ListItems", str(len(events))),
                 ]
             )
         )
@@ -1111,6 +1245,22 @@ def _custom_presence_names(presence: str) -> set[str]:
         if sep and prefix.lower() == "custompresence":
             names.add(name)
     return names
+
+
+def callerid_merge(name: str | None, number: str | None) -> str:
+    """main/callerid.c ast_callerid_merge() with ast_escape_quoted() into 128 bytes."""
+    if name is not None and number is not None:
+        out = bytearray()
+        for ch in name:
+            raw = ch.encode("utf-8")
+            esc = (ch not in "\t\v !" and not "#" <= ch <= "[" and not "]" <= ch <= "~"
+                   and ord(ch) <= 0x7F)
+            piece = b"\\" + raw if esc else raw
+            if len(out) + len(piece) > 127:
+                break  # the byte-wise C loop can also cut inside a character; kept whole here
+            out += piece
+        return f'"{out.decode("utf-8")}" <{number}>'
+    return name if name is not None else number if number is not None else "<unknown>"
 
 
 def _aggregate(states: Iterable[str]) -> str:
