@@ -308,6 +308,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"users:           {st['users']}",
             f"pending writes:  {st['pending_writes']}",
             f"failing writes:  {_failing_summary(st)}",
+            f"contact cards:   {ami.get('cards') or 'not read yet'}",
             f"reconnects:      {ami['reconnects']}",
             f"version:         {st['version']}",
         ]

@@ -61,6 +61,7 @@ from .ari import basic_auth
 from .config import Config
 from .model import InvalidInput
 from .freepbx import dnd_user
+from .logsafe import clip
 from .mirror import mirror_device, mirror_technology
 from .records import UserRecord
 from .translate import PRESENCE_PROVIDER, parse_hint, user_from_hint
@@ -483,22 +484,44 @@ def mirror_check(config: Config, hints: Sequence[HintEntry]) -> Check:
     return Check(CHECK_MIRROR, False, "; ".join(p for p in parts if p), fix)
 
 
-def freepbx_check(config: Config, hints: Sequence[HintEntry]) -> Check:
-    """Is this a FreePBX dialplan (DND devices in hints), and what will astpresence do?"""
+@dataclass(frozen=True)
+class AmpuserProbe:
+    """FreePBX's astdb family AMPUSER, asked for a few hint extensions' ``cidname``."""
+
+    asked: int = 0
+    names: tuple[tuple[str, str], ...] = ()  # (extension, cidname) found
+    error: str = ""  # an answer other than "not found" (e.g. Permission denied)
+
+
+def freepbx_check(config: Config, hints: Sequence[HintEntry],
+                  ampuser: AmpuserProbe = AmpuserProbe()) -> Check:
+    """Is this a FreePBX system (AMPUSER in astdb, DND devices in hints), and what will
+    astpresence do with it?"""
     pattern = config.freepbx.dnd_device
+    if ampuser.error:
+        return Check(CHECK_FREEPBX, False, f"astdb could not be read: {ampuser.error}",
+                     "reading FreePBX's AMPUSER names and devices (DBGet, DBGetTree) needs "
+                     "write=system or write=reporting in manager.conf; without it names come "
+                     "from caller IDs only and per-device DND is not switched")
+    astdb = ""
+    if ampuser.names:
+        ext, name = ampuser.names[0]
+        astdb = (f"FreePBX astdb: AMPUSER names for {len(ampuser.names)} of {ampuser.asked} "
+                 f"extension(s) asked (e.g. {ext}: \"{name}\"), used as display names; ")
     if not pattern:
-        return Check(CHECK_FREEPBX, True, "FreePBX DND devices are not recognised "
+        return Check(CHECK_FREEPBX, True, astdb + "FreePBX DND devices are not recognised "
                                           "([freepbx] dnd_device = \"\")")
     users = _sort_ids({uid for h in hints for d in h.devices
                        if (uid := dnd_user(pattern, d)) is not None})
     if not users:
-        return Check(CHECK_FREEPBX, True, "no FreePBX DND devices in the hints: nothing to do")
+        return Check(CHECK_FREEPBX, True,
+                     astdb + "no FreePBX DND devices in the hints: nothing to do")
     mode = ("dnd set through astpresence also switches FreePBX DND (dnd_sync = true)"
             if config.freepbx.dnd_sync else
             "dnd set through astpresence leaves FreePBX DND alone (dnd_sync = false)")
     return Check(CHECK_FREEPBX, True,
-                 f"FreePBX dialplan: DND devices ({pattern}) in the hints of {_names(users)}; "
-                 f"*78/*79 are read as the person's dnd; {mode}")
+                 f"{astdb}FreePBX dialplan: DND devices ({pattern}) in the hints of "
+                 f"{_names(users)}; *78/*79 are read as the person's dnd; {mode}")
 
 
 # --- talking to Asterisk --------------------------------------------------------
@@ -567,6 +590,7 @@ class _Probes:
     modules: Check | None = None
     hints: list[HintEntry] | None = None
     hints_reply: _Reply | None = None  # the failed ExtensionStateList, if it failed
+    ampuser: AmpuserProbe = AmpuserProbe()
 
 
 async def _probe_write(client: AMIClient, config: Config, probes: _Probes) -> None:
@@ -717,6 +741,30 @@ async def _list_hints(client: AMIClient, probes: _Probes) -> None:
         probes.hints_reply = reply
 
 
+#: Hint extensions whose AMPUSER entry doctor asks for, at most.
+AMPUSER_PROBES = 5
+
+
+async def _probe_ampuser(client: AMIClient, probes: _Probes) -> None:
+    """``DBGet AMPUSER <ext>/cidname`` for a few plain hint extensions (main/db.c)."""
+    extens = sorted({h.exten for h in probes.hints or () if h.exten.isdigit()},
+                    key=lambda e: (len(e), e))[:AMPUSER_PROBES]
+    names, error = [], ""
+    for exten in extens:
+        try:
+            items = await client.send_list_action("DBGet", {"Family": "AMPUSER",
+                                                            "Key": f"{exten}/cidname"})
+        except ActionError as exc:
+            message = exc.response.get("Message") or ""
+            if "not found" not in message.lower():
+                error = message or "no message"
+                break
+            continue
+        value = next((i.get("Val") or "" for i in items if i.event == "DBGetResponse"), "")
+        names.append((exten, clip(value, 60)))
+    probes.ampuser = AmpuserProbe(len(extens), tuple(names), error)
+
+
 def _skipped(names: Iterable[str], detail: str = NEEDS_LOGIN) -> list[Check]:
     return [Check(name, False, detail, _FIX_LOGIN_FIRST) for name in names]
 
@@ -823,6 +871,7 @@ async def _ami_checks(config: Config) -> list[Check]:
         await _probe_write(client, config, probes)
         probes.modules = await _check_modules(client, config, probes)
         await _list_hints(client, probes)
+        await _probe_ampuser(client, probes)
         # A barrier: every event written before this answer has been handed
         # to the handler (the client dispatches in wire order).
         await _ask(client, "Ping")
@@ -860,7 +909,7 @@ async def _ami_checks(config: Config) -> list[Check]:
     else:
         checks.append(users_check(probes.hints, config.users))
         checks.append(mirror_check(config, probes.hints))
-        checks.append(freepbx_check(config, probes.hints))
+        checks.append(freepbx_check(config, probes.hints, probes.ampuser))
     logger.debug("doctor: %d checks, failed: %s", len(checks),
                  ", ".join(c.name for c in checks if not c.ok) or "none")
     return checks

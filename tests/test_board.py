@@ -103,7 +103,8 @@ class Env:
 
 
 @pytest.fixture
-async def env(fake_ami: FakeAsterisk, tmp_path: Path) -> AsyncIterator[Env]:
+async def env(fake_ami: FakeAsterisk, tmp_path: Path,
+              request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: the board tests need Debian's 'chromium' package, "
                     "which .ci/run installs (locally: apt-get install -y chromium)")
@@ -112,7 +113,8 @@ async def env(fake_ami: FakeAsterisk, tmp_path: Path) -> AsyncIterator[Env]:
     # Offline overlay after 2 s, so a test can watch a tile turn grey.
     rules = replace(DEFAULT_RULES, offline_after=timedelta(seconds=2))
     # One team: a user token sees its teammates' subtype and message too.
-    config = replace(make_config(fake_ami, db, users=USERS, rules=rules),
+    users = getattr(request, "param", USERS)  # parametrize("env", [...], indirect=True)
+    config = replace(make_config(fake_ami, db, users=users, rules=rules),
                      privacy=Privacy(groups={"team": frozenset({"2000", "2001"})}))
     running = await start_daemon(config)
     browser: Chromium | None = None
@@ -358,3 +360,33 @@ async def test_banner_while_the_asterisk_link_is_down(env: Env) -> None:
     await env.running.wait_synced(timeout=15)
     await b.wait_for("document.getElementById('stale').hidden", 10, "the banner gone")
     assert not await b.evaluate("document.getElementById('board').classList.contains('stale')")
+
+
+# 2000 has no name in the config: the board shows the one Asterisk has.
+NAMELESS = (UserRecord("2000", origin="config"), USERS[1])
+
+
+@pytest.mark.parametrize("env", [NAMELESS], indirect=True)
+async def test_contact_cards_names_and_voicemail(env: Env, fake_ami: FakeAsterisk) -> None:
+    b = env.browser
+    await env.sign_in()
+    # Names and mailboxes are read at a sync: give Asterisk some, then reconnect.
+    fake_ami.modules |= {"res_pjsip", "app_voicemail"}
+    fake_ami.endpoints["2000"] = ("Zoë Caller-ID", "2000")
+    fake_ami.mailboxes["2000@default"] = (2, 0)
+    await fake_ami.drop_clients()
+    await b.wait_for(f"{tile('2000', 'name')} === 'Zoë Caller-ID (you)'", 10, "name from Asterisk")
+    assert await b.evaluate(tile("2000", "voicemail")) == "\u2709 2"
+    assert await b.evaluate(
+        "document.querySelector('li[data-user=\"2000\"] .tile-voicemail').title"
+    ) == "2 new voicemail messages"
+    await b.fill("#filter-text", "zoë")
+    assert await b.evaluate(visible_tiles()) == "2000"
+    await b.fill("#filter-text", "")
+    # Listened to: the badge goes, live.
+    await fake_ami.set_voicemail("2000@default", 0, 2)
+    await b.wait_for("document.querySelector('li[data-user=\"2000\"] .tile-voicemail').hidden",
+                     what="badge gone")
+    # The config's name still wins for 2001, and 2001 has no mailbox: no badge.
+    assert await b.evaluate(
+        "document.querySelector('li[data-user=\"2001\"] .tile-voicemail').hidden")

@@ -320,7 +320,7 @@ async def test_probes_have_no_side_effects(fakes: Fakes) -> None:
     # Read-only probes only, and ModuleCheck names without ".so".
     assert {(m.get("Action") or "") for m in fake.actions} <= {
         "Login", "Setvar", "QueuePause", "Command", "ModuleCheck", "ExtensionStateList",
-        "Ping", "Logoff", "Getvar"}
+        "Ping", "Logoff", "Getvar", "DBGet"}
 
 
 async def test_pjsip_presence_modules_are_checked_when_pjsip_is_loaded(plain: FakeAsterisk) -> None:
@@ -851,6 +851,20 @@ async def test_freepbx_dialplan_is_detected(plain: FakeAsterisk, pattern: str, s
     cfg = replace(config_for(plain), freepbx=FreepbxConfig(pattern, sync))
     check = by_name(await run_checks(cfg))[CHECK_FREEPBX]
     assert check.ok and expect in check.detail
+
+
+async def test_freepbx_astdb_is_read(plain: FakeAsterisk) -> None:
+    plain.hints.append(Hint("2000", "ext-local", ["PJSIP/2000", "Custom:DND2000"],
+                            "CustomPresence:2000"))
+    plain.astdb[("AMPUSER", "2000/cidname")] = "Alice\x1b[31m Martin"
+    check = by_name(await run_checks(config_for(plain)))[CHECK_FREEPBX]
+    assert check.ok and "AMPUSER names for 1 of 2 extension(s) asked" in check.detail
+    assert '"Alice\\x1b[31m Martin"' in check.detail  # escaped, never raw to a terminal
+    # Without the permission for DBGet: said, with the manager.conf fix.
+    plain.denied_actions.add("dbget")
+    check = by_name(await run_checks(config_for(plain)))[CHECK_FREEPBX]
+    assert not check.ok and "Permission denied" in check.detail
+    assert "write=reporting" in check.fix
 
 
 async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:

@@ -540,9 +540,16 @@
     }
   }
 
-  function displayName(uid) {
+  // The contact card: the name comes with each presence (read from Asterisk),
+  // else from the user list.
+  function nameOf(uid) {
+    const p = S.presence.get(uid);
     const u = S.users.get(uid);
-    return u && u.name ? u.name : uid;
+    return (p && p.name) || (u && u.name) || "";
+  }
+
+  function displayName(uid) {
+    return nameOf(uid) || uid;
   }
 
   function announce(uid) {
@@ -576,7 +583,7 @@
     li.classList.toggle("me", uid === myId());
 
     const q = (sel) => li.querySelector(sel);
-    q(".tile-name").textContent = user.name ? user.name : uid;
+    q(".tile-name").textContent = displayName(uid);
     if (uid === myId()) {
       const you = document.createElement("span");
       you.className = "you";
@@ -584,6 +591,11 @@
       q(".tile-name").append(you);
     }
     q(".tile-ext").textContent = user.extension ? `Ext. ${user.extension}` : "";
+    const vm = q(".tile-voicemail");
+    const waiting = typeof p.voicemail === "number" ? p.voicemail : 0;
+    vm.hidden = waiting === 0;
+    vm.textContent = waiting ? `\u2709 ${waiting}` : "";
+    vm.title = waiting === 1 ? "1 new voicemail message" : `${waiting} new voicemail messages`;
     q(".tile-state-text").textContent = statusLabel(p);
     // Overlays put their own name in the subtype; the label already says it.
     q(".tile-subtype").textContent = p.subtype === status ? "" : p.subtype;
@@ -615,7 +627,7 @@
     if (wanted && li.dataset.status !== wanted) return false;
     if (!text) return true;
     const user = S.users.get(uid) || {};
-    return [uid, user.name || "", user.extension || ""]
+    return [uid, nameOf(uid), user.extension || ""]
       .some((field) => field.toLowerCase().includes(text));
   }
 

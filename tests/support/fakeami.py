@@ -230,6 +230,9 @@ class FakeAsterisk:
 
         # -- behaviour switches --
         self.refuse_logins = False
+        #: actions (lower case) the login may not run: manager.c answers
+        #: "Permission denied" when the write= classes do not cover them
+        self.denied_actions: set[str] = set()
         self.login_failure_delay = 0.0  # Asterisk: sleep(1)
         self.action_delay = 0.0
         self.split_writes: int | None = None
@@ -438,6 +441,9 @@ class FakeAsterisk:
         handler = self._handlers().get(name)
         if handler is None:
             return await self._unknown(session, message)
+        if name in self.denied_actions:
+            await self._reply(session, _error(message, "Permission denied"))
+            return True
         return await handler(session, message)
 
     async def _unknown(self, session: _Session, m: Message) -> bool:
