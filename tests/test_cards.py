@@ -254,6 +254,13 @@ async def test_freepbx_dnd_switches_each_device_too(
     await fake_ami.external_device_change("Custom:DEVDND2001", "BUSY")
     await barrier(d, fake_ami)
     assert d.service.view("2001").presence == Presence(State.AVAILABLE)
+    # *78 on the phone, exactly as FreePBX's dialplan runs it, then *79.
+    await fake_ami.freepbx_dnd("2001", True)
+    await until(lambda: d.service.view("2001").presence == Presence(State.DND), what="*78")
+    await fake_ami.freepbx_dnd("2001", False)
+    await until(lambda: d.service.view("2001").presence.state is State.NOT_SET, what="*79")
+    await barrier(d, fake_ami)
+    assert fake_ami.astdb.get(("DND", "2001")) is None  # nothing written back: no fight
 
 
 async def test_cli_tables_show_names(fake_ami: FakeAsterisk, tmp_path: Path,

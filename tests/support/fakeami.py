@@ -754,6 +754,19 @@ class FakeAsterisk:
                                     ("NewMessages", str(new)), ("OldMessages", str(old))])
         return True
 
+    async def freepbx_dnd(self, ext: str, on: bool) -> None:
+        """FreePBX's *78 / *79 (module donotdisturb, app-dnd-on/off and their
+        ``sstate`` gosub): the astdb key, then ``Custom:DND<ext>``, then
+        ``Custom:DEVDND<device>`` for each device in ``AMPUSER/<ext>/device``."""
+        if on:
+            self.astdb[("DND", ext)] = "YES"
+        else:
+            self.astdb.pop(("DND", ext), None)
+        state = "BUSY" if on else "UNAVAILABLE"
+        await self.external_device_change(f"Custom:DND{ext}", state)
+        for device in filter(None, self.astdb.get(("AMPUSER", f"{ext}/device"), "").split("&")):
+            await self.external_device_change(f"Custom:DEVDND{device}", state)
+
     async def set_voicemail(self, mailbox: str, new: int, old: int) -> None:
         """A message left or listened to: main/manager_mwi.c's MessageWaiting."""
         self.mailboxes[mailbox] = (new, old)
