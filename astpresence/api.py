@@ -25,6 +25,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, mirror, rules
+from .calendars.entries import to_presence
+from .calendars.feeds import CalendarFeeds
 from .auth import (
     AuthError,
     Forbidden,
@@ -82,6 +84,7 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config")
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 STREAMS_KEY: web.AppKey[Streams] = web.AppKey("streams")
+CALENDARS_KEY = web.AppKey("calendars", CalendarFeeds)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -486,6 +489,7 @@ async def get_status(request: web.Request) -> web.Response:
             "write_failures": {f.kind: len(f) for f in service.outbox.failures()},
             "failing_writes": _failing(service),
             "websocket_clients": service.events.subscribers,
+            "calendars": request.app[CALENDARS_KEY].status_json(),
             "features": {
                 "mirror": service.rules.mirror,
                 "mirror_prefix": service.rules.mirror_prefix,
@@ -494,6 +498,48 @@ async def get_status(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+# -- calendars ----------------------------------------------------------------
+
+
+def _calendar_json(request: web.Request, uid: str) -> dict[str, Any]:
+    feeds = request.app[CALENDARS_KEY]
+    now = datetime.now(UTC)
+    cfg = feeds.of(uid)
+    entries = []
+    for entry in feeds.entries(uid, now):
+        presence = to_presence(entry, cfg[0].config.mapping, now, cfg[0].tz)
+        entries.append({"start": entry.start.isoformat(), "end": entry.end.isoformat(),
+                        "kind": entry.kind.name.lower(), "all_day": entry.all_day,
+                        "presence": presence.as_dict()})
+    return {"user": uid, "feeds": [f.json() for f in cfg], "entries": entries}
+
+
+def _calendar_user(request: web.Request) -> str:
+    uid = request.match_info["user"]
+    _require_details(request, uid)
+    if not request.app[CALENDARS_KEY].of(uid):
+        raise NotFound(f"user {uid!r} has no calendar feed")
+    return uid
+
+
+async def list_calendars(request: web.Request) -> web.Response:
+    who = principal(request)
+    feeds = [f.json() for f in request.app[CALENDARS_KEY].feeds
+             if who.privileged or who.user == f.config.user]
+    return web.json_response({"calendars": feeds})
+
+
+async def get_calendar(request: web.Request) -> web.Response:
+    return web.json_response(_calendar_json(request, _calendar_user(request)))
+
+
+async def refresh_calendar(request: web.Request) -> web.Response:
+    uid = _calendar_user(request)
+    principal(request).require_change(uid)
+    await request.app[CALENDARS_KEY].refresh_user(uid)
+    return web.json_response(_calendar_json(request, uid))
 
 
 #: Refused writes listed in /v1/status, at most (the counts are complete).
@@ -977,6 +1023,7 @@ def create_app(
     metrics: Metrics | None = None,
     config: Callable[[], dict[str, Any]] | None = None,
     max_websockets: int = 2000,
+    calendars: CalendarFeeds | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json, require_token], client_max_size=MAX_BODY)
     app[SERVICE_KEY] = service
@@ -986,6 +1033,7 @@ def create_app(
     app[METRICS_KEY] = metrics or Metrics()
     app[CONFIG_KEY] = config or (lambda: {})
     app[STREAMS_KEY] = Streams(max_websockets)
+    app[CALENDARS_KEY] = calendars if calendars is not None else CalendarFeeds((), service)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_start_revocation_watch)
     add = app.router
@@ -993,6 +1041,9 @@ def create_app(
     add.add_get("/static/{name}", static_file)
     add.add_get("/metrics", metrics_endpoint)
     add.add_get("/v1/openapi.json", get_openapi)
+    add.add_get("/v1/calendars", list_calendars)
+    add.add_get("/v1/calendars/{user}", get_calendar)
+    add.add_post("/v1/calendars/{user}/refresh", refresh_calendar)
     add.add_get("/v1/presence", list_presence)
     add.add_get("/v1/presence/{user}", get_presence)
     add.add_put("/v1/presence/{user}", put_presence)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .auth import Level, Privacy
+from .calendars.fetch import safe_url
+from .calendars.settings import FeedConfig, parse_feed
 from .cards import DEFAULT_MAILBOX, check_mailbox
 from .model import InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
@@ -142,6 +144,7 @@ class Config:
     max_websockets: int = 2000
     freepbx: FreepbxConfig = FreepbxConfig()
     cards: CardsConfig = CardsConfig()
+    calendars: tuple[FeedConfig, ...] = ()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
     source: str = "defaults"  # where the file came from, for `status`
@@ -392,6 +395,19 @@ def _flat(section: str) -> Callable[[Config, object, str], Config]:
     return parse
 
 
+def _calendars(cfg: Config, raw: object, where: str) -> Config:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'calendars' must be an array of tables ([[calendars]])")
+    feeds = []
+    for i, table in enumerate(raw):
+        what = f"{where} calendars[{i}]"
+        try:
+            feeds.append(parse_feed(_table(table, what), what))
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from None
+    return replace(cfg, calendars=tuple(feeds))
+
+
 def _users(cfg: Config, raw: object, where: str) -> Config:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: 'users' must be an array of tables ([[users]])")
@@ -426,7 +442,7 @@ def _later(cfg: Config, raw: object, where: str) -> Config:
 #: Every top-level key of the file and its parser, in the order applied.
 FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
     **{section: _flat(section) for section in SECTIONS},
-    "users": _users, "rules": _rules, "presets": _presets, "cli": _cli,
+    "users": _users, "calendars": _calendars, "rules": _rules, "presets": _presets, "cli": _cli,
     "privacy": _later, "groups": _later,
 }
 
@@ -467,6 +483,10 @@ def config_json(cfg: Config) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, FeedConfig):
+        # A feed's URL often holds its secret (a "secret address"): host only.
+        shown = replace(value, url=safe_url(value.url) if value.url else "")
+        return {f.name: _jsonable(getattr(shown, f.name)) for f in dataclasses.fields(shown)}
     if isinstance(value, Secret):
         return {"set": bool(value.value)}
     if isinstance(value, enum.Enum):

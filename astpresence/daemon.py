@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .api import HttpServerLog, create_app
 from .ari import AriClient
+from .calendars.feeds import CalendarFeeds
 from .bridge import AMIBridge
 from .config import Config, config_json, default_db_path
 from .lock import AlreadyRunning, DaemonLock
@@ -55,6 +56,7 @@ class Daemon:
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
         self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics, ari=self.ari)
+        self.calendars = CalendarFeeds(config.calendars, self.service)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
@@ -74,7 +76,8 @@ class Daemon:
         await self.service.start()
         app = create_app(self.service, self._status, self.store,
                          privacy=self.config.privacy, metrics=self.metrics,
-                         config=lambda: config_json(self.config), max_websockets=self.config.max_websockets)
+                         config=lambda: config_json(self.config),
+                         max_websockets=self.config.max_websockets, calendars=self.calendars)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=HttpServerLog())
         await self._runner.setup()
@@ -133,12 +136,14 @@ class Daemon:
         await self.start()
         self.started.set()
         link = asyncio.create_task(self.bridge.run(self.stop_event), name="ami-link")
+        calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
         try:
             await self.stop_event.wait()
         finally:
-            await self.shutdown(link)
+            await self.shutdown(link, calendars)
 
-    async def shutdown(self, link: asyncio.Task[None] | None = None) -> None:
+    async def shutdown(self, link: asyncio.Task[None] | None = None,
+                       calendars: asyncio.Task[None] | None = None) -> None:
         """Close the listener, stop the AMI link, drain the store, close it.
 
         Each step waits at most :data:`SHUTDOWN_TIMEOUT`; once :attr:`force_exit`
@@ -150,6 +155,8 @@ class Daemon:
         if self._runner is not None:
             await self._step("the HTTP API and its WebSocket clients", self._runner.cleanup())
             self._runner = None
+        if calendars is not None:
+            await self._step("the calendar feeds", calendars)
         if link is not None:
             await self._step("the AMI link", link)
         await self._step("the store writer", self.service.stop(), drain=True)

@@ -100,8 +100,26 @@ SCHEMAS: dict[str, Any] = {
             "kind": _STR, "key": _STR, "error": _STR, "attempts": {"type": "integer"},
             "retry_in_seconds": {"type": ["number", "null"]}})},
         "websocket_clients": {"type": "integer"}, "features": {"type": "object"},
+        "calendars": _obj({"feeds": {"type": "integer"}, "ok": {"type": "integer"},
+                           "stale": {"type": "integer"}, "failing": {"type": "integer"},
+                           "new": {"type": "integer"}}),
     }),
     "Config": {"type": "object"},
+    "CalendarFeed": _obj({
+        "user": _STR, "kind": {"type": "string", "enum": ["ics", "caldav", "m365"]},
+        "name": _STR, "state": {"type": "string", "enum": ["new", "ok", "stale", "failing"],
+                                "description": "stale: the last fetch failed, the last good "
+                                               "events are kept until they end"},
+        "error": _STR, "failures": {"type": "integer"}, "events": {"type": "integer"},
+        "fetches": {"type": "integer"}, "not_modified": {"type": "integer"},
+        "last_fetch": _OPT_TIME, "last_success": _OPT_TIME,
+        "refresh_seconds": {"type": "number"}, "next_fetch_in": {"type": "number"}}),
+    "Calendars": _list_of("calendars", _ref("CalendarFeed")),
+    "Calendar": _obj({
+        "user": _STR, "feeds": {"type": "array", "items": _ref("CalendarFeed")},
+        "entries": {"type": "array", "items": _obj({
+            "start": _TIME, "end": _TIME, "kind": {"type": "string", "enum": ["busy", "oof"]},
+            "all_day": {"type": "boolean"}, "presence": _ref("PresenceValue")})}}),
     "Token": _obj({"id": _STR, "role": {"type": "string", "enum": ["user", "operator", "admin"]},
                    "user": {"type": ["string", "null"]}, "label": _STR,
                    "created_at": _TIME, "revoked_at": _OPT_TIME}),
@@ -215,6 +233,17 @@ def openapi_document(version: str) -> dict[str, Any]:
             "parameters": [USER, NAME],
             "put": _op("Add or replace a timed source", body="SourceInput", ok="SourceSet"),
             "delete": _op("Remove a timed source", ok="Effective"),
+        },
+        "/v1/calendars": {"get": _op("Calendar feeds and their state (a user token: its own)",
+                                     ok="Calendars")},
+        "/v1/calendars/{user}": {
+            "parameters": [USER],
+            "get": _op("A user's feeds, the entries of the next days and the presence each "
+                       "gives", ok="Calendar"),
+        },
+        "/v1/calendars/{user}/refresh": {
+            "parameters": [USER],
+            "post": _op("Fetch the user's feeds now, then as GET", ok="Calendar"),
         },
         "/v1/me": {"get": _op("The token and its user", ok="Me")},
         "/v1/me/presence": {

@@ -1,0 +1,145 @@
+"""iCalendar text (an ICS feed, CalDAV calendar data) -> :class:`Busy` intervals.
+
+No I/O. Recurrences (RRULE, RDATE, EXDATE, moved and cancelled instances)
+and time zones (VTIMEZONE, Windows zone names as Outlook writes them,
+X-WR-TIMEZONE, floating times) are the job of icalendar and
+recurring-ical-events; this module only decides which events make the
+person unavailable (RFC 5545 TRANSP and STATUS, Outlook's
+X-MICROSOFT-CDO-BUSYSTATUS, the person's own PARTSTAT).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+import icalendar
+import recurring_ical_events
+
+from ..model import InvalidInput, normalise_text
+from .entries import MAX_EVENTS, Busy, Kind
+
+#: Outlook's busy status (X-MICROSOFT-CDO-BUSYSTATUS) -> kind; None: free.
+CDO_BUSYSTATUS: dict[str, Kind | None] = {
+    "BUSY": Kind.BUSY, "OOF": Kind.OOF, "FREE": None, "TENTATIVE": None,
+    "WORKINGELSEWHERE": None,
+}
+
+
+TIME_PROPERTIES = frozenset({"DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE",
+                             "RECURRENCE-ID"})
+
+
+def parse_calendar(data: bytes | str) -> icalendar.Calendar:
+    """A VCALENDAR, or :class:`InvalidInput` saying why not."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if "BEGIN:VCALENDAR" not in text[:4096].upper():
+        raise InvalidInput("not an iCalendar feed (no BEGIN:VCALENDAR)")
+    try:
+        cal = icalendar.Calendar.from_ical(text)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InvalidInput(f"invalid iCalendar data: {str(exc)[:200]}") from None
+    if not isinstance(cal, icalendar.Calendar):
+        raise InvalidInput("invalid iCalendar data: not a VCALENDAR")
+    # icalendar is lenient: a property it cannot read is noted, not raised. An
+    # event whose times cannot be read would silently vanish; refuse the feed
+    # instead, so its last good events are kept.
+    for comp in cal.walk("VEVENT"):
+        for name, error in comp.errors:
+            if name in TIME_PROPERTIES:
+                uid = normalise_text(str(comp.get("UID", "?")))[:60]
+                raise InvalidInput(f"invalid iCalendar data: event {uid!r}: {name}: "
+                                   f"{normalise_text(str(error))[:120]}")
+    return cal
+
+
+def busy_intervals(cal: icalendar.Calendar, start: datetime, end: datetime, tz: tzinfo,
+                   *, email: str = "") -> list[Busy]:
+    """The events of ``cal`` that make the person unavailable in ``[start, end)``.
+
+    ``tz`` places floating times and all-day dates; ``email`` is the person's
+    address, to leave out events they declined.
+    """
+    try:
+        events = _expand(cal, start, end)
+    except (ValueError, TypeError, KeyError, OverflowError,
+            recurring_ical_events.InvalidCalendar) as exc:
+        raise InvalidInput(f"cannot expand the events: {str(exc)[:200]}") from None
+    out = []
+    for ev in events:
+        kind = event_kind(ev, email)
+        if kind is None:
+            continue
+        dtstart = ev.get("DTSTART")
+        dtend = ev.get("DTEND")
+        if dtstart is None:
+            continue
+        s = _when(dtstart, tz)
+        e = _when(dtend, tz) if dtend is not None else s
+        if e <= s:
+            continue
+        all_day = isinstance(dtstart.dt, date) and not isinstance(dtstart.dt, datetime)
+        subject = normalise_text(str(ev.get("SUMMARY") or ""))
+        out.append(Busy(s, e, kind, subject, all_day))
+    out.sort(key=lambda b: (b.start, b.end))
+    return out
+
+
+def _expand(cal: icalendar.Calendar, start: datetime, end: datetime) -> list[Any]:
+    """Instances in the window, a day at a time so a feed with too many stops early
+    (recurring-ical-events' ``after()`` slows down as it goes; ``between()`` per day
+    stays linear). An instance spanning days is listed once."""
+    query = recurring_ical_events.of(cal, skip_bad_series=True)
+    seen: set[tuple[str, str]] = set()
+    out: list[Any] = []
+    day = start
+    while day < end:
+        upto = min(day + timedelta(days=1), end)
+        for ev in query.between(day, upto):
+            key = (str(ev.get("UID", "")), str(getattr(ev.get("DTSTART"), "dt", "")))
+            if key not in seen:
+                seen.add(key)
+                out.append(ev)
+        if len(out) > MAX_EVENTS:
+            raise InvalidInput(f"more than {MAX_EVENTS} events in the window")
+        day = upto
+    return out
+
+
+def event_kind(ev: Any, email: str = "") -> Kind | None:
+    """BUSY, OOF, or None for an event that leaves the person free."""
+    if str(ev.get("STATUS") or "").upper() in ("CANCELLED", "TENTATIVE"):
+        return None
+    cdo = str(ev.get("X-MICROSOFT-CDO-BUSYSTATUS") or "").upper()
+    if cdo:
+        if cdo in CDO_BUSYSTATUS:
+            return CDO_BUSYSTATUS[cdo]
+    elif str(ev.get("TRANSP") or "OPAQUE").upper() == "TRANSPARENT":
+        return None
+    if email and _declined(ev, email):
+        return None
+    return Kind.BUSY
+
+
+def _declined(ev: Any, email: str) -> bool:
+    attendees = ev.get("ATTENDEE")
+    if attendees is None:
+        return False
+    if not isinstance(attendees, list):
+        attendees = [attendees]
+    me = f"mailto:{email}".lower()
+    for attendee in attendees:
+        if str(attendee).lower() == me:
+            partstat = str(attendee.params.get("PARTSTAT", "")).upper()
+            return partstat in ("DECLINED", "TENTATIVE", "NEEDS-ACTION")
+    return False
+
+
+def _when(prop: Any, tz: tzinfo) -> datetime:
+    """An aware datetime: dates at local midnight, floating times in ``tz``."""
+    value = prop.dt if hasattr(prop, "dt") else prop
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=tz)
+    raise InvalidInput(f"not a date or time: {value!r}")
