@@ -57,6 +57,7 @@ class Daemon:
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
         self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics, ari=self.ari)
         self.calendars = CalendarFeeds(config.calendars, self.service)
+        self.metrics.watch_calendars(self.calendars)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)

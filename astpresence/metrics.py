@@ -13,7 +13,27 @@ from prometheus_client.registry import Collector
 from .model import State
 
 if TYPE_CHECKING:
+    from .calendars.feeds import CalendarFeeds
     from .service import PresenceService
+
+
+class _Calendars(Collector):
+    """Calendar feeds by state (ok, stale, failing, new) and failed fetches."""
+
+    def __init__(self, feeds: CalendarFeeds) -> None:
+        self._feeds = feeds
+
+    def collect(self) -> Iterable[Metric]:
+        states = GaugeMetricFamily("astpresence_calendar_feeds", "Calendar feeds by state",
+                                   labels=["state"])
+        for state, count in self._feeds.status_json().items():
+            if state != "feeds":
+                states.add_metric([state], count)
+        yield states
+        failures = CounterMetricFamily("astpresence_calendar_fetch_failures",
+                                       "Calendar fetches that failed")
+        failures.add_metric([], sum(f.status.failed_total for f in self._feeds.feeds))
+        yield failures
 
 
 class _UsersByState(Collector):
@@ -68,6 +88,9 @@ class Metrics:
         self.api_refused = Counter("astpresence_api_refused",
                                    "API requests refused, by status", ["status"],
                                    registry=self.registry)
+
+    def watch_calendars(self, feeds: CalendarFeeds) -> None:
+        self.registry.register(_Calendars(feeds))
 
     def watch_service(self, service: PresenceService) -> None:
         self.registry.register(_UsersByState(service))

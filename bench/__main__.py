@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import endtoend, fanout, machine, parsing, resync
+from . import calendars, endtoend, fanout, machine, parsing, resync
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -21,13 +21,14 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "e2e": endtoend.run,
     "resync": resync.run,
     "fanout": fanout.run,
+    "calendars": calendars.run,
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out. "
+        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars. "
                     "Figures with a natural baseline are also shown as a ratio to it, "
                     "measured in the same run. See bench/README.md.",
     )

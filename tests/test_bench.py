@@ -17,7 +17,7 @@ import pytest
 from bench.report import Row, percentile, table
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"parsing", "e2e", "resync", "fanout"}
+SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars"}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,8 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "peak RSS, cold store": "<= 150",
         "peak RSS, warm store": "<= 150",
         "delivery latency p99": "<= 100",
+        "refresh every feed": "<= 30.0",
+        "peak RSS": "<= 200",
     }
 
 

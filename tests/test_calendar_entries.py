@@ -203,3 +203,16 @@ def test_calendar_secrets_never_in_the_config_json(tmp_path: Path) -> None:
     assert shown[0]["password"] == {"env": "CAL_PW", "file": ""}  # a reference only
     assert shown[1]["refresh"] == 600 and shown[1]["mapping"]["show_subject"] is True
     assert timedelta(seconds=cfg.calendars[1].refresh) == timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(("name", "tz"), [("outlook", BERLIN), ("google", NY),
+                                          ("nextcloud", ZoneInfo("Europe/Paris"))])
+@pytest.mark.parametrize("day", [0, 10, 20, 25])
+def test_prefilter_changes_nothing_inside_the_window(name: str, tz: ZoneInfo, day: int) -> None:
+    """Events dropped before parsing (dates plainly outside the window) are exactly
+    events that would not have been in it."""
+    data = (CALENDARS / f"{name}.ics").read_bytes()
+    start = utc(2026, 10, 20) + timedelta(days=day)
+    end = start + timedelta(days=3)
+    whole = busy_intervals(parse_calendar(data), start, end, tz)
+    assert busy_intervals(parse_calendar(data, (start, end)), start, end, tz) == whole

@@ -249,3 +249,7 @@ async def test_calendar_drives_presence_end_to_end(
     status_json = json.loads((await cli(d.url, "status", "--json", token=d.token)).out)
     assert status_json["calendars"] == {"feeds": 2, "ok": 1, "stale": 0, "failing": 1,
                                         "new": 0}
+    async with aiohttp.ClientSession() as session, session.get(d.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert 'astpresence_calendar_feeds{state="failing"} 1.0' in metrics
+    assert "astpresence_calendar_fetch_failures_total 1.0" in metrics

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import icalendar
 
 from ..ari import basic_auth
 from ..model import InvalidInput
@@ -55,9 +54,9 @@ TICK = 5.0
 #: A next entry starting this close to the end of the current one follows it
 #: without a gap (no presence flicker between back-to-back entries).
 SEAMLESS = timedelta(seconds=1)
-#: CalDAV: events are asked for this much beyond the window, so a refresh with
-#: an unchanged ctag can reuse them while the window moves.
-CALDAV_SLACK = timedelta(days=1)
+#: Events are read this far beyond the window, so a refresh of an unchanged feed
+#: can reuse them while the window moves.
+SLACK = timedelta(days=1)
 
 
 def local_zone() -> tzinfo:
@@ -75,6 +74,7 @@ class FeedStatus:
     events: int = 0
     fetches: int = 0
     not_modified: int = 0
+    failed_total: int = 0
 
 
 @dataclass
@@ -89,8 +89,8 @@ class Feed:
     _etag: str = ""
     _last_modified: str = ""
     _ctag: str = ""
-    _calendars: list[icalendar.Calendar] = field(default_factory=list)
-    _window_end: datetime | None = None  # CalDAV: how far the cached events reach
+    _kept: list[Busy] = field(default_factory=list)  # events up to _reach
+    _reach: datetime | None = None
     _token: str = ""
     _token_until: float = 0.0
 
@@ -110,6 +110,7 @@ class Feed:
         except (FeedError, InvalidInput, TimeoutError) as exc:
             why = str(exc) or "timed out"
             self.status.failures += 1
+            self.status.failed_total += 1
             self.status.error = why
             self.status.state = "stale" if self.busy else "failing"
             delay = min(cfg.refresh * 2 ** min(self.status.failures - 1, 6), 3600.0)
@@ -126,36 +127,46 @@ class Feed:
 
     async def _fetch(self, session: aiohttp.ClientSession, start: datetime,
                      end: datetime) -> list[Busy]:
+        """The window's events. Events are kept for a day beyond the window, so an
+        unchanged feed (304, same ctag) is not parsed again while the window moves;
+        no parsed calendar is kept (they are large)."""
         cfg = self.config
         if cfg.kind == "m365":
             return busy_from_graph(await self._graph(session, start, end))
         auth = basic_auth(cfg.username, cfg.password.read()) if cfg.username else ""
+        fresh = self._reach is not None and end <= self._reach
+        reach = end + SLACK
         if cfg.kind == "ics":
-            got = await fetch_ics(session, cfg.url, etag=self._etag,
-                                  last_modified=self._last_modified, auth=auth,
-                                  max_bytes=cfg.max_bytes)
-            if got.body is None and self._calendars:
+            got = await fetch_ics(session, cfg.url, etag=self._etag if fresh else "",
+                                  last_modified=self._last_modified if fresh else "",
+                                  auth=auth, max_bytes=cfg.max_bytes)
+            if got.body is None:
                 self.status.not_modified += 1
-            elif got.body is not None:
-                # Parsing and expanding take a while for big feeds: off the event loop.
-                self._calendars = [await asyncio.to_thread(parse_calendar, got.body)]
+                return self._known(start, end)
             self._etag, self._last_modified = got.etag, got.last_modified
+            bodies: list[bytes | str] = [got.body]
         else:
             ctag = await caldav_ctag(session, cfg.url, auth=auth)
-            if (ctag and ctag == self._ctag and self._window_end is not None
-                    and end <= self._window_end):
+            if fresh and ctag and ctag == self._ctag:
                 self.status.not_modified += 1
-            else:
-                reach = end + CALDAV_SLACK
-                data = await caldav_events(session, cfg.url, start, reach, auth=auth,
-                                           max_bytes=cfg.max_bytes)
-                self._calendars = await asyncio.to_thread(lambda: [parse_calendar(d)
-                                                                   for d in data])
-                self._ctag, self._window_end = ctag, reach
-        calendars, tz = self._calendars, self.tz
-        return await asyncio.to_thread(
-            lambda: [b for cal in calendars
-                     for b in busy_intervals(cal, start, end, tz, email=cfg.email)])
+                return self._known(start, end)
+            bodies = list(await caldav_events(session, cfg.url, start, reach, auth=auth,
+                                              max_bytes=cfg.max_bytes))
+            self._ctag = ctag
+        tz, email = self.tz, cfg.email
+
+        def parse() -> list[Busy]:
+            # Parsing and expanding take a while for big feeds: off the event loop.
+            return [b for body in bodies
+                    for b in busy_intervals(parse_calendar(body, (start, reach)), start, reach,
+                                            tz, email=email)]
+
+        self._kept = await asyncio.to_thread(parse)
+        self._reach = reach
+        return self._known(start, end)
+
+    def _known(self, start: datetime, end: datetime) -> list[Busy]:
+        return [b for b in self._kept if b.end > start and b.start < end]
 
     async def _graph(self, session: aiohttp.ClientSession, start: datetime,
                      end: datetime) -> list[dict[str, Any]]:

@@ -30,11 +30,25 @@ TIME_PROPERTIES = frozenset({"DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "
                              "RECURRENCE-ID"})
 
 
-def parse_calendar(data: bytes | str) -> icalendar.Calendar:
-    """A VCALENDAR, or :class:`InvalidInput` saying why not."""
+#: An event is dropped before parsing only when its dates are this far outside the
+#: window: no time zone is more than 26 hours away from another.
+PREFILTER_SLACK = timedelta(days=2)
+_RECURRING = ("RRULE", "RDATE", "EXRULE", "RECURRENCE-ID", "DURATION")
+
+
+def parse_calendar(data: bytes | str, window: tuple[datetime, datetime] | None = None
+                   ) -> icalendar.Calendar:
+    """A VCALENDAR, or :class:`InvalidInput` saying why not.
+
+    With ``window``, one-off events that certainly lie outside it are left out
+    before parsing: exports hold years of past events, and parsing is the
+    costly part. Anything recurring or not plainly dated is kept.
+    """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     if "BEGIN:VCALENDAR" not in text[:4096].upper():
         raise InvalidInput("not an iCalendar feed (no BEGIN:VCALENDAR)")
+    if window is not None:
+        text = prefilter(text, window[0] - PREFILTER_SLACK, window[1] + PREFILTER_SLACK)
     try:
         cal = icalendar.Calendar.from_ical(text)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -51,6 +65,48 @@ def parse_calendar(data: bytes | str) -> icalendar.Calendar:
                 raise InvalidInput(f"invalid iCalendar data: event {uid!r}: {name}: "
                                    f"{normalise_text(str(error))[:120]}")
     return cal
+
+
+def prefilter(text: str, start: datetime, end: datetime) -> str:
+    """``text`` without the VEVENT blocks whose DTSTART and DTEND dates are both
+    before ``start`` or both after ``end`` (dates compared as YYYYMMDD text)."""
+    lo, hi = f"{start:%Y%m%d}", f"{end:%Y%m%d}"
+    out: list[str] = []
+    block: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        upper = line[:16].upper()
+        if block is None:
+            if upper.startswith("BEGIN:VEVENT"):
+                block = [line]
+            else:
+                out.append(line)
+            continue
+        block.append(line)
+        if upper.startswith("END:VEVENT"):
+            if _keep(block, lo, hi):
+                out.extend(block)
+            block = None
+    if block is not None:
+        out.extend(block)  # unterminated: let the parser say so
+    return "".join(out)
+
+
+def _keep(block: list[str], lo: str, hi: str) -> bool:
+    dates = {}
+    for line in block:
+        name = line.split(":", 1)[0].split(";", 1)[0].strip().upper()
+        if name in _RECURRING:
+            return True
+        if name in ("DTSTART", "DTEND") and ":" in line:
+            value = line.rsplit(":", 1)[1].strip()
+            if len(value) < 8 or not value[:8].isdigit():
+                return True
+            dates[name] = value[:8]
+    first = dates.get("DTSTART")
+    if first is None:
+        return True
+    last = dates.get("DTEND", first)
+    return not (last < lo or first > hi)
 
 
 def busy_intervals(cal: icalendar.Calendar, start: datetime, end: datetime, tz: tzinfo,
