@@ -31,8 +31,8 @@ from .config import Config, ConfigError, cli_token, load_config, parse_listen
 from .logsafe import OneLineFormatter, clip
 from .openapi import HISTORY_MAX
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
-from .store.base import StoreError
-from .store.sqlite import SqliteStore
+from .store.base import Store, StoreError
+from .store.choice import open_store, store_name
 
 DEFAULT_API = "http://127.0.0.1:8780"
 USER_AGENT = f"astpresence-cli/{__version__}"
@@ -781,16 +781,16 @@ def doctor(config_path: str | None, ami_host: str | None, ami_port: int | None,
 # -- tokens (work on the database directly: the first admin token needs no token) --
 
 
-def _store_for(config_path: str | None, db: str | None) -> tuple[SqliteStore, Config]:
-    """The daemon's database, which must exist (never a new, empty one)."""
+def _store_for(config_path: str | None, db: str | None) -> tuple[Store, Config]:
+    """The daemon's database, which must exist (never a new, empty SQLite file)."""
     try:
         config = load_config(config_path, overrides={"db": db})
     except ConfigError as exc:
         fail(str(exc))
-    return SqliteStore(config.db, create=False), config
+    return open_store(config, create=False), config
 
 
-async def _with_store(store: SqliteStore, fn: Callable[[SqliteStore], Awaitable[Any]]) -> Any:
+async def _with_store(store: Store, fn: Callable[[Store], Awaitable[Any]]) -> Any:
     try:
         await store.open()
     except StoreError as exc:
@@ -836,7 +836,7 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
 
     store, config = _store_for(config_path, db)
 
-    async def add(store: SqliteStore) -> bool:
+    async def add(store: Store) -> bool:
         await store.add_token(record)
         known = {u.id for u in config.users} | {u.id for u in await store.load_users()}
         return uid is None or uid in known
@@ -846,11 +846,11 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
                    "the daemon has seen); the token works once one names it", err=True)
     if as_json:
         click.echo(json.dumps({"id": record.id, "token": secret, "role": record.role,
-                               "user": record.user, "database": store.path}))
+                               "user": record.user, "database": store_name(config)}))
     else:
         click.echo(secret)
         click.echo(f"token {record.id} ({record.role}{', user ' + uid if uid else ''}) "
-                   f"created in {store.path}; it is shown only this once", err=True)
+                   f"created in {store_name(config)}; it is shown only this once", err=True)
 
 
 @token.command(name="list")
@@ -875,7 +875,7 @@ def token_list(config_path: str | None, db: str | None, as_json: bool) -> None:
 def token_revoke(token_id: str, config_path: str | None, db: str | None) -> None:
     """Revoke token TOKEN_ID; the daemon refuses it from the next request on."""
 
-    async def revoke(store: SqliteStore) -> bool:
+    async def revoke(store: Store) -> bool:
         return await store.revoke_token(token_id, datetime.now(UTC))
 
     if not asyncio.run(_with_store(_store_for(config_path, db)[0], revoke)):

@@ -133,6 +133,8 @@ class Config:
     ami: AMIConfig = AMIConfig()
     #: The SQLite file, absolute once loaded (:func:`load_config`).
     db: str = field(default_factory=default_db_path)
+    #: PostgreSQL instead of SQLite when set (``[store] url``); may hold a password.
+    db_url: Secret = Secret("")
     listen_host: str = "127.0.0.1"
     listen_port: int = 8780
     users: tuple[UserRecord, ...] = ()
@@ -327,6 +329,14 @@ def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
     return parse
 
 
+def _db_url(raw: object, what: str) -> Secret:
+    text = _text(raw, what, allow_empty=True)
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{what}: expected postgresql://user@host[:port]/database "
+                          "(or \"\" for SQLite)")
+    return Secret(text)
+
+
 def _bool(raw: object, what: str) -> bool:
     if not isinstance(raw, bool):
         raise ConfigError(f"{what}: expected true or false, got {raw!r}")
@@ -350,7 +360,7 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
         "action_timeout": _to("action_timeout", _positive),
         "connect_timeout": _to("connect_timeout", _positive),
     }),
-    "store": (None, {"path": _to("db", _text)}),
+    "store": (None, {"path": _to("db", _text), "url": _to("db_url", _db_url)}),
     "api": (None, {"listen": _listen,
                    "max_websockets": _to("max_websockets", _bounded_int(1, 100_000))}),
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
@@ -369,6 +379,7 @@ ENV_VARS = {
     "ASTPRESENCE_AMI_USERNAME": ("ami", "username"),
     "ASTPRESENCE_AMI_SECRET": ("ami", "secret"),
     "ASTPRESENCE_DB": ("store", "path"),
+    "ASTPRESENCE_DB_URL": ("store", "url"),
     "ASTPRESENCE_LISTEN": ("api", "listen"),
 }
 FLAGS = {"ami_host": ("ami", "host"), "ami_port": ("ami", "port"),

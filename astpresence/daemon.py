@@ -26,6 +26,7 @@ from .lock import AlreadyRunning, DaemonLock
 from .metrics import Metrics
 from .service import PresenceService
 from .store.base import Store, StoreError
+from .store.choice import open_store, store_name
 from .store.sqlite import SqliteStore
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Daemon:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store: Store = store if store is not None else SqliteStore(config.db)
+        self.store: Store = store if store is not None else open_store(config)
         self.service = PresenceService(self.store, config.users, rules_config=config.rules,
                                        max_users=config.max_users,
                                        dnd_device=config.freepbx.dnd_device,
@@ -217,7 +218,7 @@ def serve(config: Config) -> int:
             loop.add_signal_handler(sig, on_signal, sig)
         logger.info(
             "astpresence starting: AMI %s:%d as %s, store %s",
-            config.ami.host, config.ami.port, config.ami.username, config.db,
+            config.ami.host, config.ami.port, config.ami.username, store_name(config),
         )
         if not config.ami.secret.value:
             logger.warning("no AMI secret configured (ami.secret / ASTPRESENCE_AMI_SECRET)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import AsyncIterator, Protocol
 
 import pytest
@@ -15,6 +15,7 @@ from astpresence.records import UserRecord
 from tests.support.api import PRIVACY
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
 from tests.support.fakeami import FakeAsterisk
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -60,3 +61,21 @@ async def daemons() -> AsyncIterator[Starter]:
     for running in started:
         if not running.task.done():
             await running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (tests/support/postgres.py); each test
+    takes a database of its own from :func:`postgres_url`."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's server."""
+    return postgres_server.create_database()

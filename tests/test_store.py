@@ -1,7 +1,8 @@
-"""One behavioural suite for both stores, plus what only SQLite has.
+"""One behavioural suite for every store, plus what only SQLite has.
 
-Tests taking ``store`` or ``reopen`` run once on :class:`SqliteStore` and once
-on :class:`MemoryStore`; tests taking ``db_path`` are about the file.
+Tests taking ``store`` or ``reopen`` run on :class:`SqliteStore`,
+:class:`PostgresStore` (a throwaway server, a database per test) and
+:class:`MemoryStore`; tests taking ``db_path`` are about the SQLite file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from astpresence.model import NOT_SET, Presence, State
@@ -29,6 +30,7 @@ from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, Use
 from astpresence.store.base import Batch, Store, StoreError
 from tests.support.memory_store import MemoryStore
 from astpresence.store.sqlite import SqliteStore
+from astpresence.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -50,16 +52,20 @@ Factory = Callable[[], Store]
 # -- fixtures ---------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     """Each call gives the store a restarted daemon would get.
 
-    SQLite: a new SqliteStore on the same file. Memory: the same object, whose
-    data lives as long as it does (the closest it has to a file).
+    SQLite: a new SqliteStore on the same file; PostgreSQL: a new
+    PostgresStore on the same database. Memory: the same object, whose data
+    lives as long as it does (the closest it has to a file).
     """
     if request.param == "sqlite":
         path = tmp_path / "presence.db"
         return lambda: SqliteStore(path)
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        return lambda: PostgresStore(url)
     mem = MemoryStore()
     return lambda: mem
 
@@ -312,6 +318,8 @@ async def test_any_value_round_trips(
     store: Store, user: str, text: str, state: State, at: datetime, window: datetime | None
 ) -> None:
     # The store is shared by the examples: each one overwrites the same keys.
+    # PostgreSQL text cannot hold NUL (see test_postgres_keeps_nul_as_replacement).
+    assume(not isinstance(store, PostgresStore) or "\x00" not in user + text)
     presence = Presence(state, text, text)
     source = SourceRecord(user, "p", presence, at, text, window, window)
     effective = EffectiveRecord(user, presence, text, text, at)
@@ -501,6 +509,55 @@ async def test_closed_store_raises_store_error(reopen: Factory) -> None:
         await s.commit(Batch(meta={"k": "v"}))
     with pytest.raises(StoreError, match="not open"):
         await s.history("alice")
+
+
+# -- PostgreSQL only ------------------------------------------------------------
+
+
+async def test_postgres_keeps_nul_as_replacement(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        ids = await store.commit(Batch(history=[hist("a\x00b", NOT_SET)],
+                                       meta={"k\x00": "v\x00"}))
+        (entry,) = await store.history("a\x00b")  # found by the same (cleaned) name
+        assert entry.id == ids[0] and entry.user == "a\ufffdb"
+        assert await store.get_meta("k\x00") == "v\ufffd"
+    finally:
+        await store.close()
+
+
+async def test_postgres_survives_a_server_restart(postgres_server: object,
+                                                  postgres_url: str) -> None:
+    """Acknowledged batches survive PostgreSQL restarting, and the store goes on
+    (the pool replaces the connections the restart closed)."""
+    from tests.support.postgres import PostgresServer
+    assert isinstance(postgres_server, PostgresServer)
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await seed(store)
+        before = await snapshot(store)
+        await asyncio.to_thread(postgres_server.restart)
+        assert await snapshot(store) == before
+        assert await store.commit(Batch(history=[hist("bob", NOT_SET)])) == [3]
+    finally:
+        await store.close()
+
+
+async def test_postgres_unreachable_or_newer_schema(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL at postgresql://"
+                                         "postgres:\\*\\*\\*@127.0.0.1"):
+        await PostgresStore("postgresql://postgres:hunter2@127.0.0.1:1/x").open()
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    import asyncpg
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute("UPDATE astpresence_schema SET version = 99")
+    await conn.close()
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        await PostgresStore(postgres_url).open()
 
 
 # -- SQLite only: pragmas, migrations, errors, durability ---------------------

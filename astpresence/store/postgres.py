@@ -1,0 +1,372 @@
+"""A :class:`~astpresence.store.base.Store` in PostgreSQL (asyncpg).
+
+Selected with ``[store] url = "postgresql://user@host/db"`` (or
+``ASTPRESENCE_DB_URL``); SQLite stays the default. The tables are those of
+the SQLite store, with ``timestamptz`` for times and an identity column for
+history ids given without gaps (one writer at a time holds an advisory lock
+while it numbers its rows, as SQLite's AUTOINCREMENT inside its write
+transaction does). A batch is one transaction, committed before the change is
+acknowledged (``synchronous_commit`` as the server has it: on by default, so
+an acknowledged change survives a crash of the daemon or of PostgreSQL).
+
+Connections come from a small pool: when PostgreSQL restarts, the next
+statement fails with :class:`StoreError` (the group committer reports it and
+the caller hears it) and the one after gets a fresh connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from ..model import Presence, State
+from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
+from .base import Batch, StoreError
+
+logger = logging.getLogger(__name__)
+
+_STATES = "('not_set', 'unavailable', 'available', 'away', 'xa', 'chat', 'dnd')"
+
+#: Schema steps in order; a shipped step never changes. The version is a row in
+#: astpresence_schema; migrating holds a transaction-level advisory lock, so two
+#: daemons started at once do not both migrate.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE users (
+            id text PRIMARY KEY, name text NOT NULL, extension text NOT NULL,
+            context text NOT NULL, devices text NOT NULL, origin text NOT NULL)""",
+        f"""CREATE TABLE sources (
+            "user" text NOT NULL, source text NOT NULL,
+            state text NOT NULL CHECK (state IN {_STATES}),
+            subtype text NOT NULL, message text NOT NULL, since timestamptz NOT NULL,
+            actor text NOT NULL, start timestamptz, "end" timestamptz,
+            PRIMARY KEY ("user", source))""",
+        f"""CREATE TABLE effective (
+            "user" text PRIMARY KEY, state text NOT NULL CHECK (state IN {_STATES}),
+            subtype text NOT NULL, message text NOT NULL, source text NOT NULL,
+            reason text NOT NULL, since timestamptz NOT NULL)""",
+        f"""CREATE TABLE asterisk (
+            "user" text PRIMARY KEY, state text NOT NULL CHECK (state IN {_STATES}),
+            subtype text NOT NULL, message text NOT NULL)""",
+        f"""CREATE TABLE history (
+            id bigint PRIMARY KEY, at timestamptz NOT NULL,
+            "user" text NOT NULL,
+            old_state text CHECK (old_state IN {_STATES}), old_subtype text, old_message text,
+            new_state text NOT NULL CHECK (new_state IN {_STATES}),
+            new_subtype text NOT NULL, new_message text NOT NULL,
+            source text NOT NULL, actor text NOT NULL, reason text NOT NULL,
+            CHECK ((old_state IS NULL) = (old_subtype IS NULL)
+                   AND (old_state IS NULL) = (old_message IS NULL)))""",
+        'CREATE INDEX history_user_id ON history ("user", id)',
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE tokens (
+            id text PRIMARY KEY, hash text NOT NULL UNIQUE,
+            role text NOT NULL CHECK (role IN ('user', 'operator', 'admin')),
+            "user" text, label text NOT NULL, created_at timestamptz NOT NULL,
+            revoked_at timestamptz)""",
+    ),
+]
+
+#: pg_advisory_xact_lock keys: migrations ("astp" in ASCII), history ids ("asth").
+MIGRATION_LOCK = 0x61737470
+HISTORY_LOCK = 0x61737468
+
+
+def safe_dsn(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _text(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL (SQLite can): it is kept as U+FFFD. Only text
+    from outside gets here with one (a device name, a reason quoting it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_text(v) for v in value)
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
+    return value.astimezone(UTC)
+
+
+def _opt(value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(value)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _presence(state: str, subtype: str, message: str) -> Presence:
+    return Presence(State(state), subtype, message)
+
+
+class PostgresStore:
+    """The :class:`Store` protocol on PostgreSQL."""
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def url(self) -> str:
+        return safe_dsn(self._url)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
+                                             command_timeout=30)
+        except (OSError, asyncpg.PostgresError, ValueError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.url}: {exc}") from None
+        try:
+            await self._migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        logger.info("opened store %s", self.url)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+            logger.info("closed store %s", self.url)
+
+    async def _migrate(self, pool: asyncpg.Pool) -> None:
+        known = len(MIGRATIONS)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute("CREATE TABLE IF NOT EXISTS astpresence_schema "
+                                   "(version integer NOT NULL)")
+                version = await conn.fetchval("SELECT version FROM astpresence_schema")
+                if version is None:
+                    await conn.execute("INSERT INTO astpresence_schema VALUES (0)")
+                    version = 0
+                if version > known:
+                    raise StoreError(f"database schema version {version} is newer than this "
+                                     f"astpresence supports ({known})")
+                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                    logger.info("store %s: migrating to schema version %d", self.url, number)
+                    for statement in step:
+                        await conn.execute(statement)
+                await conn.execute("UPDATE astpresence_schema SET version = $1", known)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot prepare PostgreSQL at {self.url}: {exc}") from None
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(f"store {self.url} is not open")
+        return self._pool
+
+    # -- reads --------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self._p().fetch(sql, *_text(args))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot read PostgreSQL at {self.url}: {exc}") from None
+        return rows
+
+    async def load_users(self) -> list[UserRecord]:
+        rows = await self._fetch("SELECT id, name, extension, context, devices, origin "
+                                 "FROM users ORDER BY id")
+        return [UserRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5]) for r in rows]
+
+    async def load_sources(self) -> list[SourceRecord]:
+        rows = await self._fetch('SELECT "user", source, state, subtype, message, since, actor, '
+                                 'start, "end" FROM sources ORDER BY "user", source')
+        return [SourceRecord(r[0], r[1], _presence(r[2], r[3], r[4]), r[5].astimezone(UTC),
+                             r[6], _utc(r[7]), _utc(r[8])) for r in rows]
+
+    async def load_effective(self) -> list[EffectiveRecord]:
+        rows = await self._fetch('SELECT "user", state, subtype, message, source, reason, since '
+                                 'FROM effective ORDER BY "user"')
+        return [EffectiveRecord(r[0], _presence(r[1], r[2], r[3]), r[4], r[5],
+                                r[6].astimezone(UTC)) for r in rows]
+
+    async def load_asterisk(self) -> dict[str, Presence]:
+        rows = await self._fetch('SELECT "user", state, subtype, message FROM asterisk '
+                                 'ORDER BY "user"')
+        return {r[0]: _presence(r[1], r[2], r[3]) for r in rows}
+
+    async def history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        rows = await self._fetch(
+            'SELECT id, at, "user", old_state, old_subtype, old_message, new_state, '
+            "new_subtype, new_message, source, actor, reason FROM history "
+            'WHERE "user" = $1 ORDER BY id DESC LIMIT $2', user, limit)
+        return [HistoryEntry(id=r[0], at=r[1].astimezone(UTC), user=r[2],
+                             old=None if r[3] is None else _presence(r[3], r[4], r[5]),
+                             new=_presence(r[6], r[7], r[8]), source=r[9], actor=r[10],
+                             reason=r[11]) for r in rows]
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+        return str(rows[0][0]) if rows else None
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash = $1",
+                                 token_hash)
+        return _token(rows[0]) if rows else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id")
+        return [_token(r) for r in rows]
+
+    # -- writes -------------------------------------------------------------
+
+    async def _run(self, work: Any) -> Any:
+        """``work(conn)`` in one transaction; StoreError when PostgreSQL refuses."""
+        try:
+            async with self._p().acquire() as conn, conn.transaction():
+                return await work(_Clean(conn))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot write to PostgreSQL at {self.url}: {exc}") from None
+
+    async def add_token(self, token: TokenRecord) -> None:
+        async def work(conn: _Clean) -> None:
+            await conn.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                token.id, token.hash, token.role, token.user, token.label,
+                _aware(token.created_at), _opt(token.revoked_at))
+        await self._run(work)
+
+    async def revoke_token(self, token_id: str, at: datetime) -> bool:
+        async def work(conn: _Clean) -> str:
+            status: str = await conn.execute(
+                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                _aware(at), token_id)
+            return status
+        return bool(await self._run(work) == "UPDATE 1")
+
+    async def save_users(self, users: Iterable[UserRecord]) -> None:
+        rows = [(u.id, u.name, u.extension, u.context,
+                 json.dumps(list(u.devices), ensure_ascii=False), u.origin) for u in users]
+        if not rows:
+            return
+
+        async def work(conn: _Clean) -> None:
+            await conn.executemany(
+                "INSERT INTO users (id, name, extension, context, devices, origin) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+                "name = excluded.name, extension = excluded.extension, "
+                "context = excluded.context, devices = excluded.devices, "
+                "origin = excluded.origin", rows)
+        await self._run(work)
+
+    async def delete_users(self, ids: Iterable[str]) -> None:
+        gone = list(ids)
+        if gone:
+            async def work(conn: _Clean) -> None:
+                await conn.execute("DELETE FROM users WHERE id = ANY($1::text[]) "
+                                   "AND origin = 'hint'", gone)
+            await self._run(work)
+
+    async def commit(self, batch: Batch) -> list[int]:
+        """The batch in one transaction; durable when this returns."""
+        if not batch:
+            return []
+
+        async def work(conn: _Clean) -> list[int]:
+            return await _write(conn, batch)
+        ids: list[int] = await self._run(work)
+        return ids
+
+
+_TOKEN_COLUMNS = 'id, hash, role, "user", label, created_at, revoked_at'
+
+
+def _token(r: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(r[0], r[1], r[2], r[3], r[4], r[5].astimezone(UTC), _utc(r[6]))
+
+
+class _Clean:
+    """A connection whose statements get their text through :func:`_text`."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        status: str = await self._conn.execute(sql, *_text(args))
+        return status
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, [_text(tuple(r)) for r in rows])
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *_text(args))
+
+
+async def _write(conn: _Clean, batch: Batch) -> list[int]:
+    if batch.delete_sources:
+        await conn.executemany('DELETE FROM sources WHERE "user" = $1 AND source = $2',
+                               list(batch.delete_sources))
+    if batch.put_sources:
+        await conn.executemany(
+            'INSERT INTO sources ("user", source, state, subtype, message, since, actor, start, '
+            '"end") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT ("user", source) '
+            "DO UPDATE SET state = excluded.state, subtype = excluded.subtype, "
+            "message = excluded.message, since = excluded.since, actor = excluded.actor, "
+            'start = excluded.start, "end" = excluded."end"',
+            [(s.user, s.source, s.presence.state.value, s.presence.subtype, s.presence.message,
+              _aware(s.since), s.actor, _opt(s.start), _opt(s.end)) for s in batch.put_sources])
+    if batch.put_effective:
+        await conn.executemany(
+            'INSERT INTO effective ("user", state, subtype, message, source, reason, since) '
+            'VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ("user") DO UPDATE SET '
+            "state = excluded.state, subtype = excluded.subtype, message = excluded.message, "
+            "source = excluded.source, reason = excluded.reason, since = excluded.since",
+            [(e.user, e.presence.state.value, e.presence.subtype, e.presence.message, e.source,
+              e.reason, _aware(e.since)) for e in batch.put_effective])
+    if batch.put_asterisk:
+        await conn.executemany(
+            'INSERT INTO asterisk ("user", state, subtype, message) VALUES ($1, $2, $3, $4) '
+            'ON CONFLICT ("user") DO UPDATE SET state = excluded.state, '
+            "subtype = excluded.subtype, message = excluded.message",
+            [(u, p.state.value, p.subtype, p.message) for u, p in batch.put_asterisk])
+    ids: list[int] = []
+    if batch.history:
+        # Ids without gaps, consecutive within a batch: numbered under a lock held
+        # to the end of the transaction (a sequence would leave holes on rollback).
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", HISTORY_LOCK)
+        base = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM history"))
+        ids = list(range(base + 1, base + 1 + len(batch.history)))
+        cols = list(zip(*[
+            (_aware(h.at), h.user, None if h.old is None else h.old.state.value,
+             None if h.old is None else h.old.subtype, None if h.old is None else h.old.message,
+             h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason)
+            for h in batch.history]))
+        await conn.execute(
+            'INSERT INTO history (id, at, "user", old_state, old_subtype, old_message, '
+            "new_state, new_subtype, new_message, source, actor, reason) "
+            "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+            "$11::text[], $12::text[])", ids, *[list(c) for c in cols])
+    if batch.meta:
+        await conn.executemany("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
+                               "DO UPDATE SET value = excluded.value", list(batch.meta.items()))
+    return ids
