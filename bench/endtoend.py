@@ -20,10 +20,15 @@ and at a fixed 1,000 events/s. Each run starts a fresh fake and daemon.
 Baseline: the same fake and events answered by bench/rawami.py, a minimal
 client that sends the Setvar as soon as it sees the event (no rules, no
 store): the ceiling this harness can measure on this machine.
+
+Then once more at full speed with the store on PostgreSQL (a throwaway local
+server, tests/support/postgres.py), against the SQLite daemon of the same run:
+target at least half of its throughput.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 import time
@@ -34,7 +39,7 @@ from .common import PRESENCE_PREFIX, RawClient, ms, users
 from .fake import BenchFake, device_change_frame
 from .procs import DaemonProcess, proc_cpu_seconds
 from .report import Row, at_least, at_most, percentile, ratio
-from .tests_import import Hint
+from .tests_import import Hint, PostgresServer
 
 SCENARIO = "2 end-to-end"
 PACED_RATE = 1000.0
@@ -45,7 +50,8 @@ def seed(fake: BenchFake, ids: list[str]) -> None:
     fake.devices.update({f"PJSIP/{u}": "NOT_INUSE" for u in ids})
 
 
-async def one_run(kind: str, n: int, rate: float | None, workdir: Path) -> dict[str, Any]:
+async def one_run(kind: str, n: int, rate: float | None, workdir: Path,
+                  db_url: str = "") -> dict[str, Any]:
     """One fresh fake + daemon (or raw client); returns throughput and latencies."""
     ids = users(n)
     fake = BenchFake()
@@ -55,7 +61,7 @@ async def one_run(kind: str, n: int, rate: float | None, workdir: Path) -> dict[
     raw: RawClient | None = None
     try:
         if kind == "daemon":
-            daemon = DaemonProcess(fake.port, workdir)
+            daemon = DaemonProcess(fake.port, workdir, db_url=db_url)
             await daemon.start()
             await daemon.wait_synced(timeout=60)
             await daemon.profile(f"e2e-{'full' if rate is None else 'paced'}-{n}")
@@ -104,7 +110,15 @@ async def run(quick: bool) -> list[Row]:
         for kind in ("daemon", "raw"):
             for label, rate in (("full", None), ("paced", PACED_RATE)):
                 out[f"{kind}-{label}"] = await one_run(kind, n, rate, Path(tmp) / f"{kind}-{label}")
+        server = PostgresServer()
+        try:
+            await asyncio.to_thread(server.start)
+            url = await asyncio.to_thread(server.create_database)
+            out["postgres-full"] = await one_run("daemon", n, None, Path(tmp) / "pg", url)
+        finally:
+            await asyncio.to_thread(server.cleanup)
     df, dp, rf, rp = out["daemon-full"], out["daemon-paced"], out["raw-full"], out["raw-paced"]
+    pg = out["postgres-full"]
     rows = []
     t, ok = at_least(df["changes_per_s"], 5000)
     rows.append(Row(SCENARIO, "presence changes/s, full speed", df["changes_per_s"], "changes/s",
@@ -123,5 +137,11 @@ async def run(quick: bool) -> list[Row]:
     t, ok = at_most(dp["p99"], 20)
     rows.append(Row(SCENARIO, f"latency p99 @ {PACED_RATE:.0f} ev/s", dp["p99"], "ms", t, ok,
                     rp["p99"], ratio(dp["p99"], rp["p99"])))
+    t, ok = at_least(pg["changes_per_s"], 0.5 * df["changes_per_s"])
+    rows.append(Row(SCENARIO, "changes/s on PostgreSQL, full speed", pg["changes_per_s"],
+                    "changes/s", f">= 0.5x SQLite ({t.removeprefix('>= ')})", ok,
+                    df["changes_per_s"], ratio(pg["changes_per_s"], df["changes_per_s"]),
+                    note="the same run with [store] url on a local PostgreSQL (fsync on); "
+                         "baseline = the SQLite daemon above"))
     rows[-1].extra = out
     return rows

@@ -83,6 +83,7 @@ class DaemonProcess:
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     token: str | None = None  # an admin API token, created before the start
+    db_url: str = ""  # PostgreSQL instead of the SQLite file when set
 
     @property
     def headers(self) -> dict[str, str]:
@@ -112,7 +113,8 @@ class DaemonProcess:
         the daemon would on its first start, so the token exists before the
         daemon starts and a cold start can be timed from its first instant.
         """
-        if not self.db.exists():
+        env = self._env()
+        if not self.db.exists() and not self.db_url:
             from astpresence.store.sqlite import SqliteStore
 
             store = SqliteStore(self.db)
@@ -122,7 +124,7 @@ class DaemonProcess:
             sys.executable, "-m", "astpresence", "token", "create", "--role", "admin",
             "--label", "bench", "--db", str(self.db), "--json",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=clean_env(), cwd=str(self.workdir),
+            stderr=asyncio.subprocess.PIPE, env=env, cwd=str(self.workdir),
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         if proc.returncode == 0:
@@ -132,8 +134,14 @@ class DaemonProcess:
         else:
             raise RuntimeError(f"token create failed ({proc.returncode}): {err.decode()[-500:]}")
 
-    async def start(self) -> None:
+    def _env(self) -> dict[str, str]:
         env = clean_env()
+        if self.db_url:
+            env["ASTPRESENCE_DB_URL"] = self.db_url
+        return env
+
+    async def start(self) -> None:
+        env = self._env()
         env["ASTPRESENCE_AMI_SECRET"] = self.secret
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.token is None:

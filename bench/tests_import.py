@@ -15,7 +15,8 @@ from tests.support.fakeami import (
     Hint,
     captured_server_bytes,
 )
+from tests.support.postgres import PostgresServer
 from tests.support.wire import encode_message
 
-__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "captured_server_bytes",
-           "encode_message"]
+__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "PostgresServer",
+           "captured_server_bytes", "encode_message"]
