@@ -85,6 +85,9 @@ CONFIG_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config")
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 STREAMS_KEY: web.AppKey[Streams] = web.AppKey("streams")
 CALENDARS_KEY = web.AppKey("calendars", CalendarFeeds)
+HA_KEY: web.AppKey[Callable[[], dict[str, Any]] | None] = web.AppKey("ha")
+#: What a standby (not the leader of an HA group) still answers.
+STANDBY_PATHS = {"/v1/status", "/metrics", "/v1/openapi.json"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,6 +109,23 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
     if METRICS_KEY in request.app:
         request.app[METRICS_KEY].api_refused.labels(str(status)).inc()
     return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def standby_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A standby of an HA group holds no state: it answers its status, nothing else."""
+    ha = request.app[HA_KEY]
+    if ha is None or request.path in STANDBY_PATHS:
+        return await handler(request)
+    status = ha()
+    if status["role"] == "leader":
+        return await handler(request)
+    leader = status.get("leader") or {}
+    where = f"the leader is {leader.get('node')} at {leader.get('api')}" if leader else \
+        "no leader yet"
+    return web.json_response({"error": f"this node is a standby; {where}", "status": 503,
+                              "leader": leader or None}, status=503,
+                             headers={"Retry-After": "1"})
 
 
 @web.middleware
@@ -490,6 +510,7 @@ async def get_status(request: web.Request) -> web.Response:
             "failing_writes": _failing(service),
             "websocket_clients": service.events.subscribers,
             "calendars": request.app[CALENDARS_KEY].status_json(),
+            "ha": _ha_status(request),
             "features": {
                 "mirror": service.rules.mirror,
                 "mirror_prefix": service.rules.mirror_prefix,
@@ -498,6 +519,11 @@ async def get_status(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+def _ha_status(request: web.Request) -> dict[str, Any] | None:
+    ha = request.app[HA_KEY]
+    return ha() if ha is not None else None
 
 
 # -- calendars ----------------------------------------------------------------
@@ -1024,8 +1050,11 @@ def create_app(
     config: Callable[[], dict[str, Any]] | None = None,
     max_websockets: int = 2000,
     calendars: CalendarFeeds | None = None,
+    ha: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json, require_token], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[errors_as_json, standby_guard, require_token],
+                          client_max_size=MAX_BODY)
+    app[HA_KEY] = ha
     app[SERVICE_KEY] = service
     app[STATUS_KEY] = status
     app[STORE_KEY] = store

@@ -309,11 +309,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"pending writes:  {st['pending_writes']}",
             f"failing writes:  {_failing_summary(st)}",
             f"contact cards:   {ami.get('cards') or 'not read yet'}",
+            f"HA:              {_ha_summary(st.get('ha'))}",
             f"reconnects:      {ami['reconnects']}",
             f"version:         {st['version']}",
         ]
     )
     _emit(st, as_json, human)
+
+
+def _ha_summary(ha: dict[str, Any] | None) -> str:
+    if not ha:
+        return "off (one daemon)"
+    leader = ha.get("leader") or {}
+    nodes = ", ".join(f"{n.get('node')} ({n.get('role')})" for n in ha.get("group") or [])
+    return (f"{ha['role']} ({ha['node']}); leader {leader.get('node') or 'none'}"
+            f"{' at ' + leader['api'] if leader.get('api') else ''}; group: {nodes or '-'}")
 
 
 def _failing_summary(st: dict[str, Any]) -> str:

@@ -100,6 +100,14 @@ def _dnd_device(raw: object, what: str) -> str:
 
 
 @dataclass(frozen=True)
+class HaConfig:
+    #: Active/standby daemons on one PostgreSQL database (ha.py).
+    enabled: bool = False
+    #: This node's name in the group; "" = host name and API port.
+    node: str = ""
+
+
+@dataclass(frozen=True)
 class CardsConfig:
     #: Read display names from Asterisk (AMPUSER cidname, endpoint caller ID).
     names: bool = True
@@ -146,6 +154,7 @@ class Config:
     max_websockets: int = 2000
     freepbx: FreepbxConfig = FreepbxConfig()
     cards: CardsConfig = CardsConfig()
+    ha: HaConfig = HaConfig()
     calendars: tuple[FeedConfig, ...] = ()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
@@ -329,6 +338,15 @@ def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
     return parse
 
 
+def _switch(raw: object, what: str) -> bool:
+    """true/false in the file; also 1/0, yes/no, true/false from the environment."""
+    if isinstance(raw, str):
+        words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if raw.strip().lower() in words:
+            return words[raw.strip().lower()]
+    return _bool(raw, what)
+
+
 def _db_url(raw: object, what: str) -> Secret:
     text = _text(raw, what, allow_empty=True)
     if text and not text.startswith(("postgresql://", "postgres://")):
@@ -368,6 +386,7 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),
                             "dnd_sync": _to("dnd_sync", _bool)}),
+    "ha": ("ha", {"enabled": _to("enabled", _switch), "node": _to("node", _text)}),
     "cards": ("cards", {"names": _to("names", _bool),
                         "mailbox": _to("mailbox", _mailbox_pattern)}),
 }
@@ -380,6 +399,8 @@ ENV_VARS = {
     "ASTPRESENCE_AMI_SECRET": ("ami", "secret"),
     "ASTPRESENCE_DB": ("store", "path"),
     "ASTPRESENCE_DB_URL": ("store", "url"),
+    "ASTPRESENCE_HA": ("ha", "enabled"),
+    "ASTPRESENCE_HA_NODE": ("ha", "node"),
     "ASTPRESENCE_LISTEN": ("api", "listen"),
 }
 FLAGS = {"ami_host": ("ami", "host"), "ami_port": ("ami", "port"),

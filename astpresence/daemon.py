@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
+from .ha import Leadership
 from .bridge import AMIBridge
 from .config import Config, config_json, default_db_path
 from .lock import AlreadyRunning, DaemonLock
@@ -67,19 +69,32 @@ class Daemon:
         self.stopped = asyncio.Event()  # everything closed
         self.force_exit = asyncio.Event()  # shutdown stops waiting (but drains the store)
         self._lock: DaemonLock | None = None
+        #: Active/standby on PostgreSQL ([ha] enabled): None when off.
+        self.leadership = (Leadership(config.db_url.value, config.ha.node)
+                           if config.ha.enabled else None)
+        self.exit_code = 0
+        if self.leadership is not None:
+            leadership = self.leadership
+            self.metrics.watch_ha(lambda: leadership.role)
 
     async def start(self) -> None:
+        if self.leadership is not None and not self.config.db_url.value:
+            raise DaemonError("[ha] enabled needs the store on PostgreSQL ([store] url or "
+                              "ASTPRESENCE_DB_URL): the database is what the nodes share")
         self._take_database()
         try:
             await self.store.open()
         except StoreError as exc:
             self._release_database()
             raise DaemonError(str(exc)) from None
-        await self.service.start()
+        if self.leadership is None:
+            await self.service.start()
+        # else: the state is loaded once this node leads (run()).
         app = create_app(self.service, self._status, self.store,
                          privacy=self.config.privacy, metrics=self.metrics,
                          config=lambda: config_json(self.config),
-                         max_websockets=self.config.max_websockets, calendars=self.calendars)
+                         max_websockets=self.config.max_websockets, calendars=self.calendars,
+                         ha=self.leadership.status_json if self.leadership else None)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=HttpServerLog())
         await self._runner.setup()
@@ -98,6 +113,9 @@ class Daemon:
         self.api_url = f"http://{host}:{self.port}"
         if self._lock is not None:
             self._lock.note(api=self.api_url)
+        if self.leadership is not None:
+            self.leadership.api = self.api_url
+            self.leadership.node = self.config.ha.node or f"{socket.gethostname()}:{self.port}"
         logger.info("HTTP API listening on %s", self.api_url)
 
     def _take_database(self) -> None:
@@ -137,10 +155,30 @@ class Daemon:
         """
         await self.start()
         self.started.set()
+        ha = self.leadership
+        if ha is not None:
+            try:
+                if not await ha.acquire(self.stop_event):
+                    return  # stopped while standby
+                # A takeover: the state as the last leader stored it; the AMI
+                # login below rebuilds the rest from Asterisk.
+                await self.service.start()
+            except BaseException:
+                await self.shutdown()
+                raise
         link = asyncio.create_task(self.bridge.run(self.stop_event), name="ami-link")
         calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
         try:
-            await self.stop_event.wait()
+            if ha is None:
+                await self.stop_event.wait()
+            else:
+                lost = await ha.hold(self.stop_event)
+                if lost is not None:
+                    # Stop writing to Asterisk now: another node may take the lock.
+                    link.cancel()
+                    logger.error("%s: no longer the leader; AMI writes stopped, exiting "
+                                 "(restarted, this node waits as a standby)", lost)
+                    self.exit_code = 1
         finally:
             await self.shutdown(link, calendars)
 
@@ -164,6 +202,8 @@ class Daemon:
         await self._step("the store writer", self.service.stop(), drain=True)
         if self.ari is not None:
             await self._step("the ARI client", self.ari.close())
+        if self.leadership is not None:
+            await self._step("the leader lock", self.leadership.release())
         await self.store.close()
         self._release_database()
         self.stopped.set()
@@ -227,6 +267,8 @@ def serve(config: Config) -> int:
         except DaemonError as exc:
             logger.error("%s", exc)
             return 1
+        if daemon.exit_code:
+            return daemon.exit_code
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
             logger.info("cancelling %d remaining task(s)", len(leftover))

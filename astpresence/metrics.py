@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -88,6 +88,12 @@ class Metrics:
         self.api_refused = Counter("astpresence_api_refused",
                                    "API requests refused, by status", ["status"],
                                    registry=self.registry)
+
+    def watch_ha(self, role: Callable[[], str]) -> None:
+        leader = Gauge("astpresence_ha_leader", "1 while this node leads its HA group "
+                       "(the only one writing to Asterisk), 0 as a standby",
+                       registry=self.registry)
+        leader.set_function(lambda: 1.0 if role() == "leader" else 0.0)
 
     def watch_calendars(self, feeds: CalendarFeeds) -> None:
         self.registry.register(_Calendars(feeds))

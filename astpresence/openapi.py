@@ -100,6 +100,11 @@ SCHEMAS: dict[str, Any] = {
             "kind": _STR, "key": _STR, "error": _STR, "attempts": {"type": "integer"},
             "retry_in_seconds": {"type": ["number", "null"]}})},
         "websocket_clients": {"type": "integer"}, "features": {"type": "object"},
+        "ha": {"type": ["object", "null"],
+               "description": "[ha] enabled: role (leader or follower), node, since, leader "
+                              "{node, api, role, since, seen}, group (the nodes seen in the "
+                              "last 30 s), takeovers; null when off. A standby answers every "
+                              "other request 503 with the leader in the body"},
         "calendars": _obj({"feeds": {"type": "integer"}, "ok": {"type": "integer"},
                            "stale": {"type": "integer"}, "failing": {"type": "integer"},
                            "new": {"type": "integer"}}),

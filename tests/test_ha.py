@@ -1,0 +1,153 @@
+"""Active/standby daemons on one PostgreSQL ([ha] enabled): real processes, one
+fake Asterisk, failover by ``kill -9`` and by cutting the leader's database
+connection. Exactly one node writes to Asterisk at any time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.support.e2e import seed, until
+from tests.support.fakeami import FakeAsterisk
+from tests.test_e2e import _free_port, wait_up
+from tests.test_first_run import clean_env, run
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Node:
+    def __init__(self, name: str, env: dict[str, str], tmp: Path) -> None:
+        self.name = name
+        self.env = {**env, "ASTPRESENCE_HA_NODE": name}
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.log = tmp / f"{name}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "astpresence", "serve", "--listen",
+                self.url.removeprefix("http://"), env=self.env, stdout=log, stderr=log,
+                stdin=asyncio.subprocess.DEVNULL)
+        await wait_up(self.url)
+
+    async def call(self, method: str, path: str, token: str,
+                   body: Any = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.request(method, self.url + path, json=body) as resp:
+                return resp.status, await resp.json()
+
+    async def status(self, token: str) -> dict[str, Any]:
+        code, body = await self.call("GET", "/v1/status", token)
+        assert code == 200, body
+        result: dict[str, Any] = body
+        return result
+
+    async def wait_leading(self, token: str, timeout: float = 10) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            st = await self.status(token)
+            if st["ha"]["role"] == "leader" and st["synced"]:
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.name} did not lead within {timeout} s:\n"
+                             f"{self.log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+async def group(fake_ami: FakeAsterisk, postgres_url: str,
+                tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
+    seed(fake_ami)
+    env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
+                    ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB_URL=postgres_url,
+                    ASTPRESENCE_HA="1", ASTPRESENCE_DB=str(tmp_path / "unused.db"))
+    code, out, err = await run("token", "create", "--role", "admin", "--json", env=env)
+    assert code == 0, err
+    token = json.loads(out)["token"]
+    a, b = Node("node-a", env, tmp_path), Node("node-b", env, tmp_path)
+    await a.start()
+    await a.wait_leading(token)
+    await b.start()
+    try:
+        yield a, b, token
+    finally:
+        for node in (a, b):
+            if node.proc is not None and node.proc.returncode is None:
+                node.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(node.proc.wait(), 20)
+
+
+def setvars(fake: FakeAsterisk, uid: str) -> list[str]:
+    return [m.get("Value") or "" for m in fake.setvars(f"PRESENCE_STATE(CustomPresence:{uid})")]
+
+
+async def test_standby_takes_over_after_kill_9(group: tuple[Node, Node, str],
+                                               fake_ami: FakeAsterisk) -> None:
+    a, b, token = group
+    # The standby says who leads and serves nothing else.
+    st = await b.status(token)
+    assert st["ha"]["role"] == "follower" and st["ha"]["leader"]["node"] == "node-a"
+    assert {n["node"] for n in st["ha"]["group"]} == {"node-a", "node-b"}
+    code, body = await b.call("GET", "/v1/presence", token)
+    assert code == 503 and body["leader"]["api"] == a.url and "standby" in body["error"]
+    # Only the leader is logged in to Asterisk.
+    assert fake_ami.logins == 1
+
+    code, _ = await a.call("PUT", "/v1/presence/2000", token, {"state": "dnd", "message": "x"})
+    assert code == 200  # acknowledged: stored in PostgreSQL
+    await until(lambda: len(setvars(fake_ami, "2000")) == 1)
+
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGKILL)
+    await a.proc.wait()
+    took = await b.wait_leading(token)
+    assert took < 5, f"takeover took {took:.1f} s"
+    # Nothing was lost, and what Asterisk already had is not written again.
+    code, body = await b.call("GET", "/v1/presence/2000", token)
+    assert (code, body["state"], body["message"]) == (200, "dnd", "x")
+    assert len(setvars(fake_ami, "2000")) == 1
+    code, _ = await b.call("PUT", "/v1/presence/2001", token, {"state": "away"})
+    assert code == 200
+    await until(lambda: len(setvars(fake_ami, "2001")) == 1, what="the new leader writes")
+    st = await b.status(token)
+    assert st["ha"]["takeovers"] == 1 and st["ha"]["leader"]["node"] == "node-b"
+    async with aiohttp.ClientSession() as http, http.get(b.url + "/metrics") as resp:
+        assert "astpresence_ha_leader 1.0" in await resp.text()
+
+
+async def test_leader_that_loses_the_database_stops_writing(
+        group: tuple[Node, Node, str], fake_ami: FakeAsterisk, postgres_url: str) -> None:
+    a, b, token = group
+    assert a.proc is not None
+    # Cut the leader's lock connection (as a network cut or a DBA would).
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        cut = await conn.fetch(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity s "
+            "ON s.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND s.application_name = 'astpresence-ha'")
+    finally:
+        await conn.close()
+    assert [r[0] for r in cut] == [True]  # exactly one node held the lock
+    # The old leader stops at once (exit 1: a supervisor restarts it as a standby).
+    assert await asyncio.wait_for(a.proc.wait(), 10) == 1
+    log = a.log.read_text()
+    assert "no longer the leader; AMI writes stopped" in log
+    await b.wait_leading(token)
+    code, _ = await b.call("PUT", "/v1/presence/2001", token, {"state": "xa"})
+    assert code == 200
+    await until(lambda: len(setvars(fake_ami, "2001")) == 1)
+    # Restarted, the old leader waits as a standby.
+    await a.start()
+    st = await a.status(token)
+    assert st["ha"]["role"] == "follower"
