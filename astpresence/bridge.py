@@ -44,6 +44,7 @@ from .translate import (
     queue_member,
     voicemail_entry,
 )
+from .cards import Mailbox
 from .writes import DndWrite, MirrorWrite, PauseWrite, PresenceWrite
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class AMIBridge:
         self._client_factory = client_factory
         self._client: AMIClient | None = None
         self.status = LinkStatus()
+        self._mailbox_count_needed = False
         self._handlers: dict[str, Callable[[Message], Awaitable[None] | None]] = {
             "PresenceStateChange": self._on_presence_state_change,
             "PresenceStatus": self._on_hint_event,
@@ -182,8 +184,9 @@ class AMIBridge:
         writer = asyncio.create_task(self._writer(client), name="ami-writer")
         stopper = asyncio.create_task(stop.wait(), name="ami-stop")
         closed = asyncio.create_task(client.wait_closed(), name="ami-closed")
-        # Caller IDs take one action per phone: read after the sync, beside the writer.
-        names = asyncio.create_task(self._read_endpoint_names(client), name="ami-names")
+        # One action per phone (caller IDs) or per mailbox (MailboxCount): read
+        # after the sync, beside the writer.
+        names = asyncio.create_task(self._read_cards(client), name="ami-cards")
         try:
             done, _ = await asyncio.wait(
                 {writer, stopper, closed}, return_when=asyncio.FIRST_COMPLETED
@@ -262,25 +265,43 @@ class AMIBridge:
         service.asterisk.on_ampuser(entries)
 
     async def _read_voicemail(self, client: AMIClient) -> None:
-        """New/old counts of every mailbox; MessageWaiting events keep them current."""
-        cards = self._service.cards
-        wanted = cards.mailboxes()
-        if not wanted:
+        """New/old counts of every app_voicemail box (one list action); MessageWaiting
+        events keep them current. Without app_voicemail, the mailboxes set in the
+        config are asked with MailboxCount after the sync (:meth:`_read_cards`)."""
+        self._mailbox_count_needed = False
+        if not self._service.cards.mailboxes():
             return
         try:
             listed = await client.send_list_action("VoicemailUsersList")
-            counts = dict(self._translated(listed, voicemail_entry, "voicemail box"))
         except ActionError as exc:
-            # app_voicemail not loaded: mailboxes may still live elsewhere
-            # (res_mwi_external); MailboxCount asks whichever provider has them.
-            logger.info("VoicemailUsersList failed (%s); asking MailboxCount for %d mailbox(es)",
-                        exc, len(wanted))
-            counts = {}
-            for box in wanted:
+            logger.info("VoicemailUsersList failed (%s): voicemail counts only for mailboxes "
+                        "set in the config (MailboxCount)", exc)
+            self._mailbox_count_needed = True
+            return
+        counts = dict(self._translated(listed, voicemail_entry, "voicemail box"))
+        self._service.asterisk.on_mailboxes(counts)
+
+    async def _mailbox_counts(self, client: AMIClient) -> None:
+        """MailboxCount for each mailbox the config names (external MWI: res_mwi_external
+        and the like answer it too), a few at a time."""
+        service = self._service
+        boxes = [service.cards.mailbox(u.id) for u in service.users.all() if u.mailbox]
+        counts: dict[str, Mailbox] = {}
+        sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
+        async def one(box: str) -> None:
+            async with sem:
                 with contextlib.suppress(ActionError, InvalidInput):
                     counts.update([message_waiting(await client.send_action(
                         "MailboxCount", {"Mailbox": box}))])
-        self._service.asterisk.on_mailboxes(counts)
+
+        await asyncio.gather(*(one(b) for b in boxes))
+        service.asterisk.on_mailboxes(counts)
+
+    async def _read_cards(self, client: AMIClient) -> None:
+        if self._mailbox_count_needed:
+            await self._mailbox_counts(client)
+        await self._read_endpoint_names(client)
 
     async def _read_endpoint_names(self, client: AMIClient) -> None:
         """Caller ID names of the phones of users with no name from config or astdb."""

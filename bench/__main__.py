@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import calendars, endtoend, fanout, machine, parsing, resync
+from . import calendars, endtoend, failover, fanout, machine, parsing, resync
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -22,13 +22,14 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "resync": resync.run,
     "fanout": fanout.run,
     "calendars": calendars.run,
+    "failover": failover.run,
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars. "
+        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars, HA failover. "
                     "Figures with a natural baseline are also shown as a ratio to it, "
                     "measured in the same run. See bench/README.md.",
     )

@@ -84,6 +84,7 @@ class DaemonProcess:
     started_at: float = 0.0
     token: str | None = None  # an admin API token, created before the start
     db_url: str = ""  # PostgreSQL instead of the SQLite file when set
+    env_extra: dict[str, str] = field(default_factory=dict)  # e.g. ASTPRESENCE_HA
 
     @property
     def headers(self) -> dict[str, str]:
@@ -138,6 +139,7 @@ class DaemonProcess:
         env = clean_env()
         if self.db_url:
             env["ASTPRESENCE_DB_URL"] = self.db_url
+        env.update(self.env_extra)
         return env
 
     async def start(self) -> None:
@@ -155,7 +157,7 @@ class DaemonProcess:
                 "--ami-username", self.username,
                 "--db", str(self.db),
                 "--listen", f"127.0.0.1:{self.http_port}",
-                "--log-level", "warning",
+                "--log-level", self.env_extra.get("BENCH_LOG_LEVEL", "warning"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 cwd=str(self.workdir),
             )
@@ -179,6 +181,19 @@ class DaemonProcess:
                 return data
         except (TimeoutError, aiohttp.ClientError):
             return None
+
+    async def wait_up(self, timeout: float) -> dict[str, Any]:
+        """Poll /v1/status until the API answers (a standby answers it too)."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                st = await self.status(session)
+                if st is not None:
+                    return st
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"daemon API not up within {timeout} s:\n"
+                                       f"{self.log_tail()}")
+                await asyncio.sleep(0.05)
 
     async def wait_synced(self, timeout: float, poll: float = 0.01) -> tuple[float, dict[str, Any]]:
         """Poll /v1/status until synced; (monotonic time first seen synced, status)."""

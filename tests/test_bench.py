@@ -17,7 +17,7 @@ import pytest
 from bench.report import Row, percentile, table
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars"}
+SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover"}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,7 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "peak RSS, warm store": "<= 150",
         "delivery latency p99": "<= 100",
         "refresh every feed": "<= 30.0",
+        "failover -> synced": "<= 5.00",
         "peak RSS": "<= 200",
     }
 

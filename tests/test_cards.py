@@ -206,10 +206,16 @@ async def test_no_voicemail_or_endpoints_or_astdb_is_fine(
     pbx(fake_ami)
     fake_ami.modules -= {"app_voicemail", "res_pjsip"}
     fake_ami.astdb.clear()
-    d = await started(daemons, fake_ami, tmp_path,
+    fake_ami.mailboxes["500@sales"] = (4, 0)  # held elsewhere (external MWI)
+    users = (UserRecord("2001", origin="config", mailbox="500@sales"),)
+    d = await started(daemons, fake_ami, tmp_path, users=users,
                       cards=CardsConfig(mailbox="{extension}@default"))
-    # Without app_voicemail, MailboxCount asks whoever holds the mailboxes.
-    assert d.service.cards.card("2000") == ("", 3)
+    # Without app_voicemail, MailboxCount asks for the mailboxes the config sets;
+    # the pattern's <ext>@default boxes would be app_voicemail's: none.
+    assert d.service.cards.card("2001") == ("", 4)
+    assert d.service.cards.card("2000") == ("", None)
+    assert [m.get("Mailbox") for m in fake_ami.actions
+            if m.get("Action") == "MailboxCount"] == ["500@sales"]
     assert d.service.synced
 
 
