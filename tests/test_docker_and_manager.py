@@ -307,3 +307,31 @@ def test_docker_compose_config_is_valid() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+
+
+def test_compose_ha_variant() -> None:
+    """docker/compose.ha.yaml: PostgreSQL and two daemons in one HA group."""
+    data = yaml.safe_load((DOCKER / "compose.ha.yaml").read_text(encoding="utf-8"))
+    services = data["services"]
+    assert set(services) == {"asterisk", "postgres", "astpresence-a", "astpresence-b"}
+    for name, svc in services.items():
+        if "image" in svc:
+            assert _pinned(svc["image"]), name
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+    nodes = []
+    for name in ("astpresence-a", "astpresence-b"):
+        env = services[name]["environment"]
+        assert env["ASTPRESENCE_HA"] == "1"
+        assert env["ASTPRESENCE_DB_URL"].startswith("postgresql://astpresence:${")
+        assert env["ASTPRESENCE_DB_URL"].endswith("@postgres/astpresence")
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        nodes.append(env["ASTPRESENCE_HA_NODE"])
+    assert nodes == ["node-a", "node-b"]
+    # One Asterisk login per group: both daemons share it, the standby waits.
+    assert services["astpresence-a"]["environment"]["ASTPRESENCE_AMI_HOST"] == "asterisk"
+    # Secrets only from the environment, with demo placeholders.
+    pg = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert pg.startswith("${ASTPRESENCE_DEMO_PG_PASSWORD:-demo-only")
+    for source, _ in _bind_mounts(services["astpresence-b"]):
+        assert (DOCKER / source).exists(), source
