@@ -53,7 +53,7 @@ from .events import Event, LinkEvent
 from .records import PresenceView
 from .service import PresenceService, UnknownSource, UnknownUser
 from .records import SourceRecord
-from .store.base import Store
+from .store.base import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(request, 403, str(exc))
     except (UnknownUser, UnknownSource, NotFound) as exc:
         return _error(request, 404, str(exc))
+    except StoreError as exc:
+        # The database is unavailable (PostgreSQL down, disk full): nothing is
+        # acknowledged that is not stored; the client may try again.
+        logger.error("%s %s: database unavailable: %s", request.method, where, exc)
+        return _error(request, 503, f"the database is unavailable, try again: {exc}")
     except web.HTTPRequestEntityTooLarge:
         logger.info("%s %s: body over %d bytes", request.method, where, MAX_BODY)
         return _error(request, 413, f"request body is larger than {MAX_BODY} bytes")

@@ -8,13 +8,18 @@ import asyncio
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 
+from astpresence.config import Secret
 from astpresence.model import State
 from astpresence.store.postgres import PostgresStore
-from tests.support.e2e import seed, until
+from tests.conftest import Starter
+from tests.support.api import call
+from tests.support.e2e import barrier, make_config, seed, until
+from tests.support.postgres import PostgresServer
 from tests.support.fakeami import FakeAsterisk
 from tests.test_e2e import _free_port, wait_up
 from tests.test_first_run import clean_env, run
@@ -93,3 +98,29 @@ async def test_bad_store_url_is_one_line(tmp_path: Path) -> None:
     code, out, err = await run("serve", env=env)
     assert code == 1 and "cannot connect to PostgreSQL at postgresql://u:***@" in err
     assert "s3cret" not in err and "Traceback" not in err
+
+
+async def test_database_down_is_503_and_nothing_acknowledged(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    """PostgreSQL stops: requests get 503 with the reason (tokens live in the
+    database too), nothing is acknowledged or written to Asterisk; when it is
+    back, the next change goes through."""
+    server = PostgresServer()
+    try:
+        await asyncio.to_thread(server.start)
+        url = await asyncio.to_thread(server.create_database)
+        seed(fake_ami)
+        d = await daemons(replace(make_config(fake_ami, tmp_path / "p.db"),
+                                  db_url=Secret(url)))
+        await asyncio.to_thread(server.stop)
+        status, body = await call(d, "PUT", "/v1/presence/2000", d.token, {"state": "dnd"})
+        assert status == 503
+        assert body["error"].startswith("the database is unavailable, try again: cannot ")
+        await barrier(d, fake_ami)
+        assert fake_ami.presences.get("2000", ("not_set",))[0] != "dnd"
+        await asyncio.to_thread(server.start)
+        status, body = await call(d, "PUT", "/v1/presence/2000", d.token, {"state": "away"})
+        assert status == 200, body
+        await until(lambda: fake_ami.presences.get("2000", ("",))[0] == "away")
+    finally:
+        await asyncio.to_thread(server.cleanup)
