@@ -42,7 +42,10 @@ member is paused, no variable is set. Asterisk facts relied on
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import logging
+from datetime import UTC, datetime
 
 import aiohttp
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,9 +106,10 @@ CHECK_USERS = "users from hints"
 CHECK_MIRROR = "mirror in hints"
 CHECK_FREEPBX = "freepbx"
 CHECK_ARI = "ari"
+CHECK_STORE = "store"
 #: Every check, in the order they are reported.
 CHECK_NAMES = (CHECK_REACHABLE, CHECK_LOGIN, CHECK_PERMISSIONS, CHECK_MODULES, CHECK_USERS,
-               CHECK_MIRROR, CHECK_FREEPBX, CHECK_ARI)
+               CHECK_MIRROR, CHECK_FREEPBX, CHECK_ARI, CHECK_STORE)
 
 NEEDS_LOGIN = "skipped: needs a working login"
 
@@ -784,7 +788,55 @@ async def run_checks(config: Config) -> list[Check]:
     order. When the connection or the login fails, the checks that need a
     session are reported failed with ``skipped: needs a working login``.
     """
-    return [*await _ami_checks(config), await ari_check(config)]
+    return [*await _ami_checks(config), await ari_check(config), await store_check(config)]
+
+
+async def store_check(config: Config) -> Check:
+    """Where the state lives; on PostgreSQL: reachable, schema, and the HA group."""
+    if not config.db_url.value:
+        where = config.db if os.path.exists(config.db) else \
+            f"{config.db} (made at the daemon's first start)"
+        note = "; [ha] needs [store] url (PostgreSQL)" if config.ha.enabled else ""
+        return Check(CHECK_STORE, not config.ha.enabled, f"SQLite {where}{note}",
+                     "set [store] url = \"postgresql://...\" or switch [ha] off"
+                     if config.ha.enabled else "")
+    import asyncpg
+
+    from .ha import GONE_AFTER
+    from .store.postgres import safe_dsn
+
+    url = safe_dsn(config.db_url.value)
+    try:
+        conn = await asyncpg.connect(config.db_url.value, timeout=5)
+    except (OSError, asyncpg.PostgresError, ValueError, TimeoutError) as exc:
+        return Check(CHECK_STORE, False, f"PostgreSQL at {url} unreachable: {exc}",
+                     "check [store] url (host, port, database, user), that PostgreSQL "
+                     "listens there and that pg_hba.conf lets this host in")
+    try:
+        try:
+            version = await conn.fetchval("SELECT version FROM astpresence_schema")
+        except asyncpg.UndefinedTableError:
+            version = None
+        nodes = []
+        if config.ha.enabled and version is not None:
+            now = datetime.now(UTC)
+            for row in await conn.fetch("SELECT value FROM meta WHERE key LIKE 'ha_node:%'"):
+                try:
+                    info = json.loads(row[0])
+                    age = (now - datetime.fromisoformat(info["seen"])).total_seconds()
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if age <= GONE_AFTER:
+                    nodes.append(f"{clip(str(info.get('node')), 60)} ({info.get('role')}, "
+                                 f"seen {age:.0f} s ago)")
+    finally:
+        await conn.close()
+    schema = f"schema version {version}" if version is not None else \
+        "empty (the daemon creates the tables at its first start)"
+    detail = f"PostgreSQL at {url}: {schema}"
+    if config.ha.enabled:
+        detail += "; HA group: " + (", ".join(sorted(nodes)) or "no daemon running")
+    return Check(CHECK_STORE, True, detail)
 
 
 async def ari_check(config: Config) -> Check:
@@ -829,7 +881,7 @@ async def _ami_checks(config: Config) -> list[Check]:
         ping_interval=ami.ping_interval, action_timeout=ami.action_timeout,
         connect_timeout=ami.connect_timeout,
     )
-    after_login = CHECK_NAMES[2:-1]
+    after_login = CHECK_NAMES[2:-2]  # ARI and the store are checked apart
     try:
         await client.connect()
     except AuthenticationError:

@@ -24,6 +24,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterable
 
@@ -39,6 +40,7 @@ from astpresence.doctor import (
     CHECK_MODULES,
     CHECK_ARI,
     CHECK_FREEPBX,
+    CHECK_STORE,
     KIT_MARKER,
     KIT_MODULES,
     CHECK_NAMES,
@@ -339,11 +341,11 @@ async def test_unreachable_port_fails_and_skips_the_rest() -> None:
     port = free_port()
     checks = await run_checks(config_for(port=port))
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[:-1])  # ari: not used, skipped
+    assert failed(checks) == list(CHECK_NAMES[:-2])  # ari: not used, skipped
     assert f"cannot connect to AMI at 127.0.0.1:{port}" in c[CHECK_REACHABLE].detail
     assert f"ami.host/ami.port (now 127.0.0.1:{port})" in c[CHECK_REACHABLE].fix
     assert c[CHECK_LOGIN].detail == "skipped: needs a reachable AMI"
-    for name in CHECK_NAMES[2:-1]:
+    for name in CHECK_NAMES[2:-2]:
         assert c[name].detail == NEEDS_LOGIN
         assert c[name].fix
 
@@ -352,18 +354,18 @@ async def test_refused_login_fails_and_skips_the_rest(plain: FakeAsterisk) -> No
     plain.refuse_logins = True
     checks = await run_checks(config_for(plain))
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[1:-1])
+    assert failed(checks) == list(CHECK_NAMES[1:-2])
     assert c[CHECK_REACHABLE].ok
     assert c[CHECK_LOGIN].detail == "Asterisk refused the login of user 'astpresence'"
     assert "[astpresence] section of manager.conf" in c[CHECK_LOGIN].fix
-    assert all(c[n].detail == NEEDS_LOGIN for n in CHECK_NAMES[2:-1])
+    assert all(c[n].detail == NEEDS_LOGIN for n in CHECK_NAMES[2:-2])
 
 
 async def test_wrong_secret_is_a_refused_login(plain: FakeAsterisk) -> None:
     config = config_for(plain)
     config = replace(config, ami=replace(config.ami, secret=Secret("wrong")))
     checks = await run_checks(config)
-    assert failed(checks) == list(CHECK_NAMES[1:-1])
+    assert failed(checks) == list(CHECK_NAMES[1:-2])
     assert all("wrong" not in format_check(c) for c in checks)
 
 
@@ -396,7 +398,7 @@ async def test_link_lost_during_the_checks() -> None:
     finally:
         await fake.stop()
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[2:-1])
+    assert failed(checks) == list(CHECK_NAMES[2:-2])
     assert c[CHECK_MODULES].detail.startswith("skipped: the AMI link was lost (link lost:")
     assert "run doctor again" in c[CHECK_MODULES].fix
 
@@ -411,7 +413,7 @@ async def test_asterisk_hanging_after_login_does_not_wait_for_every_probe() -> N
         await fake.stop()
     assert loop.time() - begin < 2.0
     c = by_name(checks)
-    assert failed(checks) == list(CHECK_NAMES[2:-1])
+    assert failed(checks) == list(CHECK_NAMES[2:-2])
     assert c[CHECK_PERMISSIONS].detail == (
         "skipped: Asterisk stopped answering (Setvar got no response within 0.3 s)")
 
@@ -705,7 +707,8 @@ async def test_cli_all_pass_exits_0(fakes: Fakes) -> None:
     assert res.code == 0, res.out + res.err
     lines = res.out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        *(f"[ OK ] {n}" for n in CHECK_NAMES[:-1]), f"[SKIP] {CHECK_ARI}"]
+        *(f"[ OK ] {n}" for n in CHECK_NAMES[:-2]), f"[SKIP] {CHECK_ARI}",
+        f"[ OK ] {CHECK_STORE}"]
     assert SECRET not in res.out + res.err
 
 
@@ -744,7 +747,7 @@ async def test_cli_json(plain: FakeAsterisk) -> None:
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == list(CHECK_NAMES)
     assert set(data["checks"][0]) == {"name", "ok", "status", "detail", "fix"}
-    assert [c["status"] for c in data["checks"]] == ["ok"] * 7 + ["skip"]
+    assert [c["status"] for c in data["checks"]] == ["ok"] * 7 + ["skip", "ok"]
 
 
 async def test_cli_unreachable_exits_1() -> None:
@@ -870,3 +873,32 @@ async def test_freepbx_astdb_is_read(plain: FakeAsterisk) -> None:
 async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:
     check = by_name(await run_checks(config_for(plain)))[CHECK_FREEPBX]
     assert check.ok and "nothing to do" in check.detail
+
+
+async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Path) -> None:
+    """SQLite or PostgreSQL: reachable, schema, and with [ha] the group."""
+    from astpresence.config import HaConfig
+    from astpresence.doctor import store_check
+    from astpresence.store.postgres import PostgresStore
+
+    sqlite = await store_check(replace(config_for(plain), db=str(tmp_path / "x.db")))
+    assert sqlite.ok and "made at the daemon's first start" in sqlite.detail
+    ha_on_sqlite = await store_check(replace(config_for(plain), ha=HaConfig(enabled=True)))
+    assert not ha_on_sqlite.ok and "[ha] needs [store] url" in ha_on_sqlite.detail
+    pg = replace(config_for(plain), db_url=Secret(postgres_url), ha=HaConfig(enabled=True))
+    empty = await store_check(pg)
+    assert empty.ok and "empty (the daemon creates the tables" in empty.detail
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    import asyncpg
+    conn = await asyncpg.connect(postgres_url)
+    now = datetime.now(UTC).isoformat()
+    await conn.execute("INSERT INTO meta VALUES ('ha_node:a', $1)", json.dumps(
+        {"node": "a", "role": "leader", "api": "http://h:1", "since": now, "seen": now}))
+    await conn.close()
+    ready = await store_check(pg)
+    assert ready.ok and "schema version 1; HA group: a (leader, seen 0 s ago)" in ready.detail
+    down = await store_check(replace(pg, db_url=Secret("postgresql://u:pw@127.0.0.1:1/x")))
+    assert not down.ok and "u:***@" in down.detail and "pw" not in down.detail
+    assert "pg_hba.conf" in down.fix
