@@ -13,12 +13,15 @@ engine's precedence does the rest (docs/presence-rules.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
@@ -59,9 +62,19 @@ SEAMLESS = timedelta(seconds=1)
 SLACK = timedelta(days=1)
 
 
+@functools.lru_cache(maxsize=1)
 def local_zone() -> tzinfo:
-    zone = datetime.now().astimezone().tzinfo
-    return zone if zone is not None else UTC
+    """The machine's zone with its daylight-saving rules (TZ, else /etc/localtime);
+    a fixed offset would misplace floating times across a DST change."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f)
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        zone = datetime.now().astimezone().tzinfo
+        return zone if zone is not None else UTC
 
 
 @dataclass
