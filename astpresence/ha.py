@@ -127,10 +127,11 @@ class Leadership:
             if (now - seen).total_seconds() <= GONE_AFTER:
                 group.append(info)
         self.group = sorted(group, key=lambda n: n.get("node", ""))
-        # A leader that died leaves its row behind: only one seen lately counts.
+        # A leader that died leaves its row behind: only one seen lately counts
+        # (a few heartbeats: a busy leader may be late).
         live = [n for n in self.group if n.get("role") == "leader"
                 and (now - datetime.fromisoformat(n["seen"])).total_seconds()
-                <= 3 * HEARTBEAT]
+                <= 5 * HEARTBEAT]
         self.leader = max(live, key=lambda n: str(n.get("since", "")), default=None)
 
     async def release(self) -> None:

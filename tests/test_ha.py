@@ -94,8 +94,14 @@ def setvars(fake: FakeAsterisk, uid: str) -> list[str]:
 async def test_standby_takes_over_after_kill_9(group: tuple[Node, Node, str],
                                                fake_ami: FakeAsterisk) -> None:
     a, b, token = group
-    # The standby says who leads and serves nothing else.
+    # The standby says who leads (once it has looked: its API is up first) and
+    # serves nothing else.
     st = await b.status(token)
+    for _ in range(100):
+        if st["ha"]["leader"] is not None:
+            break
+        await asyncio.sleep(0.05)
+        st = await b.status(token)
     assert st["ha"]["role"] == "follower" and st["ha"]["leader"]["node"] == "node-a"
     assert {n["node"] for n in st["ha"]["group"]} == {"node-a", "node-b"}
     code, body = await b.call("GET", "/v1/presence", token)
