@@ -23,8 +23,8 @@ from .users import UserDirectory
 MAX_NAME = 100
 #: ``mailbox[@context]`` as app_voicemail names them.
 _MAILBOX = re.compile(r"[^@\s,&|;()\"'\\]{1,80}(@[^@\s,&|;()\"'\\]{1,80})?")
-#: Mailboxes whose count is kept, at most: MessageWaiting for mailboxes no user
-#: has is dropped, so Asterisk cannot grow this.
+#: Each user's mailbox unless the config says otherwise ([cards] mailbox). Counts
+#: are kept only for users' mailboxes: MessageWaiting for any other is dropped.
 DEFAULT_MAILBOX = "{extension}@default"
 
 

@@ -99,6 +99,7 @@ class Feed:
     busy: list[Busy] = field(default_factory=list)
     next_due: float = 0.0  # time.monotonic()
     running: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when not fetching
     _etag: str = ""
     _last_modified: str = ""
     _ctag: str = ""
@@ -273,6 +274,7 @@ class CalendarFeeds:
 
     def _start(self, feed: Feed) -> None:
         feed.running = True
+        feed.idle.clear()
         task = asyncio.create_task(self._refresh(feed), name=f"calendar-{feed.config.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -285,6 +287,7 @@ class CalendarFeeds:
             await self.apply(feed.config.user)
         finally:
             feed.running = False
+            feed.idle.set()
             self._wake.set()
 
     async def refresh_user(self, uid: str) -> list[Feed]:
@@ -300,8 +303,9 @@ class CalendarFeeds:
 
     async def _refresh_now(self, feed: Feed) -> None:
         while feed.running:  # a scheduled fetch is under way: wait for it, then fetch
-            await asyncio.sleep(0.05)
+            await feed.idle.wait()
         feed.running = True
+        feed.idle.clear()
         await self._refresh(feed)
 
     # -- entries -> the engine ----------------------------------------------

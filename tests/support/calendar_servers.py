@@ -62,7 +62,6 @@ class Feed:
     status: int = 200
     etag: str = ""
     huge: int = 0  # stream this many bytes (no Content-Length), ignoring body
-    delay: float = 0.0
 
 
 class FeedServer(_App):
@@ -82,8 +81,6 @@ class FeedServer(_App):
         feed = self.feeds.get(request.match_info["name"])
         if feed is None:
             return web.Response(status=404, text="not found")
-        if feed.delay:
-            await asyncio.sleep(feed.delay)
         if feed.status != 200:
             return web.Response(status=feed.status, text="no")
         if feed.huge:
@@ -161,9 +158,6 @@ class Radicale:
         await self._call("PUT", f"{calendar_url}{uid}.ics", user, ics.encode(), (201, 204),
                          {"Content-Type": "text/calendar; charset=utf-8"})
 
-    async def delete_event(self, calendar_url: str, user: str, uid: str) -> None:
-        await self._call("DELETE", f"{calendar_url}{uid}.ics", user, b"", (200, 204))
-
     async def _call(self, method: str, url: str, user: str, body: bytes,
                     ok: tuple[int, ...], headers: dict[str, str] | None = None) -> None:
         auth = {"Authorization": basic_auth(user, self.users[user])}
@@ -189,7 +183,6 @@ class GraphServer(_App):
         self.mailboxes: dict[str, GraphMailbox] = {}
         self.page_size = 2
         self.throttle = 0  # answer this many calendarView requests with 429 first
-        self.revoke_tokens = False  # every token so far answers 401
         self.tokens: set[str] = set()
         self.token_requests = 0
         self.app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
@@ -216,7 +209,7 @@ class GraphServer(_App):
     async def _view(self, request: web.Request) -> web.Response:
         self.requests.append(request)
         auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens or self.revoke_tokens:
+        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}},
                                      status=401)
         if self.throttle > 0:
