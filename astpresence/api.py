@@ -53,6 +53,7 @@ from .events import Event, LinkEvent
 from .records import PresenceView
 from .service import PresenceService, UnknownSource, UnknownUser
 from .records import SourceRecord
+from .retry import Failures
 from .store.base import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-StatusFn = Callable[[], dict[str, Any]]
+#: Each Asterisk server's link status, in the config's order.
+StatusFn = Callable[[], list[dict[str, Any]]]
 SERVICE_KEY = web.AppKey("service", PresenceService)
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 STORE_KEY: web.AppKey[Store] = web.AppKey("store")
@@ -503,15 +505,17 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def get_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    links = request.app[STATUS_KEY]()
     return web.json_response(
         {
             "version": __version__,
-            "ami": request.app[STATUS_KEY](),
+            "ami": links[0],  # the first (or only) server, as before [[asterisk]]
+            "asterisk": links,
             "synced": service.synced,
             "last_sync": service.last_sync.isoformat() if service.last_sync else None,
             "users": len(service.users.ids()),
             "pending_writes": len(service.pending_users()),
-            "write_failures": {f.kind: len(f) for f in service.outbox.failures()},
+            "write_failures": _failure_counts(service),
             "failing_writes": _failing(service),
             "websocket_clients": service.events.subscribers,
             "calendars": request.app[CALENDARS_KEY].status_json(),
@@ -577,14 +581,30 @@ async def refresh_calendar(request: web.Request) -> web.Response:
 FAILING_SHOWN = 20
 
 
+def _failure_counts(service: PresenceService) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in service.nodes.values():
+        for failures in node.outbox.failures():
+            counts[failures.kind] = counts.get(failures.kind, 0) + len(failures)
+    return counts
+
+
 def _failing(service: PresenceService) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for failures in service.outbox.failures():
+    for name, node in service.nodes.items():
+        out += _failing_on(name, node.outbox.failures(), FAILING_SHOWN - len(out))
+    return out
+
+
+def _failing_on(node: str, kinds: Iterable[Failures[Any]], room: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for failures in kinds:
         now = failures.now()
         for key, f in failures.items():
-            if len(out) >= FAILING_SHOWN:
+            if len(out) >= room:
                 return out
             out.append({
+                "node": node,
                 "kind": failures.kind,
                 "key": key if isinstance(key, str) else "/".join(key),
                 "error": f.error,
@@ -652,9 +672,9 @@ def link_json(event: LinkEvent | None) -> dict[str, Any]:
     """``{"type": "link", "state": "down" | "synced", ...}``; None: never synced yet."""
     if event is None:
         return {"type": "link", "state": "down", "since": None, "asterisk": None,
-                "reason": "not synced with Asterisk yet"}
+                "reason": "not synced with Asterisk yet", "node": None}
     return {"type": "link", "state": event.state, "since": event.since.isoformat(),
-            "asterisk": event.asterisk, "reason": event.reason}
+            "asterisk": event.asterisk, "reason": event.reason, "node": event.node}
 
 
 @functools.lru_cache(maxsize=256)
@@ -868,7 +888,8 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     ended = streams.bind(who.token_id)
     try:
         await ws.send_json({"type": "hello", "seq": service.events.seq,
-                            "token": who.to_json(), "link": link_json(service.events.link)})
+                            "token": who.to_json(), "link": link_json(service.events.link),
+                            "links": [link_json(e) for e in service.events.links.values()]})
         if resume is not None:
             backlog = service.events.events_since(resume)
             if backlog is None:

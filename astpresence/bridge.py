@@ -32,7 +32,7 @@ from .events import LinkEvent
 from .config import AMIConfig
 from .logsafe import clip
 from .metrics import Metrics
-from .model import InvalidInput
+from .model import DEFAULT_NODE, InvalidInput
 from .service import PresenceService
 from .translate import (
     ampuser_entries,
@@ -56,6 +56,17 @@ BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 MAX_CONCURRENT_WRITES = 64
 #: PJSIPShowEndpoint actions in flight at once while reading caller IDs.
 MAX_CONCURRENT_READS = 16
+
+
+class NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Messages of one Asterisk server's link name it, when it has a name of its own."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        node = (self.extra or {}).get("node")
+        return (f"[{node}] {msg}" if node and node != DEFAULT_NODE else msg), kwargs
+
+    def __init__(self, log: logging.Logger, node: str) -> None:
+        super().__init__(log, {"node": node})
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -91,6 +102,12 @@ class AMIBridge:
         self._ari = ari  # mirror writes go here when rules.mirror_via == "ari"
         self._config = config
         self._service = service
+        #: This server's side of the engine (write trackers, queue members...).
+        self._sync = service.nodes[config.name]
+        self.name = config.name
+        self._log = NodeLog(logger, config.name)
+        self._metrics.ami_up.labels(self.name).set(0)
+        self._metrics.reconnects.labels(self.name)  # shown from the start, at 0
         self._client_factory = client_factory
         self._client: AMIClient | None = None
         self.status = LinkStatus()
@@ -118,16 +135,16 @@ class AMIBridge:
                 attempt = 0
             except AuthenticationError as exc:
                 self.status.last_error = str(exc)
-                logger.error("%s; check ami.username/ami.secret and manager.conf", exc)
+                self._log.error("%s; check ami.username/ami.secret and manager.conf", exc)
             except AMIConnectionError as exc:
                 self.status.last_error = str(exc)
-                logger.warning("AMI link: %s", exc)
+                self._log.warning("AMI link: %s", exc)
             finally:
                 if self.status.state == "synced":
                     self._link_event("down", "astpresence is stopping" if stop.is_set()
                                      else self.status.last_error or "link closed")
-                self._service.asterisk.link_lost()
-                self._metrics.ami_up.set(0)
+                self._sync.link_lost()
+                self._metrics.ami_up.labels(self.name).set(0)
                 self.status.state = "disconnected"
                 self.status.connected_since = None
                 if self._client is not None:
@@ -139,14 +156,14 @@ class AMIBridge:
             self.status.attempt = attempt
             delay = backoff_delay(attempt)
             self.status.next_retry_at = asyncio.get_running_loop().time() + delay
-            logger.warning("reconnecting to AMI in %.1f s (attempt %d)", delay, attempt)
+            self._log.warning("reconnecting to AMI in %.1f s (attempt %d)", delay, attempt)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
             except TimeoutError:
                 pass
             self.status.next_retry_at = None
             self.status.reconnects += 1
-            self._metrics.reconnects.inc()
+            self._metrics.reconnects.labels(self.name).inc()
 
     async def _session(self, stop: asyncio.Event) -> None:
         cfg = self._config
@@ -163,7 +180,7 @@ class AMIBridge:
         )
         self._client = client
         await client.connect()
-        logger.info("logged in to AMI at %s:%d as %s", cfg.host, cfg.port, cfg.username)
+        self._log.info("logged in to AMI at %s:%d as %s", cfg.host, cfg.port, cfg.username)
         self.status.connected_since = datetime.now(UTC)
         self.status.last_error = None
         self.status.attempt = 0
@@ -180,7 +197,7 @@ class AMIBridge:
         self.status.last_sync_seconds = time.monotonic() - started
         self.status.state = "synced"
         self._link_event("synced")
-        self._metrics.ami_up.set(1)
+        self._metrics.ami_up.labels(self.name).set(1)
         writer = asyncio.create_task(self._writer(client), name="ami-writer")
         stopper = asyncio.create_task(stop.wait(), name="ami-stop")
         closed = asyncio.create_task(client.wait_closed(), name="ami-closed")
@@ -200,7 +217,7 @@ class AMIBridge:
             await asyncio.gather(writer, stopper, closed, names, return_exceptions=True)
 
     async def _resync(self, client: AMIClient) -> None:
-        logger.info("reading presence, device and hint state from Asterisk")
+        self._log.info("reading presence, device and hint state from Asterisk")
         presences = dict(self._translated(
             await client.send_list_action("PresenceStateList"), presence_change, "presence"))
         devices = dict(self._translated(
@@ -212,15 +229,15 @@ class AMIBridge:
             # the dialplan has no hints at all: users can still come from config.
             if "no dialplan hints" not in str(exc).lower():
                 raise
-            logger.warning("Asterisk has no dialplan hints; only users from the config are known")
+            self._log.warning("Asterisk has no dialplan hints; only users from the config are known")
             hint_events = []
         users = [u for u in map(hint_user, hint_events) if u is not None]
-        counts = await self._service.asterisk.resync(presences, users, devices)
+        counts = await self._sync.resync(presences, users, devices)
         if self._service.rules.queue_pause:
             await self._resync_queues(client)
         await self._read_astdb(client)
         await self._read_voicemail(client)
-        logger.info(
+        self._log.info(
             "synced with Asterisk: %d users, %d presences, %d devices; "
             "adopted %d, writing %d, conflicts %d",
             len(self._service.users.ids()), len(presences), len(devices),
@@ -245,8 +262,8 @@ class AMIBridge:
         items = [ev for ev in await client.send_list_action("QueueStatus")
                  if ev.event == "QueueMember"]
         members = list(self._translated(items, queue_member, "queue member"))
-        self._service.asterisk.resync_queues(members)
-        logger.info("read %d queue members", len(members))
+        self._sync.resync_queues(members)
+        self._log.info("read %d queue members", len(members))
 
     async def _read_astdb(self, client: AMIClient) -> None:
         """FreePBX's AMPUSER family: display names and each user's devices (DEVDND)."""
@@ -257,12 +274,12 @@ class AMIBridge:
             items = await client.send_list_action("DBGetTree", {"Family": "AMPUSER"})
         except ActionError as exc:
             # DBGetTree needs Asterisk 16.28/18.14/19.6+ and read=system or reporting.
-            logger.info("astdb not read (%s): no FreePBX names or devices", exc)
+            self._log.info("astdb not read (%s): no FreePBX names or devices", exc)
             items = []
         entries = ampuser_entries(items)
         if entries:
-            logger.info("FreePBX astdb: %d extension(s) in AMPUSER", len(entries))
-        service.asterisk.on_ampuser(entries)
+            self._log.info("FreePBX astdb: %d extension(s) in AMPUSER", len(entries))
+        self._sync.on_ampuser(entries)
 
     async def _read_voicemail(self, client: AMIClient) -> None:
         """New/old counts of every app_voicemail box (one list action); MessageWaiting
@@ -274,12 +291,12 @@ class AMIBridge:
         try:
             listed = await client.send_list_action("VoicemailUsersList")
         except ActionError as exc:
-            logger.info("VoicemailUsersList failed (%s): voicemail counts only for mailboxes "
+            self._log.info("VoicemailUsersList failed (%s): voicemail counts only for mailboxes "
                         "set in the config (MailboxCount)", exc)
             self._mailbox_count_needed = True
             return
         counts = dict(self._translated(listed, voicemail_entry, "voicemail box"))
-        self._service.asterisk.on_mailboxes(counts)
+        self._sync.on_mailboxes(counts)
 
     async def _mailbox_counts(self, client: AMIClient) -> None:
         """MailboxCount for each mailbox the config names (external MWI: res_mwi_external
@@ -296,7 +313,7 @@ class AMIBridge:
                         "MailboxCount", {"Mailbox": box}))])
 
         await asyncio.gather(*(one(b) for b in boxes))
-        service.asterisk.on_mailboxes(counts)
+        self._sync.on_mailboxes(counts)
 
     async def _read_cards(self, client: AMIClient) -> None:
         if self._mailbox_count_needed:
@@ -315,13 +332,13 @@ class AMIBridge:
                 listed = {e.get("ObjectName") for e in
                           await client.send_list_action("PJSIPShowEndpoints")}
             except ActionError as exc:  # "No endpoints found", or res_pjsip not loaded
-                logger.info("no PJSIP endpoints listed (%s): no caller ID names", exc)
+                self._log.info("no PJSIP endpoints listed (%s): no caller ID names", exc)
                 listed = set()
             todo = [(uid, ep) for uid, eps in wanted.items()
                     if (ep := next((e for e in eps if e in listed), None)) is not None]
             total, done = len(todo), 0
             self.status.cards = f"reading caller IDs 0/{total}"
-            logger.info("reading the caller IDs of %d phone(s) for display names", total)
+            self._log.info("reading the caller IDs of %d phone(s) for display names", total)
             sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
             async def one(uid: str, endpoint: str) -> None:
@@ -331,7 +348,7 @@ class AMIBridge:
                         items = await client.send_list_action("PJSIPShowEndpoint",
                                                               {"Endpoint": endpoint})
                     except ActionError as exc:
-                        logger.debug("no caller ID for %s: %s", clip(endpoint), exc)
+                        self._log.debug("no caller ID for %s: %s", clip(endpoint), exc)
                         items = []
                 callerid = endpoint_callerid(items)
                 if callerid:
@@ -340,9 +357,9 @@ class AMIBridge:
                 self.status.cards = f"reading caller IDs {done}/{total}"
 
             await asyncio.gather(*(one(uid, ep) for uid, ep in todo))
-        service.asterisk.on_endpoint_names(found)
+        self._sync.on_endpoint_names(found)
         self.status.cards = "done"
-        logger.info("contact cards read: %d name(s) from caller IDs", len(found))
+        self._log.info("contact cards read: %d name(s) from caller IDs", len(found))
 
     # -- events ----------------------------------------------------------
 
@@ -361,38 +378,38 @@ class AMIBridge:
         try:
             change = presence_change(msg)
         except InvalidInput as exc:
-            logger.warning("ignoring PresenceStateChange for %s: %s",
+            self._log.warning("ignoring PresenceStateChange for %s: %s",
                            clip(msg.get("Presentity")), exc)
             return
         if change is not None:
-            await self._service.asterisk.on_presence_change(*change)
+            await self._sync.on_presence_change(*change)
 
     async def _on_hint_event(self, msg: Message) -> None:
         user = hint_user(msg)
         if user is not None:
-            await self._service.asterisk.on_hint(user)
+            await self._sync.on_hint(user)
 
     async def _on_device_state_change(self, msg: Message) -> None:
         try:
             change = device_change(msg)
         except InvalidInput as exc:
-            logger.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
+            self._log.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
             return
         if change is not None:
-            await self._service.asterisk.on_device_change(*change)
+            await self._sync.on_device_change(*change)
 
     def _on_message_waiting(self, msg: Message) -> None:
         try:
             mailbox, counts = message_waiting(msg)
         except InvalidInput as exc:
-            logger.warning("ignoring MessageWaiting for %s: %s", clip(msg.get("Mailbox")), exc)
+            self._log.warning("ignoring MessageWaiting for %s: %s", clip(msg.get("Mailbox")), exc)
             return
-        self._service.asterisk.on_message_waiting(mailbox, counts)
+        self._sync.on_message_waiting(mailbox, counts)
 
     def _on_queue_member(self, msg: Message) -> None:
         member = queue_member(msg)
         if member is not None:
-            self._service.asterisk.on_queue_member(member, removed=msg.event == "QueueMemberRemoved")
+            self._sync.on_queue_member(member, removed=msg.event == "QueueMemberRemoved")
 
     # -- writes ----------------------------------------------------------
 
@@ -402,7 +419,7 @@ class AMIBridge:
         Asterisk runs one session's actions in the order received, so
         pipelining keeps each user's writes in order.
         """
-        outbox = self._service.outbox
+        outbox = self._sync.outbox
         sem = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -410,7 +427,7 @@ class AMIBridge:
                 # Wake for new work, or when a refused write is due again.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.wakeup.wait(), outbox.next_retry_in())
-                writes = self._service.asterisk.take_all()
+                writes = self._sync.take_all()
                 jobs: list[Awaitable[None]] = [self._write_presence(client, w)
                                                for w in writes.presence]
                 jobs += [self._write_mirror(client, w) for w in writes.mirror]
@@ -444,12 +461,12 @@ class AMIBridge:
                 },
             )
             self._metrics.setvar_seconds.observe(time.perf_counter() - started)
-            logger.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
+            self._log.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
         except (ActionError, ActionTimeout, InvalidInput, ValueError) as exc:
-            self._service.outbox.presence_refused(write, str(exc))
+            self._sync.outbox.presence_refused(write, str(exc))
         except AMIError as exc:
             # Link lost: the resync after the next login decides what to write.
-            logger.debug("write of %s not confirmed: %s", write.user, exc)
+            self._log.debug("write of %s not confirmed: %s", write.user, exc)
 
     async def _write_mirror(self, client: AMIClient, write: MirrorWrite) -> None:
         try:
@@ -459,11 +476,11 @@ class AMIBridge:
                 await client.send_action(
                     "Setvar", {"Variable": f"DEVICE_STATE({write.device})",
                                "Value": write.state})
-            self._service.outbox.mirror_written(write)
+            self._sync.outbox.mirror_written(write)
         except (ActionError, ActionTimeout, AriError) as exc:
-            self._service.outbox.mirror_refused(write, str(exc))
+            self._sync.outbox.mirror_refused(write, str(exc))
         except AMIError as exc:
-            logger.debug("mirror write of %s not confirmed: %s", write.user, exc)
+            self._log.debug("mirror write of %s not confirmed: %s", write.user, exc)
 
     async def _write_pause(self, client: AMIClient, write: PauseWrite) -> None:
         headers = {"Interface": write.interface, "Queue": write.queue,
@@ -472,13 +489,13 @@ class AMIBridge:
             headers["Reason"] = write.reason
         try:
             await client.send_action("QueuePause", headers)
-            self._service.outbox.pause_written(write)
-            logger.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
+            self._sync.outbox.pause_written(write)
+            self._log.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
                         write.interface, write.queue, write.user)
         except (ActionError, ActionTimeout) as exc:
-            self._service.outbox.pause_refused(write, str(exc))
+            self._sync.outbox.pause_refused(write, str(exc))
         except AMIError as exc:
-            logger.debug("QueuePause for %s not confirmed: %s", write.user, exc)
+            self._log.debug("QueuePause for %s not confirmed: %s", write.user, exc)
 
     async def _write_dnd(self, client: AMIClient, write: DndWrite) -> None:
         """What FreePBX's *78/*79 do (docs/asterisk.md, "FreePBX conventions"): the
@@ -494,21 +511,21 @@ class AMIBridge:
                     if "not found" not in str(exc).lower():
                         raise  # already off in astdb is fine
             # The user's DND device, then FreePBX's per-device ones (Custom:DEVDND<id>).
-            for device in (write.device, *self._service.devices.per_device_dnd(write.user)):
+            for device in (write.device, *self._sync.per_device_dnd(write.user)):
                 await client.send_action("Setvar", {
                     "Variable": f"DEVICE_STATE({device})",
                     "Value": "BUSY" if write.on else "UNAVAILABLE"})
-            self._service.outbox.dnd_written(write)
-            logger.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
+            self._sync.outbox.dnd_written(write)
+            self._log.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
         except (ActionError, ActionTimeout) as exc:
-            self._service.outbox.dnd_refused(write, str(exc))
+            self._sync.outbox.dnd_refused(write, str(exc))
         except AMIError as exc:
-            logger.debug("FreePBX DND of %s not confirmed: %s", write.user, exc)
+            self._log.debug("FreePBX DND of %s not confirmed: %s", write.user, exc)
 
     def _link_event(self, state: str, reason: str | None = None) -> None:
         cfg = self._config
         self._service.events.publish_service(
-            LinkEvent(state, datetime.now(UTC), f"{cfg.host}:{cfg.port}", reason))
+            LinkEvent(state, datetime.now(UTC), f"{cfg.host}:{cfg.port}", reason, self.name))
 
     async def ping(self) -> None:
         """A round trip on the live link: every action sent before it has been answered
@@ -524,6 +541,7 @@ class AMIBridge:
         if st.next_retry_at is not None:
             retry_in = max(0.0, round(st.next_retry_at - asyncio.get_running_loop().time(), 1))
         return {
+            "name": self.name,
             "host": self._config.host,
             "port": self._config.port,
             "username": self._config.username,

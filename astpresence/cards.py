@@ -115,6 +115,10 @@ class Cards:
     def mailboxes(self) -> list[str]:
         return list(self._mailboxes()[1])
 
+    def has_mailbox(self, mailbox: str) -> bool:
+        """Is ``mailbox`` some user's?"""
+        return mailbox in self._mailboxes()[1]
+
     # -- what Asterisk said ----------------------------------------------
 
     def users_changed(self) -> None:

@@ -295,14 +295,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show the AMI link, sync state and counts."""
     st = _client(ctx).request("GET", "/v1/status")
     ami = st["ami"]
-    link = f"{ami['state']} ({ami['username']}@{ami['host']}:{ami['port']})"
-    if ami.get("last_error"):
-        link += f"; last error: {ami['last_error']}"
-    if ami.get("retry_in_seconds") is not None:
-        link += f"; retrying in {ami['retry_in_seconds']} s"
+    servers = st.get("asterisk") or [ami]
+    if len(servers) == 1:
+        links = [f"AMI link:        {_link_summary(ami)}"]
+    else:
+        links = [f"AMI link {n.get('name', '?')}:".ljust(17) + _link_summary(n)
+                 for n in servers]
     human = "\n".join(
         [
-            f"AMI link:        {link}",
+            *links,
             f"synced:          {'yes' if st['synced'] else 'no'}",
             f"last sync:       {st['last_sync'] or 'never'}",
             f"users:           {st['users']}",
@@ -310,11 +311,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"failing writes:  {_failing_summary(st)}",
             f"contact cards:   {ami.get('cards') or 'not read yet'}",
             f"HA:              {_ha_summary(st.get('ha'))}",
-            f"reconnects:      {ami['reconnects']}",
+            f"reconnects:      {sum(n.get('reconnects', 0) for n in servers)}",
             f"version:         {st['version']}",
         ]
     )
     _emit(st, as_json, human)
+
+
+def _link_summary(ami: dict[str, Any]) -> str:
+    link = f"{ami['state']} ({ami['username']}@{ami['host']}:{ami['port']})"
+    if ami.get("last_error"):
+        link += f"; last error: {ami['last_error']}"
+    if ami.get("retry_in_seconds") is not None:
+        link += f"; retrying in {ami['retry_in_seconds']} s"
+    return link
 
 
 def _ha_summary(ha: dict[str, Any] | None) -> str:

@@ -20,7 +20,7 @@ from .auth import Level, Privacy
 from .calendars.fetch import safe_url
 from .calendars.settings import FeedConfig, parse_feed
 from .cards import DEFAULT_MAILBOX, check_mailbox
-from .model import InvalidInput, Presence, parse_presence, validate_user_id
+from .model import DEFAULT_NODE, InvalidInput, Presence, parse_presence, validate_user_id
 from .rules import DEFAULT_RULES, RuleConfig
 from .records import UserRecord
 from .users import DEFAULT_MAX_USERS
@@ -44,6 +44,9 @@ class Secret:
 
 @dataclass(frozen=True)
 class AMIConfig:
+    """One Asterisk server's AMI: the ``[ami]`` section or an ``[[asterisk]]`` entry."""
+
+    name: str = DEFAULT_NODE
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "astpresence"
@@ -138,7 +141,10 @@ def _mailbox_pattern(raw: object, what: str) -> str:
 
 @dataclass(frozen=True)
 class Config:
+    #: The single Asterisk server (``[ami]``); unused when :attr:`nodes` is set.
     ami: AMIConfig = AMIConfig()
+    #: Several Asterisk servers (``[[asterisk]]`` entries), in the file's order.
+    nodes: tuple[AMIConfig, ...] = ()
     #: The SQLite file, absolute once loaded (:func:`load_config`).
     db: str = field(default_factory=default_db_path)
     #: PostgreSQL instead of SQLite when set (``[store] url``); may hold a password.
@@ -159,6 +165,11 @@ class Config:
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
     source: str = "defaults"  # where the file came from, for `status`
+
+    @property
+    def asterisk_servers(self) -> tuple[AMIConfig, ...]:
+        """Every Asterisk server to follow: the ``[[asterisk]]`` entries, else ``[ami]``."""
+        return self.nodes or (self.ami,)
 
     @property
     def listen(self) -> str:
@@ -427,6 +438,51 @@ def _flat(section: str) -> Callable[[Config, object, str], Config]:
     return parse
 
 
+#: An Asterisk server's name: it appears in logs, metrics labels and the store.
+NODE_NAME_MAX = 32
+
+
+def _node_name(raw: object, what: str) -> str:
+    text = _text(raw, what)
+    if len(text) > NODE_NAME_MAX or not all(c.isascii() and (c.isalnum() or c in "-_")
+                                             for c in text):
+        raise ConfigError(f"{what}: expected up to {NODE_NAME_MAX} letters, digits, '-' or "
+                          f"'_', got {text!r}")
+    return text
+
+
+def _asterisk_nodes(cfg: Config, raw: object, where: str) -> Config:
+    """``[[asterisk]]``: several Asterisk servers, each with the keys of ``[ami]`` and a name."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: 'asterisk' must be a non-empty array of tables "
+                          "([[asterisk]] with name, host, port, username, secret)")
+    _, fields = SECTIONS["ami"]
+    nodes: list[AMIConfig] = []
+    for i, item in enumerate(raw):
+        what = f"{where} asterisk[{i}]"
+        table = _table(item, what)
+        _check_keys(table, {"name", *fields}, what)
+        for key in ("name", "host"):
+            if key not in table:
+                raise ConfigError(f"{what}: missing '{key}'")
+        node = AMIConfig(name=_node_name(table["name"], f"{what}.name"))
+        for key, value in table.items():
+            if key != "name":
+                node = replace(node, **fields[key](value, f"{what}.{key}"))
+        for other in nodes:
+            if other.name == node.name:
+                raise ConfigError(f"{what}: the name {node.name!r} is used twice")
+            if (other.host, other.port) == (node.host, node.port):
+                raise ConfigError(f"{what}: {node.host}:{node.port} is also {other.name!r}")
+        nodes.append(node)
+    return replace(cfg, nodes=tuple(nodes))
+
+
+def node_secret_var(name: str) -> str:
+    """The environment variable holding the AMI secret of ``[[asterisk]]`` ``name``."""
+    return "ASTPRESENCE_AMI_SECRET_" + name.upper().replace("-", "_")
+
+
 def _calendars(cfg: Config, raw: object, where: str) -> Config:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: 'calendars' must be an array of tables ([[calendars]])")
@@ -474,7 +530,7 @@ def _later(cfg: Config, raw: object, where: str) -> Config:
 #: Every top-level key of the file and its parser, in the order applied.
 FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
     **{section: _flat(section) for section in SECTIONS},
-    "users": _users, "calendars": _calendars, "rules": _rules, "presets": _presets, "cli": _cli,
+    "asterisk": _asterisk_nodes, "users": _users, "calendars": _calendars, "rules": _rules, "presets": _presets, "cli": _cli,
     "privacy": _later, "groups": _later,
 }
 
@@ -490,6 +546,9 @@ def _from_file(path: Path, cfg: Config) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     where = str(path)
     _check_keys(data, set(FILE_KEYS), where)
+    if "ami" in data and "asterisk" in data:
+        raise ConfigError(f"{where}: [ami] and [[asterisk]] both set; use [ami] for one "
+                          "Asterisk server or [[asterisk]] entries for several")
     cfg = replace(cfg, source=where)
     for key, parse in FILE_KEYS.items():
         if key in data:
@@ -497,6 +556,9 @@ def _from_file(path: Path, cfg: Config) -> Config:
     cfg = replace(cfg, privacy=_parse_privacy(data, raw_users_levels(data, where), where))
     if "ari" in data and not cfg.ari.url:
         raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got ''")
+    if cfg.rules.mirror and cfg.rules.mirror_via == "ari" and len(cfg.nodes) > 1:
+        raise ConfigError(f"{where}: rules.mirror_via = \"ari\" talks to one Asterisk server; "
+                          "with several [[asterisk]] entries use mirror_via = \"ami\"")
     if cfg.rules.mirror and cfg.rules.mirror_via == "ari" and not cfg.ari.url:
         raise ConfigError(f"{where}: rules.mirror_via = \"ari\" needs an [ari] section "
                           "with url, username and password")
@@ -549,6 +611,13 @@ def cli_token(data: Mapping[str, Any], where: str) -> str | None:
     return _text(table["token"], f"{where} cli.token")
 
 
+def _single_ami_only(cfg: Config, section: str, what: str) -> None:
+    if section == "ami" and cfg.nodes:
+        raise ConfigError(f"{what} sets the single [ami] server, but the config file has "
+                          "[[asterisk]] entries; set their values there (secrets: "
+                          f"{node_secret_var('<name>')})")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -566,9 +635,18 @@ def load_config(
     for var, (section, key) in ENV_VARS.items():
         if var in env:
             cfg = _set(cfg, section, key, env[var], f"environment variable {var}")
+            _single_ami_only(cfg, section, f"environment variable {var}")
     for flag, value in (overrides or {}).items():
         if value is not None:
             section, key = FLAGS[flag]
             cfg = _set(cfg, section, key, str(value), f"--{flag.replace('_', '-')}")
+            _single_ami_only(cfg, section, f"--{flag.replace('_', '-')}")
+    nodes = []
+    for node in cfg.nodes:
+        var = node_secret_var(node.name)
+        if var in env:
+            node = replace(node, secret=_secret(env[var], f"environment variable {var}"))
+        nodes.append(node)
+    cfg = replace(cfg, nodes=tuple(nodes))
     # Absolute, so every message names the file really used.
     return replace(cfg, db=os.path.abspath(os.path.expanduser(cfg.db)))

@@ -23,7 +23,7 @@ from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
 from .bridge import AMIBridge
-from .config import Config, config_json, default_db_path
+from .config import Config, config_json, default_db_path, node_secret_var
 from .lock import AlreadyRunning, DaemonLock
 from .metrics import Metrics
 from .service import PresenceService
@@ -53,12 +53,16 @@ class Daemon:
                                        dnd_device=config.freepbx.dnd_device,
                                        dnd_sync=config.freepbx.dnd_sync,
                                        mailbox_pattern=config.cards.mailbox,
-                                       read_names=config.cards.names)
+                                       read_names=config.cards.names,
+                                       nodes=[n.name for n in config.asterisk_servers])
         self.metrics = Metrics()
         self.metrics.watch_service(self.service)
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
-        self.bridge = AMIBridge(config.ami, self.service, metrics=self.metrics, ari=self.ari)
+        #: One AMI link per Asterisk server; :attr:`bridge` is the first (or only) one.
+        self.bridges = [AMIBridge(node, self.service, metrics=self.metrics, ari=self.ari)
+                        for node in config.asterisk_servers]
+        self.bridge = self.bridges[0]
         self.calendars = CalendarFeeds(config.calendars, self.service)
         self.metrics.watch_calendars(self.calendars)
         self.stop_event = asyncio.Event()
@@ -144,8 +148,8 @@ class Daemon:
             self._lock.release()
             self._lock = None
 
-    def _status(self) -> dict[str, Any]:
-        return self.bridge.status_json()
+    def _status(self) -> list[dict[str, Any]]:
+        return [b.status_json() for b in self.bridges]
 
     async def run(self) -> None:
         """Start, keep the AMI link up until stopped, shut down.
@@ -166,7 +170,7 @@ class Daemon:
             except BaseException:
                 await self.shutdown()
                 raise
-        link = asyncio.create_task(self.bridge.run(self.stop_event), name="ami-link")
+        link = asyncio.create_task(self._links(), name="ami-links")
         calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
         try:
             if ha is None:
@@ -181,6 +185,12 @@ class Daemon:
                     self.exit_code = 1
         finally:
             await self.shutdown(link, calendars)
+
+    async def _links(self) -> None:
+        """Every server's link, side by side: one that is down holds up none of the others."""
+        async with asyncio.TaskGroup() as group:
+            for bridge in self.bridges:
+                group.create_task(bridge.run(self.stop_event), name=f"ami-link-{bridge.name}")
 
     async def shutdown(self, link: asyncio.Task[None] | None = None,
                        calendars: asyncio.Task[None] | None = None) -> None:
@@ -257,11 +267,17 @@ def serve(config: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
         logger.info(
-            "astpresence starting: AMI %s:%d as %s, store %s",
-            config.ami.host, config.ami.port, config.ami.username, store_name(config),
-        )
-        if not config.ami.secret.value:
+            "astpresence starting: AMI %s, store %s",
+            ", ".join(f"{n.host}:{n.port} as {n.username}" + (f" ({n.name})" if config.nodes
+                                                             else "")
+                      for n in config.asterisk_servers), store_name(config))
+        if not config.nodes and not config.ami.secret.value:
             logger.warning("no AMI secret configured (ami.secret / ASTPRESENCE_AMI_SECRET)")
+        for node in config.nodes:
+            if not node.secret.value:
+                logger.warning("no AMI secret configured for Asterisk %s (secret in its "
+                               "[[asterisk]] entry, or %s)", node.name,
+                               node_secret_var(node.name))
         try:
             await daemon.run()
         except DaemonError as exc:

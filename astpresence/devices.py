@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from . import freepbx, mirror, rules
-from .model import DeviceState
+from .model import DEFAULT_NODE, DeviceState, aggregate_devices
 from .rules import DeviceView, RuleConfig
 from .users import UserDirectory
 
@@ -46,13 +46,14 @@ class Devices:
         # FreePBX's DND device, "Custom:DND{user}" (docs/asterisk.md, "FreePBX
         # conventions"): a switch the person flips, never a phone.
         self._dnd_pattern = dnd_device
+        #: Each device's state, combined over the Asterisk servers (:meth:`set`).
         self.states: dict[str, DeviceState] = {}
+        self._by_node: dict[str, dict[str, DeviceState]] = {}
         self._full_logged = False
         self._index: dict[str, set[str]] | None = None  # device -> users
         self._unavailable_since: dict[str, datetime] = {}
         self._missed: dict[str, int] = {}
         self._ring: dict[str, CallEnd] = {}  # uid -> ANSWERED or MISSED while ringing
-        self._freepbx_devices: dict[str, tuple[str, ...]] = {}  # uid -> AMPUSER/<ext>/device
 
     def users_changed(self) -> None:
         self._index = None
@@ -88,15 +89,6 @@ class Devices:
         """FreePBX's DND devices are recognised (``[freepbx] dnd_device`` set)."""
         return bool(self._dnd_pattern)
 
-    def set_freepbx_devices(self, by_user: dict[str, tuple[str, ...]]) -> None:
-        """FreePBX's device ids of each user (``AMPUSER/<ext>/device``), read at a sync."""
-        self._freepbx_devices = by_user
-
-    def per_device_dnd(self, uid: str) -> tuple[str, ...]:
-        """FreePBX's per-device DND devices of the user (``Custom:DEVDND<device>``),
-        switched with the user's DND as its *78/*79 do."""
-        return tuple(f"{DEVDND_PREFIX}{d}" for d in self._freepbx_devices.get(uid, ()))
-
     def is_phone(self, device: str) -> bool:
         """Devices that say whether the person is on the phone or offline: not the
         BLF mirror (derived from the result) and not a FreePBX DND switch."""
@@ -104,28 +96,51 @@ class Devices:
                     or self.dnd_owner(device) is not None
                     or bool(self._dnd_pattern) and device.startswith(DEVDND_PREFIX))
 
-    def set(self, device: str, state: DeviceState) -> bool:
-        """Record a live state; False when it was left out (see :data:`MAX_DEVICES`).
+    def set(self, device: str, state: DeviceState, node: str = DEFAULT_NODE) -> bool:
+        """Record a live state on Asterisk server ``node``; False when it was left out
+        (see :data:`MAX_DEVICES`).
 
         Devices nobody owns are kept too (a hint may name them after a
-        reload), but only up to the bound: a flood of made-up device names
-        from the AMI link must not grow memory without end.
+        reload), but only up to the bound, per server: a flood of made-up
+        device names from an AMI link must not grow memory without end.
         """
-        if (device not in self.states and len(self.states) >= MAX_DEVICES
+        states = self._by_node.setdefault(node, {})
+        if (device not in states and len(states) >= MAX_DEVICES
                 and not self.users_of(device)):
             if not self._full_logged:
-                logger.warning("more than %d device states known; states of devices no "
-                               "user has are left out until the next sync", MAX_DEVICES)
+                logger.warning("more than %d device states known on %s; states of devices "
+                               "no user has are left out until the next sync", MAX_DEVICES,
+                               node)
                 self._full_logged = True
             return False
-        self.states[device] = state
+        states[device] = state
+        self._combine(device)
         return True
 
-    def replace(self, states: Mapping[str, DeviceState]) -> None:
-        """After a login: what Asterisk reports now; nothing from before counts."""
-        self.states = dict(states)
+    def replace(self, states: Mapping[str, DeviceState], node: str = DEFAULT_NODE) -> None:
+        """After a login to ``node``: what it reports now; nothing from before counts."""
+        old = self._by_node.get(node, {})
+        self._by_node[node] = dict(states)
+        if len(self._by_node) == 1:
+            self.states = dict(states)
+        else:
+            for device in {*old, *states}:
+                self._combine(device)
         self._full_logged = False
         self._ring.clear()
+
+    def _combine(self, device: str) -> None:
+        """A device known to several servers (one phone behind a proxy, or the same
+        name on each) is as busy as the busiest says, as a hint combines devices."""
+        if len(self._by_node) == 1:
+            state = next(iter(self._by_node.values())).get(device)
+        else:
+            seen = [s[device] for s in self._by_node.values() if device in s]
+            state = aggregate_devices(seen) if seen else None
+        if state is None:
+            self.states.pop(device, None)
+        else:
+            self.states[device] = state
 
     def view(self, uid: str) -> DeviceView:
         """The states of the user's own phones (see :meth:`is_phone`)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Union
 
+from .model import DEFAULT_NODE
 from .records import PresenceView
 
 #: How many recent events a reconnecting client can resume from.
@@ -42,6 +43,7 @@ class LinkEvent:
     since: datetime
     asterisk: str  # host:port
     reason: str | None = None
+    node: str = DEFAULT_NODE  # the server's name
 
 
 ServiceEvent = LinkEvent  # the daemon's shutdown is said by the API as it closes streams
@@ -67,7 +69,17 @@ class EventHub:
         self._seq = int(time.time() * 1_000_000) if first_seq is None else first_seq
         self._recent: collections.deque[ChangeEvent] = collections.deque(maxlen=EVENT_BUFFER)
         self._subs: set[Subscription] = set()
-        self.link: LinkEvent | None = None  # the latest link event, for new streams
+        #: Each Asterisk server's latest link event, for new streams.
+        self.links: dict[str, LinkEvent] = {}
+
+    @property
+    def link(self) -> LinkEvent | None:
+        """The link as one value: the oldest "down" of a server, else the newest
+        "synced" (None: no server synced yet)."""
+        down = [e for e in self.links.values() if e.state != "synced"]
+        if down:
+            return min(down, key=lambda e: e.since)
+        return max(self.links.values(), key=lambda e: e.since, default=None)
 
     @property
     def seq(self) -> int:
@@ -109,7 +121,7 @@ class EventHub:
         """A service event for every listener now (not numbered, not kept for resuming:
         the hello of a new stream carries the link state instead)."""
         if isinstance(event, LinkEvent):
-            self.link = event
+            self.links[event.node] = event
         self._fan_out(event)
 
     def _fan_out(self, event: Event) -> None:

@@ -60,12 +60,13 @@ class _FailingWrites(Collector):
     def collect(self) -> Iterable[Metric]:
         failing = GaugeMetricFamily(
             "astpresence_writes_failing", "Writes refused by Asterisk, waiting for a retry",
-            labels=["kind"])
+            labels=["kind", "node"])
         total = CounterMetricFamily(
-            "astpresence_write_failures", "Writes refused by Asterisk", labels=["kind"])
-        for failures in self._service.outbox.failures():
-            failing.add_metric([failures.kind], len(failures))
-            total.add_metric([failures.kind], failures.total)
+            "astpresence_write_failures", "Writes refused by Asterisk", labels=["kind", "node"])
+        for name, node in self._service.nodes.items():
+            for failures in node.outbox.failures():
+                failing.add_metric([failures.kind, name], len(failures))
+                total.add_metric([failures.kind, name], failures.total)
         yield failing
         yield total
 
@@ -73,10 +74,11 @@ class _FailingWrites(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # "node": the Asterisk server's name ("asterisk" for the single [ami] one).
         self.ami_up = Gauge("astpresence_ami_up", "1 while logged in to AMI and synced",
-                            registry=self.registry)
+                            ["node"], registry=self.registry)
         self.reconnects = Counter("astpresence_ami_reconnects",
-                                  "AMI reconnect attempts", registry=self.registry)
+                                  "AMI reconnect attempts", ["node"], registry=self.registry)
         self.events = Counter("astpresence_ami_events", "AMI events received, by type",
                               ["type"], registry=self.registry)
         self.setvar_seconds = Histogram(

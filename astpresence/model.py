@@ -206,6 +206,10 @@ def aggregate_devices(states: Iterable[DeviceState]) -> DeviceState:
     return best
 
 
+#: The name of the single Asterisk server of the ``[ami]`` form (``[[asterisk]]``
+#: entries name their own).
+DEFAULT_NODE = "asterisk"
+
 USER_ID_MAX = 80
 #: Characters a user id cannot hold: they end the AMI header or the function
 #: call it travels in (``PRESENCE_STATE(CustomPresence:<id>)``), split a hint,

@@ -37,12 +37,15 @@ Pause = tuple[bool, str]  # (paused, reason) of a queue member
 class Outbox:
     def __init__(self, users: UserDirectory, config: RuleConfig, members: QueueMembers, *,
                  clock: Callable[[], float] = time.monotonic,
-                 dnd_device: Callable[[str], str | None] = lambda uid: None) -> None:
+                 dnd_device: Callable[[str], str | None] = lambda uid: None,
+                 wants_mirror: Callable[[str], bool] = lambda uid: True) -> None:
         self._users = users
         self._config = config
         self._members = members
         #: the FreePBX DND device to keep in step with dnd (None: no sync for that user)
         self._dnd_device = dnd_device
+        #: does this Asterisk server get the user's BLF mirror (several servers)?
+        self._wants_mirror = wants_mirror
         self.dnd: WriteTracker[str, bool] = WriteTracker("freepbx_dnd", False, clock=clock)
         self.presence: WriteTracker[str, Presence] = WriteTracker("presence", NOT_SET,
                                                                   clock=clock)
@@ -91,7 +94,7 @@ class Outbox:
             want = desired(uid)
             if self.presence.take(uid, want):
                 writes.presence.append(PresenceWrite(uid, want))
-            if self._config.mirror and uid in self._users:
+            if self._config.mirror and uid in self._users and self._wants_mirror(uid):
                 state = mirror.mirror_state(want.state, self._config)
                 if self.mirror.take(uid, state):
                     writes.mirror.append(

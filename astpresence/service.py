@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from . import rules
-from .cards import DEFAULT_MAILBOX, Card, Cards
+from . import mirror, rules
+from .cards import DEFAULT_MAILBOX, Card, Cards, Mailbox
 from .commit import GroupCommitter, log_store_failure
 from .devices import Devices
 from .events import EventHub
-from .model import NOT_SET, InvalidInput, Presence
+from .model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
 from .queues import QueueMembers
 from .records import EffectiveRecord, HistoryEntry, PresenceView, SourceRecord, UserRecord
 from .rules import DEFAULT_RULES, DeviceView, RuleConfig
 from .sources import Contributions
 from .store.base import Batch, Store
-from .sync import AsteriskSync
+from .sync import AsteriskSync, last_sync_key
 from .timers import Deadlines
 from .users import DEFAULT_MAX_USERS, UserDirectory
 
@@ -82,32 +82,61 @@ class PresenceService:
         dnd_sync: bool = False,
         mailbox_pattern: str = DEFAULT_MAILBOX,
         read_names: bool = True,
+        nodes: Sequence[str] = (DEFAULT_NODE,),
     ) -> None:
         self._store = store
         self._clock = clock
         self.rules = rules_config
-        self.users = UserDirectory(config_users, max_users=max_users)
+        self.users = UserDirectory(config_users, max_users=max_users, nodes=nodes)
         self.contributions = Contributions(rules_config)
         self._effective: dict[str, EffectiveRecord] = {}
         self.devices = Devices(self.users, rules_config, dnd_device=dnd_device)
         self.cards = Cards(self.users, mailbox_pattern=mailbox_pattern, read_names=read_names)
-        self.queue_members = QueueMembers(self.users, self.devices)
         self.dnd_sync = dnd_sync
-        self.outbox = Outbox(self.users, rules_config, self.queue_members, clock=retry_clock,
-                             dnd_device=self.devices.dnd_device_of if dnd_sync
-                             else lambda uid: None)
         self.events = EventHub()
         self._committer = GroupCommitter(store)
         self._deadlines = Deadlines(clock, self._time_passed)
-        self.asterisk = AsteriskSync(self, store, clock)
+        #: Each Asterisk server's side, in the config's order (sync.py).
+        self.nodes: dict[str, AsteriskSync] = {}
+        for node in nodes:
+            members = QueueMembers(self.users, self.devices)
+            outbox = Outbox(self.users, rules_config, members, clock=retry_clock,
+                            dnd_device=self.devices.dnd_device_of if dnd_sync
+                            else lambda uid: None,
+                            wants_mirror=self._mirror_wanted_on(node, len(nodes)))
+            self.nodes[node] = AsteriskSync(self, store, clock, node, outbox, members)
+        # The first server's parts, by their old names (one server: the only ones).
+        self.asterisk = next(iter(self.nodes.values()))
+        self.outbox = self.asterisk.outbox
+        self.queue_members = self.asterisk.queue_members
 
     @property
     def synced(self) -> bool:
-        return self.outbox.synced
+        """Every Asterisk server has been read since its link last came up."""
+        return all(n.outbox.synced for n in self.nodes.values())
 
     @property
     def last_sync(self) -> datetime | None:
-        return self.asterisk.last_sync
+        """The oldest of the servers' last syncs (None: one was never read)."""
+        syncs = [n.last_sync for n in self.nodes.values()]
+        return None if None in syncs else min(s for s in syncs if s is not None)
+
+    def mark(self, uid: str) -> None:
+        """``uid``'s wanted values may differ from what any Asterisk server holds."""
+        for node in self.nodes.values():
+            node.outbox.mark(uid)
+
+    def _mirror_wanted_on(self, node: str, count: int) -> Callable[[str], bool]:
+        """Write a user's BLF mirror to ``node``? With several servers, only where a
+        hint has the mirror device (or everywhere, when no hint has it)."""
+        if count == 1:
+            return lambda uid: True
+
+        def wanted(uid: str) -> bool:
+            device = mirror.mirror_device(uid, self.rules)
+            where = self.users.nodes_with_device(uid, device)
+            return not where or node in where
+        return wanted
 
     # -- lifecycle -------------------------------------------------------
 
@@ -118,9 +147,10 @@ class PresenceService:
         self.contributions.load(await self._store.load_sources())
         for eff in await self._store.load_effective():
             self._effective[eff.user] = eff
-        self.outbox.presence.load((await self._store.load_asterisk()).items())
-        last = await self._store.get_meta("last_sync")
-        self.asterisk.last_sync = datetime.fromisoformat(last) if last else None
+        for node in self.nodes.values():
+            node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
+            last = await self._store.get_meta(last_sync_key(node.node))
+            node.last_sync = datetime.fromisoformat(last) if last else None
         self._committer.start()
         # Windows may have opened or closed while the daemon was down.
         now = self._clock()
@@ -186,7 +216,8 @@ class PresenceService:
         return eff.presence if eff is not None else NOT_SET
 
     def _is_pending(self, uid: str) -> bool:
-        return self.outbox.presence.needs(uid, self._desired(uid))
+        want = self._desired(uid)
+        return any(n.outbox.presence.needs(uid, want) for n in self.nodes.values())
 
     # -- changes made through astpresence -------------------------------
 
@@ -252,7 +283,8 @@ class PresenceService:
 
     def _manual_changed(self, uid: str, batch: Batch) -> None:
         """Any manual change clears auto-away and the missed-call count."""
-        self.outbox.presence.failures.clear(uid)
+        for node in self.nodes.values():
+            node.outbox.presence.failures.clear(uid)
         self.devices.reset_missed(uid)
         self.contributions.drop(uid, rules.SOURCE_AUTO, batch)
 
@@ -285,7 +317,7 @@ class PresenceService:
                              f"{decision.rule}: {trigger}")
             )
             self._publish(uid, old)
-        self.outbox.mark(uid)
+        self.mark(uid)
         return True
 
     async def _time_passed(self, due: list[str], now: datetime) -> None:
@@ -306,6 +338,21 @@ class PresenceService:
         """The set of users changed (a sync, a new hint): derived indexes follow."""
         self.devices.users_changed()
         self.cards.users_changed()
+
+    def node_cards_changed(self) -> None:
+        """A server's names or voicemail counts were read: the cards as all servers
+        have them (the first server in the config wins where two differ)."""
+        names: dict[str, str] = {}
+        callerids: dict[str, str] = {}
+        counts: dict[str, Mailbox] = {}
+        for node in reversed(self.nodes.values()):
+            names.update(node.astdb_names)
+            callerids.update(node.callerids)
+            counts.update(node.mailbox_counts)
+        cards = self.cards
+        self.cards_changed(cards.replace_astdb_names(names if cards.read_names else {}))
+        self.cards_changed(cards.replace_endpoint_names(callerids))
+        self.cards_changed(cards.replace_mailboxes(counts))
 
     def cards_changed(self, before: Mapping[str, Card]) -> None:
         """Contact cards changed (name, voicemail): an event for each, like a presence
@@ -356,5 +403,5 @@ class PresenceService:
                                history_source=ASTERISK):
             # Same effective value, but Asterisk may now differ (an overlay is
             # still on): make sure it gets the effective value back.
-            self.outbox.mark(uid)
+            self.mark(uid)
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from . import rules
 from .cards import Mailbox
-from .devices import CallEnd
+from .devices import DEVDND_PREFIX, CallEnd
 from .logsafe import clip
-from .model import NOT_SET, DeviceState, Presence, State
-from .queues import QueueMember
+from .model import DEFAULT_NODE, NOT_SET, DeviceState, Presence, State
+from .outbox import Outbox
+from .queues import QueueMember, QueueMembers
 from .records import UserRecord
 from .store.base import Batch, Store
 from .translate import freepbx_devices
@@ -30,22 +31,41 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+def last_sync_key(node: str) -> str:
+    """The meta key of a server's last sync (``last_sync`` for the single one)."""
+    return "last_sync" if node == DEFAULT_NODE else f"last_sync:{node}"
+
+
 #: The actor of a presence set by FreePBX's DND switch (history, sources).
 FREEPBX_DND = "freepbx-dnd"
 MANUAL = rules.SOURCE_MANUAL
 
 
 class AsteriskSync:
+    """One Asterisk server (``node``): what it holds, and what to send it.
+
+    Each server has its own write trackers (outbox.py), queue members and
+    FreePBX astdb; users, devices and presence are the engine's, shared by
+    all servers.
+    """
+
     def __init__(self, engine: PresenceService, store: Store,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], node: str, outbox: Outbox,
+                 queue_members: QueueMembers) -> None:
         self._engine = engine
         self._store = store
         self._clock = clock
+        self.node = node
         self.users = engine.users
         self.devices = engine.devices
-        self.queue_members = engine.queue_members
-        self.outbox = engine.outbox
+        self.queue_members = queue_members
+        self.outbox = outbox
         self.last_sync: datetime | None = None
+        # Contact-card facts as this server has them; the engine merges the servers'.
+        self.astdb_names: dict[str, str] = {}  # extension -> AMPUSER cidname
+        self.callerids: dict[str, str] = {}  # user -> caller ID of a phone
+        self.mailbox_counts: dict[str, Mailbox] = {}  # users' mailboxes only
+        self._freepbx_devices: dict[str, tuple[str, ...]] = {}  # uid -> AMPUSER/<ext>/device
         self.adopted = 0  # changes made elsewhere and adopted
         self.echoes = 0  # our own writes seen back
 
@@ -54,15 +74,15 @@ class AsteriskSync:
         if uid not in self.users:
             return  # not a user: nothing is stored for it
         batch = Batch()
-        batch.put_asterisk.append((uid, presence))
+        batch.put_asterisk.append((self.node, uid, presence))
         if self.outbox.presence.seen(uid, presence):
             self.echoes += 1
             logger.debug("echo of our write for %s: %s", uid, presence.state.value)
             self.outbox.mark(uid)
         else:
             logger.info(
-                "presence of %s changed in Asterisk to %s; adopting it as a manual change",
-                uid, presence.state.value,
+                "presence of %s changed in Asterisk (%s) to %s; adopting it as a manual change",
+                uid, self.node, presence.state.value,
             )
             self.adopted += 1
             self._engine.adopt(uid, presence, batch, reason="changed in Asterisk")
@@ -70,7 +90,7 @@ class AsteriskSync:
 
     async def on_device_change(self, device: str, state: DeviceState) -> None:
         """A live ``DeviceStateChange``."""
-        self.devices.set(device, state)
+        self.devices.set(device, state, self.node)
         owner = self.devices.mirror_owner(device)
         if owner is not None:
             self.outbox.mirror.seen(owner, state.value)
@@ -137,7 +157,7 @@ class AsteriskSync:
         if self.users.get(user.id) == user:
             return
         refused = self.users.refused
-        if self.users.add_hint_user(user):
+        if self.users.add_hint_user(user, self.node):
             logger.info("user %s found in hint %s@%s", user.id, clip(user.extension),
                         clip(user.context))
             self._engine.users_changed()
@@ -180,7 +200,7 @@ class AsteriskSync:
         Then devices are replaced by what Asterisk reports and every user is
         decided again. Nothing is assumed from before the reconnect.
         """
-        changed, gone = self.users.replace_hint_users(hint_users)
+        changed, gone = self.users.replace_hint_users(hint_users, self.node)
         if changed:
             await self._store.save_users(changed)
         if gone:
@@ -204,7 +224,7 @@ class AsteriskSync:
 
         # Devices as Asterisk reports them now; what we knew before is void.
         now = self._clock()
-        self.devices.replace(devices)
+        self.devices.replace(devices, self.node)
         self.outbox.dnd.reset()
         for device, state in devices.items():
             dnd_user = self.devices.dnd_owner(device)
@@ -216,7 +236,7 @@ class AsteriskSync:
             self.devices.note_unavailable(uid, now)
             self._engine.recompute(uid, now, batch, trigger="resync", actor="engine")
             self.outbox.mark(uid)
-        batch.meta["last_sync"] = now.isoformat()
+        batch.meta[last_sync_key(self.node)] = now.isoformat()
         await self._engine.commit(batch)
         self.last_sync = now
         self.outbox.synced = True
@@ -230,7 +250,7 @@ class AsteriskSync:
         desired = self._engine.desired(uid)
         if now_value != known or not tracker.knows(uid):
             tracker.confirm(uid, now_value)
-            batch.put_asterisk.append((uid, now_value))
+            batch.put_asterisk.append((self.node, uid, now_value))
         if now_value == desired:
             return "unchanged"
         if now_value != known and desired == known:
@@ -239,9 +259,9 @@ class AsteriskSync:
             return "adopted"
         if now_value != known:
             logger.warning(
-                "%s: Asterisk has %s but a change made through astpresence while "
-                "Asterisk was unreachable (%s) is newer; writing it",
-                uid, now_value.state.value, desired.state.value,
+                "%s: Asterisk (%s) has %s but a change made through astpresence while "
+                "it was unreachable (%s) is newer; writing it",
+                uid, self.node, now_value.state.value, desired.state.value,
             )
             self.outbox.mark(uid)
             return "conflicts"
@@ -265,27 +285,36 @@ class AsteriskSync:
             entry = entries.get(user.extension) if user.extension else None
             if entry and entry.get("device"):
                 by_user[user.id] = freepbx_devices(entry["device"])
-        self.devices.set_freepbx_devices(by_user)
-        names = {ext: e["cidname"] for ext, e in entries.items() if e.get("cidname")}
-        cards = self._engine.cards
-        self._engine.cards_changed(cards.replace_astdb_names(names if cards.read_names else {}))
+        self._freepbx_devices = by_user
+        self.astdb_names = {ext: e["cidname"] for ext, e in entries.items() if e.get("cidname")}
+        self._engine.node_cards_changed()
+
+    def per_device_dnd(self, uid: str) -> tuple[str, ...]:
+        """FreePBX's per-device DND devices of the user on this server
+        (``Custom:DEVDND<device>``), switched with the user's DND as its *78/*79 do."""
+        return tuple(f"{DEVDND_PREFIX}{d}" for d in self._freepbx_devices.get(uid, ()))
 
     def on_endpoint_names(self, callerids: Mapping[str, str]) -> None:
         """Caller IDs of users' phones (user -> ``"Alice Martin" <2000>``)."""
-        self._engine.cards_changed(self._engine.cards.replace_endpoint_names(callerids))
+        self.callerids = dict(callerids)
+        self._engine.node_cards_changed()
 
     def on_mailboxes(self, counts: Mapping[str, Mailbox]) -> None:
         """Every mailbox's counts as listed at a sync."""
         cards = self._engine.cards
-        missing = cards.missing_mailboxes(counts)
+        self.mailbox_counts = {box: c for box, c in counts.items() if cards.has_mailbox(box)}
+        listed = {box for node in self._engine.nodes.values() for box in node.mailbox_counts}
+        missing = cards.missing_mailboxes(listed)
         if missing:
             logger.warning("Asterisk has no voicemail box %s set in the config; no "
                            "voicemail count for it", ", ".join(clip(m) for m in missing[:10]))
-        self._engine.cards_changed(cards.replace_mailboxes(counts))
+        self._engine.node_cards_changed()
 
     def on_message_waiting(self, mailbox: str, counts: Mailbox) -> None:
         """A live ``MessageWaiting``; mailboxes no user has are dropped."""
-        self._engine.cards_changed(self._engine.cards.mailbox_changed(mailbox, counts))
+        if self._engine.cards.has_mailbox(mailbox):
+            self.mailbox_counts[mailbox] = counts
+            self._engine.cards_changed(self._engine.cards.mailbox_changed(mailbox, counts))
 
     def link_lost(self) -> None:
         """The AMI link is down: nothing in flight will be confirmed."""

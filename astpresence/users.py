@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from .model import DEFAULT_NODE
 from .records import UserRecord
 
 #: Users found in hints, at most: a flood of events naming new presentities
@@ -16,12 +17,23 @@ DEFAULT_MAX_USERS = 20_000
 
 
 class UserDirectory:
-    """Merges users from config (authoritative where set) and from hints."""
+    """Merges users from config (authoritative where set) and from hints.
+
+    With several Asterisk servers each one's hints are kept apart
+    (``node``): a user is the union of the hints naming it on every server
+    (its plainest extension, all of their devices), and leaves when no
+    server has such a hint any more. The users stored by an earlier run
+    count until every server has been read once.
+    """
 
     def __init__(self, config_users: Iterable[UserRecord] = (), *,
-                 max_users: int = DEFAULT_MAX_USERS) -> None:
+                 max_users: int = DEFAULT_MAX_USERS,
+                 nodes: Iterable[str] = (DEFAULT_NODE,)) -> None:
         self._config = {u.id: u for u in config_users}
-        self._hints: dict[str, UserRecord] = {}
+        self._nodes = tuple(nodes)
+        self._by_node: dict[str, dict[str, UserRecord]] = {}
+        self._stored: dict[str, UserRecord] = {}
+        self._hints: dict[str, UserRecord] = {}  # merged over the nodes
         self.max_users = max_users
         self.refused = 0  # hint users not taken because of the cap, since the last sync
 
@@ -29,45 +41,77 @@ class UserDirectory:
         """Users found in hints on an earlier run, so they are known before login."""
         for user in stored:
             if user.origin == "hint":
-                self._hints[user.id] = user
+                self._stored[user.id] = user
+        self._merge_all()
 
-    def add_hint_user(self, user: UserRecord) -> bool:
-        """Record a user found in a hint; True when it is new or changed.
+    def add_hint_user(self, user: UserRecord, node: str = DEFAULT_NODE) -> bool:
+        """Record a user found in a hint on ``node``; True when the user is new or changed.
 
         A new user past :attr:`max_users` is refused (counted in :attr:`refused`).
         """
-        old = self._hints.get(user.id)
+        hints = self._by_node.setdefault(node, {})
+        old = hints.get(user.id)
         if old == user:
             return False
-        if old is None and len(self._hints) >= self.max_users:
+        if old is None and len(hints) >= self.max_users:
             self.refused += 1
             return False
-        self._hints[user.id] = user
-        return True
+        hints[user.id] = user
+        return self._merge(user.id)
 
-    def replace_hint_users(self, users: Iterable[UserRecord]) -> tuple[list[UserRecord],
-                                                                         list[str]]:
-        """The dialplan as Asterisk lists it now: (new or changed users, ids gone).
+    def replace_hint_users(self, users: Iterable[UserRecord], node: str = DEFAULT_NODE
+                           ) -> tuple[list[UserRecord], list[str]]:
+        """``node``'s dialplan as Asterisk lists it now: (new or changed users, ids gone).
 
-        A hint removed by a reload takes its user away; a presentity named by
-        several hints (an intercom or feature code beside the extension) is
-        one user, shown with its plainest extension (``2000``, not ``*802000``).
+        A hint removed by a reload takes its user away (unless another server
+        has one); a presentity named by several hints (an intercom or feature
+        code beside the extension) is one user, shown with its plainest
+        extension (``2000``, not ``*802000``).
         """
         fresh: dict[str, UserRecord] = {}
         self.refused = 0
         for user in users:
             if user.id in fresh:
-                if _plainer(user.extension, fresh[user.id].extension):
-                    fresh[user.id] = user
+                fresh[user.id] = _combined(fresh[user.id], user)
                 continue
             if len(fresh) >= self.max_users:
                 self.refused += 1
                 continue
             fresh[user.id] = user
-        changed = [u for uid, u in fresh.items() if self._hints.get(uid) != u]
-        gone = [uid for uid in self._hints if uid not in fresh]
-        self._hints = fresh
+        before = self._hints
+        self._by_node[node] = fresh
+        if all(n in self._by_node for n in self._nodes):
+            self._stored = {}  # every server has been read: the stored ones are void
+        self._merge_all()
+        changed = [u for uid, u in self._hints.items() if before.get(uid) != u]
+        gone = [uid for uid in before if uid not in self._hints]
         return changed, gone
+
+    def _merge_all(self) -> None:
+        merged: dict[str, UserRecord] = dict(self._stored)
+        for node in self._nodes:
+            for uid, user in self._by_node.get(node, {}).items():
+                first = merged.get(uid)
+                merged[uid] = user if first is None or uid in self._stored and \
+                    first is self._stored[uid] else _combined(first, user)
+        self._hints = merged
+
+    def _merge(self, uid: str) -> bool:
+        records = [h[uid] for n in self._nodes if uid in (h := self._by_node.get(n, {}))]
+        if not records:
+            return False
+        user = records[0]
+        for other in records[1:]:
+            user = _combined(user, other)
+        if self._hints.get(uid) == user:
+            return False
+        self._hints[uid] = user
+        return True
+
+    def nodes_with_device(self, uid: str, device: str) -> list[str]:
+        """The servers whose hints give user ``uid`` the device ``device``."""
+        return [n for n in self._nodes
+                if (u := self._by_node.get(n, {}).get(uid)) is not None and device in u.devices]
 
     def get(self, uid: str) -> UserRecord | None:
         conf = self._config.get(uid)
@@ -97,6 +141,12 @@ class UserDirectory:
             out.append(user)
         return out
 
+
+def _combined(a: UserRecord, b: UserRecord) -> UserRecord:
+    """One user named by two hints: the plainer extension, the devices of both."""
+    first, second = (b, a) if _plainer(b.extension, a.extension) else (a, b)
+    devices = tuple(dict.fromkeys((*first.devices, *second.devices)))
+    return first if devices == first.devices else replace(first, devices=devices)
 
 
 def _plainer(a: str, b: str) -> bool:

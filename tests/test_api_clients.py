@@ -330,13 +330,13 @@ async def test_metrics(daemon: RunningDaemon, fake_ami: FakeAsterisk) -> None:
                 text = await resp.text()
         lines = dict(line.rsplit(" ", 1) for line in text.splitlines()
                      if line and not line.startswith("#"))
-        assert float(lines["astpresence_ami_up"]) == 1
+        assert float(lines['astpresence_ami_up{node="asterisk"}']) == 1
         assert float(lines['astpresence_users{state="dnd"}']) == 1
         assert float(lines['astpresence_users{state="not_set"}']) == 2
         assert float(lines["astpresence_websocket_clients"]) == 1
         assert float(lines["astpresence_setvar_seconds_count"]) >= 1
         assert float(lines['astpresence_ami_events_total{type="PresenceStateChange"}']) >= 1
-        assert "astpresence_ami_reconnects_total" in lines
+        assert 'astpresence_ami_reconnects_total{node="asterisk"}' in lines
         await call(daemon, "GET", "/v1/presence", None)
         async with aiohttp.ClientSession() as http:
             async with http.get(daemon.url + "/metrics") as resp:

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from astpresence.model import NOT_SET, Presence, State
+from astpresence.model import DEFAULT_NODE, NOT_SET, Presence, State
 from astpresence.store import sqlite as sqlite_mod
 from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, UserRecord
 from astpresence.store.base import Batch, Store, StoreError
@@ -113,6 +113,9 @@ def src(user: str, source: str = "manual", state: State = State.AWAY, message: s
     return SourceRecord(user, source, Presence(state, "", message), T0, "api")
 
 
+N = DEFAULT_NODE
+
+
 def eff(user: str, state: State = State.AWAY, reason: str = "") -> EffectiveRecord:
     return EffectiveRecord(user, Presence(state), "manual", reason, T0)
 
@@ -133,7 +136,7 @@ def full_batch(history: list[HistoryEntry]) -> Batch:
         put_sources=[src("carol", "calendar", State.DND, "meeting")],
         delete_sources=[("alice", "manual")],
         put_effective=[eff("carol", State.DND, "calendar")],
-        put_asterisk=[("carol", Presence(State.DND))],
+        put_asterisk=[(N, "carol", Presence(State.DND))],
         history=history,
         meta={"k1": "changed", "k2": "new"},
     )
@@ -218,10 +221,20 @@ async def test_effective_and_asterisk_round_trip(store: Store, text: str) -> Non
         EffectiveRecord("bob", NOT_SET, "none", "", T0),
     ]
     asterisk = [("bob", NOT_SET), ("alice", Presence(State.CHAT, text, text))]
-    await store.commit(Batch(put_effective=effective[::-1], put_asterisk=asterisk))
+    await store.commit(Batch(put_effective=effective[::-1],
+                             put_asterisk=[(N, u, p) for u, p in asterisk]))
     assert await store.load_effective() == effective
     assert await store.load_asterisk() == dict(asterisk)
     assert list(await store.load_asterisk()) == ["alice", "bob"]
+
+
+async def test_asterisk_values_are_kept_per_node(store: Store) -> None:
+    await store.commit(Batch(put_asterisk=[
+        (N, "alice", Presence(State.AWAY)), ("b", "alice", Presence(State.DND)),
+        ("b", "bob", NOT_SET)]))
+    assert await store.load_asterisk() == {"alice": Presence(State.AWAY)}
+    assert await store.load_asterisk("b") == {"alice": Presence(State.DND), "bob": NOT_SET}
+    assert await store.load_asterisk("c") == {}
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -246,7 +259,7 @@ async def test_puts_replace_and_last_in_batch_wins(store: Store) -> None:
         Batch(
             put_sources=[src("alice", message="first")],
             put_effective=[eff("alice", State.AWAY)],
-            put_asterisk=[("alice", Presence(State.AWAY))],
+            put_asterisk=[(N, "alice", Presence(State.AWAY))],
             meta={"k1": "one"},
         )
     )
@@ -254,7 +267,7 @@ async def test_puts_replace_and_last_in_batch_wins(store: Store) -> None:
         Batch(
             put_sources=[src("alice", message="second"), src("alice", message="third")],
             put_effective=[eff("alice", State.DND), eff("alice", State.XA)],
-            put_asterisk=[("alice", Presence(State.DND)), ("alice", NOT_SET)],
+            put_asterisk=[(N, "alice", Presence(State.DND)), (N, "alice", NOT_SET)],
             meta={"k1": "two"},
         )
     )
@@ -330,7 +343,7 @@ async def test_any_value_round_trips(
             delete_sources=[(s.user, s.source) for s in await store.load_sources()],
             put_sources=[source],
             put_effective=[effective],
-            put_asterisk=[("p", presence)],
+            put_asterisk=[(N, "p", presence)],
             history=[entry],
             meta={"p": text},
         )
@@ -387,7 +400,7 @@ async def seed(store: Store) -> None:
         Batch(
             put_sources=[src("alice"), src("bob")],
             put_effective=[eff("alice"), eff("bob")],
-            put_asterisk=[("alice", Presence(State.AWAY))],
+            put_asterisk=[(N, "alice", Presence(State.AWAY))],
             history=[hist("alice", Presence(State.AWAY)), hist("bob", Presence(State.AWAY))],
             meta={"k1": "original"},
         )
@@ -803,3 +816,54 @@ async def test_sqlite_committed_batch_survives_kill_9(db_path: Path, mode: str) 
         await s.close()
     with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_sqlite_v2_asterisk_rows_become_the_default_nodes(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_mod, "MIGRATIONS", sqlite_mod.MIGRATIONS[:2])
+        old = SqliteStore(db_path)
+        await old.open()
+        await old.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("INSERT INTO asterisk (user, state, subtype, message) "
+                     "VALUES ('alice', 'away', 'lunch', 'back at 2')")
+        conn.commit()
+    s = SqliteStore(db_path)
+    await s.open()
+    try:
+        assert await s.load_asterisk() == {"alice": Presence(State.AWAY, "lunch", "back at 2")}
+        await s.commit(Batch(put_asterisk=[("b", "alice", NOT_SET)]))
+        assert await s.load_asterisk("b") == {"alice": NOT_SET}
+    finally:
+        await s.close()
+
+
+async def test_postgres_v1_asterisk_rows_become_the_default_nodes(
+    postgres_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from astpresence.store import postgres as pg_mod
+    from tests.support.postgres import PostgresServer
+    assert isinstance(postgres_server, PostgresServer)
+    url = postgres_server.create_database()
+    with monkeypatch.context() as m:
+        m.setattr(pg_mod, "MIGRATIONS", pg_mod.MIGRATIONS[:1])
+        old = PostgresStore(url)
+        await old.open()
+        await old.close()
+    import asyncpg
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("""INSERT INTO asterisk ("user", state, subtype, message) """
+                           "VALUES ('alice', 'away', 'lunch', 'back at 2')")
+    finally:
+        await conn.close()
+    s = PostgresStore(url)
+    await s.open()
+    try:
+        assert await s.load_asterisk() == {"alice": Presence(State.AWAY, "lunch", "back at 2")}
+        await s.commit(Batch(put_asterisk=[("b", "alice", NOT_SET)]))
+        assert await s.load_asterisk("b") == {"alice": NOT_SET}
+    finally:
+        await s.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ..model import Presence
+from ..model import DEFAULT_NODE, Presence
 from ..records import (
     EffectiveRecord,
     HistoryEntry,
@@ -29,8 +29,9 @@ class Batch:
     put_sources: list[SourceRecord] = field(default_factory=list)
     delete_sources: list[tuple[str, str]] = field(default_factory=list)  # (user, source)
     put_effective: list[EffectiveRecord] = field(default_factory=list)
-    # Last value seen in (or confirmed by) Asterisk; NOT_SET is stored as such.
-    put_asterisk: list[tuple[str, Presence]] = field(default_factory=list)
+    # Last value seen in (or confirmed by) each Asterisk server: (node, user,
+    # presence); NOT_SET is stored as such.
+    put_asterisk: list[tuple[str, str, Presence]] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
 
@@ -74,7 +75,8 @@ class Store(Protocol):
 
     async def load_effective(self) -> list[EffectiveRecord]: ...
 
-    async def load_asterisk(self) -> dict[str, Presence]: ...
+    async def load_asterisk(self, node: str = DEFAULT_NODE) -> dict[str, Presence]:
+        """What the Asterisk server ``node`` held when last seen, by user."""
 
     async def commit(self, batch: Batch) -> list[int]:
         """Write the batch in one transaction; durable when this returns.

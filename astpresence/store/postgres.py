@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ..model import Presence, State
+from ..model import DEFAULT_NODE, Presence, State
 from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
 from .base import Batch, StoreError
 
@@ -70,6 +70,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             role text NOT NULL CHECK (role IN ('user', 'operator', 'admin')),
             "user" text, label text NOT NULL, created_at timestamptz NOT NULL,
             revoked_at timestamptz)""",
+    ),
+    # Several Asterisk servers: what each one holds, by (node, user); the rows
+    # of the single server so far are the default node's.
+    (
+        "ALTER TABLE asterisk ADD COLUMN node text NOT NULL DEFAULT 'asterisk'",
+        "ALTER TABLE asterisk ALTER COLUMN node DROP DEFAULT",
+        "ALTER TABLE asterisk DROP CONSTRAINT asterisk_pkey",
+        'ALTER TABLE asterisk ADD PRIMARY KEY (node, "user")',
     ),
 ]
 
@@ -207,9 +215,9 @@ class PostgresStore:
         return [EffectiveRecord(r[0], _presence(r[1], r[2], r[3]), r[4], r[5],
                                 r[6].astimezone(UTC)) for r in rows]
 
-    async def load_asterisk(self) -> dict[str, Presence]:
+    async def load_asterisk(self, node: str = DEFAULT_NODE) -> dict[str, Presence]:
         rows = await self._fetch('SELECT "user", state, subtype, message FROM asterisk '
-                                 'ORDER BY "user"')
+                                 'WHERE node = $1 ORDER BY "user"', node)
         return {r[0]: _presence(r[1], r[2], r[3]) for r in rows}
 
     async def history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
@@ -344,10 +352,10 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
               e.reason, _aware(e.since)) for e in batch.put_effective])
     if batch.put_asterisk:
         await conn.executemany(
-            'INSERT INTO asterisk ("user", state, subtype, message) VALUES ($1, $2, $3, $4) '
-            'ON CONFLICT ("user") DO UPDATE SET state = excluded.state, '
-            "subtype = excluded.subtype, message = excluded.message",
-            [(u, p.state.value, p.subtype, p.message) for u, p in batch.put_asterisk])
+            'INSERT INTO asterisk (node, "user", state, subtype, message) '
+            'VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node, "user") DO UPDATE SET '
+            "state = excluded.state, subtype = excluded.subtype, message = excluded.message",
+            [(n, u, p.state.value, p.subtype, p.message) for n, u, p in batch.put_asterisk])
     ids: list[int] = []
     if batch.history:
         # Ids without gaps, consecutive within a batch: numbered under a lock held

@@ -28,7 +28,7 @@ from typing import Any, TypeAlias
 
 import aiosqlite
 
-from ..model import Presence, State
+from ..model import DEFAULT_NODE, Presence, State
 from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
 from .base import Batch, StoreError
 
@@ -144,7 +144,29 @@ _SCHEMA_V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: list[Migration] = [_SCHEMA_V1, _SCHEMA_V2]
+#: Several Asterisk servers: what each one holds, by (node, user). The rows of
+#: the single server so far are the default node's.
+_SCHEMA_V3: tuple[str, ...] = (
+    f"""
+    CREATE TABLE asterisk_nodes (
+        node TEXT NOT NULL,
+        user TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            {_V1_STATES}),
+        subtype TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (node, user)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT INTO asterisk_nodes (node, user, state, subtype, message)
+    SELECT 'asterisk', user, state, subtype, message FROM asterisk
+    """,
+    "DROP TABLE asterisk",
+    "ALTER TABLE asterisk_nodes RENAME TO asterisk",
+)
+
+MIGRATIONS: list[Migration] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 
 _PUT_USER = """
     INSERT INTO users (id, name, extension, context, devices, origin)
@@ -172,8 +194,8 @@ _PUT_EFFECTIVE = """
         reason = excluded.reason, since = excluded.since
 """
 _PUT_ASTERISK = """
-    INSERT INTO asterisk (user, state, subtype, message) VALUES (?, ?, ?, ?)
-    ON CONFLICT (user) DO UPDATE SET
+    INSERT INTO asterisk (node, user, state, subtype, message) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (node, user) DO UPDATE SET
         state = excluded.state, subtype = excluded.subtype, message = excluded.message
 """
 _ADD_HISTORY = """
@@ -477,8 +499,9 @@ class SqliteStore:
         effective: list[EffectiveRecord] = self._decode("effective", rows, _effective)
         return effective
 
-    async def load_asterisk(self) -> dict[str, Presence]:
-        rows = await self._fetch("SELECT user, state, subtype, message FROM asterisk ORDER BY user")
+    async def load_asterisk(self, node: str = DEFAULT_NODE) -> dict[str, Presence]:
+        rows = await self._fetch("SELECT user, state, subtype, message FROM asterisk "
+                                 "WHERE node = ? ORDER BY user", (node,))
         pairs: list[tuple[str, Presence]] = self._decode(
             "asterisk", rows, lambda r: (r[0], _presence(r[1], r[2], r[3]))
         )
@@ -607,7 +630,7 @@ class SqliteStore:
         if batch.put_asterisk:
             await db.executemany(
                 _PUT_ASTERISK,
-                [(u, p.state.value, p.subtype, p.message) for u, p in batch.put_asterisk],
+                [(n, u, p.state.value, p.subtype, p.message) for n, u, p in batch.put_asterisk],
             )
         ids: list[int] = []
         if batch.history:

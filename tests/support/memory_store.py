@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from astpresence.model import Presence
+from astpresence.model import DEFAULT_NODE, Presence
 from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
 from astpresence.store.base import Batch, StoreError
 
@@ -39,7 +39,7 @@ class MemoryStore:
         self._users: dict[str, UserRecord] = {}
         self._sources: dict[tuple[str, str], SourceRecord] = {}
         self._effective: dict[str, EffectiveRecord] = {}
-        self._asterisk: dict[str, Presence] = {}
+        self._asterisk: dict[tuple[str, str], Presence] = {}  # (node, user)
         self._history: list[HistoryEntry] = []  # in id order
         self._meta: dict[str, str] = {}
         self._tokens: dict[str, TokenRecord] = {}
@@ -86,9 +86,9 @@ class MemoryStore:
         self._check_open()
         return [self._effective[k] for k in sorted(self._effective)]
 
-    async def load_asterisk(self) -> dict[str, Presence]:
+    async def load_asterisk(self, node: str = DEFAULT_NODE) -> dict[str, Presence]:
         self._check_open()
-        return {k: self._asterisk[k] for k in sorted(self._asterisk)}
+        return {u: self._asterisk[(n, u)] for n, u in sorted(self._asterisk) if n == node}
 
     async def commit(self, batch: Batch) -> list[int]:
         """Apply the batch atomically; ids of the history rows are returned."""
@@ -109,8 +109,8 @@ class MemoryStore:
             self._sources[(s.user, s.source)] = s
         for e in effective:
             self._effective[e.user] = e
-        for user, presence in batch.put_asterisk:
-            self._asterisk[user] = presence
+        for node, user, presence in batch.put_asterisk:
+            self._asterisk[(node, user)] = presence
         ids: list[int] = []
         for h in history:
             self._last_id += 1
