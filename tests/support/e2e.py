@@ -7,7 +7,7 @@ import itertools
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -46,6 +46,17 @@ def make_config(fake: FakeAsterisk, db: Path, *, ping: float = 0.5,
     )
 
 
+def nodes_config(fakes: dict[str, FakeAsterisk], db: Path, *, ping: float = 0.5,
+                 rules: RuleConfig = DEFAULT_RULES) -> Config:
+    """Several Asterisk servers (``[[asterisk]]``), one per fake, named by the keys."""
+    return replace(make_config(next(iter(fakes.values())), db, ping=ping, rules=rules),
+                   nodes=tuple(AMIConfig(name=name, host=f.host, port=f.port,
+                                         username=f.username, secret=Secret(f.secret),
+                                         ping_interval=ping, action_timeout=2.0,
+                                         connect_timeout=2.0)
+                               for name, f in fakes.items()))
+
+
 _barriers = itertools.count()
 
 
@@ -58,13 +69,26 @@ async def barrier(running: RunningDaemon, fake: FakeAsterisk) -> None:
     reached the fake (a Ping on the same link is answered after them), and the
     store is drained. No fixed sleep: it waits exactly as long as that takes.
     """
-    marker = f"Custom:barrier-{next(_barriers)}"
-    await fake.external_device_change(marker, "INUSE")
-    await until(lambda: marker in running.service.devices.states, what="the barrier event")
-    outbox = running.service.outbox
-    await until(lambda: not outbox.wakeup.is_set(), what="the writer to take its work")
+    await barrier_all(running, [fake])
+
+
+async def barrier_all(running: RunningDaemon, fakes: list[FakeAsterisk],
+                      *, skip: tuple[str, ...] = ()) -> None:
+    """:func:`barrier` over several Asterisk servers (the daemon's bridges, in order;
+    those named in ``skip``, down, are left out)."""
+    for fake in fakes:
+        marker = f"Custom:barrier-{next(_barriers)}"
+        await fake.external_device_change(marker, "INUSE")
+        await until(lambda: marker in running.service.devices.states,
+                    what="the barrier event")
+    for node in running.service.nodes.values():
+        if node.node not in skip:
+            outbox = node.outbox
+            await until(lambda: not outbox.wakeup.is_set(), what="the writer to take its work")
     await asyncio.sleep(0)  # the writes it took start (each sends before its first await)
-    await running.daemon.bridge.ping()
+    for bridge in running.daemon.bridges:
+        if bridge.name not in skip:
+            await bridge.ping()
     await running.service.drain()
 
 
