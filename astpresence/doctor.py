@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .ami.client import (
@@ -61,8 +61,8 @@ from .ami.client import (
 )
 from .ami.frames import Message
 from .ari import basic_auth
-from .config import Config
-from .model import InvalidInput
+from .config import AMIConfig, Config, node_secret_var
+from .model import DEFAULT_NODE, InvalidInput
 from .freepbx import dnd_user
 from .logsafe import clip
 from .mirror import mirror_device, mirror_technology
@@ -769,13 +769,18 @@ async def _probe_ampuser(client: AMIClient, probes: _Probes) -> None:
     probes.ampuser = AmpuserProbe(len(extens), tuple(names), error)
 
 
+def _secret_var(ami: AMIConfig) -> str:
+    return "ASTPRESENCE_AMI_SECRET" if ami.name == DEFAULT_NODE else node_secret_var(ami.name)
+
+
 def _skipped(names: Iterable[str], detail: str = NEEDS_LOGIN) -> list[Check]:
     return [Check(name, False, detail, _FIX_LOGIN_FIRST) for name in names]
 
 
-def _unreachable_fix(config: Config) -> str:
+def _unreachable_fix(ami: AMIConfig) -> str:
     return (
-        f"check ami.host/ami.port (now {config.ami.host}:{config.ami.port}), that Asterisk is "
+        f"check {_setting(ami, 'host')}/{_setting(ami, 'port')} (now {ami.host}:{ami.port}), "
+        "that Asterisk is "
         "running with manager.conf [general] enabled = yes and that port/bindaddr there "
         "match, and that no firewall is in the way"
     )
@@ -787,8 +792,22 @@ async def run_checks(config: Config) -> list[Check]:
     Returns one :class:`Check` per name in :data:`CHECK_NAMES`, in that
     order. When the connection or the login fails, the checks that need a
     session are reported failed with ``skipped: needs a working login``.
+    With several Asterisk servers (``[[asterisk]]``) the AMI checks run for
+    each, side by side, named ``<server>: <check>``.
     """
-    return [*await _ami_checks(config), await ari_check(config), await store_check(config)]
+    servers = config.asterisk_servers
+    if len(servers) == 1:
+        ami = await _ami_checks(config, servers[0])
+    else:
+        each = await asyncio.gather(*(_ami_checks(config, s) for s in servers))
+        ami = [replace(c, name=f"{s.name}: {c.name}") for s, checks in zip(servers, each)
+               for c in checks]
+    return [*ami, await ari_check(config), await store_check(config)]
+
+
+def _setting(ami: AMIConfig, key: str) -> str:
+    """How the config names one of this server's settings, for a fix."""
+    return f"ami.{key}" if ami.name == DEFAULT_NODE else f"{key} of [[asterisk]] {ami.name!r}"
 
 
 async def store_check(config: Config) -> Check:
@@ -872,8 +891,7 @@ async def ari_check(config: Config) -> Check:
                  "check the Asterisk log for ARI errors")
 
 
-async def _ami_checks(config: Config) -> list[Check]:
-    ami = config.ami
+async def _ami_checks(config: Config, ami: AMIConfig) -> list[Check]:
     where = f"{ami.host}:{ami.port}"
     events = _Events()
     client = AMIClient(
@@ -891,7 +909,8 @@ async def _ami_checks(config: Config) -> list[Check]:
             Check(
                 CHECK_LOGIN, False,
                 f"Asterisk refused the login of user {ami.username!r}",
-                f"make ami.username/ami.secret (or ASTPRESENCE_AMI_SECRET) match the "
+                f"make {_setting(ami, 'username')}/{_setting(ami, 'secret')} (or "
+                f"{_secret_var(ami)}) match the "
                 f"[{ami.username}] section of manager.conf and check its permit=/deny=; "
                 "if astpresence is already running, manager.conf needs "
                 "allowmultiplelogin = yes; then 'manager reload'",
@@ -902,7 +921,7 @@ async def _ami_checks(config: Config) -> list[Check]:
         await client.close()
         if client.banner is None:
             return [
-                Check(CHECK_REACHABLE, False, str(exc), _unreachable_fix(config)),
+                Check(CHECK_REACHABLE, False, str(exc), _unreachable_fix(ami)),
                 Check(CHECK_LOGIN, False, "skipped: needs a reachable AMI", _FIX_LOGIN_FIRST),
                 *_skipped(after_login),
             ]

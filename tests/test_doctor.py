@@ -334,6 +334,22 @@ async def test_pjsip_presence_modules_are_checked_when_pjsip_is_loaded(plain: Fa
     assert f"PJSIP loaded, checked {', '.join(PJSIP_PRESENCE_MODULES)}" in modules.detail
 
 
+async def test_every_asterisk_server_is_checked(plain: FakeAsterisk) -> None:
+    port = free_port()
+    one = config_for(plain)
+    config = replace(one, nodes=(replace(one.ami, name="east"),
+                                 replace(one.ami, name="west", port=port)))
+    checks = await run_checks(config)
+    ami_names = list(CHECK_NAMES[:-2])
+    assert [c.name for c in checks] == [
+        *(f"east: {n}" for n in ami_names), *(f"west: {n}" for n in ami_names),
+        *CHECK_NAMES[-2:]]
+    assert failed(checks) == [f"west: {n}" for n in ami_names]
+    west = {c.name: c for c in checks}[f"west: {CHECK_REACHABLE}"]
+    assert f"cannot connect to AMI at 127.0.0.1:{port}" in west.detail
+    assert f"host of [[asterisk]] 'west'/port of [[asterisk]] 'west'" in west.fix
+
+
 # -- connection and login ---------------------------------------------------------------
 
 
