@@ -89,7 +89,14 @@ SCHEMAS: dict[str, Any] = {
         "id": _STR, "name": _STR, "extension": _STR, "context": _STR,
         "devices": {"type": "array", "items": _STR}, "origin": _STR, "mirror_device": _STR})),
     "Status": _obj({
-        "version": _STR, "ami": {"type": "object"}, "synced": {"type": "boolean"},
+        "version": _STR,
+        "ami": {"type": "object", "description": "The first (or only) Asterisk server's "
+                                                 "link: name, host, port, state..."},
+        "asterisk": {"type": "array", "items": {"type": "object"},
+                     "description": "Every Asterisk server's link, as \"ami\", in the "
+                                    "config's order ([[asterisk]])"},
+        "synced": {"type": "boolean",
+                   "description": "Every Asterisk server has been read since its link came up"},
         "last_sync": _OPT_TIME, "users": {"type": "integer"},
         "pending_writes": {"type": "integer"},
         "write_failures": {"type": "object",
@@ -97,7 +104,8 @@ SCHEMAS: dict[str, Any] = {
                                           "by kind (presence, mirror, queue_pause)",
                            "additionalProperties": {"type": "integer"}},
         "failing_writes": {"type": "array", "items": _obj({
-            "kind": _STR, "key": _STR, "error": _STR, "attempts": {"type": "integer"},
+            "node": _STR, "kind": _STR, "key": _STR, "error": _STR,
+            "attempts": {"type": "integer"},
             "retry_in_seconds": {"type": ["number", "null"]}})},
         "websocket_clients": {"type": "integer"}, "features": {"type": "object"},
         "ha": {"type": ["object", "null"],
@@ -280,9 +288,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "{\"type\":\"snapshot\",\"stale\":true,\"presence\":[...]} when the gap is "
                 "too old, then {\"type\":\"presence\",\"seq\",\"user\",\"presence\","
                 "\"changed\":[...]}. Service events, not numbered: {\"type\":\"link\",\"state\":"
-                "\"down\"|\"synced\",\"since\",\"asterisk\",\"reason\"} when the Asterisk link "
-                "goes down (presence may be stale) or is synced again (the hello carries the "
-                "current one as \"link\"), and {\"type\":\"shutdown\"} before the daemon closes "
+                "\"down\"|\"synced\",\"since\",\"asterisk\",\"reason\",\"node\"} when an "
+                "Asterisk server's link goes down (presence may be stale) or is synced again "
+                "(the hello carries the current one as \"link\", the oldest down one when "
+                "there are several servers, and each server's as \"links\"), and {\"type\":\"shutdown\"} before the daemon closes "
                 "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
         }},
     }

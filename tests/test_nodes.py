@@ -21,6 +21,7 @@ from astpresence.codec import decode_presence_value
 from astpresence.model import Presence, State
 from astpresence.rules import RuleConfig
 from tests.conftest import Starter
+from tests.support.api import Stream
 from tests.support.e2e import RunningDaemon, barrier_all, cli, nodes_config, until
 from tests.support.fakeami import FakeAsterisk, Hint, QueueMember
 
@@ -181,6 +182,29 @@ async def test_a_server_that_is_down_holds_up_nobody_and_catches_up(
     await fakes["c"].restart()
     await until(lambda: value(fakes["c"], "2001") == xa, timeout=10, what="c caught up")
     await until(lambda: not d.service.view("2001").pending, what="nothing pending")
+
+
+async def test_event_streams_say_which_server_went_down(
+        fakes: dict[str, FakeAsterisk], tmp_path: Path, daemons: Starter) -> None:
+    d = await start(daemons, fakes, tmp_path)
+    s = await Stream.open(d, {"token": d.token, "subscribe": ["*"]})
+    try:
+        hello = await s.next()
+        assert hello["link"]["state"] == "synced"
+        assert sorted((x["node"], x["state"]) for x in hello["links"]) == [
+            ("a", "synced"), ("b", "synced"), ("c", "synced")]
+        await fakes["b"].stop()
+        event = await s.next()
+        assert (event["type"], event["node"], event["state"]) == ("link", "b", "down")
+        assert event["asterisk"] == f"127.0.0.1:{fakes['b'].port}"
+    finally:
+        await s.close()
+    s = await Stream.open(d, {"token": d.token, "subscribe": ["*"]})
+    try:
+        hello = await s.next()
+        assert (hello["link"]["node"], hello["link"]["state"]) == ("b", "down")
+    finally:
+        await s.close()
 
 
 async def test_a_change_made_on_a_server_while_the_daemon_was_down(
