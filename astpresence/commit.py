@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from .store.base import Batch, Store
@@ -10,15 +11,26 @@ from .store.base import Batch, Store
 logger = logging.getLogger(__name__)
 
 
+#: How long a batch nobody waits for (a change that came from Asterisk) may wait
+#: for others to share its transaction. At a steady 1,000 events/s, committing
+#: each alone cost a thread hop and an fsync per event, most of a core with
+#: three Asterisk servers (bench/README.md, scenario 7).
+LINGER = 0.005
+
+
 class GroupCommitter:
     """One writer: queues batches and commits whatever queued up in one go.
 
-    Each caller waits for the commit that contains its batch, so an
-    acknowledged change is durable, and a burst costs one transaction.
+    Each caller of :meth:`submit` waits for the commit that contains its
+    batch, so an acknowledged change is durable, and a burst costs one
+    transaction. A batch queued with :meth:`enqueue` (nobody waits) lingers
+    up to :data:`LINGER` for company, unless a waited-for batch comes.
     """
 
-    def __init__(self, store: Store, max_batches: int = 2000) -> None:
+    def __init__(self, store: Store, max_batches: int = 2000, linger: float = LINGER) -> None:
         self._store = store
+        self._linger = linger
+        self._waited = asyncio.Event()  # a caller waits for a queued batch
         self._queue: asyncio.Queue[tuple[Batch, asyncio.Future[None]]] = asyncio.Queue()
         self._max = max_batches
         self._task: asyncio.Task[None] | None = None
@@ -51,6 +63,7 @@ class GroupCommitter:
         """Queue a batch and wait until it is committed (durable)."""
         fut = self.enqueue(batch)
         if fut is not None:
+            self._waited.set()
             await fut
 
     async def drain(self) -> None:
@@ -61,11 +74,16 @@ class GroupCommitter:
         """
         last = self._last
         if last is not None and not last.done():
+            self._waited.set()
             await asyncio.wait({last})  # never raises; a cancelled caller leaves it be
 
     async def _run(self) -> None:
         while True:
             items = [await self._queue.get()]
+            if not self._waited.is_set() and self._linger > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._waited.wait(), self._linger)
+            self._waited.clear()
             while len(items) < self._max and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             merged = Batch()

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import calendars, endtoend, failover, fanout, machine, parsing, resync
+from . import calendars, endtoend, failover, fanout, machine, nodes, parsing, resync
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -23,13 +23,14 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "fanout": fanout.run,
     "calendars": calendars.run,
     "failover": failover.run,
+    "nodes": nodes.run,
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars, HA failover. "
+        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars, HA failover, several Asterisk servers. "
                     "Figures with a natural baseline are also shown as a ratio to it, "
                     "measured in the same run. See bench/README.md.",
     )

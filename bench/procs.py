@@ -85,6 +85,9 @@ class DaemonProcess:
     token: str | None = None  # an admin API token, created before the start
     db_url: str = ""  # PostgreSQL instead of the SQLite file when set
     env_extra: dict[str, str] = field(default_factory=dict)  # e.g. ASTPRESENCE_HA
+    #: More Asterisk servers: with ports here, a config file names ami_port and
+    #: these as [[asterisk]] entries n1, n2, ... instead of the --ami-* flags.
+    more_ami_ports: tuple[int, ...] = ()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -142,19 +145,29 @@ class DaemonProcess:
         env.update(self.env_extra)
         return env
 
+    def _ami_args(self, env: dict[str, str]) -> list[str]:
+        if not self.more_ami_ports:
+            env["ASTPRESENCE_AMI_SECRET"] = self.secret
+            return ["--ami-host", "127.0.0.1", "--ami-port", str(self.ami_port),
+                    "--ami-username", self.username]
+        path = self.workdir / "astpresence.toml"
+        path.write_text("".join(
+            f'[[asterisk]]\nname = "n{i + 1}"\nhost = "127.0.0.1"\nport = {port}\n'
+            f'username = "{self.username}"\nsecret = "{self.secret}"\n\n'
+            for i, port in enumerate((self.ami_port, *self.more_ami_ports))))
+        return ["--config", str(path)]
+
     async def start(self) -> None:
         env = self._env()
-        env["ASTPRESENCE_AMI_SECRET"] = self.secret
         self.workdir.mkdir(parents=True, exist_ok=True)
+        ami = self._ami_args(env)
         if self.token is None:
             await self.create_token()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.started_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "astpresence", "serve",
-                "--ami-host", "127.0.0.1", "--ami-port", str(self.ami_port),
-                "--ami-username", self.username,
+                sys.executable, "-m", "astpresence", "serve", *ami,
                 "--db", str(self.db),
                 "--listen", f"127.0.0.1:{self.http_port}",
                 "--log-level", self.env_extra.get("BENCH_LOG_LEVEL", "warning"),
@@ -204,7 +217,8 @@ class DaemonProcess:
                     raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n"
                                        f"{self.log_tail()}")
                 st = await self.status(session)
-                if st is not None and st.get("synced") and st["ami"]["state"] == "synced":
+                if st is not None and st.get("synced") and all(
+                        n["state"] == "synced" for n in st.get("asterisk") or [st["ami"]]):
                     return time.monotonic(), st
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"daemon not synced within {timeout} s "

@@ -17,7 +17,7 @@ import pytest
 from bench.report import Row, percentile, table
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover"}
+SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes"}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,7 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "delivery latency p99": "<= 100",
         "refresh every feed": "<= 30.0",
         "failover -> synced": "<= 5.00",
+        "change on 1 server -> written to 2 others, p99 @ 1000/s": "<= 20.0",
         "peak RSS": "<= 200",
     }
 

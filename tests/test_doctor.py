@@ -347,7 +347,7 @@ async def test_every_asterisk_server_is_checked(plain: FakeAsterisk) -> None:
     assert failed(checks) == [f"west: {n}" for n in ami_names]
     west = {c.name: c for c in checks}[f"west: {CHECK_REACHABLE}"]
     assert f"cannot connect to AMI at 127.0.0.1:{port}" in west.detail
-    assert f"host of [[asterisk]] 'west'/port of [[asterisk]] 'west'" in west.fix
+    assert "host of [[asterisk]] 'west'/port of [[asterisk]] 'west'" in west.fix
 
 
 # -- connection and login ---------------------------------------------------------------
