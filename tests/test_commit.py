@@ -1,0 +1,54 @@
+"""The group commit: who waits, who lingers, and what shares a transaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+from astpresence.commit import GroupCommitter
+from astpresence.store.base import Batch
+from tests.support.memory_store import MemoryStore
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[int] = []  # meta keys per transaction
+
+    async def commit(self, batch: Batch) -> list[int]:
+        self.commits.append(len(batch.meta))
+        return await super().commit(batch)
+
+
+def meta(key: str) -> Batch:
+    return Batch(meta={key: "x"})
+
+
+async def test_changes_nobody_waits_for_share_one_transaction() -> None:
+    store = CountingStore()
+    await store.open()
+    committer = GroupCommitter(store, linger=60)
+    committer.start()
+    try:
+        for i in range(3):
+            committer.enqueue(meta(f"k{i}"))
+            await asyncio.sleep(0)  # the writer runs in between: it lingers
+        await committer.drain()  # a waiter: the linger ends at once
+        assert store.commits == [3]
+    finally:
+        await committer.stop()
+
+
+async def test_a_waited_for_change_does_not_linger() -> None:
+    store = CountingStore()
+    await store.open()
+    committer = GroupCommitter(store, linger=60)
+    committer.start()
+    try:
+        committer.enqueue(meta("from-asterisk"))
+        await asyncio.sleep(0)
+        # With a 60 s linger this would time out if submit() had to wait it out.
+        await asyncio.wait_for(committer.submit(meta("from-a-client")), 5)
+        assert store.commits == [2]
+        assert await store.get_meta("from-asterisk") == "x"
+    finally:
+        await committer.stop()
