@@ -115,17 +115,19 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 
 @web.middleware
 async def standby_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A standby of an HA group holds no state: it answers its status, nothing else."""
+    """A follower of an HA group serves the API once it is in step with the leader
+    (relay.py); until then it answers its status, nothing else."""
     ha = request.app[HA_KEY]
     if ha is None or request.path in STANDBY_PATHS:
         return await handler(request)
     status = ha()
-    if status["role"] == "leader":
+    if status["role"] == "leader" or status.get("following"):
         return await handler(request)
     leader = status.get("leader") or {}
     where = f"the leader is {leader.get('node')} at {leader.get('api')}" if leader else \
         "no leader yet"
-    return web.json_response({"error": f"this node is a standby; {where}", "status": 503,
+    return web.json_response({"error": f"this node is a follower not yet in step with the "
+                                       f"leader; {where}", "status": 503,
                               "leader": leader or None}, status=503,
                              headers={"Retry-After": "1"})
 
@@ -446,7 +448,7 @@ async def list_sources(request: web.Request) -> web.Response:
         {
             "user": uid,
             "effective": presence_json(service.view(uid)),
-            "sources": [_source_json(r) for r in service.sources(uid)],
+            "sources": [_source_json(r) for r in await service.current_sources(uid)],
             "devices": {
                 "states": [s.value for s in devices.states],
                 "aggregate": devices.aggregate.value,

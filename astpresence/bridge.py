@@ -524,7 +524,7 @@ class AMIBridge:
 
     def _link_event(self, state: str, reason: str | None = None) -> None:
         cfg = self._config
-        self._service.events.publish_service(
+        self._service.link_changed(
             LinkEvent(state, datetime.now(UTC), f"{cfg.host}:{cfg.port}", reason, self.name))
 
     async def ping(self) -> None:

@@ -22,6 +22,7 @@ from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
+from .relay import CommandServer, Follower, Remote
 from .bridge import AMIBridge
 from .config import Config, config_json, default_db_path, node_secret_var
 from .lock import AlreadyRunning, DaemonLock
@@ -77,6 +78,9 @@ class Daemon:
         self.leadership = (Leadership(config.db_url.value, config.ha.node)
                            if config.ha.enabled else None)
         self.exit_code = 0
+        #: An HA group's follower link and the leader's command runner (relay.py).
+        self.follower: Follower | None = None
+        self.commands: CommandServer | None = None
         if self.leadership is not None:
             leadership = self.leadership
             self.metrics.watch_ha(lambda: leadership.role)
@@ -98,7 +102,7 @@ class Daemon:
                          privacy=self.config.privacy, metrics=self.metrics,
                          config=lambda: config_json(self.config),
                          max_websockets=self.config.max_websockets, calendars=self.calendars,
-                         ha=self.leadership.status_json if self.leadership else None)
+                         ha=self._ha_status if self.leadership else None)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=HttpServerLog())
         await self._runner.setup()
@@ -148,6 +152,13 @@ class Daemon:
             self._lock.release()
             self._lock = None
 
+    def _ha_status(self) -> dict[str, Any]:
+        assert self.leadership is not None
+        follower = self.follower
+        return {**self.leadership.status_json(),
+                "following": follower is not None and follower.ready.is_set(),
+                "commands_run": self.commands.done if self.commands is not None else 0}
+
     def _status(self) -> list[dict[str, Any]]:
         return [b.status_json() for b in self.bridges]
 
@@ -160,16 +171,21 @@ class Daemon:
         await self.start()
         self.started.set()
         ha = self.leadership
+        commands = None
         if ha is not None:
             try:
-                if not await ha.acquire(self.stop_event):
-                    return  # stopped while standby
+                if not await self._follow_until_leading(ha):
+                    await self.shutdown()
+                    return  # stopped as a follower
                 # A takeover: the state as the last leader stored it; the AMI
                 # login below rebuilds the rest from Asterisk.
+                self.service.relaying = True
                 await self.service.start()
             except BaseException:
                 await self.shutdown()
                 raise
+            self.commands = CommandServer(self.config.db_url.value, self.service, self.store)
+            commands = asyncio.create_task(self.commands.run(self.stop_event), name="commands")
         link = asyncio.create_task(self._links(), name="ami-links")
         calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
         try:
@@ -184,7 +200,24 @@ class Daemon:
                                  "(restarted, this node waits as a standby)", lost)
                     self.exit_code = 1
         finally:
+            if commands is not None:
+                commands.cancel()
+                await asyncio.gather(commands, return_exceptions=True)
             await self.shutdown(link, calendars)
+
+    async def _follow_until_leading(self, ha: Leadership) -> bool:
+        """Serve the API as a follower until this node takes the lock (True) or stops."""
+        following = asyncio.Event()
+        self.follower = Follower(self.config.db_url.value, ha.node, self.store,
+                                 self.service.load_replica, self.service.apply_notice)
+        self.service.remote = Remote(self.follower.call)
+        task = asyncio.create_task(self.follower.run(following), name="follower")
+        try:
+            return await ha.acquire(self.stop_event)
+        finally:
+            following.set()
+            await asyncio.gather(task, return_exceptions=True)
+            self.follower = None
 
     async def _links(self) -> None:
         """Every server's link, side by side: one that is down holds up none of the others."""

@@ -117,6 +117,31 @@ class EventHub:
         self._fan_out(event)
         return event
 
+    # -- an HA group: one numbering for every node (relay.py) -------------------
+
+    def relay(self, seq: int, old: PresenceView, new: PresenceView) -> ChangeEvent:
+        """A follower: the leader's event ``seq``. After a gap (a notice lost) the
+        events kept before it cannot be resumed from: a client gets a snapshot."""
+        if seq != self._seq + 1:
+            self._recent.clear()
+        self._seq = seq
+        event = ChangeEvent(seq, new.user, old, new)
+        self._recent.append(event)
+        self._fan_out(event)
+        return event
+
+    def renumber(self, seq: int) -> None:
+        """A follower (re)loaded the state at the leader's event ``seq``."""
+        if seq != self._seq:
+            self._recent.clear()
+            self._seq = seq
+
+    def continue_after(self, seq: int) -> None:
+        """A new leader: its events are numbered after the last one stored."""
+        if seq > self._seq:
+            self._recent.clear()
+            self._seq = seq
+
     def publish_service(self, event: ServiceEvent) -> None:
         """A service event for every listener now (not numbered, not kept for resuming:
         the hello of a new stream carries the link state instead)."""

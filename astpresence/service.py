@@ -31,7 +31,8 @@ from . import mirror, rules
 from .cards import DEFAULT_MAILBOX, Card, Cards, Mailbox
 from .commit import GroupCommitter, log_store_failure
 from .devices import Devices
-from .events import EventHub
+from .events import ChangeEvent, EventHub, LinkEvent
+from .relay import USERS_NOTICE, Change, Notice, Remote, change_notice, link_notice
 from .model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
 from .queues import QueueMembers
@@ -46,6 +47,8 @@ from .users import DEFAULT_MAX_USERS, UserDirectory
 logger = logging.getLogger(__name__)
 
 MANUAL = "manual"
+#: meta key: the number of the last event the leader stored (followers resume there).
+EVENT_SEQ = "event_seq"
 #: history ``source`` of a change adopted from Asterisk (made outside astpresence)
 ASTERISK = "asterisk"
 DEFAULT_SOURCE = "default"
@@ -105,6 +108,11 @@ class PresenceService:
                             else lambda uid: None,
                             wants_mirror=self._mirror_wanted_on(node, len(nodes)))
             self.nodes[node] = AsteriskSync(self, store, clock, node, outbox, members)
+        #: As an HA group's follower: the leader runs this node's writes (relay.py).
+        self.remote: Remote | None = None
+        #: As an HA group's leader: notices for the followers go with each commit.
+        self.relaying = False
+        self._relayed: dict[str, PresenceView] = {}  # a follower's users, as last told
         # The first server's parts, by their old names (one server: the only ones).
         self.asterisk = next(iter(self.nodes.values()))
         self.outbox = self.asterisk.outbox
@@ -141,12 +149,20 @@ class PresenceService:
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        """Load everything from the store and start the writer and the timer."""
-        self.users.load(await self._store.load_users())
+        """Load everything from the store and start the writer and the timer.
+
+        A follower that takes over leads from here: what it followed is
+        replaced by what the store holds (its event numbers go on).
+        """
+        self.remote = None
+        self._relayed.clear()
+        self.users.replace_stored(await self._store.load_users())
         self.users_changed()
-        self.contributions.load(await self._store.load_sources())
-        for eff in await self._store.load_effective():
-            self._effective[eff.user] = eff
+        self.contributions.replace(await self._store.load_sources())
+        self._effective = {eff.user: eff for eff in await self._store.load_effective()}
+        last_event = await self._store.get_meta(EVENT_SEQ)
+        if last_event is not None:
+            self.events.continue_after(int(last_event))
         for node in self.nodes.values():
             node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
             last = await self._store.get_meta(last_sync_key(node.node))
@@ -183,6 +199,9 @@ class PresenceService:
 
     def view(self, uid: str) -> PresenceView:
         self.require_user(uid)
+        relayed = self._relayed.get(uid)
+        if relayed is not None:
+            return relayed
         eff = self._effective.get(uid)
         pending = self._is_pending(uid)
         name, voicemail = self.cards.card(uid)
@@ -198,6 +217,13 @@ class PresenceService:
 
     def sources(self, uid: str) -> list[SourceRecord]:
         self.require_user(uid)
+        return self.contributions.of(uid)
+
+    async def current_sources(self, uid: str) -> list[SourceRecord]:
+        """:meth:`sources`; on a follower, as the leader stored them."""
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self._store.load_sources(uid)
         return self.contributions.of(uid)
 
     def device_view(self, uid: str) -> DeviceView:
@@ -216,6 +242,8 @@ class PresenceService:
         return eff.presence if eff is not None else NOT_SET
 
     def _is_pending(self, uid: str) -> bool:
+        if self.remote is not None:
+            return False  # a follower does not write to Asterisk
         want = self._desired(uid)
         return any(n.outbox.presence.needs(uid, want) for n in self.nodes.values())
 
@@ -229,6 +257,8 @@ class PresenceService:
         decide again.
         """
         self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.set_manual(uid, presence, actor, end)
         batch = Batch()
         self.set_manual_in(uid, presence, actor, batch, end=end)
         await self._committer.submit(batch)
@@ -237,6 +267,8 @@ class PresenceService:
     async def clear_manual(self, uid: str, actor: str) -> PresenceView:
         """Remove the manual presence; the other sources decide again."""
         self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.clear_manual(uid, actor)
         batch = Batch()
         self.clear_manual_in(uid, actor, batch)
         await self._committer.submit(batch)
@@ -262,6 +294,8 @@ class PresenceService:
         self.require_user(record.user)
         if record.source in rules.RESERVED_SOURCES:
             raise InvalidInput(f"source name {record.source!r} is reserved")
+        if self.remote is not None:
+            return await self.remote.set_source(record)
         now = self._clock()
         batch = Batch()
         self.contributions.put(record, batch)
@@ -272,6 +306,8 @@ class PresenceService:
 
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
         self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.delete_source(uid, name, actor)
         if self.contributions.get(uid, name) is None or name in (MANUAL, rules.SOURCE_AUTO):
             raise UnknownSource(uid, name)
         now = self._clock()
@@ -316,7 +352,7 @@ class PresenceService:
                              history_source or decision.source, actor,
                              f"{decision.rule}: {trigger}")
             )
-            self._publish(uid, old)
+            self._publish(uid, old, batch)
         self.mark(uid)
         return True
 
@@ -326,13 +362,19 @@ class PresenceService:
             self.recompute(uid, now, batch, trigger="time", actor="engine")
         await self._committer.submit(batch)
 
-    def _publish(self, uid: str, old: EffectiveRecord | None) -> None:
+    def _publish(self, uid: str, old: EffectiveRecord | None, batch: Batch) -> None:
         after = self.view(uid)
         before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason,
                                after.name, after.voicemail)
                   if old is not None else
                   PresenceView.unset(uid, name=after.name, voicemail=after.voicemail))
-        self.events.publish(before, after)
+        self._relay(self.events.publish(before, after), batch)
+
+    def _relay(self, event: ChangeEvent, batch: Batch) -> None:
+        """As a leader: the change goes to the followers when ``batch`` commits."""
+        if self.relaying:
+            batch.notices.append(change_notice(event.seq, event.new))
+            batch.meta[EVENT_SEQ] = str(event.seq)
 
     def users_changed(self) -> None:
         """The set of users changed (a sync, a new hint): derived indexes follow."""
@@ -357,10 +399,55 @@ class PresenceService:
     def cards_changed(self, before: Mapping[str, Card]) -> None:
         """Contact cards changed (name, voicemail): an event for each, like a presence
         change, so clients need no second stream. Not history: it is not presence."""
+        batch = Batch()
         for uid, (name, voicemail) in before.items():
             if uid in self.users:
                 after = self.view(uid)
-                self.events.publish(replace(after, name=name, voicemail=voicemail), after)
+                self._relay(self.events.publish(replace(after, name=name, voicemail=voicemail),
+                                                after), batch)
+        self.store_later(batch)
+
+    def link_changed(self, event: LinkEvent) -> None:
+        """An Asterisk link went down or is synced: for every event stream, here and on
+        the followers."""
+        self.events.publish_service(event)
+        if self.relaying:
+            self.store_later(Batch(notices=[link_notice(event)]))
+
+    def note_users_changed(self, batch: Batch) -> None:
+        """The users were saved again (a sync, a new hint): followers reload them."""
+        if self.relaying:
+            batch.notices.append(USERS_NOTICE)
+
+    # -- as an HA group's follower (relay.py) ----------------------------
+
+    async def load_replica(self) -> int:
+        """The state as the leader stored it; returns the number of its last event."""
+        self.users.replace_stored(await self._store.load_users())
+        self.users_changed()
+        self.contributions.replace(await self._store.load_sources())
+        self._effective = {eff.user: eff for eff in await self._store.load_effective()}
+        self._relayed.clear()
+        last_event = int(await self._store.get_meta(EVENT_SEQ) or 0)
+        self.events.renumber(last_event)
+        return last_event
+
+    async def apply_notice(self, notice: Notice, loaded_at: int) -> None:
+        """One of the leader's notices, on a follower (``loaded_at``: the event number
+        the state was loaded at; older change events are in it already)."""
+        if isinstance(notice, Change):
+            view = notice.view
+            if view.user not in self.users:
+                return
+            old = self.view(view.user)
+            self._relayed[view.user] = view
+            if notice.seq > loaded_at:
+                self.events.relay(notice.seq, old, view)
+        elif isinstance(notice, LinkEvent):
+            self.events.publish_service(notice)
+        else:
+            self.users.replace_stored(await self._store.load_users())
+            self.users_changed()
 
     # -- for the Asterisk side (sync.py) ---------------------------------
 

@@ -162,6 +162,9 @@ class AsteriskSync:
                         clip(user.context))
             self._engine.users_changed()
             await self._store.save_users([user])
+            batch = Batch()
+            self._engine.note_users_changed(batch)
+            self._engine.store_later(batch)
         elif self.users.refused > refused and refused == 0:
             logger.warning("a hint names user %s but there are max_users (%d) already; "
                            "left out until the next sync", user.id, self.users.max_users)
@@ -237,6 +240,7 @@ class AsteriskSync:
             self._engine.recompute(uid, now, batch, trigger="resync", actor="engine")
             self.outbox.mark(uid)
         batch.meta[last_sync_key(self.node)] = now.isoformat()
+        self._engine.note_users_changed(batch)
         await self._engine.commit(batch)
         self.last_sync = now
         self.outbox.synced = True

@@ -44,6 +44,13 @@ class UserDirectory:
                 self._stored[user.id] = user
         self._merge_all()
 
+    def replace_stored(self, stored: Iterable[UserRecord]) -> None:
+        """Only the stored users, as if no server had been read yet (a follower reloading,
+        or taking over: the servers are read again after its login)."""
+        self._stored = {u.id: u for u in stored if u.origin == "hint"}
+        self._by_node = {}
+        self._merge_all()
+
     def add_hint_user(self, user: UserRecord, node: str = DEFAULT_NODE) -> bool:
         """Record a user found in a hint on ``node``; True when the user is new or changed.
 

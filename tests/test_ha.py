@@ -53,6 +53,17 @@ class Node:
         result: dict[str, Any] = body
         return result
 
+    async def wait_following(self, token: str, timeout: float = 10) -> dict[str, Any]:
+        """Until the node follows a leader it knows (its API serves everything)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = await self.status(token)
+            if st["ha"]["following"] and st["ha"]["leader"] is not None:
+                return st
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.name} did not follow within {timeout} s:\n"
+                             f"{self.log.read_text()[-2000:]}")
+
     async def wait_leading(self, token: str, timeout: float = 10) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -94,18 +105,10 @@ def setvars(fake: FakeAsterisk, uid: str) -> list[str]:
 async def test_standby_takes_over_after_kill_9(group: tuple[Node, Node, str],
                                                fake_ami: FakeAsterisk) -> None:
     a, b, token = group
-    # The standby says who leads (once it has looked: its API is up first) and
-    # serves nothing else.
-    st = await b.status(token)
-    for _ in range(100):
-        if st["ha"]["leader"] is not None:
-            break
-        await asyncio.sleep(0.05)
-        st = await b.status(token)
+    # The follower says who leads (once it has looked: its API is up first).
+    st = await b.wait_following(token)
     assert st["ha"]["role"] == "follower" and st["ha"]["leader"]["node"] == "node-a"
     assert {n["node"] for n in st["ha"]["group"]} == {"node-a", "node-b"}
-    code, body = await b.call("GET", "/v1/presence", token)
-    assert code == 503 and body["leader"]["api"] == a.url and "standby" in body["error"]
     # Only the leader is logged in to Asterisk.
     assert fake_ami.logins == 1
 
@@ -157,3 +160,123 @@ async def test_leader_that_loses_the_database_stops_writing(
     await a.start()
     st = await a.status(token)
     assert st["ha"]["role"] == "follower"
+
+
+class Events:
+    """A WebSocket client of one node's /v1/events."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+        self.http, self.ws = http, ws
+
+    @classmethod
+    async def open(cls, node: Node, token: str, resume: int | None = None) -> Events:
+        http = aiohttp.ClientSession()
+        ws = await http.ws_connect(node.url + "/v1/events")
+        hello: dict[str, Any] = {"token": token, "subscribe": ["*"]}
+        if resume is not None:
+            hello["resume"] = resume
+        await ws.send_json(hello)
+        return cls(http, ws)
+
+    async def next(self, kind: str = "presence") -> dict[str, Any]:
+        while True:
+            msg: dict[str, Any] = await asyncio.wait_for(self.ws.receive_json(), 10)
+            if msg["type"] in (kind, "hello") and (kind == "hello") == (msg["type"] == "hello"):
+                return msg
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.http.close()
+
+
+async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
+                                               fake_ami: FakeAsterisk) -> None:
+    a, b, token = group
+    await b.wait_following(token)
+    on_a, on_b = await Events.open(a, token), await Events.open(b, token)
+    try:
+        hello_a, hello_b = await on_a.next("hello"), await on_b.next("hello")
+        assert hello_a["seq"] == hello_b["seq"]  # one numbering for the group
+        # A write on the follower: run by the leader, answered once stored,
+        # and the follower has it at once (read your writes).
+        code, body = await b.call("PUT", "/v1/presence/2000", token,
+                                  {"state": "dnd", "message": "by b"})
+        assert (code, body["state"], body["message"]) == (200, "dnd", "by b")
+        code, body = await b.call("GET", "/v1/presence/2000", token)
+        assert (code, body["state"], body["message"]) == (200, "dnd", "by b")
+        code, body = await a.call("GET", "/v1/presence/2000", token)
+        assert (code, body["state"], body["message"]) == (200, "dnd", "by b")
+        await until(lambda: len(setvars(fake_ami, "2000")) == 1, what="the leader's write")
+        assert fake_ami.logins == 1  # only the leader talks to Asterisk
+        # Both streams tell it, with the same number.
+        ev_a, ev_b = await on_a.next(), await on_b.next()
+        # "pending" (not yet written to Asterisk) is the leader's to know.
+        assert ev_a["presence"].pop("pending") is True
+        assert ev_b["presence"].pop("pending") is False
+        assert ev_a == ev_b and ev_a["seq"] == hello_a["seq"] + 1
+        assert ev_b["presence"]["message"] == "by b" and "state" in ev_b["changed"]
+        # A change made on the leader reaches the follower's readers and stream.
+        code, _ = await a.call("PUT", "/v1/presence/2001", token, {"state": "away"})
+        assert code == 200
+        ev_b = await on_b.next()
+        assert (ev_b["user"], ev_b["seq"]) == ("2001", hello_a["seq"] + 2)
+        code, body = await b.call("GET", "/v1/presence", token)
+        assert {p["user"]: p["state"] for p in body["presence"]}["2001"] == "away"
+        # Sources and history, written through the follower, read back there.
+        code, _ = await b.call("PUT", "/v1/presence/2001/sources/crm", token,
+                               {"state": "xa", "message": "visit"})
+        assert code == 200
+        code, body = await b.call("GET", "/v1/presence/2001/sources", token)
+        assert code == 200 and "crm" in {s["source"] for s in body["sources"]}
+        code, body = await b.call("GET", "/v1/presence/2000/history", token)
+        assert code == 200 and body["history"][0]["new"]["message"] == "by b"
+        # Errors come back as the leader decided them; bad input never leaves b.
+        code, body = await b.call("DELETE", "/v1/presence/2001/sources/nope", token)
+        assert code == 404, body
+        code, body = await b.call("PUT", "/v1/presence/2000", token, {"state": "sleepy"})
+        assert code == 400, body
+        st = await a.status(token)
+        assert st["ha"]["commands_run"] == 3  # dnd, crm and the unknown source
+        # A client resumes on the other node with the number it had.
+        resumed = await Events.open(a, token, resume=hello_b["seq"])
+        try:
+            hello = await resumed.next("hello")
+            backlog = [await resumed.next() for _ in range(2)]
+            assert [e["seq"] for e in backlog] == [hello_b["seq"] + 1, hello_b["seq"] + 2]
+            assert hello["seq"] >= hello_b["seq"] + 2
+        finally:
+            await resumed.close()
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_event_numbers_go_on_across_a_takeover(group: tuple[Node, Node, str],
+                                                     fake_ami: FakeAsterisk) -> None:
+    a, b, token = group
+    await b.wait_following(token)
+    code, _ = await a.call("PUT", "/v1/presence/2000", token, {"state": "away"})
+    assert code == 200
+    on_b = await Events.open(b, token)
+    try:
+        hello = await on_b.next("hello")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGKILL)
+        await a.proc.wait()
+        await b.wait_leading(token)
+        code, _ = await b.call("PUT", "/v1/presence/2000", token, {"state": "chat"})
+        assert code == 200
+        event = await on_b.next()
+        while event["presence"]["state"] != "chat":
+            event = await on_b.next()
+        # Numbered after the old leader's last event: a client that saw it
+        # resumes with no gap and no snapshot.
+        resumed = await Events.open(b, token, resume=hello["seq"])
+        try:
+            await resumed.next("hello")
+            first = await asyncio.wait_for(resumed.ws.receive_json(), 10)
+            assert first["type"] == "presence" and first["seq"] == hello["seq"] + 1
+        finally:
+            await resumed.close()
+    finally:
+        await on_b.close()

@@ -34,10 +34,14 @@ class Batch:
     put_asterisk: list[tuple[str, str, Presence]] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    #: Told to an HA group's followers once the batch is committed (relay.py);
+    #: a store without followers ignores them.
+    notices: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.put_sources
+            self.notices
+            or self.put_sources
             or self.delete_sources
             or self.put_effective
             or self.put_asterisk
@@ -52,6 +56,7 @@ class Batch:
         self.put_asterisk.extend(other.put_asterisk)
         self.history.extend(other.history)
         self.meta.update(other.meta)
+        self.notices.extend(other.notices)
 
 
 class StoreError(Exception):
@@ -71,7 +76,8 @@ class Store(Protocol):
 
     async def load_users(self) -> list[UserRecord]: ...
 
-    async def load_sources(self) -> list[SourceRecord]: ...
+    async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
+        """All sources, or only ``user``'s."""
 
     async def load_effective(self) -> list[EffectiveRecord]: ...
 

@@ -79,7 +79,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE asterisk DROP CONSTRAINT asterisk_pkey",
         'ALTER TABLE asterisk ADD PRIMARY KEY (node, "user")',
     ),
+    # An HA group's followers hand their writes to the leader here (relay.py).
+    (
+        """CREATE TABLE commands (
+            id bigserial PRIMARY KEY, node text NOT NULL, kind text NOT NULL,
+            body text NOT NULL, status text NOT NULL DEFAULT 'new'
+                CHECK (status IN ('new', 'running', 'done')),
+            result text, created timestamptz NOT NULL DEFAULT now())""",
+        "CREATE INDEX commands_new ON commands (id) WHERE status = 'new'",
+    ),
 ]
+
+#: LISTEN/NOTIFY channels of an HA group (relay.py): the leader's committed
+#: changes, the followers' commands, and the leader's answers to them.
+EVENTS_CHANNEL = "astpresence_events"
+COMMANDS_CHANNEL = "astpresence_commands"
+RESULTS_CHANNEL = "astpresence_results"
 
 #: pg_advisory_xact_lock keys: migrations ("astp" in ASCII), history ids ("asth").
 MIGRATION_LOCK = 0x61737470
@@ -203,9 +218,10 @@ class PostgresStore:
                                  "FROM users ORDER BY id")
         return [UserRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5]) for r in rows]
 
-    async def load_sources(self) -> list[SourceRecord]:
+    async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
         rows = await self._fetch('SELECT "user", source, state, subtype, message, since, actor, '
-                                 'start, "end" FROM sources ORDER BY "user", source')
+                                 'start, "end" FROM sources WHERE $1::text IS NULL OR "user" = $1 '
+                                 'ORDER BY "user", source', user)
         return [SourceRecord(r[0], r[1], _presence(r[2], r[3], r[4]), r[5].astimezone(UTC),
                              r[6], _utc(r[7]), _utc(r[8])) for r in rows]
 
@@ -305,6 +321,55 @@ class PostgresStore:
         return ids
 
 
+    # -- an HA group's commands (relay.py) ---------------------------------------
+
+    async def add_command(self, node: str, kind: str, body: str) -> int:
+        """A follower's write for the leader; its id. The leader is told at commit."""
+        async def work(conn: _Clean) -> int:
+            command = int(await conn.fetchval(
+                "INSERT INTO commands (node, kind, body) VALUES ($1, $2, $3) RETURNING id",
+                node, kind, body))
+            await conn.execute(f"SELECT pg_notify('{COMMANDS_CHANNEL}', $1)", str(command))
+            return command
+        command: int = await self._run(work)
+        return command
+
+    async def claim_commands(self, limit: int = 100) -> list[tuple[int, str, str]]:
+        """The oldest new commands, now marked running (for this leader only)."""
+        async def work(conn: _Clean) -> list[tuple[int, str, str]]:
+            rows = await conn.fetch(
+                "UPDATE commands SET status = 'running' WHERE id IN (SELECT id FROM commands "
+                "WHERE status = 'new' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, kind, body", limit)
+            return sorted((int(r[0]), str(r[1]), str(r[2])) for r in rows)
+        claimed: list[tuple[int, str, str]] = await self._run(work)
+        return claimed
+
+    async def finish_command(self, command: int, result: str) -> None:
+        async def work(conn: _Clean) -> None:
+            await conn.execute("UPDATE commands SET status = 'done', result = $2 WHERE id = $1",
+                               command, result)
+            await conn.execute(f"SELECT pg_notify('{RESULTS_CHANNEL}', $1)", str(command))
+        await self._run(work)
+
+    async def command_result(self, command: int) -> str | None:
+        rows = await self._fetch("SELECT result FROM commands WHERE id = $1 AND "
+                                 "status = 'done'", command)
+        return str(rows[0][0]) if rows else None
+
+    async def delete_command(self, command: int) -> None:
+        async def work(conn: _Clean) -> None:
+            await conn.execute("DELETE FROM commands WHERE id = $1", command)
+        await self._run(work)
+
+    async def sweep_commands(self, older_than: float) -> None:
+        """Commands nobody waits for any more (a follower or a leader died)."""
+        async def work(conn: _Clean) -> None:
+            await conn.execute("DELETE FROM commands WHERE created < now() - "
+                               "make_interval(secs => $1)", older_than)
+        await self._run(work)
+
+
 _TOKEN_COLUMNS = 'id, hash, role, "user", label, created_at, revoked_at'
 
 
@@ -328,6 +393,10 @@ class _Clean:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._conn.fetchval(sql, *_text(args))
 
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._conn.fetch(sql, *_text(args))
+        return rows
+
 
 async def _write(conn: _Clean, batch: Batch) -> list[int]:
     if batch.delete_sources:
@@ -350,6 +419,11 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
             "source = excluded.source, reason = excluded.reason, since = excluded.since",
             [(e.user, e.presence.state.value, e.presence.subtype, e.presence.message, e.source,
               e.reason, _aware(e.since)) for e in batch.put_effective])
+    if batch.notices:
+        # Delivered when (and only if) this transaction commits, in order.
+        await conn.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', n) "
+                           "FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i",
+                           list(batch.notices))
     if batch.put_asterisk:
         await conn.executemany(
             'INSERT INTO asterisk (node, "user", state, subtype, message) '

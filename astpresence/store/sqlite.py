@@ -481,11 +481,11 @@ class SqliteStore:
         users: list[UserRecord] = self._decode("users", rows, _user)
         return users
 
-    async def load_sources(self) -> list[SourceRecord]:
-        """All sources, by (user, source)."""
+    async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
+        """All sources (or the user's), by (user, source)."""
         rows = await self._fetch(
             'SELECT user, source, state, subtype, message, since, actor, start, "end" '
-            "FROM sources ORDER BY user, source"
+            "FROM sources WHERE ? IS NULL OR user = ? ORDER BY user, source", (user, user)
         )
         sources: list[SourceRecord] = self._decode("sources", rows, _source)
         return sources

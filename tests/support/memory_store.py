@@ -76,10 +76,10 @@ class MemoryStore:
         self._check_open()
         return [self._users[k] for k in sorted(self._users)]
 
-    async def load_sources(self) -> list[SourceRecord]:
-        """All sources, by (user, source)."""
+    async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
+        """All sources (or the user's), by (user, source)."""
         self._check_open()
-        return [self._sources[k] for k in sorted(self._sources)]
+        return [self._sources[k] for k in sorted(self._sources) if user in (None, k[0])]
 
     async def load_effective(self) -> list[EffectiveRecord]:
         """All effective presences, by user."""
