@@ -319,6 +319,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 def _link_summary(ami: dict[str, Any]) -> str:
+    if ami["state"] == "follower":
+        return (f"none here: this node follows the leader, whose link to {ami['host']}:"
+                f"{ami['port']} is {ami.get('leader_link') or 'not known yet'}")
     link = f"{ami['state']} ({ami['username']}@{ami['host']}:{ami['port']})"
     if ami.get("last_error"):
         link += f"; last error: {ami['last_error']}"

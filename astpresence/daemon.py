@@ -160,7 +160,13 @@ class Daemon:
                 "commands_run": self.commands.done if self.commands is not None else 0}
 
     def _status(self) -> list[dict[str, Any]]:
-        return [b.status_json() for b in self.bridges]
+        if self.follower is None:
+            return [b.status_json() for b in self.bridges]
+        # A follower talks to no Asterisk: it shows the leader's links as told.
+        links = self.service.events.links
+        return [{**b.status_json(), "state": "follower", "connected": False,
+                 "leader_link": links[b.name].state if b.name in links else None}
+                for b in self.bridges]
 
     async def run(self) -> None:
         """Start, keep the AMI link up until stopped, shut down.

@@ -349,7 +349,7 @@ class Follower:
                 await self._store.delete_command(command)
 
     async def _applied_so_far(self) -> None:
-        while not self._queue.empty():
+        while not self._queue.empty() and self.ready.is_set():
             await asyncio.sleep(0.01)
 
 

@@ -21,6 +21,7 @@ two sides converge without fighting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +33,15 @@ from .cards import DEFAULT_MAILBOX, Card, Cards, Mailbox
 from .commit import GroupCommitter, log_store_failure
 from .devices import Devices
 from .events import ChangeEvent, EventHub, LinkEvent
-from .relay import USERS_NOTICE, Change, Notice, Remote, change_notice, link_notice
+from .relay import (
+    USERS_NOTICE,
+    Change,
+    Notice,
+    Remote,
+    change_notice,
+    link_notice,
+    parse_notice,
+)
 from .model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
 from .queues import QueueMembers
@@ -120,7 +129,11 @@ class PresenceService:
 
     @property
     def synced(self) -> bool:
-        """Every Asterisk server has been read since its link last came up."""
+        """Every Asterisk server has been read since its link last came up (on a
+        follower: by the leader, as it last said)."""
+        if self.remote is not None:
+            links = self.events.links
+            return all(n in links and links[n].state == "synced" for n in self.nodes)
         return all(n.outbox.synced for n in self.nodes.values())
 
     @property
@@ -412,7 +425,9 @@ class PresenceService:
         the followers."""
         self.events.publish_service(event)
         if self.relaying:
-            self.store_later(Batch(notices=[link_notice(event)]))
+            notice = link_notice(event)
+            # Kept too, for followers that start later.
+            self.store_later(Batch(notices=[notice], meta={f"link:{event.node}": notice}))
 
     def note_users_changed(self, batch: Batch) -> None:
         """The users were saved again (a sync, a new hint): followers reload them."""
@@ -428,6 +443,14 @@ class PresenceService:
         self.contributions.replace(await self._store.load_sources())
         self._effective = {eff.user: eff for eff in await self._store.load_effective()}
         self._relayed.clear()
+        self.events.links.clear()
+        for node in self.nodes:
+            link = await self._store.get_meta(f"link:{node}")
+            if link is not None:
+                with contextlib.suppress(InvalidInput):
+                    notice = parse_notice(link)
+                    if isinstance(notice, LinkEvent):
+                        self.events.links[node] = notice
         last_event = int(await self._store.get_meta(EVENT_SEQ) or 0)
         self.events.renumber(last_event)
         return last_event

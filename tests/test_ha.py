@@ -192,11 +192,15 @@ class Events:
 async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
                                                fake_ami: FakeAsterisk) -> None:
     a, b, token = group
-    await b.wait_following(token)
+    st = await b.wait_following(token)
+    # b talks to no Asterisk; it shows the leader's link (stored before b started).
+    assert (st["ami"]["state"], st["ami"]["leader_link"], st["synced"]) == (
+        "follower", "synced", True)
     on_a, on_b = await Events.open(a, token), await Events.open(b, token)
     try:
         hello_a, hello_b = await on_a.next("hello"), await on_b.next("hello")
         assert hello_a["seq"] == hello_b["seq"]  # one numbering for the group
+        assert hello_b["link"]["state"] == "synced" and hello_b["link"]["node"] == "asterisk"
         # A write on the follower: run by the leader, answered once stored,
         # and the follower has it at once (read your writes).
         code, body = await b.call("PUT", "/v1/presence/2000", token,
@@ -280,3 +284,68 @@ async def test_event_numbers_go_on_across_a_takeover(group: tuple[Node, Node, st
             await resumed.close()
     finally:
         await on_b.close()
+
+
+async def test_a_follower_that_loses_its_database_link_reloads(
+        group: tuple[Node, Node, str], fake_ami: FakeAsterisk, postgres_url: str) -> None:
+    a, b, token = group
+    await b.wait_following(token)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        cut = await conn.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name = 'astpresence-follower'")
+        assert [r[0] for r in cut] == [True]
+        # Changed while b is not listening: b reloads the state, nothing assumed.
+        code, _ = await a.call("PUT", "/v1/presence/2001", token, {"state": "xa"})
+        assert code == 200
+        deadline = time.monotonic() + 10
+        while True:
+            code, body = await b.call("GET", "/v1/presence/2001", token)
+            if code == 200 and body["state"] == "xa":
+                break
+            assert time.monotonic() < deadline, (code, body)
+            await asyncio.sleep(0.05)
+        log = b.log.read_text()
+        assert "the database link failed" in log
+        assert log.count("following the leader: state loaded") == 2
+    finally:
+        await conn.close()
+
+
+async def test_a_write_sent_while_no_node_leads_is_run_by_the_next_leader(
+        group: tuple[Node, Node, str], fake_ami: FakeAsterisk, postgres_url: str) -> None:
+    from astpresence.ha import LEADER_LOCK
+
+    a, b, token = group
+    await b.wait_following(token)
+    assert a.proc is not None
+    # The test takes the leader's lock the moment a dies, so b cannot lead yet.
+    blocker = await asyncpg.connect(postgres_url)
+    try:
+        locking = asyncio.ensure_future(blocker.execute("SELECT pg_advisory_lock($1)",
+                                                        LEADER_LOCK))
+        a.proc.send_signal(signal.SIGKILL)
+        await a.proc.wait()
+        await asyncio.wait_for(locking, 10)
+        # b still follows: its write waits in the database for a leader.
+        put = asyncio.ensure_future(b.call("PUT", "/v1/presence/2000", token,
+                                           {"state": "xa"}))
+        check = await asyncpg.connect(postgres_url)
+        try:
+            for _ in range(200):
+                if await check.fetchval("SELECT count(*) FROM commands WHERE status = 'new'"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the follower's command never reached the database")
+        finally:
+            await check.close()
+        assert not put.done()
+        await blocker.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+        code, body = await asyncio.wait_for(put, 15)
+        assert (code, body["state"]) == (200, "xa"), body
+    finally:
+        await blocker.close()
+    await b.wait_leading(token)
+    await until(lambda: [v.split(",")[0] for v in setvars(fake_ami, "2000")] == ["xa"],
+                what="written once, by the new leader")
