@@ -88,8 +88,8 @@ PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 STREAMS_KEY: web.AppKey[Streams] = web.AppKey("streams")
 CALENDARS_KEY = web.AppKey("calendars", CalendarFeeds)
 HA_KEY: web.AppKey[Callable[[], dict[str, Any]] | None] = web.AppKey("ha")
-#: What a standby (not the leader of an HA group) still answers.
-STANDBY_PATHS = {"/v1/status", "/metrics", "/v1/openapi.json"}
+#: What a follower of an HA group answers while it is not in step with the leader.
+NOT_IN_STEP_PATHS = {"/v1/status", "/metrics", "/v1/openapi.json"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -114,11 +114,11 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def standby_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def follower_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A follower of an HA group serves the API once it is in step with the leader
     (relay.py); until then it answers its status, nothing else."""
     ha = request.app[HA_KEY]
-    if ha is None or request.path in STANDBY_PATHS:
+    if ha is None or request.path in NOT_IN_STEP_PATHS:
         return await handler(request)
     status = ha()
     if status["role"] == "leader" or status.get("following"):
@@ -1080,7 +1080,7 @@ def create_app(
     calendars: CalendarFeeds | None = None,
     ha: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json, standby_guard, require_token],
+    app = web.Application(middlewares=[errors_as_json, follower_guard, require_token],
                           client_max_size=MAX_BODY)
     app[HA_KEY] = ha
     app[SERVICE_KEY] = service

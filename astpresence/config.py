@@ -104,7 +104,7 @@ def _dnd_device(raw: object, what: str) -> str:
 
 @dataclass(frozen=True)
 class HaConfig:
-    #: Active/standby daemons on one PostgreSQL database (ha.py).
+    #: An HA group of daemons on one PostgreSQL database (ha.py, relay.py).
     enabled: bool = False
     #: This node's name in the group; "" = host name and API port.
     node: str = ""

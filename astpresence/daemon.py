@@ -74,7 +74,7 @@ class Daemon:
         self.stopped = asyncio.Event()  # everything closed
         self.force_exit = asyncio.Event()  # shutdown stops waiting (but drains the store)
         self._lock: DaemonLock | None = None
-        #: Active/standby on PostgreSQL ([ha] enabled): None when off.
+        #: An HA group on PostgreSQL ([ha] enabled): None when off.
         self.leadership = (Leadership(config.db_url.value, config.ha.node)
                            if config.ha.enabled else None)
         self.exit_code = 0
@@ -203,7 +203,7 @@ class Daemon:
                     # Stop writing to Asterisk now: another node may take the lock.
                     link.cancel()
                     logger.error("%s: no longer the leader; AMI writes stopped, exiting "
-                                 "(restarted, this node waits as a standby)", lost)
+                                 "(restarted, this node follows the new leader)", lost)
                     self.exit_code = 1
         finally:
             if commands is not None:

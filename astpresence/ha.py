@@ -1,16 +1,17 @@
-"""Active/standby daemons on one PostgreSQL database: exactly one leader.
+"""An HA group of daemons on one PostgreSQL database: exactly one leader.
 
 The leader holds a PostgreSQL session-level advisory lock on a connection of
-its own. Only the leader loads the state, talks to Asterisk (all writes) and
-serves the API; the others wait as standbys, answer ``/v1/status`` (role,
-leader, group) and try for the lock every half second. PostgreSQL releases the
-lock when the leader's session ends (the process killed, its connection
-closed), and a standby takes over: it loads the state from the database and
-resyncs from Asterisk (nothing is assumed after a takeover).
+its own. Only the leader decides and talks to Asterisk (all writes); the
+others are followers: they serve the API from the leader's committed changes
+and hand their writes to it (relay.py), and try for the lock every half
+second. PostgreSQL releases the lock when the leader's session ends (the
+process killed, its connection closed), and a follower takes over: it loads
+the state from the database and resyncs from Asterisk (nothing is assumed
+after a takeover).
 
 The leader checks its lock connection every second. When that check fails it
 stops writing to Asterisk at once and the daemon exits (a supervisor starts it
-again, as a standby): a leader that cannot reach the database must never keep
+again, as a follower): a leader that cannot reach the database must never keep
 writing while another one may take the lock.
 """
 
@@ -71,11 +72,11 @@ class Leadership:
                 await self._note(conn)
                 if not waiting_logged:
                     who = self.leader["node"] if self.leader else "another node"
-                    logger.info("standby: %s is the leader; taking over when it stops", who)
+                    logger.info("following: %s is the leader; taking over when it stops", who)
                     waiting_logged = True
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     TimeoutError) as exc:
-                logger.warning("standby: the database is unreachable (%s); retrying", exc)
+                logger.warning("follower: the database is unreachable (%s); retrying", exc)
                 await self._drop()
             try:
                 await asyncio.wait_for(stop.wait(), RETRY)

@@ -93,7 +93,7 @@ class Metrics:
 
     def watch_ha(self, role: Callable[[], str]) -> None:
         leader = Gauge("astpresence_ha_leader", "1 while this node leads its HA group "
-                       "(the only one writing to Asterisk), 0 as a standby",
+                       "(the only one writing to Asterisk), 0 as a follower",
                        registry=self.registry)
         leader.set_function(lambda: 1.0 if role() == "leader" else 0.0)
 

@@ -111,8 +111,10 @@ SCHEMAS: dict[str, Any] = {
         "ha": {"type": ["object", "null"],
                "description": "[ha] enabled: role (leader or follower), node, since, leader "
                               "{node, api, role, since, seen}, group (the nodes seen in the "
-                              "last 30 s), takeovers; null when off. A standby answers every "
-                              "other request 503 with the leader in the body"},
+                              "last 30 s), takeovers, following (a follower in step with the "
+                              "leader serves the whole API), commands_run (followers' writes "
+                              "this leader ran); null when off. A follower not yet in step "
+                              "answers other requests 503 with the leader in the body"},
         "calendars": _obj({"feeds": {"type": "integer"}, "ok": {"type": "integer"},
                            "stale": {"type": "integer"}, "failing": {"type": "integer"},
                            "new": {"type": "integer"}}),

@@ -310,10 +310,12 @@ def test_docker_compose_config_is_valid() -> None:
 
 
 def test_compose_ha_variant() -> None:
-    """docker/compose.ha.yaml: PostgreSQL and two daemons in one HA group."""
+    """docker/compose.ha.yaml: two Asterisk servers, PostgreSQL and two daemons in one
+    HA group."""
     data = yaml.safe_load((DOCKER / "compose.ha.yaml").read_text(encoding="utf-8"))
     services = data["services"]
-    assert set(services) == {"asterisk", "postgres", "astpresence-a", "astpresence-b"}
+    assert set(services) == {"asterisk-east", "asterisk-west", "postgres", "astpresence-a",
+                             "astpresence-b"}
     for name, svc in services.items():
         if "image" in svc:
             assert _pinned(svc["image"]), name
@@ -328,8 +330,21 @@ def test_compose_ha_variant() -> None:
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
         nodes.append(env["ASTPRESENCE_HA_NODE"])
     assert nodes == ["node-a", "node-b"]
-    # One Asterisk login per group: both daemons share it, the standby waits.
-    assert services["astpresence-a"]["environment"]["ASTPRESENCE_AMI_HOST"] == "asterisk"
+    # Both servers are in the daemons' config, their secrets in the environment.
+    from astpresence.config import load_config
+
+    env = services["astpresence-a"]["environment"]
+    source = next(src for src, tgt in _bind_mounts(services["astpresence-a"])
+                  if tgt == env["ASTPRESENCE_CONFIG"])
+    cfg = load_config(DOCKER / source, env={
+        k: "x" for k in env if k.startswith("ASTPRESENCE_AMI_SECRET_")})
+    assert [(n.name, n.host, n.secret.value) for n in cfg.asterisk_servers] == [
+        ("east", "asterisk-east", "x"), ("west", "asterisk-west", "x")]
+    assert cfg.rules.mirror and cfg.rules.queue_pause
+    assert not any(k.startswith("ASTPRESENCE_AMI_") and not k.startswith(
+        "ASTPRESENCE_AMI_SECRET_") for k in env)  # they would clash with [[asterisk]]
+    assert set(services["asterisk-west"]["volumes"]) == set(
+        services["asterisk-east"]["volumes"])
     # Secrets only from the environment, with demo placeholders.
     pg = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert pg.startswith("${ASTPRESENCE_DEMO_PG_PASSWORD:-demo-only")

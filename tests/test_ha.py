@@ -1,4 +1,4 @@
-"""Active/standby daemons on one PostgreSQL ([ha] enabled): real processes, one
+"""An HA group of daemons on one PostgreSQL ([ha] enabled): real processes, one
 fake Asterisk, failover by ``kill -9`` and by cutting the leader's database
 connection. Exactly one node writes to Asterisk at any time."""
 
@@ -102,7 +102,7 @@ def setvars(fake: FakeAsterisk, uid: str) -> list[str]:
     return [m.get("Value") or "" for m in fake.setvars(f"PRESENCE_STATE(CustomPresence:{uid})")]
 
 
-async def test_standby_takes_over_after_kill_9(group: tuple[Node, Node, str],
+async def test_a_follower_takes_over_after_kill_9(group: tuple[Node, Node, str],
                                                fake_ami: FakeAsterisk) -> None:
     a, b, token = group
     # The follower says who leads (once it has looked: its API is up first).
@@ -148,7 +148,7 @@ async def test_leader_that_loses_the_database_stops_writing(
     finally:
         await conn.close()
     assert [r[0] for r in cut] == [True]  # exactly one node held the lock
-    # The old leader stops at once (exit 1: a supervisor restarts it as a standby).
+    # The old leader stops at once (exit 1: a supervisor restarts it as a follower).
     assert await asyncio.wait_for(a.proc.wait(), 10) == 1
     log = a.log.read_text()
     assert "no longer the leader; AMI writes stopped" in log
@@ -156,7 +156,7 @@ async def test_leader_that_loses_the_database_stops_writing(
     code, _ = await b.call("PUT", "/v1/presence/2001", token, {"state": "xa"})
     assert code == 200
     await until(lambda: len(setvars(fake_ami, "2001")) == 1)
-    # Restarted, the old leader waits as a standby.
+    # Restarted, the old leader follows.
     await a.start()
     st = await a.status(token)
     assert st["ha"]["role"] == "follower"
