@@ -349,3 +349,63 @@ async def test_a_write_sent_while_no_node_leads_is_run_by_the_next_leader(
     await b.wait_leading(token)
     await until(lambda: [v.split(",")[0] for v in setvars(fake_ami, "2000")] == ["xa"],
                 what="written once, by the new leader")
+
+
+async def test_a_group_on_two_asterisk_servers(postgres_url: str, tmp_path: Path) -> None:
+    """[ha] and [[asterisk]] together: after a takeover the new leader follows both
+    servers, and a change made on one is still written to the other, once."""
+    from tests.support.fakeami import Hint
+
+    fakes = {name: FakeAsterisk() for name in ("east", "west")}
+    for fake in fakes.values():
+        fake.hints[:] = [Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")]
+        fake.devices["PJSIP/2000"] = "NOT_INUSE"
+        await fake.start()
+    config = tmp_path / "astpresence.toml"
+    config.write_text("".join(
+        f'[[asterisk]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {fake.port}\n'
+        f'secret = "{fake.secret}"\n\n' for name, fake in fakes.items()))
+    env = clean_env(ASTPRESENCE_CONFIG=str(config), ASTPRESENCE_DB_URL=postgres_url,
+                    ASTPRESENCE_HA="1", ASTPRESENCE_DB=str(tmp_path / "unused.db"))
+    code, out, err = await run("token", "create", "--role", "admin", "--json", env=env)
+    assert code == 0, err
+    token = json.loads(out)["token"]
+    a, b = Node("node-a", env, tmp_path), Node("node-b", env, tmp_path)
+    try:
+        await a.start()
+        await a.wait_leading(token)
+        await b.start()
+        await b.wait_following(token)
+        st = await a.status(token)
+        assert [(n["name"], n["state"]) for n in st["asterisk"]] == [
+            ("east", "synced"), ("west", "synced")]
+        await fakes["west"].external_presence_change("2000", "away", "lunch")
+        await until(lambda: fakes["east"].presences.get("2000") == ("away", "lunch", ""),
+                    what="west's change on east")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGKILL)
+        await a.proc.wait()
+        await b.wait_leading(token)
+        st = await b.status(token)
+        assert [(n["name"], n["state"]) for n in st["asterisk"]] == [
+            ("east", "synced"), ("west", "synced")]
+        await fakes["east"].external_presence_change("2000", "dnd")
+        await until(lambda: fakes["west"].presences.get("2000") == ("dnd", "", ""),
+                    what="east's change on west, by the new leader")
+        code, body = await b.call("GET", "/v1/presence/2000", token)
+        assert (code, body["state"]) == (200, "dnd")
+        # A last change through the API, written to both: a barrier (one link's
+        # writes go in order), then each server got each value once, no fight.
+        code, _ = await b.call("PUT", "/v1/presence/2000", token, {"state": "chat"})
+        assert code == 200
+        await until(lambda: all(f.presences.get("2000") == ("chat", "", "")
+                                for f in fakes.values()), what="the last change everywhere")
+        assert [v.split(",")[0] for v in setvars(fakes["east"], "2000")] == ["away", "chat"]
+        assert [v.split(",")[0] for v in setvars(fakes["west"], "2000")] == ["dnd", "chat"]
+    finally:
+        for node in (a, b):
+            if node.proc is not None and node.proc.returncode is None:
+                node.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(node.proc.wait(), 20)
+        for fake in fakes.values():
+            await fake.stop()
