@@ -335,7 +335,10 @@ def _ha_summary(ha: dict[str, Any] | None) -> str:
         return "off (one daemon)"
     leader = ha.get("leader") or {}
     nodes = ", ".join(f"{n.get('node')} ({n.get('role')})" for n in ha.get("group") or [])
-    return (f"{ha['role']} ({ha['node']}); leader {leader.get('node') or 'none'}"
+    role = ha["role"]
+    if role == "follower":
+        role += " in step" if ha.get("following") else " (not yet in step: answering 503)"
+    return (f"{role} ({ha['node']}); leader {leader.get('node') or 'none'}"
             f"{' at ' + leader['api'] if leader.get('api') else ''}; group: {nodes or '-'}")
 
 

@@ -196,6 +196,12 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
     # b talks to no Asterisk; it shows the leader's link (stored before b started).
     assert (st["ami"]["state"], st["ami"]["leader_link"], st["synced"]) == (
         "follower", "synced", True)
+    code, out, err = await run("status", env={**b.env, "ASTPRESENCE_API": b.url,
+                                              "ASTPRESENCE_TOKEN": token})
+    assert code == 0, err
+    assert (f"AMI link:        none here: this node follows the leader, whose link to "
+            f"127.0.0.1:{fake_ami.port} is synced") in out
+    assert "HA:              follower in step (node-b); leader node-a at " + a.url in out
     on_a, on_b = await Events.open(a, token), await Events.open(b, token)
     try:
         hello_a, hello_b = await on_a.next("hello"), await on_b.next("hello")
