@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -244,38 +243,24 @@ class Follower:
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.ready = asyncio.Event()  # the state is loaded and notices flow
-        self.reloads = 0
-        self._ids = itertools.count(1)
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._url, timeout=5, server_settings={
-                    "application_name": "astpresence-follower"})
-                conn.add_termination_listener(lambda c: lost.set())
-                await conn.add_listener(EVENTS_CHANNEL, self._heard)
-                await conn.add_listener(RESULTS_CHANNEL, self._heard)
-                self._queue = asyncio.Queue()  # notices from before this reload are void
-                seq = await self._reload()
-                self.reloads += 1
-                self.ready.set()
-                attempt = 0
-                logger.info("following the leader: state loaded (event %d)", seq)
-                await self._follow(conn, lost, stop, seq)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError,
-                    TimeoutError) as exc:
-                logger.warning("follower: the database link failed (%s); reloading", exc)
-            finally:
-                self.ready.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        await _linked(self._url, "astpresence-follower", stop, self._session,
+                      "follower: the database link failed (%s); reloading")
+
+    async def _session(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda c: lost.set())
+        await conn.add_listener(EVENTS_CHANNEL, self._heard)
+        await conn.add_listener(RESULTS_CHANNEL, self._heard)
+        self._queue = asyncio.Queue()  # notices from before this reload are void
+        try:
+            seq = await self._reload()
+            self.ready.set()
+            logger.info("following the leader: state loaded (event %d)", seq)
+            await self._follow(conn, lost, stop, seq)
+        finally:
+            self.ready.clear()
 
     def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
         if self._queue.qsize() >= MAX_PENDING_NOTICES:
@@ -363,29 +348,12 @@ class CommandServer:
         self.done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            wake = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._url, timeout=5, server_settings={
-                    "application_name": "astpresence-leader"})
-                await conn.add_listener(COMMANDS_CHANNEL, lambda *args: wake.set())
-                attempt = 0
-                await self._serve(conn, wake, stop)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError,
-                    TimeoutError) as exc:
-                logger.warning("leader: the commands link failed (%s); retrying", exc)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        await _linked(self._url, "astpresence-leader", stop, self._serve,
+                      "leader: the commands link failed (%s); retrying")
 
-    async def _serve(self, conn: asyncpg.Connection, wake: asyncio.Event,
-                     stop: asyncio.Event) -> None:
+    async def _serve(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        await conn.add_listener(COMMANDS_CHANNEL, lambda *args: wake.set())
         swept = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
@@ -409,6 +377,31 @@ class CommandServer:
                 raise asyncpg.InterfaceError("the commands connection was closed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(wake.wait(), stop.wait()), 1.0)
+
+
+async def _linked(url: str, name: str, stop: asyncio.Event,
+                  session: Callable[[asyncpg.Connection, asyncio.Event], Awaitable[None]],
+                  failed: str) -> None:
+    """``session`` on a connection of its own until ``stop``; after a failure, again
+    on a new connection with backoff."""
+    attempt = 0
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(url, timeout=5,
+                                         server_settings={"application_name": name})
+            attempt = 0
+            await session(conn, stop)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError,
+                TimeoutError) as exc:
+            logger.warning(failed, exc)
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        attempt += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
 
 async def _first(*waits: Awaitable[Any]) -> None:
