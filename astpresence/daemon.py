@@ -215,12 +215,16 @@ class Daemon:
         """Serve the API as a follower until this node takes the lock (True) or stops."""
         following = asyncio.Event()
         self.follower = Follower(self.config.db_url.value, ha.node, self.store,
-                                 self.service.load_replica, self.service.apply_notice)
+                                 self.service.load_replica, self.service.apply_notice,
+                                 self.service.read_leaders_cards)
         self.service.remote = Remote(self.follower.call)
         task = asyncio.create_task(self.follower.run(following), name="follower")
         try:
             return await ha.acquire(self.stop_event)
         finally:
+            # From here this node answers for itself (a write already handed to
+            # the leader still waits for its answer).
+            self.service.remote = None
             following.set()
             await asyncio.gather(task, return_exceptions=True)
             self.follower = None

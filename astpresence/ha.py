@@ -34,6 +34,15 @@ HEARTBEAT = 1.0
 HEARTBEAT_TIMEOUT = 2.0
 #: A node not seen for this long is left out of the group.
 GONE_AFTER = 30.0
+#: How PostgreSQL watches the lock connection's socket (a session may set these
+#: for its own socket): probes after 2 s of silence, 1 s apart, 2 unanswered
+#: ones end it, and so does data unacknowledged for 4 s (tcp_user_timeout,
+#: PostgreSQL 12+). A leader cut off by the network loses its lock about 4 s
+#: later instead of after the kernel's default of two hours; by then it has
+#: stopped writing (its own heartbeat gives up after 2 s). A busy leader still
+#: answers probes: its kernel does, not its event loop.
+KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
+              "tcp_keepalives_count": "2", "tcp_user_timeout": "4000"}
 
 
 class Leadership:
@@ -54,7 +63,7 @@ class Leadership:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
                 self._url, timeout=5, command_timeout=5,
-                server_settings={"application_name": "astpresence-ha"})
+                server_settings={"application_name": "astpresence-ha", **KEEPALIVES})
         return self._conn
 
     async def acquire(self, stop: asyncio.Event) -> bool:

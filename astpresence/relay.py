@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from .cards import Card
 from .events import LinkEvent
 from .model import InvalidInput, Presence, parse_presence
 from .records import PresenceView, SourceRecord
@@ -55,7 +56,7 @@ BACKOFF = (0.5, 1.0, 2.0, 4.0)
 #: reloads instead of growing a queue).
 MAX_PENDING_NOTICES = 100_000
 
-KINDS = ("set_manual", "clear_manual", "set_source", "delete_source")
+KINDS = ("set_manual", "clear_manual", "set_source", "delete_source", "cards")
 
 
 # -- notices ----------------------------------------------------------------------
@@ -78,8 +79,8 @@ def _parse_time(value: object) -> datetime | None:
 
 def view_json(view: PresenceView) -> dict[str, Any]:
     return {"user": view.user, "presence": view.presence.as_dict(), "source": view.source,
-            "actor": view.actor, "since": _time(view.since), "rule": view.rule,
-            "name": view.name, "voicemail": view.voicemail}
+            "actor": view.actor, "since": _time(view.since), "pending": view.pending,
+            "rule": view.rule, "name": view.name, "voicemail": view.voicemail}
 
 
 def view_from_json(data: Any) -> PresenceView:
@@ -92,7 +93,8 @@ def view_from_json(data: Any) -> PresenceView:
     return PresenceView(str(data["user"]), parse_presence(p["state"], p["subtype"],
                                                           p["message"]),
                         str(data["source"]), str(data["actor"]), _parse_time(data["since"]),
-                        False, str(data["rule"]), str(data.get("name") or ""), voicemail)
+                        data.get("pending") is True, str(data["rule"]),
+                        str(data.get("name") or ""), voicemail)
 
 
 def change_notice(seq: int, view: PresenceView) -> str:
@@ -109,6 +111,11 @@ def link_notice(event: LinkEvent) -> str:
 USERS_NOTICE = '{"t":"users"}'
 
 
+def written_notice(uid: str) -> str:
+    """The user's presence is on every Asterisk server now (no longer pending)."""
+    return json.dumps({"t": "written", "user": uid}, ensure_ascii=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     seq: int
@@ -120,7 +127,12 @@ class UsersChanged:
     pass
 
 
-Notice = Change | LinkEvent | UsersChanged
+@dataclass(frozen=True, slots=True)
+class Written:
+    user: str
+
+
+Notice = Change | LinkEvent | UsersChanged | Written
 
 
 def parse_notice(text: str) -> Notice:
@@ -137,6 +149,8 @@ def parse_notice(text: str) -> Notice:
                              data.get("reason"), str(data["node"]))
         if kind == "users":
             return UsersChanged()
+        if kind == "written":
+            return Written(str(data["user"]))
     except (ValueError, KeyError, TypeError, AssertionError) as exc:
         raise InvalidInput(f"not a notice of astpresence: {exc}") from None
     raise InvalidInput(f"unknown notice {kind!r}")
@@ -177,6 +191,9 @@ async def run_command(service: PresenceService, kind: str, body: dict[str, Any]
             view = await service.set_source(_source_from_json(body["record"]))
         elif kind == "delete_source":
             view = await service.delete_source(body["user"], body["name"], body["actor"])
+        elif kind == "cards":
+            return {"cards": {uid: list(service.cards.card(uid)) for uid in service.users.ids()
+                              if service.cards.card(uid) != ("", None)}}
         else:
             raise InvalidInput(f"unknown command {kind!r}")
     except UnknownUser as exc:
@@ -210,6 +227,16 @@ class Remote:
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
         return await self._run("delete_source", {"user": uid, "name": name, "actor": actor})
 
+    async def cards(self) -> dict[str, Card]:
+        """Every contact card the leader read from Asterisk: user -> (name, voicemail)."""
+        result = await self._call("cards", {})
+        cards: dict[str, Card] = {}
+        for uid, card in (result.get("cards") or {}).items():
+            if (isinstance(card, list) and len(card) == 2 and isinstance(card[0], str)
+                    and (card[1] is None or isinstance(card[1], int))):
+                cards[str(uid)] = (card[0], card[1])
+        return cards
+
     async def _run(self, kind: str, body: dict[str, Any]) -> PresenceView:
         from .service import UnknownSource, UnknownUser
 
@@ -234,12 +261,14 @@ class Follower:
 
     def __init__(self, url: str, node: str, store: Any,
                  reload: Callable[[], Awaitable[int]],
-                 apply: Callable[[Notice, int], Awaitable[None]]) -> None:
+                 apply: Callable[[Notice, int], Awaitable[None]],
+                 in_step: Callable[[], Awaitable[None]] | None = None) -> None:
         self._url = url
         self.node = node
         self._store = store  # PostgresStore: commands go through its pool
         self._reload = reload
         self._apply = apply
+        self._in_step = in_step  # run beside, once the state is loaded (asks the leader)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.ready = asyncio.Event()  # the state is loaded and notices flow
@@ -254,13 +283,26 @@ class Follower:
         await conn.add_listener(EVENTS_CHANNEL, self._heard)
         await conn.add_listener(RESULTS_CHANNEL, self._heard)
         self._queue = asyncio.Queue()  # notices from before this reload are void
+        extra: asyncio.Task[None] | None = None
         try:
             seq = await self._reload()
             self.ready.set()
             logger.info("following the leader: state loaded (event %d)", seq)
+            if self._in_step is not None:
+                extra = asyncio.create_task(self._quietly(self._in_step()))
             await self._follow(conn, lost, stop, seq)
         finally:
             self.ready.clear()
+            if extra is not None:
+                extra.cancel()
+                await asyncio.gather(extra, return_exceptions=True)
+
+    @staticmethod
+    async def _quietly(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except (StoreError, InvalidInput) as exc:
+            logger.info("follower: %s", exc)
 
     def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
         if self._queue.qsize() >= MAX_PENDING_NOTICES:

@@ -38,10 +38,13 @@ from .relay import (
     Change,
     Notice,
     Remote,
+    Written,
     change_notice,
     link_notice,
     parse_notice,
+    written_notice,
 )
+from .replica import Replica
 from .model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
 from .queues import QueueMembers
@@ -121,7 +124,7 @@ class PresenceService:
         self.remote: Remote | None = None
         #: As an HA group's leader: notices for the followers go with each commit.
         self.relaying = False
-        self._relayed: dict[str, PresenceView] = {}  # a follower's users, as last told
+        self.replica = Replica()  # a follower's copy of what the leader shows
         # The first server's parts, by their old names (one server: the only ones).
         self.asterisk = next(iter(self.nodes.values()))
         self.outbox = self.asterisk.outbox
@@ -168,7 +171,7 @@ class PresenceService:
         replaced by what the store holds (its event numbers go on).
         """
         self.remote = None
-        self._relayed.clear()
+        self.replica.clear()
         self.users.replace_stored(await self._store.load_users())
         self.users_changed()
         self.contributions.replace(await self._store.load_sources())
@@ -212,12 +215,15 @@ class PresenceService:
 
     def view(self, uid: str) -> PresenceView:
         self.require_user(uid)
-        relayed = self._relayed.get(uid)
-        if relayed is not None:
-            return relayed
+        if self.remote is not None:
+            relayed = self.replica.view(uid)
+            if relayed is not None:
+                return relayed
+            name, voicemail = self.replica.card(uid)
+        else:
+            name, voicemail = self.cards.card(uid)
         eff = self._effective.get(uid)
         pending = self._is_pending(uid)
-        name, voicemail = self.cards.card(uid)
         if eff is None:
             return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
         rec = self.contributions.get(uid, eff.source)
@@ -248,6 +254,8 @@ class PresenceService:
         return await self._store.history(uid, limit)
 
     def pending_users(self) -> list[str]:
+        if self.remote is not None:
+            return self.replica.pending_users()
         return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
 
     def _desired(self, uid: str) -> Presence:
@@ -429,6 +437,17 @@ class PresenceService:
             # Kept too, for followers that start later.
             self.store_later(Batch(notices=[notice], meta={f"link:{event.node}": notice}))
 
+    async def read_leaders_cards(self) -> None:
+        """A follower in step: the contact cards the leader read from Asterisk."""
+        if self.remote is not None:
+            self.replica.cards_read(await self.remote.cards())
+
+    def note_written(self, uid: str, batch: Batch) -> None:
+        """An echo of a presence write: once every server has it, followers learn
+        it is no longer pending."""
+        if self.relaying and not self._is_pending(uid):
+            batch.notices.append(written_notice(uid))
+
     def note_users_changed(self, batch: Batch) -> None:
         """The users were saved again (a sync, a new hint): followers reload them."""
         if self.relaying:
@@ -442,7 +461,7 @@ class PresenceService:
         self.users_changed()
         self.contributions.replace(await self._store.load_sources())
         self._effective = {eff.user: eff for eff in await self._store.load_effective()}
-        self._relayed.clear()
+        self.replica.clear()
         self.events.links.clear()
         for node in self.nodes:
             link = await self._store.get_meta(f"link:{node}")
@@ -463,11 +482,13 @@ class PresenceService:
             if view.user not in self.users:
                 return
             old = self.view(view.user)
-            self._relayed[view.user] = view
+            self.replica.changed(view)
             if notice.seq > loaded_at:
                 self.events.relay(notice.seq, old, view)
         elif isinstance(notice, LinkEvent):
             self.events.publish_service(notice)
+        elif isinstance(notice, Written):
+            self.replica.written(notice.user)
         else:
             self.users.replace_stored(await self._store.load_users())
             self.users_changed()

@@ -79,6 +79,7 @@ class AsteriskSync:
             self.echoes += 1
             logger.debug("echo of our write for %s: %s", uid, presence.state.value)
             self.outbox.mark(uid)
+            self._engine.note_written(uid, batch)
         else:
             logger.info(
                 "presence of %s changed in Asterisk (%s) to %s; adopting it as a manual change",

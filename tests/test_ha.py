@@ -64,6 +64,14 @@ class Node:
         raise AssertionError(f"{self.name} did not follow within {timeout} s:\n"
                              f"{self.log.read_text()[-2000:]}")
 
+    async def wait_links(self, token: str, names: list[str], timeout: float = 10) -> None:
+        """Until every Asterisk server's link is synced (contact cards and queues too)."""
+        deadline = time.monotonic() + timeout
+        while [(n["name"], n["state"]) for n in (await self.status(token))["asterisk"]] != [
+                (name, "synced") for name in names]:
+            assert time.monotonic() < deadline, f"{self.name} did not sync {names}"
+            await asyncio.sleep(0.05)
+
     async def wait_leading(self, token: str, timeout: float = 10) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -79,6 +87,7 @@ class Node:
 async def group(fake_ami: FakeAsterisk, postgres_url: str,
                 tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
     seed(fake_ami)
+    fake_ami.astdb[("AMPUSER", "2001/cidname")] = "Bea Müller"  # a card only the leader reads
     env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
                     ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB_URL=postgres_url,
                     ASTPRESENCE_HA="1", ASTPRESENCE_DB=str(tmp_path / "unused.db"))
@@ -220,10 +229,16 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         assert fake_ami.logins == 1  # only the leader talks to Asterisk
         # Both streams tell it, with the same number.
         ev_a, ev_b = await on_a.next(), await on_b.next()
-        # "pending" (not yet written to Asterisk) is the leader's to know.
-        assert ev_a["presence"].pop("pending") is True
-        assert ev_b["presence"].pop("pending") is False
         assert ev_a == ev_b and ev_a["seq"] == hello_a["seq"] + 1
+        assert ev_b["presence"]["pending"] is True  # not yet written to Asterisk
+        # Once the leader's write has landed, the follower knows it too.
+        deadline = time.monotonic() + 10
+        while (await b.call("GET", "/v1/presence/2000", token))[1]["pending"]:
+            assert time.monotonic() < deadline, "still pending on the follower"
+            await asyncio.sleep(0.05)
+        # b started after a read the contact cards from Asterisk: it asked a.
+        code, body = await b.call("GET", "/v1/presence/2001", token)
+        assert (code, body["name"]) == (200, "Bea Müller")
         assert ev_b["presence"]["message"] == "by b" and "state" in ev_b["changed"]
         # A change made on the leader reaches the follower's readers and stream.
         code, _ = await a.call("PUT", "/v1/presence/2001", token, {"state": "away"})
@@ -246,7 +261,7 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         code, body = await b.call("PUT", "/v1/presence/2000", token, {"state": "sleepy"})
         assert code == 400, body
         st = await a.status(token)
-        assert st["ha"]["commands_run"] == 3  # dnd, crm and the unknown source
+        assert st["ha"]["commands_run"] == 4  # the cards, dnd, crm and the unknown source
         # A client resumes on the other node with the number it had.
         resumed = await Events.open(a, token, resume=hello_b["seq"])
         try:
@@ -382,9 +397,7 @@ async def test_a_group_on_two_asterisk_servers(postgres_url: str, tmp_path: Path
         await a.wait_leading(token)
         await b.start()
         await b.wait_following(token)
-        st = await a.status(token)
-        assert [(n["name"], n["state"]) for n in st["asterisk"]] == [
-            ("east", "synced"), ("west", "synced")]
+        await a.wait_links(token, ["east", "west"])
         await fakes["west"].external_presence_change("2000", "away", "lunch")
         await until(lambda: fakes["east"].presences.get("2000") == ("away", "lunch", ""),
                     what="west's change on east")
@@ -392,9 +405,7 @@ async def test_a_group_on_two_asterisk_servers(postgres_url: str, tmp_path: Path
         a.proc.send_signal(signal.SIGKILL)
         await a.proc.wait()
         await b.wait_leading(token)
-        st = await b.status(token)
-        assert [(n["name"], n["state"]) for n in st["asterisk"]] == [
-            ("east", "synced"), ("west", "synced")]
+        await b.wait_links(token, ["east", "west"])
         await fakes["east"].external_presence_change("2000", "dnd")
         await until(lambda: fakes["west"].presences.get("2000") == ("dnd", "", ""),
                     what="east's change on west, by the new leader")
@@ -415,3 +426,27 @@ async def test_a_group_on_two_asterisk_servers(postgres_url: str, tmp_path: Path
                 await asyncio.wait_for(node.proc.wait(), 20)
         for fake in fakes.values():
             await fake.stop()
+
+
+async def test_the_lock_connection_has_short_keepalives(postgres_url: str) -> None:
+    """A leader cut off by the network must lose its lock in seconds: PostgreSQL
+    probes its socket (2 s idle, then 2 probes 1 s apart; unacknowledged data
+    for 4 s ends it too) instead of after hours."""
+    from astpresence.ha import Leadership
+    from astpresence.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)  # the schema (the group's rows are in meta)
+    await store.open()
+    await store.close()
+    leadership = Leadership(postgres_url, "probe")
+    stop = asyncio.Event()
+    assert await leadership.acquire(stop)
+    try:
+        conn = leadership._conn
+        assert conn is not None
+        settings = [await conn.fetchval(f"SHOW {name}") for name in (
+            "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+            "tcp_user_timeout")]
+        assert settings == ["2", "1", "2", "4000"]  # milliseconds
+    finally:
+        await leadership.release()

@@ -16,10 +16,13 @@ from astpresence.relay import (
     USERS_NOTICE,
     Change,
     UsersChanged,
+    Written,
     change_notice,
     link_notice,
     parse_notice,
+    written_notice,
 )
+from astpresence.replica import Replica
 
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
 NOTIFY_LIMIT = 8000
@@ -34,12 +37,12 @@ def fits(value: str) -> bool:
 
 @given(state=st.sampled_from(list(State)), subtype=text.filter(fits),
        message=text.filter(fits), name=st.text(max_size=100), actor=st.text(max_size=80),
-       voicemail=st.none() | st.integers(0, 10_000))
+       voicemail=st.none() | st.integers(0, 10_000), pending=st.booleans())
 def test_a_change_notice_round_trips_and_fits_a_notify(
         state: State, subtype: str, message: str, name: str, actor: str,
-        voicemail: int | None) -> None:
+        voicemail: int | None, pending: bool) -> None:
     view = PresenceView("2000", Presence(state, subtype, message), "manual", actor,
-                        datetime(2026, 12, 3, 14, 0, 0, 123456, tzinfo=UTC), False,
+                        datetime(2026, 12, 3, 14, 0, 0, 123456, tzinfo=UTC), pending,
                         "manual: set by " + actor, name, voicemail)
     notice = change_notice(123, view)
     assert len(notice.encode()) < NOTIFY_LIMIT
@@ -59,6 +62,7 @@ def test_link_and_users_notices() -> None:
                       "connection refused", "east")
     assert parse_notice(link_notice(event)) == event
     assert parse_notice(USERS_NOTICE) == UsersChanged()
+    assert parse_notice(written_notice("2000")) == Written("2000")
 
 
 @pytest.mark.parametrize("payload", [
@@ -92,3 +96,23 @@ def test_a_follower_numbers_as_the_leader_and_forgets_across_a_gap() -> None:
     hub.continue_after(15)  # taking over where it was: nothing lost
     assert hub.publish(view(State.CHAT), view(State.AWAY)).seq == 16
     assert [e.seq for e in hub.events_since(14) or []] == [15, 16]
+
+
+def test_a_replica_shows_what_the_leader_told() -> None:
+    replica = Replica()
+    assert replica.view("2000") is None and replica.card("2000") == ("", None)
+    told = PresenceView("2000", Presence(State.DND), "manual", "a", None, True,
+                        name="Al", voicemail=2)
+    replica.changed(told)
+    assert replica.view("2000") == told and replica.pending_users() == ["2000"]
+    replica.written("2000")
+    assert replica.view("2000") == PresenceView("2000", Presence(State.DND), "manual", "a",
+                                                None, False, name="Al", voicemail=2)
+    assert replica.pending_users() == []
+    replica.written("2001")  # never told: nothing to clear
+    replica.cards_read({"2000": ("Alice", 3), "2001": ("Bea", None)})
+    view = replica.view("2000")
+    assert view is not None and (view.name, view.voicemail) == ("Alice", 3)
+    assert replica.card("2001") == ("Bea", None) and replica.view("2001") is None
+    replica.clear()
+    assert replica.view("2000") is None and replica.card("2001") == ("", None)
