@@ -172,13 +172,7 @@ class PresenceService:
         """
         self.remote = None
         self.replica.clear()
-        self.users.replace_stored(await self._store.load_users())
-        self.users_changed()
-        self.contributions.replace(await self._store.load_sources())
-        self._effective = {eff.user: eff for eff in await self._store.load_effective()}
-        last_event = await self._store.get_meta(EVENT_SEQ)
-        if last_event is not None:
-            self.events.continue_after(int(last_event))
+        self.events.continue_after(await self._load_stored())
         for node in self.nodes.values():
             node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
             last = await self._store.get_meta(last_sync_key(node.node))
@@ -455,12 +449,18 @@ class PresenceService:
 
     # -- as an HA group's follower (relay.py) ----------------------------
 
-    async def load_replica(self) -> int:
-        """The state as the leader stored it; returns the number of its last event."""
+    async def _load_stored(self) -> int:
+        """Users, sources and presences as stored; returns the number of the last event
+        a leader stored."""
         self.users.replace_stored(await self._store.load_users())
         self.users_changed()
         self.contributions.replace(await self._store.load_sources())
         self._effective = {eff.user: eff for eff in await self._store.load_effective()}
+        return int(await self._store.get_meta(EVENT_SEQ) or 0)
+
+    async def load_replica(self) -> int:
+        """The state as the leader stored it; returns the number of its last event."""
+        last_event = await self._load_stored()
         self.replica.clear()
         self.events.links.clear()
         for node in self.nodes:
@@ -470,7 +470,6 @@ class PresenceService:
                     notice = parse_notice(link)
                     if isinstance(notice, LinkEvent):
                         self.events.links[node] = notice
-        last_event = int(await self._store.get_meta(EVENT_SEQ) or 0)
         self.events.renumber(last_event)
         return last_event
 
