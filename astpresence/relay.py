@@ -56,8 +56,6 @@ BACKOFF = (0.5, 1.0, 2.0, 4.0)
 #: reloads instead of growing a queue).
 MAX_PENDING_NOTICES = 100_000
 
-KINDS = ("set_manual", "clear_manual", "set_source", "delete_source", "cards")
-
 
 # -- notices ----------------------------------------------------------------------
 
@@ -280,9 +278,9 @@ class Follower:
     async def _session(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda c: lost.set())
+        self._queue = asyncio.Queue()  # notices from before this reload are void
         await conn.add_listener(EVENTS_CHANNEL, self._heard)
         await conn.add_listener(RESULTS_CHANNEL, self._heard)
-        self._queue = asyncio.Queue()  # notices from before this reload are void
         extra: asyncio.Task[None] | None = None
         try:
             seq = await self._reload()

@@ -101,10 +101,14 @@ async def group(fake_ami: FakeAsterisk, postgres_url: str,
     try:
         yield a, b, token
     finally:
+        codes = {}
         for node in (a, b):
             if node.proc is not None and node.proc.returncode is None:
                 node.proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(node.proc.wait(), 20)
+                codes[node.name] = await asyncio.wait_for(node.proc.wait(), 20)
+        # Leader or follower, a node stops cleanly.
+        assert all(code == 0 for code in codes.values()), (
+            codes, a.log.read_text()[-1500:], b.log.read_text()[-1500:])
 
 
 def setvars(fake: FakeAsterisk, uid: str) -> list[str]:
