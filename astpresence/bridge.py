@@ -61,12 +61,12 @@ MAX_CONCURRENT_READS = 16
 class NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Messages of one Asterisk server's link name it, when it has a name of its own."""
 
+    def __init__(self, log: logging.Logger, node: str) -> None:
+        super().__init__(log, {"node": node})
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         node = (self.extra or {}).get("node")
         return (f"[{node}] {msg}" if node and node != DEFAULT_NODE else msg), kwargs
-
-    def __init__(self, log: logging.Logger, node: str) -> None:
-        super().__init__(log, {"node": node})
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -229,7 +229,8 @@ class AMIBridge:
             # the dialplan has no hints at all: users can still come from config.
             if "no dialplan hints" not in str(exc).lower():
                 raise
-            self._log.warning("Asterisk has no dialplan hints; only users from the config are known")
+            self._log.warning("Asterisk has no dialplan hints; only users from the config "
+                              "are known")
             hint_events = []
         users = [u for u in map(hint_user, hint_events) if u is not None]
         counts = await self._sync.resync(presences, users, devices)

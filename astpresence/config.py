@@ -530,7 +530,8 @@ def _later(cfg: Config, raw: object, where: str) -> Config:
 #: Every top-level key of the file and its parser, in the order applied.
 FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
     **{section: _flat(section) for section in SECTIONS},
-    "asterisk": _asterisk_nodes, "users": _users, "calendars": _calendars, "rules": _rules, "presets": _presets, "cli": _cli,
+    "asterisk": _asterisk_nodes, "users": _users, "calendars": _calendars, "rules": _rules,
+    "presets": _presets, "cli": _cli,
     "privacy": _later, "groups": _later,
 }
 

@@ -293,7 +293,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "\"down\"|\"synced\",\"since\",\"asterisk\",\"reason\",\"node\"} when an "
                 "Asterisk server's link goes down (presence may be stale) or is synced again "
                 "(the hello carries the current one as \"link\", the oldest down one when "
-                "there are several servers, and each server's as \"links\"), and {\"type\":\"shutdown\"} before the daemon closes "
+                "there are several servers, and each server's as \"links\"), and "
+                "{\"type\":\"shutdown\"} before the daemon closes "
                 "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
         }},
     }

@@ -30,7 +30,8 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, calendars, HA failover, several Asterisk servers. "
+        description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, "
+                    "calendars, HA failover, several Asterisk servers. "
                     "Figures with a natural baseline are also shown as a ratio to it, "
                     "measured in the same run. See bench/README.md.",
     )
