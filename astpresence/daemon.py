@@ -23,6 +23,7 @@ from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
 from .relay import CommandServer, Follower, Remote
+from .replica import Following
 from .bridge import AMIBridge
 from .config import Config, config_json, default_db_path, node_secret_var
 from .lock import AlreadyRunning, DaemonLock
@@ -213,19 +214,20 @@ class Daemon:
 
     async def _follow_until_leading(self, ha: Leadership) -> bool:
         """Serve the API as a follower until this node takes the lock (True) or stops."""
-        following = asyncio.Event()
+        done = asyncio.Event()
+        following = Following(self.service, self.store)
         self.follower = Follower(self.config.db_url.value, ha.node, self.store,
-                                 self.service.load_replica, self.service.apply_notice,
-                                 self.service.read_leaders_cards)
+                                 following.load, following.apply,
+                                 following.read_leaders_cards)
         self.service.remote = Remote(self.follower.call)
-        task = asyncio.create_task(self.follower.run(following), name="follower")
+        task = asyncio.create_task(self.follower.run(done), name="follower")
         try:
             return await ha.acquire(self.stop_event)
         finally:
             # From here this node answers for itself (a write already handed to
             # the leader still waits for its answer).
             self.service.remote = None
-            following.set()
+            done.set()
             await asyncio.gather(task, return_exceptions=True)
             self.follower = None
 

@@ -21,7 +21,6 @@ two sides converge without fighting.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,17 +32,7 @@ from .cards import DEFAULT_MAILBOX, Card, Cards, Mailbox
 from .commit import GroupCommitter, log_store_failure
 from .devices import Devices
 from .events import ChangeEvent, EventHub, LinkEvent
-from .relay import (
-    USERS_NOTICE,
-    Change,
-    Notice,
-    Remote,
-    Written,
-    change_notice,
-    link_notice,
-    parse_notice,
-    written_notice,
-)
+from .relay import USERS_NOTICE, Remote, change_notice, link_notice, written_notice
 from .replica import Replica
 from .model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
 from .outbox import Outbox
@@ -172,7 +161,7 @@ class PresenceService:
         """
         self.remote = None
         self.replica.clear()
-        self.events.continue_after(await self._load_stored())
+        self.events.continue_after(await self.load_stored())
         for node in self.nodes.values():
             node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
             last = await self._store.get_meta(last_sync_key(node.node))
@@ -431,11 +420,6 @@ class PresenceService:
             # Kept too, for followers that start later.
             self.store_later(Batch(notices=[notice], meta={f"link:{event.node}": notice}))
 
-    async def read_leaders_cards(self) -> None:
-        """A follower in step: the contact cards the leader read from Asterisk."""
-        if self.remote is not None:
-            self.replica.cards_read(await self.remote.cards())
-
     def note_written(self, uid: str, batch: Batch) -> None:
         """An echo of a presence write: once every server has it, followers learn
         it is no longer pending."""
@@ -447,50 +431,14 @@ class PresenceService:
         if self.relaying:
             batch.notices.append(USERS_NOTICE)
 
-    # -- as an HA group's follower (relay.py) ----------------------------
-
-    async def _load_stored(self) -> int:
-        """Users, sources and presences as stored; returns the number of the last event
-        a leader stored."""
+    async def load_stored(self) -> int:
+        """Users, sources and presences as stored (a start, a follower's reload);
+        returns the number of the last event a leader stored."""
         self.users.replace_stored(await self._store.load_users())
         self.users_changed()
         self.contributions.replace(await self._store.load_sources())
         self._effective = {eff.user: eff for eff in await self._store.load_effective()}
         return int(await self._store.get_meta(EVENT_SEQ) or 0)
-
-    async def load_replica(self) -> int:
-        """The state as the leader stored it; returns the number of its last event."""
-        last_event = await self._load_stored()
-        self.replica.clear()
-        self.events.links.clear()
-        for node in self.nodes:
-            link = await self._store.get_meta(f"link:{node}")
-            if link is not None:
-                with contextlib.suppress(InvalidInput):
-                    notice = parse_notice(link)
-                    if isinstance(notice, LinkEvent):
-                        self.events.links[node] = notice
-        self.events.renumber(last_event)
-        return last_event
-
-    async def apply_notice(self, notice: Notice, loaded_at: int) -> None:
-        """One of the leader's notices, on a follower (``loaded_at``: the event number
-        the state was loaded at; older change events are in it already)."""
-        if isinstance(notice, Change):
-            view = notice.view
-            if view.user not in self.users:
-                return
-            old = self.view(view.user)
-            self.replica.changed(view)
-            if notice.seq > loaded_at:
-                self.events.relay(notice.seq, old, view)
-        elif isinstance(notice, LinkEvent):
-            self.events.publish_service(notice)
-        elif isinstance(notice, Written):
-            self.replica.written(notice.user)
-        else:
-            self.users.replace_stored(await self._store.load_users())
-            self.users_changed()
 
     # -- for the Asterisk side (sync.py) ---------------------------------
 
