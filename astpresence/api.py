@@ -443,7 +443,7 @@ async def list_sources(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     uid = request.match_info["user"]
     _require_details(request, uid)
-    devices = service.device_view(uid)
+    devices = await service.current_devices(uid)
     return web.json_response(
         {
             "user": uid,

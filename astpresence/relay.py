@@ -35,8 +35,9 @@ import asyncpg
 
 from .cards import Card
 from .events import LinkEvent
-from .model import InvalidInput, Presence, parse_presence
+from .model import InvalidInput, Presence, parse_device_state, parse_presence
 from .records import PresenceView, SourceRecord
+from .rules import DeviceView
 from .store.base import StoreError
 from .store.postgres import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
 
@@ -189,6 +190,11 @@ async def run_command(service: PresenceService, kind: str, body: dict[str, Any]
             view = await service.set_source(_source_from_json(body["record"]))
         elif kind == "delete_source":
             view = await service.delete_source(body["user"], body["name"], body["actor"])
+        elif kind == "devices":
+            service.require_user(body["user"])
+            devices = service.device_view(body["user"])
+            return {"states": [d.value for d in devices.states],
+                    "unavailable_since": _time(devices.unavailable_since)}
         elif kind == "cards":
             return {"cards": {uid: list(service.cards.card(uid)) for uid in service.users.ids()
                               if service.cards.card(uid) != ("", None)}}
@@ -224,6 +230,18 @@ class Remote:
 
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
         return await self._run("delete_source", {"user": uid, "name": name, "actor": actor})
+
+    async def device_view(self, uid: str) -> DeviceView:
+        """The user's devices as the leader follows them."""
+        result = await self._call("devices", {"user": uid})
+        if result.get("error") == "unknown_user":
+            from .service import UnknownUser
+            raise UnknownUser(uid)
+        try:
+            return DeviceView(tuple(parse_device_state(d) for d in result["states"]),
+                              _parse_time(result.get("unavailable_since")))
+        except (KeyError, TypeError) as exc:
+            raise InvalidInput(f"the leader's answer: {exc}") from None
 
     async def cards(self) -> dict[str, Card]:
         """Every contact card the leader read from Asterisk: user -> (name, voicemail)."""

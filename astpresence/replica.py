@@ -101,7 +101,8 @@ class Following:
             if notice.seq > loaded_at:
                 engine.events.relay(notice.seq, old, view)
         elif isinstance(notice, LinkEvent):
-            engine.events.publish_service(notice)
+            if notice.node in engine.nodes:  # a server of this config: bounded
+                engine.events.publish_service(notice)
         elif isinstance(notice, Written):
             engine.replica.written(notice.user)
         else:

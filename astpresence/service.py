@@ -231,6 +231,13 @@ class PresenceService:
     def device_view(self, uid: str) -> DeviceView:
         return self.devices.view(uid)
 
+    async def current_devices(self, uid: str) -> DeviceView:
+        """:meth:`device_view`; on a follower, as the leader follows them."""
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.device_view(uid)
+        return self.devices.view(uid)
+
     async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
         self.require_user(uid)
         await self._committer.drain()  # changes from Asterisk are stored without waiting

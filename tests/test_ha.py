@@ -257,6 +257,10 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         assert code == 200
         code, body = await b.call("GET", "/v1/presence/2001/sources", token)
         assert code == 200 and "crm" in {s["source"] for s in body["sources"]}
+        # The devices only the leader follows: b asks it.
+        _, on_leader = await a.call("GET", "/v1/presence/2001/sources", token)
+        assert body["devices"] == on_leader["devices"]
+        assert body["devices"]["states"] == ["UNAVAILABLE"]
         code, body = await b.call("GET", "/v1/presence/2000/history", token)
         assert code == 200 and body["history"][0]["new"]["message"] == "by b"
         # Errors come back as the leader decided them; bad input never leaves b.
@@ -265,7 +269,8 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         code, body = await b.call("PUT", "/v1/presence/2000", token, {"state": "sleepy"})
         assert code == 400, body
         st = await a.status(token)
-        assert st["ha"]["commands_run"] == 4  # the cards, dnd, crm and the unknown source
+        # the cards, dnd, crm, the devices and the unknown source
+        assert st["ha"]["commands_run"] == 5
         # A client resumes on the other node with the number it had.
         resumed = await Events.open(a, token, resume=hello_b["seq"])
         try:
