@@ -24,14 +24,11 @@ class Contributions:
         self._config = config
         self._by_user: dict[str, dict[str, SourceRecord]] = {}
 
-    def load(self, records: Iterable[SourceRecord]) -> None:
-        for rec in records:
-            self._by_user.setdefault(rec.user, {})[rec.source] = rec
-
     def replace(self, records: Iterable[SourceRecord]) -> None:
         """Every contribution anew (what the store holds)."""
         self._by_user = {}
-        self.load(records)
+        for rec in records:
+            self._by_user.setdefault(rec.user, {})[rec.source] = rec
 
     def of(self, uid: str) -> list[SourceRecord]:
         return sorted(self._by_user.get(uid, {}).values(), key=lambda r: r.source)

@@ -37,13 +37,6 @@ class UserDirectory:
         self.max_users = max_users
         self.refused = 0  # hint users not taken because of the cap, since the last sync
 
-    def load(self, stored: Iterable[UserRecord]) -> None:
-        """Users found in hints on an earlier run, so they are known before login."""
-        for user in stored:
-            if user.origin == "hint":
-                self._stored[user.id] = user
-        self._merge_all()
-
     def replace_stored(self, stored: Iterable[UserRecord]) -> None:
         """Only the stored users, as if no server had been read yet (a follower reloading,
         or taking over: the servers are read again after its login)."""
@@ -95,12 +88,12 @@ class UserDirectory:
         return changed, gone
 
     def _merge_all(self) -> None:
-        merged: dict[str, UserRecord] = dict(self._stored)
+        merged: dict[str, UserRecord] = {}
         for node in self._nodes:
             for uid, user in self._by_node.get(node, {}).items():
-                first = merged.get(uid)
-                merged[uid] = user if first is None or uid in self._stored and \
-                    first is self._stored[uid] else _combined(first, user)
+                merged[uid] = _combined(merged[uid], user) if uid in merged else user
+        for uid, user in self._stored.items():
+            merged.setdefault(uid, user)  # until every server has been read
         self._hints = merged
 
     def _merge(self, uid: str) -> bool:
