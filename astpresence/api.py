@@ -508,6 +508,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     links = request.app[STATUS_KEY]()
+    ha = _ha_status(request)
     return web.json_response(
         {
             "version": __version__,
@@ -521,7 +522,9 @@ async def get_status(request: web.Request) -> web.Response:
             "failing_writes": _failing(service),
             "websocket_clients": service.events.subscribers,
             "calendars": request.app[CALENDARS_KEY].status_json(),
-            "ha": _ha_status(request),
+            "ha": ha,
+            # This node's part in its HA group: "leader" or "follower" (null: no group).
+            "role": ha["role"] if ha is not None else None,
             "features": {
                 "mirror": service.rules.mirror,
                 "mirror_prefix": service.rules.mirror_prefix,

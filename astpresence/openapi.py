@@ -115,6 +115,8 @@ SCHEMAS: dict[str, Any] = {
                               "leader serves the whole API), commands_run (followers' writes "
                               "this leader ran); null when off. A follower not yet in step "
                               "answers other requests 503 with the leader in the body"},
+        "role": {"type": ["string", "null"], "enum": ["leader", "follower", None],
+                 "description": "This node's part in its HA group (null: [ha] off)"},
         "calendars": _obj({"feeds": {"type": "integer"}, "ok": {"type": "integer"},
                            "stale": {"type": "integer"}, "failing": {"type": "integer"},
                            "new": {"type": "integer"}}),

@@ -209,6 +209,7 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
     # b talks to no Asterisk; it shows the leader's link (stored before b started).
     assert (st["ami"]["state"], st["ami"]["leader_link"], st["synced"]) == (
         "follower", "synced", True)
+    assert st["role"] == "follower" and (await a.status(token))["role"] == "leader"
     code, out, err = await run("status", env={**b.env, "ASTPRESENCE_API": b.url,
                                               "ASTPRESENCE_TOKEN": token})
     assert code == 0, err
