@@ -36,6 +36,9 @@ from .store.sqlite import SqliteStore
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+#: The store drain's wait once the database is known to be lost (a leader that
+#: lost it): what is still queued was never acknowledged.
+LOST_STORE_TIMEOUT = 2.0
 #: Allocations between young-generation collections (CPython's default: 700).
 GC_THRESHOLD = 10_000
 
@@ -254,7 +257,8 @@ class Daemon:
             await self._step("the calendar feeds", calendars)
         if link is not None:
             await self._step("the AMI link", link)
-        await self._step("the store writer", self.service.stop(), drain=True)
+        await self._step("the store writer", self.service.stop(), drain=True,
+                         timeout=LOST_STORE_TIMEOUT if self.exit_code else SHUTDOWN_TIMEOUT)
         if self.ari is not None:
             await self._step("the ARI client", self.ari.close())
         if self.leadership is not None:
@@ -264,14 +268,15 @@ class Daemon:
         self.stopped.set()
         logger.info("stopped")
 
-    async def _step(self, what: str, work: Awaitable[None], *, drain: bool = False) -> None:
+    async def _step(self, what: str, work: Awaitable[None], *, drain: bool = False,
+                    timeout: float = SHUTDOWN_TIMEOUT) -> None:
         task = asyncio.ensure_future(work)
         waiters: set[asyncio.Future[Any]] = {task}
         forced = None
         if not drain:  # a forced shutdown still drains the store
             forced = asyncio.ensure_future(self.force_exit.wait())
             waiters.add(forced)
-        done, _ = await asyncio.wait(waiters, timeout=SHUTDOWN_TIMEOUT,
+        done, _ = await asyncio.wait(waiters, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if forced is not None:
             forced.cancel()
@@ -281,7 +286,7 @@ class Daemon:
             return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        why = "forced" if self.force_exit.is_set() else f"not done within {SHUTDOWN_TIMEOUT:.0f} s"
+        why = "forced" if self.force_exit.is_set() else f"not done within {timeout:.0f} s"
         logger.warning("stopping %s: %s; cancelled", what, why)
 
 

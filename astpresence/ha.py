@@ -35,14 +35,16 @@ HEARTBEAT_TIMEOUT = 2.0
 #: A node not seen for this long is left out of the group.
 GONE_AFTER = 30.0
 #: How PostgreSQL watches the lock connection's socket (a session may set these
-#: for its own socket): probes after 2 s of silence, 1 s apart, 2 unanswered
-#: ones end it, and so does data unacknowledged for 4 s (tcp_user_timeout,
-#: PostgreSQL 12+). A leader cut off by the network loses its lock about 4 s
-#: later instead of after the kernel's default of two hours; by then it has
-#: stopped writing (its own heartbeat gives up after 2 s). A busy leader still
-#: answers probes: its kernel does, not its event loop.
-KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
-              "tcp_keepalives_count": "2", "tcp_user_timeout": "4000"}
+#: for its own socket): probes after 3 s of silence, 1 s apart, 2 unanswered
+#: ones end it, and so does data unacknowledged for 5 s (tcp_user_timeout,
+#: PostgreSQL 12+). A leader cut off by the network loses its lock about 5 s
+#: after its last packet, instead of after the kernel's default of two hours.
+#: Never sooner than it stops writing itself: its heartbeat gives up at most
+#: HEARTBEAT + HEARTBEAT_TIMEOUT = 3 s after the last answer, so there are 2 s
+#: to spare and never two writers. A busy leader still answers the probes: its
+#: kernel does, not its event loop.
+KEEPALIVES = {"tcp_keepalives_idle": "3", "tcp_keepalives_interval": "1",
+              "tcp_keepalives_count": "2", "tcp_user_timeout": "5000"}
 
 
 class Leadership:
@@ -110,7 +112,7 @@ class Leadership:
                     TimeoutError) as exc:
                 self.role = "follower"
                 await self._drop()
-                return f"the leader's database connection failed ({exc or 'timed out'})"
+                return f"the leader's database connection failed ({str(exc) or 'timed out'})"
         return None
 
     async def _connect_existing(self) -> asyncpg.Connection:

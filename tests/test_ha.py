@@ -440,8 +440,9 @@ async def test_a_group_on_two_asterisk_servers(postgres_url: str, tmp_path: Path
 
 async def test_the_lock_connection_has_short_keepalives(postgres_url: str) -> None:
     """A leader cut off by the network must lose its lock in seconds: PostgreSQL
-    probes its socket (2 s idle, then 2 probes 1 s apart; unacknowledged data
-    for 4 s ends it too) instead of after hours."""
+    probes its socket (3 s idle, then 2 probes 1 s apart; unacknowledged data
+    for 5 s ends it too) instead of after hours, and never before the leader has
+    stopped writing (test_ha_partition.py)."""
     from astpresence.ha import Leadership
     from astpresence.store.postgres import PostgresStore
 
@@ -457,6 +458,6 @@ async def test_the_lock_connection_has_short_keepalives(postgres_url: str) -> No
         settings = [await conn.fetchval(f"SHOW {name}") for name in (
             "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
             "tcp_user_timeout")]
-        assert settings == ["2", "1", "2", "4000"]  # milliseconds
+        assert settings == ["3", "1", "2", "5000"]  # milliseconds
     finally:
         await leadership.release()

@@ -16,6 +16,7 @@ the caller hears it) and the one after gets a fresh connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -89,6 +90,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX commands_new ON commands (id) WHERE status = 'new'",
     ),
 ]
+
+#: How long closing waits for the server before dropping the connections.
+CLOSE_TIMEOUT = 5.0
 
 #: LISTEN/NOTIFY channels of an HA group (relay.py): the leader's committed
 #: changes, the followers' commands, and the leader's answers to them.
@@ -174,7 +178,14 @@ class PostgresStore:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                # The server is unreachable (a network cut): do not wait for it.
+                pool.terminate()
+                logger.warning("store %s: closed without a goodbye (the server did not "
+                               "answer within %.0f s)", self.url, CLOSE_TIMEOUT)
+                return
             logger.info("closed store %s", self.url)
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:

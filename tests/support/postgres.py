@@ -40,7 +40,10 @@ def _free_port() -> int:
 class PostgresServer:
     """``start()``, use :attr:`url`, ``stop()``. :meth:`restart` keeps the data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, network: tuple[str, str] | None = None) -> None:
+        """``network``: (an address to listen on besides 127.0.0.1, the clients' network
+        to trust there), e.g. a test's own network namespace on a veth pair."""
+        self.network = network
         bin_dir = bindir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed (Debian package 'postgresql'; "
@@ -71,7 +74,12 @@ class PostgresServer:
                 os.chown(self.root, pw.pw_uid, pw.pw_gid)
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                       "--no-sync", "-E", "UTF8", "--locale=C")
-        opts = (f"-c listen_addresses={HOST} -p {self.port} -k {self.root} "
+            if self.network is not None:
+                # Appended as root: the file stays the postgres user's and readable.
+                with open(self.data / "pg_hba.conf", "a", encoding="ascii") as hba:
+                    hba.write(f"host all all {self.network[1]} trust\n")
+        listen = HOST if self.network is None else f"{HOST},{self.network[0]}"
+        opts = (f"-c listen_addresses={listen} -p {self.port} -k {self.root} "
                 "-c fsync=on -c max_connections=50")
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"),
                   "-w", "-t", "60", "start")
