@@ -227,9 +227,10 @@ class Daemon:
         try:
             return await ha.acquire(self.stop_event)
         finally:
-            # From here this node answers for itself (a write already handed to
-            # the leader still waits for its answer).
-            self.service.remote = None
+            # The links as the old leader told them are void: this node reads
+            # its own after the takeover (until then it is not "synced"). It
+            # answers as a follower until service.start() has loaded the state.
+            self.service.events.links.clear()
             done.set()
             await asyncio.gather(task, return_exceptions=True)
             self.follower = None

@@ -157,11 +157,14 @@ class PresenceService:
         """Load everything from the store and start the writer and the timer.
 
         A follower that takes over leads from here: what it followed is
-        replaced by what the store holds (its event numbers go on).
+        replaced by what the store holds (its event numbers go on). Until that
+        is loaded it keeps answering as a follower: its copy is current, the
+        store's state behind it may not be loaded yet.
         """
+        last_event = await self.load_stored()
         self.remote = None
         self.replica.clear()
-        self.events.continue_after(await self.load_stored())
+        self.events.continue_after(last_event)
         for node in self.nodes.values():
             node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
             last = await self._store.get_meta(last_sync_key(node.node))
