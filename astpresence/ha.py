@@ -75,9 +75,12 @@ class Leadership:
             try:
                 conn = await self._connect()
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-                    self.role, self.since = "leader", datetime.now(UTC)
+                    self.since = datetime.now(UTC)
+                    # The group is told first: this node says "leader" only
+                    # once acquire() returns and the daemon takes over.
+                    await self._note(conn, role="leader")
+                    self.role = "leader"
                     self.takeovers += 1
-                    await self._note(conn)
                     logger.info("this node (%s) is the leader now", self.node)
                     return True
                 await self._note(conn)
@@ -120,10 +123,10 @@ class Leadership:
             raise asyncpg.InterfaceError("the lock connection is closed")
         return self._conn
 
-    async def _note(self, conn: asyncpg.Connection) -> None:
+    async def _note(self, conn: asyncpg.Connection, role: str | None = None) -> None:
         """This node's row in the group, and who leads (rows in the meta table)."""
         now = datetime.now(UTC)
-        me = {"node": self.node, "api": self.api, "role": self.role,
+        me = {"node": self.node, "api": self.api, "role": role or self.role,
               "since": self.since.isoformat(), "seen": now.isoformat()}
         await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
                            "DO UPDATE SET value = excluded.value", f"ha_node:{self.node}",
