@@ -25,7 +25,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, mirror, rules
-from .calendars.entries import to_presence
 from .calendars.feeds import CalendarFeeds
 from .auth import (
     AuthError,
@@ -543,17 +542,19 @@ def _ha_status(request: web.Request) -> dict[str, Any] | None:
 # -- calendars ----------------------------------------------------------------
 
 
-def _calendar_json(request: web.Request, uid: str) -> dict[str, Any]:
+async def _calendars(request: web.Request, uid: str | None,
+                     refresh: bool = False) -> dict[str, Any]:
+    """The calendars as the node that fetches them knows them: this one, or on an HA
+    follower the leader (relay.py)."""
+    remote = request.app[SERVICE_KEY].remote
+    if remote is not None:
+        return await remote.calendars(uid, refresh)
     feeds = request.app[CALENDARS_KEY]
-    now = datetime.now(UTC)
-    cfg = feeds.of(uid)
-    entries = []
-    for entry in feeds.entries(uid, now):
-        presence = to_presence(entry, cfg[0].config.mapping, now, cfg[0].tz)
-        entries.append({"start": entry.start.isoformat(), "end": entry.end.isoformat(),
-                        "kind": entry.kind.name.lower(), "all_day": entry.all_day,
-                        "presence": presence.as_dict()})
-    return {"user": uid, "feeds": [f.json() for f in cfg], "entries": entries}
+    if uid is None:
+        return {"calendars": [f.json() for f in feeds.feeds]}
+    if refresh:
+        await feeds.refresh_user(uid)
+    return feeds.user_json(uid)
 
 
 def _calendar_user(request: web.Request) -> str:
@@ -566,20 +567,19 @@ def _calendar_user(request: web.Request) -> str:
 
 async def list_calendars(request: web.Request) -> web.Response:
     who = principal(request)
-    feeds = [f.json() for f in request.app[CALENDARS_KEY].feeds
-             if who.privileged or who.user == f.config.user]
+    feeds = [f for f in (await _calendars(request, None))["calendars"]
+             if who.privileged or who.user == f["user"]]
     return web.json_response({"calendars": feeds})
 
 
 async def get_calendar(request: web.Request) -> web.Response:
-    return web.json_response(_calendar_json(request, _calendar_user(request)))
+    return web.json_response(await _calendars(request, _calendar_user(request)))
 
 
 async def refresh_calendar(request: web.Request) -> web.Response:
     uid = _calendar_user(request)
     principal(request).require_change(uid)
-    await request.app[CALENDARS_KEY].refresh_user(uid)
-    return web.json_response(_calendar_json(request, uid))
+    return web.json_response(await _calendars(request, uid, refresh=True))
 
 
 #: Refused writes listed in /v1/status, at most (the counts are complete).

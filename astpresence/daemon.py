@@ -194,7 +194,8 @@ class Daemon:
             except BaseException:
                 await self.shutdown()
                 raise
-            self.commands = CommandServer(self.config.db_url.value, self.service, self.store)
+            self.commands = CommandServer(self.config.db_url.value, self.service, self.store,
+                                          self.calendars)
             commands = asyncio.create_task(self.commands.run(self.stop_event), name="commands")
         link = asyncio.create_task(self._links(), name="ami-links")
         calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")

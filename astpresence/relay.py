@@ -35,6 +35,7 @@ import asyncpg
 
 from .cards import Card
 from .events import LinkEvent
+from .logsafe import clip
 from .model import InvalidInput, Presence, parse_device_state, parse_presence
 from .records import PresenceView, SourceRecord
 from .rules import DeviceView
@@ -42,6 +43,7 @@ from .store.base import StoreError
 from .store.postgres import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
 
 if TYPE_CHECKING:
+    from .calendars.feeds import CalendarFeeds
     from .service import PresenceService
 
 logger = logging.getLogger(__name__)
@@ -173,9 +175,10 @@ def _source_from_json(d: dict[str, Any]) -> SourceRecord:
                         since, d["actor"], _parse_time(d["start"]), _parse_time(d["end"]))
 
 
-async def run_command(service: PresenceService, kind: str, body: dict[str, Any]
-                      ) -> dict[str, Any]:
-    """On the leader: one follower's write, through the engine (durable on return)."""
+async def run_command(service: PresenceService, kind: str, body: dict[str, Any],
+                      calendars: CalendarFeeds | None = None) -> dict[str, Any]:
+    """On the leader: one follower's write, through the engine (durable on return),
+    or a question only the leader can answer (devices, cards, calendars)."""
     from .service import UnknownSource, UnknownUser
 
     try:
@@ -195,6 +198,14 @@ async def run_command(service: PresenceService, kind: str, body: dict[str, Any]
             devices = service.device_view(body["user"])
             return {"states": [d.value for d in devices.states],
                     "unavailable_since": _time(devices.unavailable_since)}
+        elif kind == "calendars" and calendars is not None:
+            uid = body.get("user")
+            if uid is None:
+                return {"calendars": [f.json() for f in calendars.feeds]}
+            service.require_user(uid)
+            if body.get("refresh"):
+                await calendars.refresh_user(uid)
+            return {"calendar": calendars.user_json(uid)}
         elif kind == "cards":
             return {"cards": {uid: list(service.cards.card(uid)) for uid in service.users.ids()
                               if service.cards.card(uid) != ("", None)}}
@@ -243,6 +254,19 @@ class Remote:
         except (KeyError, TypeError) as exc:
             raise InvalidInput(f"the leader's answer: {exc}") from None
 
+    async def calendars(self, uid: str | None, refresh: bool) -> dict[str, Any]:
+        """The leader's calendar feeds (``uid`` None: the list), fetched first with
+        ``refresh``: only the leader fetches them."""
+        result = await self._call("calendars", {"user": uid, "refresh": refresh})
+        if result.get("error") == "unknown_user":
+            from .service import UnknownUser
+            raise UnknownUser(str(uid))
+        _raise_error(result)
+        answer = result.get("calendar") if uid is not None else result
+        if not isinstance(answer, dict):
+            raise InvalidInput("the leader's answer has no calendar")
+        return answer
+
     async def cards(self) -> dict[str, Card]:
         """Every contact card the leader read from Asterisk: user -> (name, voicemail)."""
         result = await self._call("cards", {})
@@ -262,9 +286,17 @@ class Remote:
             raise UnknownUser(str(result.get("user")))
         if error == "unknown_source":
             raise UnknownSource(str(result.get("user")), str(result.get("name")))
-        if error is not None:
-            raise InvalidInput(str(result.get("message")))
+        _raise_error(result)
         return view_from_json(result["view"])
+
+
+def _raise_error(result: dict[str, Any]) -> None:
+    """The leader refused (400) or could not run (503) a command."""
+    error = result.get("error")
+    if error == "failed":
+        raise StoreError(str(result.get("message")))
+    if error is not None:
+        raise InvalidInput(str(result.get("message")))
 
 
 class Follower:
@@ -399,10 +431,12 @@ class Follower:
 class CommandServer:
     """On the leader: runs the followers' commands, in order, and answers them."""
 
-    def __init__(self, url: str, service: PresenceService, store: Any) -> None:
+    def __init__(self, url: str, service: PresenceService, store: Any,
+                 calendars: CalendarFeeds | None = None) -> None:
         self._url = url
         self._service = service
         self._store = store
+        self._calendars = calendars
         self.done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -420,12 +454,15 @@ class CommandServer:
             for command, kind, body in await self._store.claim_commands():
                 try:
                     args = json.loads(body)
-                    result = await run_command(self._service, kind, args) \
+                    result = await run_command(self._service, kind, args, self._calendars) \
                         if isinstance(args, dict) else {"error": "invalid",
                                                         "message": "bad command"}
                 except (ValueError, StoreError) as exc:
                     result = {"error": "invalid" if isinstance(exc, ValueError) else "failed",
                               "message": str(exc)}
+                except Exception:  # one bad command must not stop the others
+                    logger.exception("a follower's %s command failed", clip(kind))
+                    result = {"error": "failed", "message": "the leader could not run it"}
                 await self._store.finish_command(command, json.dumps(result))
                 self.done += 1
             if loop.time() - swept > 60:

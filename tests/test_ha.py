@@ -461,3 +461,59 @@ async def test_the_lock_connection_has_short_keepalives(postgres_url: str) -> No
         assert settings == ["3", "1", "2", "5000"]  # milliseconds
     finally:
         await leadership.release()
+
+
+async def test_a_calendar_refresh_asked_of_a_follower(
+        fake_ami: FakeAsterisk, postgres_url: str, tmp_path: Path) -> None:
+    """The follower fetches the feed itself and hands the result to the leader, which
+    writes it to Asterisk; both show the new entry."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.support.calendar_servers import FeedServer
+    from tests.test_calendar_feeds import ics_event
+
+    seed(fake_ami)
+    feeds = FeedServer()
+    await feeds.start()
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    feeds.put("alice.ics", ics_event("e1", now - timedelta(minutes=5), now + timedelta(hours=1)))
+    config = tmp_path / "astpresence.toml"
+    config.write_text(f'[[calendars]]\nuser = "2000"\nkind = "ics"\n'
+                      f'url = "{feeds.url}/alice.ics"\nrefresh = 3600\ntimezone = "UTC"\n')
+    env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
+                    ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB_URL=postgres_url,
+                    ASTPRESENCE_HA="1", ASTPRESENCE_CONFIG=str(config),
+                    ASTPRESENCE_DB=str(tmp_path / "unused.db"))
+    code, out, err = await run("token", "create", "--role", "admin", "--json", env=env)
+    assert code == 0, err
+    token = json.loads(out)["token"]
+    a, b = Node("node-a", env, tmp_path), Node("node-b", env, tmp_path)
+    try:
+        await a.start()
+        await a.wait_leading(token)
+        await until(lambda: fake_ami.presences.get("2000", ("",))[0] == "away",
+                    what="the meeting, from the leader's fetch")
+        await b.start()
+        await b.wait_following(token)
+        later = now + timedelta(hours=2)
+        feeds.put("alice.ics", ics_event("e1", now - timedelta(minutes=5), later))
+        code, body = await b.call("POST", "/v1/calendars/2000/refresh", token)
+        assert code == 200, body
+        assert body["entries"][0]["end"] == later.isoformat()
+        # The leader stored and wrote it: the message names the new end.
+        await until(lambda: fake_ami.presences["2000"][2].endswith(f"{later:%H:%M}"),
+                    what="the new end in Asterisk")
+        for node in (a, b):
+            code, body = await node.call("GET", "/v1/presence/2000/sources", token)
+            (calendar,) = [s for s in body["sources"] if s["source"] == "calendar"]
+            assert calendar["end"] == later.isoformat(), node.name
+            # The feed's state is the leader's (it fetches), on every node.
+            code, body = await node.call("GET", "/v1/calendars", token)
+            (feed,) = body["calendars"]
+            assert (code, feed["state"], feed["fetches"]) == (200, "ok", 2), node.name
+    finally:
+        for node in (a, b):
+            if node.proc is not None and node.proc.returncode is None:
+                node.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(node.proc.wait(), 20)
+        await feeds.stop()

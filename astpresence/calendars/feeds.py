@@ -310,6 +310,18 @@ class CalendarFeeds:
 
     # -- entries -> the engine ----------------------------------------------
 
+    def user_json(self, uid: str) -> dict[str, Any]:
+        """The user's feeds and their entries from now on (``/v1/calendars/{user}``)."""
+        now = self._clock()
+        cfg = self.of(uid)
+        entries = []
+        for entry in self.entries(uid, now):
+            presence = to_presence(entry, cfg[0].config.mapping, now, cfg[0].tz)
+            entries.append({"start": entry.start.isoformat(), "end": entry.end.isoformat(),
+                            "kind": entry.kind.name.lower(), "all_day": entry.all_day,
+                            "presence": presence.as_dict()})
+        return {"user": uid, "feeds": [f.json() for f in cfg], "entries": entries}
+
     def entries(self, uid: str, now: datetime) -> list[Entry]:
         feeds = self.of(uid)
         if not feeds:
