@@ -175,49 +175,90 @@ def _source_from_json(d: dict[str, Any]) -> SourceRecord:
                         since, d["actor"], _parse_time(d["start"]), _parse_time(d["end"]))
 
 
+async def _set_manual(service: PresenceService, body: dict[str, Any],
+                      calendars: CalendarFeeds | None) -> dict[str, Any]:
+    p = body["presence"]
+    return _answer(await service.set_manual(
+        body["user"], parse_presence(p["state"], p["subtype"], p["message"]), body["actor"],
+        end=_parse_time(body.get("end"))))
+
+
+async def _clear_manual(service: PresenceService, body: dict[str, Any],
+                        calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.clear_manual(body["user"], body["actor"]))
+
+
+async def _set_source(service: PresenceService, body: dict[str, Any],
+                      calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.set_source(_source_from_json(body["record"])))
+
+
+async def _delete_source(service: PresenceService, body: dict[str, Any],
+                         calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.delete_source(body["user"], body["name"], body["actor"]))
+
+
+async def _devices(service: PresenceService, body: dict[str, Any],
+                   calendars: CalendarFeeds | None) -> dict[str, Any]:
+    service.require_user(body["user"])
+    devices = service.device_view(body["user"])
+    return {"states": [d.value for d in devices.states],
+            "unavailable_since": _time(devices.unavailable_since)}
+
+
+async def _calendars(service: PresenceService, body: dict[str, Any],
+                     calendars: CalendarFeeds | None) -> dict[str, Any]:
+    if calendars is None:
+        raise InvalidInput("this leader runs no calendar feeds")
+    uid = body.get("user")
+    if uid is None:
+        return {"calendars": [f.json() for f in calendars.feeds]}
+    service.require_user(uid)
+    if body.get("refresh"):
+        await calendars.refresh_user(uid)
+    return {"calendar": calendars.user_json(uid)}
+
+
+async def _cards(service: PresenceService, body: dict[str, Any],
+                 calendars: CalendarFeeds | None) -> dict[str, Any]:
+    cards = service.cards
+    return {"cards": {uid: list(cards.card(uid)) for uid in service.users.ids()
+                      if cards.card(uid) != ("", None)}}
+
+
+def _answer(view: PresenceView) -> dict[str, Any]:
+    return {"view": view_json(view)}
+
+
+CommandHandler = Callable[["PresenceService", dict[str, Any], "CalendarFeeds | None"],
+                          Awaitable[dict[str, Any]]]
+
+#: What a follower may ask of the leader: command kind -> handler. Writes go
+#: through the engine (durable when answered); the rest are what only the
+#: leader knows (devices, contact cards, calendars).
+COMMANDS: dict[str, CommandHandler] = {
+    "set_manual": _set_manual, "clear_manual": _clear_manual, "set_source": _set_source,
+    "delete_source": _delete_source, "devices": _devices, "calendars": _calendars,
+    "cards": _cards,
+}
+
+
 async def run_command(service: PresenceService, kind: str, body: dict[str, Any],
                       calendars: CalendarFeeds | None = None) -> dict[str, Any]:
-    """On the leader: one follower's write, through the engine (durable on return),
-    or a question only the leader can answer (devices, cards, calendars)."""
+    """On the leader: one follower's command (:data:`COMMANDS`); errors as answers."""
     from .service import UnknownSource, UnknownUser
 
     try:
-        if kind == "set_manual":
-            p = body["presence"]
-            view = await service.set_manual(
-                body["user"], parse_presence(p["state"], p["subtype"], p["message"]),
-                body["actor"], end=_parse_time(body.get("end")))
-        elif kind == "clear_manual":
-            view = await service.clear_manual(body["user"], body["actor"])
-        elif kind == "set_source":
-            view = await service.set_source(_source_from_json(body["record"]))
-        elif kind == "delete_source":
-            view = await service.delete_source(body["user"], body["name"], body["actor"])
-        elif kind == "devices":
-            service.require_user(body["user"])
-            devices = service.device_view(body["user"])
-            return {"states": [d.value for d in devices.states],
-                    "unavailable_since": _time(devices.unavailable_since)}
-        elif kind == "calendars" and calendars is not None:
-            uid = body.get("user")
-            if uid is None:
-                return {"calendars": [f.json() for f in calendars.feeds]}
-            service.require_user(uid)
-            if body.get("refresh"):
-                await calendars.refresh_user(uid)
-            return {"calendar": calendars.user_json(uid)}
-        elif kind == "cards":
-            return {"cards": {uid: list(service.cards.card(uid)) for uid in service.users.ids()
-                              if service.cards.card(uid) != ("", None)}}
-        else:
+        handler = COMMANDS.get(kind)
+        if handler is None:
             raise InvalidInput(f"unknown command {kind!r}")
+        return await handler(service, body, calendars)
     except UnknownUser as exc:
         return {"error": "unknown_user", "user": exc.uid}
     except UnknownSource:
         return {"error": "unknown_source", "user": body["user"], "name": body["name"]}
     except (InvalidInput, KeyError, TypeError, ValueError, AssertionError) as exc:
         return {"error": "invalid", "message": str(exc)}
-    return {"view": view_json(view)}
 
 
 class Remote:

@@ -269,9 +269,12 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         assert code == 404, body
         code, body = await b.call("PUT", "/v1/presence/2000", token, {"state": "sleepy"})
         assert code == 400, body
+        # Clearing through the follower: the other sources decide again.
+        code, body = await b.call("DELETE", "/v1/presence/2001", token)
+        assert (code, body["state"], body["source"]) == (200, "xa", "crm"), body
         st = await a.status(token)
-        # the cards, dnd, crm, the devices and the unknown source
-        assert st["ha"]["commands_run"] == 5
+        # the cards, dnd, crm, the devices, the unknown source and the clear
+        assert st["ha"]["commands_run"] == 6
         # A client resumes on the other node with the number it had.
         resumed = await Events.open(a, token, resume=hello_b["seq"])
         try:
