@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,15 @@ from tests.test_e2e import _free_port, wait_up
 from tests.test_first_run import clean_env, run
 
 pytestmark = pytest.mark.timeout(90)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str,
+                     timeout: float = 10) -> None:
+    """Poll ``check`` (an API round trip) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 class Node:
@@ -66,11 +75,10 @@ class Node:
 
     async def wait_links(self, token: str, names: list[str], timeout: float = 10) -> None:
         """Until every Asterisk server's link is synced (contact cards and queues too)."""
-        deadline = time.monotonic() + timeout
-        while [(n["name"], n["state"]) for n in (await self.status(token))["asterisk"]] != [
-                (name, "synced") for name in names]:
-            assert time.monotonic() < deadline, f"{self.name} did not sync {names}"
-            await asyncio.sleep(0.05)
+        async def synced() -> bool:
+            links = (await self.status(token))["asterisk"]
+            return [(n["name"], n["state"]) for n in links] == [(n, "synced") for n in names]
+        await eventually(synced, f"{self.name} to sync {names}", timeout)
 
     async def wait_leading(self, token: str, timeout: float = 10) -> float:
         started = time.monotonic()
@@ -237,10 +245,9 @@ async def test_a_follower_serves_the_whole_api(group: tuple[Node, Node, str],
         assert ev_a == ev_b and ev_a["seq"] == hello_a["seq"] + 1
         assert ev_b["presence"]["pending"] is True  # not yet written to Asterisk
         # Once the leader's write has landed, the follower knows it too.
-        deadline = time.monotonic() + 10
-        while (await b.call("GET", "/v1/presence/2000", token))[1]["pending"]:
-            assert time.monotonic() < deadline, "still pending on the follower"
-            await asyncio.sleep(0.05)
+        async def written() -> bool:
+            return not (await b.call("GET", "/v1/presence/2000", token))[1]["pending"]
+        await eventually(written, "the follower to see the write landed")
         # b started after a read the contact cards from Asterisk: it asked a.
         code, body = await b.call("GET", "/v1/presence/2001", token)
         assert (code, body["name"]) == (200, "Bea Müller")
@@ -332,13 +339,10 @@ async def test_a_follower_that_loses_its_database_link_reloads(
         # Changed while b is not listening: b reloads the state, nothing assumed.
         code, _ = await a.call("PUT", "/v1/presence/2001", token, {"state": "xa"})
         assert code == 200
-        deadline = time.monotonic() + 10
-        while True:
+        async def reloaded() -> bool:
             code, body = await b.call("GET", "/v1/presence/2001", token)
-            if code == 200 and body["state"] == "xa":
-                break
-            assert time.monotonic() < deadline, (code, body)
-            await asyncio.sleep(0.05)
+            return code == 200 and body["state"] == "xa"
+        await eventually(reloaded, "the follower to reload and follow again")
         log = b.log.read_text()
         assert "the database link failed" in log
         assert log.count("following the leader: state loaded") == 2
