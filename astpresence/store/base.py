@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from ..model import DEFAULT_NODE, Presence
@@ -57,6 +57,13 @@ class Batch:
         self.history.extend(other.history)
         self.meta.update(other.meta)
         self.notices.extend(other.notices)
+
+
+def aware_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is refused (every store keeps aware ones)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
+    return value.astimezone(UTC)
 
 
 class StoreError(Exception):

@@ -28,7 +28,7 @@ import asyncpg
 
 from ..model import DEFAULT_NODE, Presence, State
 from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from .base import Batch, StoreError
+from .base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +124,9 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
-    return value.astimezone(UTC)
-
 
 def _opt(value: datetime | None) -> datetime | None:
-    return None if value is None else _aware(value)
+    return None if value is None else aware_utc(value)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -287,14 +282,14 @@ class PostgresStore:
             await conn.execute(
                 f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 token.id, token.hash, token.role, token.user, token.label,
-                _aware(token.created_at), _opt(token.revoked_at))
+                aware_utc(token.created_at), _opt(token.revoked_at))
         await self._run(work)
 
     async def revoke_token(self, token_id: str, at: datetime) -> bool:
         async def work(conn: _Clean) -> str:
             status: str = await conn.execute(
                 "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                _aware(at), token_id)
+                aware_utc(at), token_id)
             return status
         return bool(await self._run(work) == "UPDATE 1")
 
@@ -421,7 +416,7 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
             "message = excluded.message, since = excluded.since, actor = excluded.actor, "
             'start = excluded.start, "end" = excluded."end"',
             [(s.user, s.source, s.presence.state.value, s.presence.subtype, s.presence.message,
-              _aware(s.since), s.actor, _opt(s.start), _opt(s.end)) for s in batch.put_sources])
+              aware_utc(s.since), s.actor, _opt(s.start), _opt(s.end)) for s in batch.put_sources])
     if batch.put_effective:
         await conn.executemany(
             'INSERT INTO effective ("user", state, subtype, message, source, reason, since) '
@@ -429,7 +424,7 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
             "state = excluded.state, subtype = excluded.subtype, message = excluded.message, "
             "source = excluded.source, reason = excluded.reason, since = excluded.since",
             [(e.user, e.presence.state.value, e.presence.subtype, e.presence.message, e.source,
-              e.reason, _aware(e.since)) for e in batch.put_effective])
+              e.reason, aware_utc(e.since)) for e in batch.put_effective])
     if batch.notices:
         # Delivered when (and only if) this transaction commits, in order.
         await conn.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', n) "
@@ -449,7 +444,7 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
         base = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM history"))
         ids = list(range(base + 1, base + 1 + len(batch.history)))
         cols = list(zip(*[
-            (_aware(h.at), h.user, None if h.old is None else h.old.state.value,
+            (aware_utc(h.at), h.user, None if h.old is None else h.old.state.value,
              None if h.old is None else h.old.subtype, None if h.old is None else h.old.message,
              h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason)
             for h in batch.history]))

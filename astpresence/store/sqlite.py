@@ -30,7 +30,7 @@ import aiosqlite
 
 from ..model import DEFAULT_NODE, Presence, State
 from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from .base import Batch, StoreError
+from .base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ Row: TypeAlias = tuple[Any, ...]
 
 def _ts(value: datetime) -> str:
     # Fixed width (always microseconds, always +00:00) so text order is time order.
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return aware_utc(value).isoformat(timespec="microseconds")
 
 
 def _opt_ts(value: datetime | None) -> str | None:

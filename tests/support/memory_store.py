@@ -12,23 +12,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from astpresence.model import DEFAULT_NODE, Presence
 from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from astpresence.store.base import Batch, StoreError
+from astpresence.store.base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()}: the store keeps aware datetimes")
-    return value.astimezone(UTC)
-
 
 def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else aware_utc(value)
 
 
 class MemoryStore:
@@ -96,12 +91,12 @@ class MemoryStore:
         # Normalise (and so validate) everything before touching any state.
         sources = [
             dataclasses.replace(
-                s, since=_utc(s.since), start=_opt_utc(s.start), end=_opt_utc(s.end)
+                s, since=aware_utc(s.since), start=_opt_utc(s.start), end=_opt_utc(s.end)
             )
             for s in batch.put_sources
         ]
-        effective = [dataclasses.replace(e, since=_utc(e.since)) for e in batch.put_effective]
-        history = [dataclasses.replace(h, at=_utc(h.at)) for h in batch.history]
+        effective = [dataclasses.replace(e, since=aware_utc(e.since)) for e in batch.put_effective]
+        history = [dataclasses.replace(h, at=aware_utc(h.at)) for h in batch.history]
 
         for key in batch.delete_sources:
             self._sources.pop(key, None)
@@ -144,7 +139,7 @@ class MemoryStore:
         if token.id in self._tokens or any(t.hash == token.hash for t in self._tokens.values()):
             raise StoreError(f"token {token.id} exists already")
         self._tokens[token.id] = dataclasses.replace(
-            token, created_at=_utc(token.created_at), revoked_at=_opt_utc(token.revoked_at))
+            token, created_at=aware_utc(token.created_at), revoked_at=_opt_utc(token.revoked_at))
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         self._check_open()
@@ -159,5 +154,5 @@ class MemoryStore:
         token = self._tokens.get(token_id)
         if token is None or token.revoked_at is not None:
             return False
-        self._tokens[token_id] = dataclasses.replace(token, revoked_at=_utc(at))
+        self._tokens[token_id] = dataclasses.replace(token, revoked_at=aware_utc(at))
         return True
