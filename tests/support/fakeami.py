@@ -54,7 +54,7 @@ from typing import Awaitable, Callable, Iterable, Mapping, Sequence, Union
 from astpresence.ami.frames import Message
 from astpresence.codec import decode_presence_value
 from tests.support.wire import c_escape, encode_message
-from astpresence.model import InvalidInput
+from astpresence.model import InvalidInput, parse_presence
 
 logger = logging.getLogger(__name__)
 
@@ -596,15 +596,19 @@ class FakeAsterisk:
         if options and "e" not in options:
             return None  # func_presencestate parse_data(): invalid options
         # Asterisk ignores fields after the fourth; the codec refuses them.
-        value = ",".join(value.split(",")[:4])
+        fields = (value.split(",") + ["", ""])[:4]
         try:
-            presence = decode_presence_value(value)
+            if "e" in options:
+                # ast_base64decode() never refuses: what is not base64 decodes to
+                # bytes all the same (checked on Asterisk 22; docs/asterisk.md)
+                state = parse_presence(fields[0]).state.value
+                subtype, message = (_truncate255(asterisk_b64decode(f)) for f in fields[1:3])
+            else:
+                presence = decode_presence_value(",".join(fields[:3]))
+                state, subtype, message = presence.state.value, presence.subtype, presence.message
         except InvalidInput:
             return None
-        subtype, message = presence.subtype, presence.message
-        if "e" in options:
-            subtype, message = _truncate255(subtype), _truncate255(message)
-        return self._set_presence(provider, name, presence.state.value, subtype, message)
+        return self._set_presence(provider, name, state, subtype, message)
 
     def _setvar_device(self, args: list[str], value: str) -> list[list[tuple[str, str]]] | None:
         device = args[0] if args else ""
@@ -1295,6 +1299,26 @@ def _aggregate(states: Iterable[str]) -> str:
         elif _DEVICE_ORDER[state] > _DEVICE_ORDER[result]:
             result = state
     return result
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def asterisk_b64decode(text: str) -> str:
+    """main/utils.c ``ast_base64decode()``: 6 bits per character up to the first
+    ``=``, a character outside the alphabet counting as 63; left-over bits dropped.
+    The bytes are then read as UTF-8, invalid sequences as U+FFFD (as a client
+    reading the event sees them)."""
+    out = bytearray()
+    acc = bits = 0
+    for ch in text.split("=", 1)[0]:
+        index = _B64.find(ch)
+        acc = (acc << 6) | (index if index >= 0 else 63)
+        bits += 6
+        if bits >= 8:
+            bits -= 8
+            out.append((acc >> bits) & 0xFF)
+    return out.decode("utf-8", "replace")
 
 
 def _truncate255(text: str) -> str:
