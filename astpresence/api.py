@@ -165,6 +165,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110 15.5.6)
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
+    except ConnectionResetError:
+        # The client went away mid-request (a reset while its body was read):
+        # nobody is left to answer, and it is not our fault.
+        logger.debug("%s %s: the client went away", request.method, where)
+        return web.Response(status=400)  # written nowhere: the connection is closed
     except Exception:
         logger.exception("%s %s failed", request.method, where)
         return _error(request, 500, "internal error; see the daemon log")

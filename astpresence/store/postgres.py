@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
@@ -105,13 +105,34 @@ MIGRATION_LOCK = 0x61737470
 HISTORY_LOCK = 0x61737468
 
 
+#: Query parameters of a libpq URL that hold a secret (or point at one).
+SECRET_PARAMS = ("password", "sslpassword", "passfile", "sslkey")
+
+
 def safe_dsn(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its passwords, for messages: the user:password part and every
+    query parameter that holds one (``?password=``, ``sslpassword=``...)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # an unparsable URL: show none of it
+        return "(an unparsable database URL)"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = "&".join(_masked(pair) for pair in parts.query.split("&"))
+    # by hand: geturl() drops an empty host ("postgresql:///db?host=/run/...")
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if parts.query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+def _masked(pair: str) -> str:
+    key, sep, _ = pair.partition("=")
+    name = unquote(key).lower()
+    if sep and (name in SECRET_PARAMS or "password" in name or "secret" in name):
+        return f"{key}=***"
+    return pair
 
 
 def _text(value: Any) -> Any:
