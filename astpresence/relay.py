@@ -441,7 +441,7 @@ class Follower:
         """Have the leader run a write; its result once this node has the change too."""
         if not self.ready.is_set():
             raise StoreError("this follower is not in step with the leader yet; try again")
-        command = await self._store.add_command(self.node, kind, json.dumps(body))
+        command = await self._add_command(kind, body)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[command] = fut
         try:
@@ -463,6 +463,18 @@ class Follower:
             self._waiting.pop(command, None)
             with contextlib.suppress(StoreError):
                 await self._store.delete_command(command)
+
+    async def _add_command(self, kind: str, body: dict[str, Any]) -> int:
+        """The command's row. Cancelled while it is being stored (this node took the
+        lock, or stops), the row is removed once stored: otherwise the next leader
+        would run a command nobody waits for (claim_commands runs every new row)."""
+        adding = asyncio.ensure_future(self._store.add_command(self.node, kind, json.dumps(body)))
+        try:
+            return int(await asyncio.shield(adding))
+        except asyncio.CancelledError:
+            with contextlib.suppress(StoreError, asyncio.CancelledError):
+                await self._store.delete_command(await adding)
+            raise
 
     async def _applied_so_far(self) -> None:
         while not self._queue.empty() and self.ready.is_set():
