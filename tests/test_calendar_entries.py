@@ -108,8 +108,13 @@ def test_merge_overlaps_and_oof_wins() -> None:
     got = [(e.start.hour, e.end.hour if e.end.day == 5 else 24, e.kind.name, e.subject)
            for e in merge(b, utc(2026, 1, 5), utc(2026, 1, 7))]
     assert got == [(9, 12, "BUSY", "A"), (13, 14, "BUSY", "D"), (14, 24, "OOF", "Off")]
-    # Clipped to the window.
-    assert merge(b, utc(2026, 1, 5, 10), utc(2026, 1, 5, 10, 30))[0].start == utc(2026, 1, 5, 10)
+    # An entry running at the window's start keeps its real start (a manual state
+    # set after it began must win); only the end is cut to the window.
+    running = merge(b, utc(2026, 1, 5, 10), utc(2026, 1, 5, 10, 30))
+    assert [(e.start, e.end, e.subject) for e in running] == [
+        (utc(2026, 1, 5, 9, 30), utc(2026, 1, 5, 10, 30), "B")]  # A ended at 10:00
+    # the same answer however late "now" is: a refresh never moves the start
+    assert merge(b, utc(2026, 1, 5, 10, 17), utc(2026, 1, 6))[0].start == utc(2026, 1, 5, 9, 30)
     assert merge([], utc(2026, 1, 1), utc(2026, 1, 2)) == []
 
 

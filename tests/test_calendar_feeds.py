@@ -255,3 +255,28 @@ async def test_calendar_drives_presence_end_to_end(
     failed = [line for line in metrics.splitlines()
               if line.startswith("astpresence_calendar_fetch_failures_total ")]
     assert failed and float(failed[0].split()[1]) >= 1  # retried with backoff meanwhile
+
+
+async def test_a_state_chosen_during_a_meeting_wins_over_it(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter, feeds: FeedServer) -> None:
+    """docs/presence-rules.md: a state the person sets after the meeting started wins.
+    A refresh must not make the meeting look newer than that choice (its start is the
+    event's start, not the moment of the refresh)."""
+    seed(fake_ami)
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    feeds.put("alice.ics", ics_event("e1", began, began + timedelta(minutes=40)))
+    config = replace(make_config(fake_ami, tmp_path / "p.db"), calendars=(
+        parse_feed({"user": "2000", "kind": "ics", "url": f"{feeds.url}/alice.ics",
+                    "refresh": 30, "timezone": "UTC"}, "c0"),))
+    d = await daemons(config)
+    await until(lambda: d.service.view("2000").source == "calendar", what="the meeting")
+    assert d.service.contributions.get("2000", "calendar").start == began
+    await d.service.set_manual("2000", Presence(State.AVAILABLE, "", "back early"), "api")
+    for _ in range(3):  # each refresh is a full pass over the user's entries
+        shown = await cli(d.url, "calendar", "refresh", "2000", token=d.token)
+        assert shown.code == 0, shown.err
+    await barrier(d, fake_ami)
+    view = d.service.view("2000")
+    assert (view.presence.state, view.source) == (State.AVAILABLE, "manual")
+    assert fake_ami.presences["2000"][0] == "available"
+    assert d.service.contributions.get("2000", "calendar").start == began

@@ -72,27 +72,39 @@ DEFAULT_MAPPING = CalendarMapping(DEFAULT_BUSY, DEFAULT_OOF)
 
 
 def merge(events: Iterable[Busy], start: datetime, end: datetime) -> list[Entry]:
-    """Entries inside ``[start, end)``: overlapping and touching events of one kind
-    become one; out of office wins over busy where both apply."""
-    clipped = [e for e in events if e.end > start and e.start < end and e.end > e.start]
-    if not clipped:
-        return []
-    edges = sorted({max(e.start, start) for e in clipped} | {min(e.end, end) for e in clipped})
+    """Entries that touch ``[start, end)``: overlapping and touching events of one kind
+    become one; out of office wins over busy where both apply.
+
+    An entry keeps its events' real start, also when that is before ``start``: a
+    running meeting started at 9:00, not "now", so a state the person chose after
+    9:00 wins over it (docs/presence-rules.md). Only the end is cut at ``end``.
+    """
+    live = sorted((e for e in events if e.end > start and e.start < end and e.end > e.start),
+                  key=lambda e: (e.start, -e.kind))
+    edges = sorted({e.start for e in live} | {min(e.end, end) for e in live})
     out: list[Entry] = []
-    ordered = sorted(clipped, key=lambda e: (e.start, -e.kind))
     for a, b in zip(edges, edges[1:]):
-        live = [e for e in ordered if e.start <= a and e.end >= b]
-        if not live:
-            continue
-        top = max(live, key=lambda e: e.kind)
-        first = next(e for e in live if e.kind == top.kind)
-        last = out[-1] if out else None
-        if last is not None and last.end == a and last.kind == top.kind:
-            out[-1] = Entry(last.start, b, last.kind, last.subject or first.subject,
-                            last.all_day and first.all_day)
-        else:
-            out.append(Entry(a, b, top.kind, first.subject, first.all_day))
-    return out
+        first = _winner([e for e in live if e.start <= a and e.end >= b])
+        if first is not None:
+            _append(out, a, b, first)
+    return [e for e in out if e.end > start]
+
+
+def _winner(live: list[Busy]) -> Busy | None:
+    """Of the events covering one stretch, the first of the highest kind (OOF > busy)."""
+    if not live:
+        return None
+    top = max(e.kind for e in live)
+    return next(e for e in live if e.kind == top)
+
+
+def _append(out: list[Entry], a: datetime, b: datetime, first: Busy) -> None:
+    last = out[-1] if out else None
+    if last is not None and last.end == a and last.kind == first.kind:
+        out[-1] = Entry(last.start, b, last.kind, last.subject or first.subject,
+                        last.all_day and first.all_day)
+    else:
+        out.append(Entry(a, b, first.kind, first.subject, first.all_day))
 
 
 def until_text(entry: Entry, now: datetime, tz: tzinfo) -> str:
