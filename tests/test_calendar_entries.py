@@ -9,6 +9,7 @@ RDATE, an RRULE without end).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -162,6 +163,35 @@ def test_graph_items() -> None:
                 {"start": {"dateTime": "2026-12-03T09:00:00", "timeZone": "Mars/Olympus"}}):
         with pytest.raises(InvalidInput):
             busy_from_graph([item("busy", **bad)])
+
+
+def test_private_events_keep_their_subject() -> None:
+    """ICS CLASS (RFC 5545 3.8.1.3) and Graph's sensitivity: only a public / normal
+    event lends its subject to a message, whatever show_subject says."""
+    def vevent(uid: str, extra: str) -> str:
+        return (f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261101T000000Z\r\n"
+                f"DTSTART:20261203T140000Z\r\nDTEND:20261203T150000Z\r\n"
+                f"SUMMARY:Subject {uid}\r\n{extra}END:VEVENT\r\n")
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+           + vevent("a", "") + vevent("b", "CLASS:PUBLIC\r\n")
+           + vevent("c", "CLASS:PRIVATE\r\n") + vevent("d", "CLASS:CONFIDENTIAL\r\n")
+           + vevent("e", "CLASS:x-secret\r\n") + "END:VCALENDAR\r\n")
+    got = busy_intervals(parse_calendar(ics), utc(2026, 12, 1), utc(2026, 12, 5), UTC)
+    assert sorted(b.subject for b in got) == ["", "", "", "Subject a", "Subject b"]
+
+    def item(**more: object) -> dict[str, object]:
+        return {"subject": "Board meeting", "showAs": "busy",
+                "start": {"dateTime": "2026-12-03T14:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": "2026-12-03T15:00:00", "timeZone": "UTC"}, **more}
+    subjects = [b.subject for b in busy_from_graph([
+        item(), item(sensitivity="normal"), item(sensitivity="private"),
+        item(sensitivity="confidential"), item(sensitivity="personal")])]
+    assert subjects == ["Board meeting", "Board meeting", "", "", ""]
+    mapping = replace(DEFAULT_MAPPING, show_subject=True)
+    for busy in got:
+        shown = to_presence(Entry(busy.start, busy.end, busy.kind, busy.subject, False), mapping,
+                            utc(2026, 12, 3, 14, 30), UTC)
+        assert "Subject c" not in shown.message and "Subject d" not in shown.message
 
 
 @pytest.mark.parametrize(("toml", "error"), [

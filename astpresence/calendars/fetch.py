@@ -253,7 +253,7 @@ async def m365_calendar_view(session: aiohttp.ClientSession, graph: str, mailbox
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     url: str | None = (f"{base}/users/{mailbox}/calendarView?startDateTime={start:{fmt}}"
                        f"&endDateTime={end:{fmt}}&$top=100&$select=subject,showAs,start,end,"
-                       "isAllDay,isCancelled,responseStatus")
+                       "isAllDay,isCancelled,responseStatus,sensitivity")
     headers = {"Authorization": f"Bearer {token}", "Prefer": 'outlook.timezone="UTC"'}
     origin = urlsplit(base)[:2]
     items: list[dict[str, Any]] = []

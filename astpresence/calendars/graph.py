@@ -43,8 +43,11 @@ def busy_from_graph(items: list[dict[str, Any]]) -> list[Busy]:
         if end <= start:
             continue
         subject = item.get("subject")
+        # Graph's sensitivity: normal, personal, private, confidential. Only a
+        # normal (or unsaid) one shows its subject; private stays private.
+        shown = str(item.get("sensitivity") or "normal").lower() == "normal"
         out.append(Busy(start, end, kind,
-                        normalise_text(subject) if isinstance(subject, str) else "",
+                        normalise_text(subject) if shown and isinstance(subject, str) else "",
                         item.get("isAllDay") is True))
     return out
 

@@ -135,7 +135,10 @@ def busy_intervals(cal: icalendar.Calendar, start: datetime, end: datetime, tz: 
         if e <= s:
             continue
         all_day = isinstance(dtstart.dt, date) and not isinstance(dtstart.dt, datetime)
-        subject = normalise_text(str(ev.get("SUMMARY") or ""))
+        # RFC 5545 3.8.1.3: PRIVATE and CONFIDENTIAL events keep their subject to
+        # themselves, whatever show_subject says (so does any class we do not know)
+        private = str(ev.get("CLASS") or "PUBLIC").strip().upper() != "PUBLIC"
+        subject = "" if private else normalise_text(str(ev.get("SUMMARY") or ""))
         out.append(Busy(s, e, kind, subject, all_day))
     out.sort(key=lambda b: (b.start, b.end))
     return out
