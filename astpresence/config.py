@@ -164,6 +164,8 @@ class Config:
     calendars: tuple[FeedConfig, ...] = ()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
+    #: One calendar feed's parse may take this long before its worker is killed.
+    calendar_parse_seconds: int = 30
     source: str = "defaults"  # where the file came from, for `status`
 
     @property
@@ -392,7 +394,9 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
     "store": (None, {"path": _to("db", _text), "url": _to("db_url", _db_url)}),
     "api": (None, {"listen": _listen,
                    "max_websockets": _to("max_websockets", _bounded_int(1, 100_000))}),
-    "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
+    "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000)),
+                      "calendar_parse_seconds": _to("calendar_parse_seconds",
+                                                    _bounded_int(1, 600))}),
     "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),

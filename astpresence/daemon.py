@@ -68,7 +68,8 @@ class Daemon:
         self.bridges = [AMIBridge(node, self.service, metrics=self.metrics, ari=self.ari)
                         for node in config.asterisk_servers]
         self.bridge = self.bridges[0]
-        self.calendars = CalendarFeeds(config.calendars, self.service)
+        self.calendars = CalendarFeeds(config.calendars, self.service,
+                                       parse_timeout=config.calendar_parse_seconds)
         self.metrics.watch_calendars(self.calendars)
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None

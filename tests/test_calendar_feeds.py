@@ -16,6 +16,7 @@ import pytest
 
 from astpresence.calendars.feeds import Feed
 from astpresence.calendars.settings import Credential, FeedConfig, parse_feed
+from astpresence.calendars.worker import ParserPool
 from astpresence.model import Presence, State
 from tests.conftest import Starter
 from tests.support.calendar_servers import (
@@ -50,21 +51,29 @@ async def feeds() -> AsyncIterator[FeedServer]:
 
 
 @pytest.fixture
+async def parser() -> AsyncIterator[ParserPool]:
+    """The calendar worker processes, as CalendarFeeds has them."""
+    pool = ParserPool(timeout=20)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
 
 
 async def test_ics_feed_conditional_stale_and_bad_input(feeds: FeedServer,
-                                                        http: aiohttp.ClientSession) -> None:
+                                                        http: aiohttp.ClientSession, parser: ParserPool) -> None:
     feeds.put("alice.ics", (CALENDARS / "google.ics").read_bytes())
     feed = Feed(FeedConfig("2000", "ics", url=f"{feeds.url}/alice.ics", timezone="UTC",
                            email="alice@example.com"))
-    await feed.refresh(http, NOW)
+    await feed.refresh(http, NOW, parser)
     assert feed.status.state == "ok" and feed.status.events > 0
     good = list(feed.busy)
     # Unchanged: a conditional request, answered 304, the events kept.
-    await feed.refresh(http, NOW)
+    await feed.refresh(http, NOW, parser)
     assert feeds.requests[-1].headers["If-None-Match"] == feeds.feeds["alice.ics"].etag
     assert (feed.status.not_modified, feed.busy) == (1, good)
     # The feed breaks: each failure is said for this feed, the last good events stay.
@@ -77,7 +86,7 @@ async def test_ics_feed_conditional_stale_and_bad_input(feeds: FeedServer,
         feeds.feeds["alice.ics"].status = status
         if body is not None:
             feeds.put("alice.ics", body)
-        await feed.refresh(http, NOW)
+        await feed.refresh(http, NOW, parser)
         assert feed.status.state == "stale" and message in feed.status.error, feed.status
         assert feed.busy == good
     assert feed.status.failures == 5
@@ -86,28 +95,28 @@ async def test_ics_feed_conditional_stale_and_bad_input(feeds: FeedServer,
 
 
 async def test_unreachable_huge_and_missing_feeds(feeds: FeedServer,
-                                                  http: aiohttp.ClientSession,
+                                                  http: aiohttp.ClientSession, parser: ParserPool,
                                                   tmp_path: Path) -> None:
     dead = Feed(FeedConfig("2000", "ics", url=f"http://127.0.0.1:{free_port()}/x.ics"))
-    await dead.refresh(http, NOW)
+    await dead.refresh(http, NOW, parser)
     assert dead.status.state == "failing" and dead.status.error.startswith("unreachable")
     feeds.feeds["big.ics"] = ServedFeed(huge=50 << 20)  # 50 MB, streamed
     big = Feed(FeedConfig("2000", "ics", url=f"{feeds.url}/big.ics"))
     started = time.monotonic()
-    await big.refresh(http, NOW)
+    await big.refresh(http, NOW, parser)
     assert "larger than the limit of 10485760 bytes" in big.status.error
     assert time.monotonic() - started < 10  # stopped at the limit, not after 50 MB
     local = tmp_path / "cal.ics"
     local.write_bytes((CALENDARS / "outlook.ics").read_bytes())
     ok = Feed(FeedConfig("2000", "ics", url=str(local), timezone="Europe/Berlin"))
-    await ok.refresh(http, datetime(2026, 10, 26, tzinfo=UTC))
+    await ok.refresh(http, datetime(2026, 10, 26, tzinfo=UTC), parser)
     assert ok.status.state == "ok" and [b.subject for b in ok.busy][:1] == ["Weekly sync"]
     gone = Feed(FeedConfig("2000", "ics", url=str(tmp_path / "nope.ics")))
-    await gone.refresh(http, NOW)
+    await gone.refresh(http, NOW, parser)
     assert "cannot read the file" in gone.status.error
 
 
-async def test_caldav_against_radicale(tmp_path: Path, http: aiohttp.ClientSession,
+async def test_caldav_against_radicale(tmp_path: Path, http: aiohttp.ClientSession, parser: ParserPool,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     server = Radicale(tmp_path / "radicale", {"alice": "pw-alice"})
     await server.start()
@@ -122,23 +131,23 @@ async def test_caldav_against_radicale(tmp_path: Path, http: aiohttp.ClientSessi
         monkeypatch.setenv("CAL_PW", "pw-alice")
         feed = Feed(FeedConfig("2000", "caldav", url=cal, username="alice",
                                password=Credential(env="CAL_PW")))
-        await feed.refresh(http, datetime.now(UTC))
+        await feed.refresh(http, datetime.now(UTC), parser)
         assert feed.status.state == "ok", feed.status
         assert [(b.subject, b.start) for b in feed.busy] == [("Design review", start)]
         # Nothing changed: the ctag says so, no REPORT.
-        await feed.refresh(http, datetime.now(UTC))
+        await feed.refresh(http, datetime.now(UTC), parser)
         assert feed.status.not_modified == 1
         # A new event changes the ctag: read again.
         await server.put_event(cal, "alice", ics_event(
             "m2", start + timedelta(hours=5), start + timedelta(hours=6), "Retro"), "m2")
-        await feed.refresh(http, datetime.now(UTC))
+        await feed.refresh(http, datetime.now(UTC), parser)
         assert [b.subject for b in feed.busy] == ["Design review", "Retro"]
         # Wrong password, and a variable that is not set: said for this feed.
         monkeypatch.setenv("CAL_PW", "wrong")
-        await feed.refresh(http, datetime.now(UTC))
+        await feed.refresh(http, datetime.now(UTC), parser)
         assert feed.status.state == "stale" and "wrong credentials" in feed.status.error
         monkeypatch.delenv("CAL_PW")
-        await feed.refresh(http, datetime.now(UTC))
+        await feed.refresh(http, datetime.now(UTC), parser)
         assert "environment variable CAL_PW is not set" in feed.status.error
         assert [b.subject for b in feed.busy] == ["Design review", "Retro"]
     finally:
@@ -155,7 +164,7 @@ def graph_event(subject: str, start: datetime, hours: float, show: str = "busy",
             **more}
 
 
-async def test_microsoft_365(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def test_microsoft_365(tmp_path: Path, http: aiohttp.ClientSession, parser: ParserPool) -> None:
     server = GraphServer("contoso", "app-id", "s3cret")
     await server.start()
     t = NOW + timedelta(hours=1)
@@ -172,7 +181,7 @@ async def test_microsoft_365(tmp_path: Path, http: aiohttp.ClientSession) -> Non
                          authority=server.url, graph=server.graph)
         feed = Feed(cfg)
         server.throttle = 1  # one 429 with Retry-After first
-        await feed.refresh(http, NOW)
+        await feed.refresh(http, NOW, parser)
         assert feed.status.state == "ok", feed.status
         assert [(b.subject, b.kind.name) for b in feed.busy] == [
             ("One", "BUSY"), ("Two", "BUSY"), ("Off", "OOF")]
@@ -181,12 +190,12 @@ async def test_microsoft_365(tmp_path: Path, http: aiohttp.ClientSession) -> Non
         # A revoked token: one new token, then it works again.
         tokens = server.token_requests
         server.tokens.clear()
-        await feed.refresh(http, NOW)
+        await feed.refresh(http, NOW, parser)
         assert feed.status.state == "ok" and server.token_requests == tokens + 1
         # Wrong secret: a clear message, the last good events kept.
         secret.write_text("nope")
         feed._token = ""
-        await feed.refresh(http, NOW)
+        await feed.refresh(http, NOW, parser)
         assert feed.status.state == "stale"
         assert "refused the app's credentials (HTTP 401: invalid_client)" in feed.status.error
         assert "nope" not in feed.status.error

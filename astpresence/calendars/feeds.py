@@ -13,15 +13,12 @@ engine's precedence does the rest (docs/presence-rules.md).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
@@ -39,8 +36,9 @@ from .fetch import (
     m365_token,
 )
 from .graph import busy_from_graph
-from .ics import busy_intervals, parse_calendar
+from .ics import local_zone
 from .settings import FeedConfig
+from .worker import PARSE_TIMEOUT, ParseFailed, ParserPool
 
 if TYPE_CHECKING:
     from ..service import PresenceService
@@ -60,21 +58,6 @@ SEAMLESS = timedelta(seconds=1)
 #: Events are read this far beyond the window, so a refresh of an unchanged feed
 #: can reuse them while the window moves.
 SLACK = timedelta(days=1)
-
-
-@functools.lru_cache(maxsize=1)
-def local_zone() -> tzinfo:
-    """The machine's zone with its daylight-saving rules (TZ, else /etc/localtime);
-    a fixed offset would misplace floating times across a DST change."""
-    name = os.environ.get("TZ", "").removeprefix(":")
-    try:
-        if name:
-            return ZoneInfo(name)
-        with open("/etc/localtime", "rb") as f:
-            return ZoneInfo.from_file(f)
-    except (OSError, ValueError, ZoneInfoNotFoundError):
-        zone = datetime.now().astimezone().tzinfo
-        return zone if zone is not None else UTC
 
 
 @dataclass
@@ -113,16 +96,22 @@ class Feed:
         zone: tzinfo | None = self.config.zone()
         return zone if zone is not None else local_zone()
 
-    async def refresh(self, session: aiohttp.ClientSession, now: datetime) -> None:
-        """Fetch and parse; on failure keep the last good events (state ``stale``)."""
+    async def refresh(self, session: aiohttp.ClientSession, now: datetime,
+                      parser: ParserPool) -> None:
+        """Fetch and parse; on failure keep the last good events (state ``stale``).
+
+        Whatever goes wrong (an unreachable server, a hostile answer, a library's
+        own error on input it never expected) is one failure of this feed: stale,
+        backoff, one log line. Only a cancellation (shutdown) passes through.
+        """
         cfg = self.config
         self.status.last_fetch = now
         self.status.fetches += 1
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
-                busy = await self._fetch(session, now, now + timedelta(days=cfg.days))
-        except (FeedError, InvalidInput, TimeoutError) as exc:
-            why = str(exc) or "timed out"
+                busy = await self._fetch(session, now, now + timedelta(days=cfg.days), parser)
+        except Exception as exc:
+            why = _why(exc)
             self.status.failures += 1
             self.status.failed_total += 1
             self.status.error = why
@@ -140,7 +129,7 @@ class Feed:
         self.next_due = time.monotonic() + cfg.refresh
 
     async def _fetch(self, session: aiohttp.ClientSession, start: datetime,
-                     end: datetime) -> list[Busy]:
+                     end: datetime, parser: ParserPool) -> list[Busy]:
         """The window's events. Events are kept for a day beyond the window, so an
         unchanged feed (304, same ctag) is not parsed again while the window moves;
         no parsed calendar is kept (they are large)."""
@@ -167,15 +156,9 @@ class Feed:
             bodies = list(await caldav_events(session, cfg.url, start, reach, auth=auth,
                                               max_bytes=cfg.max_bytes))
             self._ctag = ctag
-        tz, email = self.tz, cfg.email
-
-        def parse() -> list[Busy]:
-            # Parsing and expanding take a while for big feeds: off the event loop.
-            return [b for body in bodies
-                    for b in busy_intervals(parse_calendar(body, (start, reach)), start, reach,
-                                            tz, email=email)]
-
-        self._kept = await asyncio.to_thread(parse)
+        # Parsing and expanding take a while for big feeds, and without a bound for
+        # hostile ones: in a worker process that is killed when it takes too long.
+        self._kept = await parser.parse(bodies, start, reach, cfg.timezone, cfg.email)
         self._reach = reach
         return self._known(start, end)
 
@@ -211,6 +194,17 @@ class Feed:
                 "next_fetch_in": max(0.0, round(self.next_due - time.monotonic(), 1))}
 
 
+def _why(exc: Exception) -> str:
+    """A failure's reason for the feed's status and its one log line."""
+    if isinstance(exc, (FeedError, InvalidInput, ParseFailed)):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, RecursionError):
+        return "the answer is nested too deeply"
+    return f"cannot read the feed ({type(exc).__name__})"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -219,8 +213,10 @@ class CalendarFeeds:
     """Every ``[[calendars]]`` feed, and the ``calendar`` source of their users."""
 
     def __init__(self, configs: Sequence[FeedConfig], service: PresenceService, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 parse_timeout: float = PARSE_TIMEOUT) -> None:
         self.feeds = [Feed(c) for c in configs]
+        self.parser = ParserPool(timeout=parse_timeout)
         self._service = service
         self._clock = clock
         self._wake = asyncio.Event()
@@ -267,6 +263,8 @@ class CalendarFeeds:
                         for waiter in waiters:
                             waiter.cancel()
             finally:
+                # the workers first: a parse under way is killed, never waited for
+                await self.parser.close()
                 for task in self._tasks:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -283,7 +281,7 @@ class CalendarFeeds:
         try:
             async with self._sem:
                 assert self._session is not None
-                await feed.refresh(self._session, self._clock())
+                await feed.refresh(self._session, self._clock(), self.parser)
             await self.apply(feed.config.user)
         finally:
             feed.running = False

@@ -209,7 +209,7 @@ async def m365_token(session: aiohttp.ClientSession, authority: str, tenant: str
         raise FeedError(f"token endpoint unreachable: {type(exc).__name__}") from None
     except TimeoutError:
         raise FeedError("token endpoint unreachable: timed out") from None
-    data = _json(body)
+    data = await asyncio.to_thread(_json, body)
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
         raise FeedError("the token endpoint answered without an access_token")
@@ -230,6 +230,8 @@ def _json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except ValueError:
         raise FeedError("the answer is not JSON") from None
+    except RecursionError:
+        raise FeedError("the answer is nested too deeply") from None
     if not isinstance(data, dict):
         raise FeedError("the answer is not a JSON object")
     return data
@@ -247,7 +249,8 @@ async def m365_calendar_view(session: aiohttp.ClientSession, graph: str, mailbox
 
     Throttling (429, 503) waits the Retry-After the service asks for, a few
     times. The next-page links are followed only on the Graph host itself:
-    the token is never sent anywhere else.
+    the token is never sent anywhere else. ``max_bytes`` bounds all the pages
+    together, and each page is parsed off the event loop.
     """
     base = graph.rstrip("/")
     fmt = "%Y-%m-%dT%H:%M:%SZ"
@@ -258,11 +261,12 @@ async def m365_calendar_view(session: aiohttp.ClientSession, graph: str, mailbox
     origin = urlsplit(base)[:2]
     items: list[dict[str, Any]] = []
     pages = 0
+    budget = [max_bytes]  # what the remaining pages may still take, in all
     while url is not None:
         pages += 1
         if pages > MAX_PAGES:
             raise FeedError(f"more than {MAX_PAGES} pages of events in the window")
-        page = await _graph_get(session, url, headers, max_bytes, sleep)
+        page = await _graph_get(session, url, headers, budget, sleep)
         value = page.get("value")
         if not isinstance(value, list):
             raise FeedError("calendarView answered without a 'value' list")
@@ -275,7 +279,7 @@ async def m365_calendar_view(session: aiohttp.ClientSession, graph: str, mailbox
 
 
 async def _graph_get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                     max_bytes: int, sleep: Any) -> dict[str, Any]:
+                     budget: list[int], sleep: Any) -> dict[str, Any]:
     for attempt in range(MAX_RETRIES + 1):
         try:
             async with session.get(url, headers=headers) as resp:
@@ -288,7 +292,13 @@ async def _graph_get(session: aiohttp.ClientSession, url: str, headers: dict[str
                     raise FeedError("Microsoft Graph keeps throttling (HTTP 429)")
                 if resp.status != 200:
                     raise _status_error(resp.status)
-                return _json(await read_limited(resp, max_bytes))
+                try:
+                    body = await read_limited(resp, budget[0])
+                except FeedError:
+                    raise FeedError("the calendar's pages together are larger than the "
+                                    "limit (max_bytes)") from None
+                budget[0] -= len(body)
+                return await asyncio.to_thread(_json, body)
         except aiohttp.ClientError as exc:
             raise FeedError(f"Graph unreachable: {type(exc).__name__}") from None
         except TimeoutError:

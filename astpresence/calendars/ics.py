@@ -10,14 +10,32 @@ X-MICROSOFT-CDO-BUSYSTATUS, the person's own PARTSTAT).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, tzinfo
+import functools
+import os
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import icalendar
 import recurring_ical_events
 
 from ..model import InvalidInput, normalise_text
 from .entries import MAX_EVENTS, Busy, Kind
+
+@functools.lru_cache(maxsize=1)
+def local_zone() -> tzinfo:
+    """The machine's zone with its daylight-saving rules (TZ, else /etc/localtime);
+    a fixed offset would misplace floating times across a DST change."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f)
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        zone = datetime.now().astimezone().tzinfo
+        return zone if zone is not None else UTC
+
 
 #: Outlook's busy status (X-MICROSOFT-CDO-BUSYSTATUS) -> kind; None: free.
 CDO_BUSYSTATUS: dict[str, Kind | None] = {

@@ -183,6 +183,8 @@ class GraphServer(_App):
         self.mailboxes: dict[str, GraphMailbox] = {}
         self.page_size = 2
         self.throttle = 0  # answer this many calendarView requests with 429 first
+        self.raw_view: bytes | None = None  # a hostile answer: this body, as is
+        self.padding = 0  # bytes of filler in each page (a huge answer)
         self.tokens: set[str] = set()
         self.token_requests = 0
         self.app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
@@ -216,6 +218,8 @@ class GraphServer(_App):
             self.throttle -= 1
             return web.json_response({"error": {"code": "TooManyRequests"}}, status=429,
                                      headers={"Retry-After": "0"})
+        if self.raw_view is not None:
+            return web.Response(body=self.raw_view, content_type="application/json")
         box = self.mailboxes.get(request.match_info["mailbox"])
         if box is None:
             return web.json_response({"error": {"code": "ErrorItemNotFound"}}, status=404)
@@ -223,6 +227,8 @@ class GraphServer(_App):
         skip = int(request.query.get("$skip", "0"))
         page = box.events[skip:skip + self.page_size]
         body: dict[str, Any] = {"value": page}
+        if self.padding:
+            body["filler"] = "x" * self.padding
         if skip + self.page_size < len(box.events):
             query = dict(request.query)
             query["$skip"] = str(skip + self.page_size)
