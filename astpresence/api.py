@@ -37,6 +37,7 @@ from .auth import (
     parse_role,
     project,
 )
+from .limits import RateLimit, RateLimited
 from .logsafe import clip
 from .metrics import Metrics
 from .model import (
@@ -87,6 +88,13 @@ PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 STREAMS_KEY: web.AppKey[Streams] = web.AppKey("streams")
 CALENDARS_KEY = web.AppKey("calendars", CalendarFeeds)
 HA_KEY: web.AppKey[Callable[[], dict[str, Any]] | None] = web.AppKey("ha")
+WRITES_KEY = web.AppKey("writes", RateLimit)
+REFRESH_KEY = web.AppKey("refresh", RateLimit)
+#: Methods that change something: rate-limited per token ([api] writes_per_second).
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+#: A user's calendars may be refreshed this often on demand (one at once, then one
+#: every 10 s): each refresh is a fetch of every feed of the user.
+REFRESH_RATE, REFRESH_BURST = 0.1, 2
 #: What a follower of an HA group answers while it is not in step with the leader.
 NOT_IN_STEP_PATHS = {"/v1/status", "/metrics", "/v1/openapi.json"}
 
@@ -150,6 +158,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(request, 403, str(exc))
     except (UnknownUser, UnknownSource, NotFound) as exc:
         return _error(request, 404, str(exc))
+    except RateLimited as exc:
+        logger.info("%s %s: 429 %s", request.method, where, exc)
+        resp = _error(request, 429, str(exc))
+        resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return resp
     except StoreError as exc:
         # The database is unavailable (PostgreSQL down, disk full): nothing is
         # acknowledged that is not stored; the client may try again.
@@ -180,8 +193,10 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     path = request.path
     if not path.startswith("/v1/") or path in PUBLIC_PATHS or path == "/v1/events":
         return await handler(request)  # /v1/events authenticates in its first message
-    request[PRINCIPAL_KEY] = await authenticate(request.app[STORE_KEY],
-                                              request.headers.get("Authorization"))
+    who = request[PRINCIPAL_KEY] = await authenticate(request.app[STORE_KEY],
+                                                    request.headers.get("Authorization"))
+    if request.method in WRITE_METHODS:
+        request.app[WRITES_KEY].take(who.token_id)  # one client cannot slow everyone
     return await handler(request)
 
 
@@ -584,6 +599,7 @@ async def get_calendar(request: web.Request) -> web.Response:
 async def refresh_calendar(request: web.Request) -> web.Response:
     uid = _calendar_user(request)
     principal(request).require_change(uid)
+    request.app[REFRESH_KEY].take(uid)
     return web.json_response(await _calendars(request, uid, refresh=True))
 
 
@@ -1087,10 +1103,14 @@ def create_app(
     max_websockets: int = 2000,
     calendars: CalendarFeeds | None = None,
     ha: Callable[[], dict[str, Any]] | None = None,
+    writes: tuple[float, int] = (20.0, 40),
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json, follower_guard, require_token],
                           client_max_size=MAX_BODY)
     app[HA_KEY] = ha
+    app[WRITES_KEY] = RateLimit(*writes, what="too many changes from this token")
+    app[REFRESH_KEY] = RateLimit(REFRESH_RATE, REFRESH_BURST,
+                                 what="this user's calendars were just refreshed")
     app[SERVICE_KEY] = service
     app[STATUS_KEY] = status
     app[STORE_KEY] = store

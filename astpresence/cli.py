@@ -27,6 +27,7 @@ import click
 from . import __version__
 from .auth import new_token, parse_role
 from .codec import encode_presence_value
+from .calendars.fetch import FETCH_TIMEOUT
 from .config import Config, ConfigError, cli_token, load_config, parse_listen
 from .logsafe import OneLineFormatter, clip
 from .openapi import HISTORY_MAX
@@ -49,7 +50,8 @@ class ApiClient:
         self.base = base.rstrip("/")
         self.token = token
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                timeout: float = TIMEOUT) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
         if self.token:
@@ -57,7 +59,7 @@ class ApiClient:
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 data = json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             message = _error_message(exc)
@@ -684,7 +686,13 @@ def calendar_show(ctx: click.Context, user: str, as_json: bool) -> None:
 @click.pass_context
 def calendar_refresh(ctx: click.Context, user: str, as_json: bool) -> None:
     """Fetch USER's feeds now (waits for them), then show as 'calendar show'."""
-    data = _client(ctx).request("POST", f"/v1/calendars/{_user(user)}/refresh")
+    uid = _user(user)
+    # The daemon gives each feed up to FETCH_TIMEOUT (fetch and parse): wait that long.
+    wait = FETCH_TIMEOUT + 15
+    if sys.stderr.isatty():
+        click.echo(f"fetching the calendar feeds of {uid} (up to {FETCH_TIMEOUT:.0f} s)...",
+                   err=True)
+    data = _client(ctx).request("POST", f"/v1/calendars/{uid}/refresh", timeout=wait)
     _emit(data, as_json, _calendar_human(data))
 
 

@@ -158,12 +158,18 @@ class Config:
     privacy: Privacy = Privacy()
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
+    #: Changes one API token may make: per second on average, and at once.
+    writes_per_second: float = 20.0
+    write_burst: int = 40
     freepbx: FreepbxConfig = FreepbxConfig()
     cards: CardsConfig = CardsConfig()
     ha: HaConfig = HaConfig()
     calendars: tuple[FeedConfig, ...] = ()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
+    #: History kept: rows younger than this many days, and each user's newest rows.
+    history_keep_days: int = 365
+    history_keep_rows: int = 10_000
     #: One calendar feed's parse may take this long before its worker is killed.
     calendar_parse_seconds: int = 30
     source: str = "defaults"  # where the file came from, for `status`
@@ -393,7 +399,9 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
     }),
     "store": (None, {"path": _to("db", _text), "url": _to("db_url", _db_url)}),
     "api": (None, {"listen": _listen,
-                   "max_websockets": _to("max_websockets", _bounded_int(1, 100_000))}),
+                   "max_websockets": _to("max_websockets", _bounded_int(1, 100_000)),
+                   "writes_per_second": _to("writes_per_second", _positive),
+                   "write_burst": _to("write_burst", _bounded_int(1, 100_000))}),
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000)),
                       "calendar_parse_seconds": _to("calendar_parse_seconds",
                                                     _bounded_int(1, 600))}),
@@ -401,6 +409,8 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),
                             "dnd_sync": _to("dnd_sync", _bool)}),
+    "history": (None, {"keep_days": _to("history_keep_days", _bounded_int(1, 36_500)),
+                       "keep_rows": _to("history_keep_rows", _bounded_int(10, 10_000_000))}),
     "ha": ("ha", {"enabled": _to("enabled", _switch), "node": _to("node", _text)}),
     "cards": ("cards", {"names": _to("names", _bool),
                         "mailbox": _to("mailbox", _mailbox_pattern)}),

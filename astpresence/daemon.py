@@ -22,6 +22,7 @@ from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
+from .retention import Retention
 from .relay import CommandServer, Follower, Remote
 from .replica import Following
 from .bridge import AMIBridge
@@ -68,6 +69,8 @@ class Daemon:
         self.bridges = [AMIBridge(node, self.service, metrics=self.metrics, ari=self.ari)
                         for node in config.asterisk_servers]
         self.bridge = self.bridges[0]
+        self.retention = Retention(self.store, config.history_keep_days,
+                                   config.history_keep_rows)
         self.calendars = CalendarFeeds(config.calendars, self.service,
                                        parse_timeout=config.calendar_parse_seconds)
         self.metrics.watch_calendars(self.calendars)
@@ -107,7 +110,8 @@ class Daemon:
                          privacy=self.config.privacy, metrics=self.metrics,
                          config=lambda: config_json(self.config),
                          max_websockets=self.config.max_websockets, calendars=self.calendars,
-                         ha=self._ha_status if self.leadership else None)
+                         ha=self._ha_status if self.leadership else None,
+                         writes=(self.config.writes_per_second, self.config.write_burst))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=HttpServerLog())
         await self._runner.setup()
@@ -200,6 +204,7 @@ class Daemon:
             commands = asyncio.create_task(self.commands.run(self.stop_event), name="commands")
         link = asyncio.create_task(self._links(), name="ami-links")
         calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
+        retention = asyncio.create_task(self.retention.run(self.stop_event), name="retention")
         try:
             if ha is None:
                 await self.stop_event.wait()
@@ -212,9 +217,10 @@ class Daemon:
                                  "(restarted, this node follows the new leader)", lost)
                     self.exit_code = 1
         finally:
-            if commands is not None:
-                commands.cancel()
-                await asyncio.gather(commands, return_exceptions=True)
+            for task in (commands, retention):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self.shutdown(link, calendars)
 
     async def _follow_until_leading(self, ha: Leadership) -> bool:

@@ -300,6 +300,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
         }},
     }
+    for item in paths.values():  # writes are rate-limited per token ([api] writes_per_second)
+        for method in ("put", "post", "delete"):
+            if method in item:
+                item[method]["responses"]["429"] = {
+                    "description": "Too many changes from this token: try again after "
+                                   "the Retry-After header's seconds",
+                    "content": _json("Error")}
     return {
         "openapi": "3.1.0",
         "info": {"title": "astpresence", "version": version,

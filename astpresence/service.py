@@ -310,6 +310,7 @@ class PresenceService:
             raise InvalidInput(f"source name {record.source!r} is reserved")
         if self.remote is not None:
             return await self.remote.set_source(record)
+        self.contributions.check_room(record.user, record.source)
         now = self._clock()
         batch = Batch()
         self.contributions.put(record, batch)

@@ -12,11 +12,15 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from . import rules
+from .model import InvalidInput
 from .records import SourceRecord
 from .rules import Decision, DeviceView, RuleConfig
 from .store.base import Batch
 
 MANUAL = rules.SOURCE_MANUAL
+#: Sources one user may have at once (manual, auto and calendar included): each one
+#: is looked at on every decision, so a client must not be able to add thousands.
+MAX_SOURCES = 32
 
 
 class Contributions:
@@ -35,6 +39,13 @@ class Contributions:
 
     def get(self, uid: str, name: str) -> SourceRecord | None:
         return self._by_user.get(uid, {}).get(name)
+
+    def check_room(self, uid: str, name: str) -> None:
+        """InvalidInput when ``name`` would be one source too many for ``uid``."""
+        have = self._by_user.get(uid, {})
+        if name not in have and len(have) >= MAX_SOURCES:
+            raise InvalidInput(f"user {uid!r} has {len(have)} sources already, the most "
+                               f"there may be; delete one first")
 
     def put(self, rec: SourceRecord, batch: Batch) -> None:
         self._by_user.setdefault(rec.user, {})[rec.source] = rec

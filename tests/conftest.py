@@ -36,7 +36,7 @@ async def daemon(fake_ami: FakeAsterisk, tmp_path: Path) -> AsyncIterator[Runnin
     seed(fake_ami)
     cfg = replace(make_config(fake_ami, tmp_path / "p.db",
                               users=(UserRecord("2002", name="Carol", origin="config"),)),
-                  privacy=PRIVACY)
+                  privacy=PRIVACY, writes_per_second=10_000.0, write_burst=10_000)
     running = await start_daemon(cfg)
     yield running
     await running.stop()

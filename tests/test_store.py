@@ -864,3 +864,25 @@ async def test_postgres_v1_asterisk_rows_become_the_default_nodes(
     finally:
         await conn.close()
     await check_migrated_asterisk(PostgresStore(url))
+
+
+async def test_history_retention_by_age_and_rows(store: Store) -> None:
+    """prune_history: older than the cut-off, and all but each user's newest rows, go;
+    the newest row of all stays even when it is old (ids are never reused)."""
+    day = timedelta(days=1)
+    batch = Batch(history=[hist("2000", Presence(State.AWAY), at=T0 + i * day) for i in range(10)]
+                  + [hist("2001", Presence(State.DND), at=T0 + i * day) for i in range(3)])
+    await store.commit(batch)
+    gone = await store.prune_history(T0 + 2 * day, keep_rows=5)
+    # 2000: days 0-4 too many rows (days 0,1 also too old); 2001: days 0,1 too old
+    assert gone == 7
+    assert [h.at for h in await store.history("2000", 50)] == [T0 + i * day
+                                                               for i in range(9, 4, -1)]
+    assert [h.at for h in await store.history("2001", 50)] == [T0 + 2 * day]
+    # everything is old: only the newest row of all stays, and the next id follows it
+    newest = (await store.history("2001", 1))[0].id  # 2001's rows were stored last
+    assert await store.prune_history(T0 + 100 * day, keep_rows=5) == 5
+    assert await store.history("2000", 50) == []
+    assert [h.id for h in await store.history("2001", 50)] == [newest]
+    ids = await store.commit(Batch(history=[hist("2001", Presence(State.XA), at=T0)]))
+    assert ids == [newest + 1]

@@ -27,6 +27,7 @@ from ..model import InvalidInput
 from ..records import SourceRecord
 from .entries import Busy, Entry, current_and_next, merge, to_presence
 from .fetch import (
+    FETCH_TIMEOUT,
     FeedError,
     Unauthorized,
     caldav_ctag,
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 SOURCE = "calendar"
 #: Feeds fetched at once, at most.
 CONCURRENCY = 16
-#: One fetch (all its requests) takes at most this long.
-FETCH_TIMEOUT = 60.0
 #: The loop looks at every user this often at least (users appear after a sync).
 TICK = 5.0
 #: A next entry starting this close to the end of the current one follows it

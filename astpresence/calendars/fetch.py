@@ -20,6 +20,8 @@ from xml.etree.ElementTree import Element
 import aiohttp
 from defusedxml import ElementTree as SafeXML
 
+#: One fetch of a feed (all its requests, and parsing it) takes at most this long.
+FETCH_TIMEOUT = 60.0
 #: A feed's body, at most (config ``max_bytes``).
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 #: Graph pages followed for one refresh, at most.

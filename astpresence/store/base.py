@@ -101,6 +101,11 @@ class Store(Protocol):
     async def history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
         """Newest first."""
 
+    async def prune_history(self, before: datetime, keep_rows: int) -> int:
+        """Delete history older than ``before``, and all but each user's newest
+        ``keep_rows`` rows; the newest row of all always stays (ids are never
+        reused). Returns how many rows went."""
+
     async def get_meta(self, key: str) -> str | None: ...
 
     async def add_token(self, token: TokenRecord) -> None: ...

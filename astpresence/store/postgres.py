@@ -384,6 +384,23 @@ class PostgresStore:
                                  "status = 'done'", command)
         return str(rows[0][0]) if rows else None
 
+    async def prune_history(self, before: datetime, keep_rows: int) -> int:
+        async def work(conn: _Clean) -> int:
+            # the history-id lock: no commit hands out ids while rows go
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", HISTORY_LOCK)
+            newest = await conn.fetchval("SELECT max(id) FROM history")
+            if newest is None:
+                return 0
+            old = await conn.execute("DELETE FROM history WHERE at < $1 AND id < $2",
+                                     aware_utc(before), newest)
+            crowded = await conn.execute(
+                'DELETE FROM history WHERE id < $2 AND id IN (SELECT id FROM (SELECT id, '
+                'row_number() OVER (PARTITION BY "user" ORDER BY id DESC) AS n '
+                'FROM history) ranked WHERE n > $1)', keep_rows, newest)
+            return int(old.split()[-1]) + int(crowded.split()[-1])
+        gone: int = await self._run(work)
+        return gone
+
     async def delete_command(self, command: int) -> None:
         async def work(conn: _Clean) -> None:
             await conn.execute("DELETE FROM commands WHERE id = $1", command)

@@ -296,6 +296,13 @@ def _effective(row: Row) -> EffectiveRecord:
     )
 
 
+#: Retention (prune_history). The newest row of all is never deleted.
+_PRUNE_OLD = "DELETE FROM history WHERE at < ? AND id < (SELECT max(id) FROM history)"
+_PRUNE_USER = ("DELETE FROM history WHERE user = ? AND id <= (SELECT id FROM history "
+               "WHERE user = ? ORDER BY id DESC LIMIT 1 OFFSET ?) "
+               "AND id < (SELECT max(id) FROM history)")
+
+
 def _history_row(entry: HistoryEntry) -> Row:
     old, new = entry.old, entry.new
     return (
@@ -515,6 +522,28 @@ class SqliteStore:
         )
         entries: list[HistoryEntry] = self._decode("history", rows, _history)
         return entries
+
+    async def prune_history(self, before: datetime, keep_rows: int) -> int:
+        crowded = await self._fetch("SELECT user FROM history GROUP BY user HAVING count(*) > ?",
+                                    (keep_rows,))
+        cutoff = _ts(before)
+        async with self._lock:
+            db = self._conn()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                cur = await db.execute(_PRUNE_OLD, (cutoff,))
+                gone = cur.rowcount
+                for (user,) in crowded:
+                    cur = await db.execute(_PRUNE_USER, (user, user, keep_rows))
+                    gone += cur.rowcount
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await _rollback(db)
+                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+        return max(gone, 0)
 
     async def get_meta(self, key: str) -> str | None:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))

@@ -130,6 +130,21 @@ class MemoryStore:
                 break
         return found
 
+    async def prune_history(self, before: datetime, keep_rows: int) -> int:
+        self._check_open()
+        if not self._history:
+            return 0
+        newest = self._history[-1].id
+        seen: dict[str, int] = {}
+        kept: list[HistoryEntry] = []
+        for entry in reversed(self._history):
+            seen[entry.user] = seen.get(entry.user, 0) + 1
+            if entry.id == newest or (entry.at >= before and seen[entry.user] <= keep_rows):
+                kept.append(entry)
+        gone = len(self._history) - len(kept)
+        self._history = kept[::-1]
+        return gone
+
     async def get_meta(self, key: str) -> str | None:
         self._check_open()
         return self._meta.get(key)
