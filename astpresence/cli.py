@@ -27,6 +27,7 @@ import click
 from . import __version__
 from .auth import new_token, parse_role
 from .codec import encode_presence_value
+from .admission import OncePerInterval
 from .calendars.fetch import FETCH_TIMEOUT
 from .config import Config, ConfigError, cli_token, load_config, parse_listen
 from .logsafe import OneLineFormatter, clip
@@ -285,6 +286,8 @@ def serve(config_path: str | None, ami_host: str | None, ami_port: int | None,
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    # asyncio logs every failed accept() (EMFILE under a flood) with a traceback
+    logging.getLogger("asyncio").addFilter(OncePerInterval("socket.accept() out of"))
     code = run_daemon(config)
     if code:
         sys.exit(code)

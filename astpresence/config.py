@@ -158,6 +158,11 @@ class Config:
     privacy: Privacy = Privacy()
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
+    #: HTTP connections at once, in all and from one address (admission.py).
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
+    #: Seconds an idle HTTP connection, or a new one without a whole request, is kept.
+    idle_timeout: float = 10.0
     #: Changes one API token may make: per second on average, and at once.
     writes_per_second: float = 20.0
     write_burst: int = 40
@@ -401,6 +406,10 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
     "api": (None, {"listen": _listen,
                    "max_websockets": _to("max_websockets", _bounded_int(1, 100_000)),
                    "writes_per_second": _to("writes_per_second", _positive),
+                   "max_connections": _to("max_connections", _bounded_int(16, 1_000_000)),
+                   "max_connections_per_address": _to("max_connections_per_address",
+                                                      _bounded_int(1, 1_000_000)),
+                   "idle_timeout": _to("idle_timeout", _positive),
                    "write_burst": _to("write_burst", _bounded_int(1, 100_000))}),
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000)),
                       "calendar_parse_seconds": _to("calendar_parse_seconds",

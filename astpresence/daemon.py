@@ -22,6 +22,7 @@ from .api import HttpServerLog, create_app
 from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
+from .admission import Admission, AdmittingSite
 from .retention import Retention
 from .relay import CommandServer, Follower, Remote
 from .replica import Following
@@ -113,9 +114,13 @@ class Daemon:
                          ha=self._ha_status if self.leadership else None,
                          writes=(self.config.writes_per_second, self.config.write_burst))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     logger=HttpServerLog())
+                                     logger=HttpServerLog(),
+                                     keepalive_timeout=self.config.idle_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
+        self.admission = Admission(self.config.max_connections,
+                                   self.config.max_connections_per_address)
+        site = AdmittingSite(self._runner, self.config.listen_host, self.config.listen_port,
+                             self.admission)
         try:
             await site.start()
         except OSError as exc:

@@ -654,3 +654,34 @@ async def test_slow_handlers_hold_the_reader_back_not_memory(
             await asyncio.sleep(0.01)
     assert seen == [str(i) for i in range(500)]
     assert (await client.send_action("Ping")).get("Ping") == "Pong"
+
+
+async def test_pings_do_not_end_a_link_that_is_only_busy(
+        fake_ami: FakeAsterisk, make_client: ClientFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hint flood faster than the handlers: the Ping's answer waits in the socket
+    behind the events there is no room for. That is a busy link, not a dead one."""
+    monkeypatch.setattr("astpresence.ami.client.MAX_QUEUED_EVENTS", 10)
+    gate = asyncio.Event()
+
+    async def slow(event: Message) -> None:
+        await gate.wait()
+
+    interval = 0.2
+    client = await make_client(slow, ping_interval=interval)
+    flood = b"".join(encode_message([("Event", "Flood"), ("N", str(i))]) for i in range(2000))
+    await fake_ami.send_raw(flood)
+    async with asyncio.timeout(5):
+        while client._events.qsize() < 10:
+            await asyncio.sleep(0.01)
+    pings = len([m for m in fake_ami.actions if m.get("Action") == "Ping"])
+    async with asyncio.timeout(5):  # several ping intervals pass with the reader held back
+        while len([m for m in fake_ami.actions if m.get("Action") == "Ping"]) < pings + 4:
+            await asyncio.sleep(0.01)
+    assert client.connected
+    gate.set()
+    assert (await client.send_action("Ping")).get("Ping") == "Pong"
+    # and a server that stops answering while nothing is held back is still caught
+    fake_ami.stall()
+    with pytest.raises(AMIConnectionError, match="no answer to Ping"):
+        await asyncio.wait_for(client.wait_closed(), 10 * interval)

@@ -165,6 +165,7 @@ class AMIClient:
         # instead of being taken for live events.
         self._abandoned: deque[str] = deque(maxlen=256)
         self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
+        self._held_back = False  # the reader waits for room in _events
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[None] | None = None
         self._pinger_task: asyncio.Task[None] | None = None
@@ -390,7 +391,9 @@ class AMIClient:
                 if event is None:
                     continue
                 if events.full():  # backpressure: no more reads until there is room
+                    self._held_back = True
                     await events.put(event)
+                    self._held_back = False
                 else:
                     events.put_nowait(event)
 
@@ -470,6 +473,12 @@ class AMIClient:
             try:
                 await self.send_action("Ping", timeout=self.ping_interval)
             except ActionTimeout:
+                if self._held_back:
+                    # The answer waits in the socket behind events we have no room for
+                    # yet: the server is talking, we are the slow side. Not a dead link.
+                    logger.debug("Ping unanswered while %d events wait: the link is busy",
+                                 self._events.qsize())
+                    continue
                 self._end(f"no answer to Ping within {self.ping_interval:g} s")
                 return
             except ActionError:
