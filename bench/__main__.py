@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import calendars, endtoend, failover, fanout, machine, nodes, parsing, resync
+from . import calendars, endtoend, failover, fanout, hostile, machine, nodes, parsing, resync
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -24,6 +24,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "calendars": calendars.run,
     "failover": failover.run,
     "nodes": nodes.run,
+    "hostile": hostile.run,
 }
 
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="astpresence benchmarks: AMI parsing, end to end, resync, fan-out, "
-                    "calendars, HA failover, several Asterisk servers. "
+                    "calendars, HA failover, several Asterisk servers, hostile input. "
                     "Figures with a natural baseline are also shown as a ratio to it, "
                     "measured in the same run. See bench/README.md.",
     )

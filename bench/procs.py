@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ class DaemonProcess:
             for i, port in enumerate((self.ami_port, *self.more_ami_ports))))
         return ["--config", str(path)]
 
-    async def start(self) -> None:
+    async def start(self, extra_args: Sequence[str] = ()) -> None:
         env = self._env()
         self.workdir.mkdir(parents=True, exist_ok=True)
         ami = self._ami_args(env)
@@ -167,7 +168,7 @@ class DaemonProcess:
         try:
             self.started_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "astpresence", "serve", *ami,
+                sys.executable, "-m", "astpresence", "serve", *ami, *extra_args,
                 "--db", str(self.db),
                 "--listen", f"127.0.0.1:{self.http_port}",
                 "--log-level", self.env_extra.get("BENCH_LOG_LEVEL", "warning"),
