@@ -28,9 +28,11 @@ from . import __version__
 from .auth import new_token, parse_role
 from .codec import encode_presence_value
 from .admission import OncePerInterval
+from . import kit
 from .calendars.fetch import FETCH_TIMEOUT
 from .config import Config, ConfigError, cli_token, load_config, parse_listen
 from .logsafe import OneLineFormatter, clip
+from .systemd import JournalFormatter, logs_to_journal
 from .openapi import HISTORY_MAX
 from .model import InvalidInput, Presence, parse_presence, parse_state, validate_user_id
 from .store.base import Store, StoreError
@@ -284,7 +286,9 @@ def serve(config_path: str | None, ami_host: str | None, ami_port: int | None,
     except ConfigError as exc:
         fail(str(exc))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    # under systemd, journald adds the time and takes the priority from "<N>"
+    handler.setFormatter(JournalFormatter() if logs_to_journal() else
+                         OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
     # asyncio logs every failed accept() (EMFILE under a flood) with a traceback
     logging.getLogger("asyncio").addFilter(OncePerInterval("socket.accept() out of"))
@@ -752,6 +756,48 @@ def presets(config_path: str | None) -> None:
         fail("no [[presets]] in the config; add e.g. [[presets]] digit = 1, state = \"away\", "
              "subtype = \"lunch\", message = \"Back at 2pm\"")
     click.echo(format_presets(config.presets))
+
+
+@dialplan.command(name="kit")
+@click.option("--manager", is_flag=True,
+              help="Print the AMI account snippet (manager_astpresence.conf) instead.")
+@click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write both files into this directory instead of printing them "
+                   "(e.g. /etc/asterisk/astpresence).")
+@click.option("--force", is_flag=True,
+              help="With --write: replace files that differ from the kit, keeping a "
+                   "backup of each.")
+def dialplan_kit(manager: bool, write_dir: Path | None, force: bool) -> None:
+    """Print the dialplan kit (extensions_astpresence.conf) shipped with this version."""
+    if write_dir is None:
+        click.echo(kit.text(kit.KIT_FILES[1] if manager else kit.KIT_FILES[0]), nl=False)
+        return
+    try:
+        written = kit.write_kit(write_dir, force=force)
+    except (kit.KitConflict, OSError) as exc:
+        fail(str(exc))
+    for item in written:
+        click.echo(f"{item.path}: {item.action}")
+    click.echo("next: set the secret in manager_astpresence.conf, #include both files (their "
+               "headers say where), then 'dialplan reload' and 'manager reload'", err=True)
+
+
+@main.group()
+def service() -> None:
+    """Run astpresence as a system service (systemd)."""
+
+
+@service.command(name="unit")
+@click.option("--exec", "executable", type=click.Path(dir_okay=False),
+              help="The astpresence command the unit starts. [default: this installation's]")
+def service_unit(executable: str | None) -> None:
+    """Print the systemd unit (save it as /etc/systemd/system/astpresence.service)."""
+    command = executable or kit.installed_executable()
+    if command and command.startswith(("/home/", "/root/")):
+        click.echo(f"warning: {command} is in a home directory, which the unit hides from "
+                   "the service (ProtectHome=yes); install under /opt (README, \"Install as "
+                   "a service\") or pass --exec", err=True)
+    click.echo(kit.unit(command), nl=False)
 
 
 def format_presets(presets: Mapping[int, Presence]) -> str:

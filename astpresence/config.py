@@ -70,11 +70,14 @@ SYSTEM_DB = "/var/lib/astpresence/astpresence.db"
 def default_db_path(env: Mapping[str, str] | None = None) -> str:
     """Where the database is when nothing says otherwise; never the working directory.
 
-    Run as root: :data:`SYSTEM_DB`. Otherwise the user's state directory
+    As a systemd service: ``$STATE_DIRECTORY/astpresence.db``. Run as root:
+    :data:`SYSTEM_DB`. Otherwise the user's state directory
     (``$XDG_STATE_HOME/astpresence``, else ``~/.local/state/astpresence``), so a
     token created in one directory is found by a daemon started in another.
     """
     env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):  # systemd's StateDirectory= (the unit in kit/)
+        return os.path.join(env["STATE_DIRECTORY"].split(":")[0], "astpresence.db")
     if os.geteuid() == 0:
         return SYSTEM_DB
     home = env.get("HOME") or os.path.expanduser("~")
@@ -559,11 +562,25 @@ FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
 }
 
 
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a dynamic user without a passwd entry
+        return f"uid {os.geteuid()}"
+
+
 def _from_file(path: Path, cfg: Config) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read config file {path}: permission denied for user {_whoami()}; make "
+            "it readable (chmod 0644: a service runs as its own user) and keep secrets in "
+            "the environment file instead") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -642,6 +659,18 @@ def _single_ami_only(cfg: Config, section: str, what: str) -> None:
                           f"{node_secret_var('<name>')})")
 
 
+#: The config read when none is named and it exists (the service's place).
+SYSTEM_CONFIG = "/etc/astpresence/astpresence.toml"
+
+
+def default_config_path(env: Mapping[str, str]) -> str | None:
+    """``$CONFIGURATION_DIRECTORY/astpresence.toml`` (systemd's ConfigurationDirectory=)
+    or :data:`SYSTEM_CONFIG`, when it exists; else None (defaults and environment)."""
+    where = env.get("CONFIGURATION_DIRECTORY", "").split(":")[0]
+    path = os.path.join(where, "astpresence.toml") if where else SYSTEM_CONFIG
+    return path if os.path.isfile(path) else None
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -649,11 +678,14 @@ def load_config(
 ) -> Config:
     """Build the configuration from its layers.
 
+    With no ``path``, :func:`default_config_path` is read when it exists.
     ``overrides`` are command-line values keyed like ``ENV_VARS``' values
     (:data:`FLAGS`: ``ami_host``, ``ami_port``...); ``None`` means "not given".
     """
     env = os.environ if env is None else env
     cfg = Config(db=default_db_path(env))
+    if path is None:
+        path = default_config_path(env)
     if path is not None:
         cfg = _from_file(Path(path), cfg)
     for var, (section, key) in ENV_VARS.items():

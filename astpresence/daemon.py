@@ -23,7 +23,9 @@ from .ari import AriClient
 from .calendars.feeds import CalendarFeeds
 from .ha import Leadership
 from .admission import Admission, AdmittingSite
+from .logsafe import clip
 from .retention import Retention
+from .systemd import Notifier
 from .relay import CommandServer, Follower, Remote
 from .replica import Following
 from .bridge import AMIBridge
@@ -54,6 +56,8 @@ class Daemon:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
+        self.notifier = Notifier()  # systemd: READY, STATUS, WATCHDOG, STOPPING
+        self._notifying: list[asyncio.Task[None]] = []
         self.store: Store = store if store is not None else open_store(config)
         self.service = PresenceService(self.store, config.users, rules_config=config.rules,
                                        max_users=config.max_users,
@@ -173,6 +177,19 @@ class Daemon:
                 "following": follower is not None and follower.ready.is_set(),
                 "commands_run": self.commands.done if self.commands is not None else 0}
 
+    def _waiting_for(self) -> str | None:
+        """What keeps the daemon from serving fully (systemd's STATUS=), or None once
+        every Asterisk server is synced, or a follower is in step with its leader."""
+        if self.follower is not None:
+            return None if self.follower.ready.is_set() else "following: loading the state"
+        waiting = [b for b in self.bridges if b.status.state != "synced"]
+        if not waiting:
+            return None
+        return "waiting for Asterisk: " + "; ".join(
+            f"{b.name} {b.status.state}"
+            + (f" ({clip(b.status.last_error, 120)})" if b.status.last_error else "")
+            for b in waiting)
+
     def _status(self) -> list[dict[str, Any]]:
         if self.follower is None:
             return [b.status_json() for b in self.bridges]
@@ -190,6 +207,10 @@ class Daemon:
         """
         await self.start()
         self.started.set()
+        self._notifying = [
+            asyncio.create_task(self.notifier.keep_alive(self.stop_event), name="watchdog"),
+            asyncio.create_task(self.notifier.report(self._waiting_for, self.stop_event),
+                                name="readiness")]
         ha = self.leadership
         commands = None
         if ha is not None:
@@ -263,7 +284,9 @@ class Daemon:
         store's: what was acknowledged is still written.
         """
         logger.info("shutting down")
+        self.notifier.send("STOPPING=1")
         self.stop_event.set()
+        await asyncio.gather(*self._notifying, return_exceptions=True)
         if self._runner is not None:
             await self._step("the HTTP API and its WebSocket clients", self._runner.cleanup())
             self._runner = None
@@ -279,6 +302,7 @@ class Daemon:
             await self._step("the leader lock", self.leadership.release())
         await self.store.close()
         self._release_database()
+        self.notifier.close()
         self.stopped.set()
         logger.info("stopped")
 

@@ -131,7 +131,7 @@ PJSIP_PRESENCE_MODULES = (
     "res_pjsip_pidf_body_generator",
     "res_pjsip_pidf_digium_body_supplement",
 )
-#: Modules the dialplan kit (dialplan/extensions_astpresence.conf) calls. A
+#: Modules the dialplan kit (astpresence/kit/extensions_astpresence.conf) calls. A
 #: missing one fails only at call time (docs/asterisk.md, "Dialplan modules").
 KIT_MODULES = (
     "func_cut",          # CUT: the digit of *37N

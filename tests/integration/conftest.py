@@ -472,7 +472,7 @@ async def asterisk_cli(server: Server, command: str, ami: Any | None = None) -> 
 
 
 #: The dialplan the tests load: the kit as shipped, then the tests' own contexts.
-KIT = ROOT / "dialplan" / "extensions_astpresence.conf"
+KIT = ROOT / "astpresence" / "kit" / "extensions_astpresence.conf"
 TEST_DIALPLAN = Path(__file__).parent / "extensions_it.conf"
 
 

@@ -22,7 +22,7 @@ from astpresence.codec import decode_presence_value
 from astpresence.model import State
 
 ROOT = Path(__file__).resolve().parents[2]
-DIALPLAN = ROOT / "dialplan"
+DIALPLAN = ROOT / "astpresence" / "kit"
 KIT = DIALPLAN / "extensions_astpresence.conf"
 
 FEATURES = "astpresence-features"
