@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -685,3 +686,33 @@ async def test_pings_do_not_end_a_link_that_is_only_busy(
     fake_ami.stall()
     with pytest.raises(AMIConnectionError, match="no answer to Ping"):
         await asyncio.wait_for(client.wait_closed(), 10 * interval)
+
+
+async def test_a_backlog_of_events_lets_other_tasks_run(
+        fake_ami: FakeAsterisk, make_client: ClientFactory) -> None:
+    """Handlers that never suspend, a backlog of thousands: the API, pings and timers
+    still get turns (the dispatcher yields every few milliseconds), not after it all."""
+    handled: list[int] = []
+
+    def busy(event: Message) -> None:  # a synchronous handler: no await, ever
+        if event.event == "Flood":
+            t = time.perf_counter() + 0.0002
+            while time.perf_counter() < t:
+                pass
+            handled.append(1)
+
+    client = await make_client(busy)
+    flood = b"".join(encode_message([("Event", "Flood"), ("N", str(i))]) for i in range(5000))
+    await fake_ami.send_raw(flood)
+    async with asyncio.timeout(5):
+        while not handled:
+            await asyncio.sleep(0)
+    seen_at: list[int] = []
+    for _ in range(5):  # another task's turns while the backlog is worked off
+        await asyncio.sleep(0)
+        seen_at.append(len(handled))
+    assert seen_at[-1] < 5000, "the dispatcher held the loop for the whole backlog"
+    async with asyncio.timeout(10):
+        while len(handled) < 5000:
+            await asyncio.sleep(0.01)
+    assert client.connected

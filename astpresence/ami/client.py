@@ -72,6 +72,8 @@ READ_CHUNK = 64 * 1024
 #: behind, the reader stops reading the socket until they catch up: TCP then
 #: holds Asterisk back instead of memory growing here.
 MAX_QUEUED_EVENTS = 10_000
+#: The event dispatcher lets other tasks run at least this often (seconds).
+DISPATCH_SLICE = 0.005
 
 EventHandler = Callable[[Message], Awaitable[None] | None]
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
@@ -450,7 +452,15 @@ class AMIClient:
             pending.items.append(event)
 
     async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        turn = loop.time()
         while True:
+            # Queue.get() does not yield while events wait, nor does a handler that
+            # never suspends: under a flood the dispatcher would keep the loop for
+            # the whole backlog (seconds), and the API, pings and timers with it.
+            if loop.time() - turn > DISPATCH_SLICE:
+                await asyncio.sleep(0)
+                turn = loop.time()
             event = await self._events.get()
             if event is _STOP:
                 return
