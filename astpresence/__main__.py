@@ -1,3 +1,3 @@
-from .cli import main
+from astpresence.cli.main import main
 
 main(prog_name="astpresence")

@@ -64,10 +64,10 @@ def sizes(n: int) -> list[int]:
 async def worker(url: str, n: int, parse: bool) -> dict[str, Any]:
     import aiohttp
 
-    from astpresence.calendars import feeds as feeds_module
-    from astpresence.calendars.feeds import Feed
-    from astpresence.calendars.settings import FeedConfig
-    from astpresence.calendars.worker import ParserPool
+    from astpresence.sources.calendars import feeds as feeds_module
+    from astpresence.sources.calendars.feeds import Feed
+    from astpresence.sources.calendars.settings import FeedConfig
+    from astpresence.sources.calendars.worker import ParserPool
 
     parser = ParserPool()
     if not parse:  # the baseline: the same requests, no iCalendar work

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from astpresence.ami.frames import Message
+from astpresence.asterisk.ami.frames import Message
 from .tests_import import FakeAsterisk, Hint, encode_message
 
 #: Frames written per socket write at full speed.

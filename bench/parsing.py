@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from astpresence.ami.client import READ_CHUNK
-from astpresence.ami.frames import FrameParser, Message
+from astpresence.asterisk.ami.client import READ_CHUNK
+from astpresence.asterisk.ami.frames import FrameParser, Message
 
 from .report import Row, at_least
 from .tests_import import CAPTURE_DIR, ROOT, captured_server_bytes

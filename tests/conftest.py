@@ -10,8 +10,8 @@ from typing import AsyncIterator, Protocol
 
 import pytest
 
-from astpresence.config import Config
-from astpresence.records import UserRecord
+from astpresence.app.config import Config
+from astpresence.domain.records import UserRecord
 from tests.support.api import PRIVACY
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
 from tests.support.fakeami import FakeAsterisk

@@ -12,7 +12,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from astpresence.ami.client import (
+from astpresence.asterisk.ami.client import (
     READ_CHUNK,
     AMIClient,
     AMIConnectionError,
@@ -22,11 +22,11 @@ from astpresence.ami.client import (
     AuthenticationError,
     EventHandler,
 )
-from astpresence.ami.frames import ActionEncodeError, Message
+from astpresence.asterisk.ami.frames import ActionEncodeError, Message
 from tests.support.wire import encode_message
 from tests.support.fakeami import FakeAsterisk, Hint, QueueMember
 
-LOGGER = "astpresence.ami.client"
+LOGGER = "astpresence.asterisk.ami.client"
 
 
 class Recorder:
@@ -631,7 +631,7 @@ async def test_close_from_inside_a_handler(
 async def test_slow_handlers_hold_the_reader_back_not_memory(
         fake_ami: FakeAsterisk, make_client: ClientFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("astpresence.ami.client.MAX_QUEUED_EVENTS", 10)
+    monkeypatch.setattr("astpresence.asterisk.ami.client.MAX_QUEUED_EVENTS", 10)
     gate = asyncio.Event()
     seen: list[str] = []
 
@@ -662,7 +662,7 @@ async def test_pings_do_not_end_a_link_that_is_only_busy(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A hint flood faster than the handlers: the Ping's answer waits in the socket
     behind the events there is no room for. That is a busy link, not a dead one."""
-    monkeypatch.setattr("astpresence.ami.client.MAX_QUEUED_EVENTS", 10)
+    monkeypatch.setattr("astpresence.asterisk.ami.client.MAX_QUEUED_EVENTS", 10)
     gate = asyncio.Event()
 
     async def slow(event: Message) -> None:

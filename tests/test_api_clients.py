@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.auth import Role
-from astpresence.model import Presence, State
-from astpresence.records import SourceRecord
+from astpresence.web.auth import Role
+from astpresence.domain.model import Presence, State
+from astpresence.domain.records import SourceRecord
 from tests.support.api import Stream, call
 from tests.support.e2e import RunningDaemon, cli, until
 from tests.support.fakeami import FakeAsterisk

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 
-from astpresence.auth import Role
+from astpresence.web.auth import Role
 from tests.support.e2e import RunningDaemon
 
 SEED = 20261203

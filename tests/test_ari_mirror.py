@@ -10,10 +10,10 @@ from typing import AsyncIterator
 import pytest
 from aiohttp import web
 
-from astpresence.ari import AriClient, AriError
-from astpresence.config import AriConfig, ConfigError, Secret, load_config
-from astpresence.model import Presence, State
-from astpresence.rules import RuleConfig
+from astpresence.asterisk.ari import AriClient, AriError
+from astpresence.app.config import AriConfig, ConfigError, Secret, load_config
+from astpresence.domain.model import Presence, State
+from astpresence.domain.rules import RuleConfig
 from tests.support.e2e import cli, make_config, seed, until
 from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk

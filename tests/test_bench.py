@@ -17,7 +17,7 @@ import pytest
 from bench.report import Row, percentile, table
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes"}
+SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes", "hostile"}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,9 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "failover -> synced": "<= 5.00",
         "change on 1 server -> written to 2 others, p99 @ 1000/s": "<= 20.0",
         "peak RSS": "<= 200",
+        "API p99, hostile calendars": "<= 50.0",
+        "API p99, connection flood": "<= 50.0",
+        "daemon peak RSS": "<= 300",
     }
 
 

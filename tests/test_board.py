@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.auth import Privacy
-from astpresence.rules import DEFAULT_RULES
-from astpresence.records import UserRecord
+from astpresence.web.auth import Privacy
+from astpresence.domain.rules import DEFAULT_RULES
+from astpresence.domain.records import UserRecord
 from tests.support.board_browser import CHROMIUM, Chromium
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
 from tests.support.fakeami import FakeAsterisk

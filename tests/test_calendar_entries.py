@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from astpresence.calendars.entries import (
+from astpresence.sources.calendars.entries import (
     DEFAULT_MAPPING,
     MAX_EVENTS,
     Busy,
@@ -27,10 +27,10 @@ from astpresence.calendars.entries import (
     merge,
     to_presence,
 )
-from astpresence.calendars.graph import busy_from_graph
-from astpresence.calendars.ics import busy_intervals, parse_calendar
-from astpresence.config import ConfigError, config_json, load_config
-from astpresence.model import InvalidInput, Presence, State
+from astpresence.sources.calendars.graph import busy_from_graph
+from astpresence.sources.calendars.ics import busy_intervals, parse_calendar
+from astpresence.app.config import ConfigError, config_json, load_config
+from astpresence.domain.model import InvalidInput, Presence, State
 from tests.support.calendar_servers import CALENDARS
 
 BERLIN = ZoneInfo("Europe/Berlin")

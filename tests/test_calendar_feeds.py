@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from astpresence.calendars.feeds import Feed
-from astpresence.calendars.settings import Credential, FeedConfig, parse_feed
-from astpresence.calendars.worker import ParserPool
-from astpresence.model import Presence, State
+from astpresence.sources.calendars.feeds import Feed
+from astpresence.sources.calendars.settings import Credential, FeedConfig, parse_feed
+from astpresence.sources.calendars.worker import ParserPool
+from astpresence.domain.model import Presence, State
 from tests.conftest import Starter
 from tests.support.calendar_servers import (
     CALENDARS,

@@ -15,10 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from astpresence.calendars.entries import MAX_EVENTS
-from astpresence.calendars.feeds import Feed
-from astpresence.calendars.settings import Credential, FeedConfig, parse_feed
-from astpresence.calendars.worker import ParserPool
+from astpresence.sources.calendars.entries import MAX_EVENTS
+from astpresence.sources.calendars.feeds import Feed
+from astpresence.sources.calendars.settings import Credential, FeedConfig, parse_feed
+from astpresence.sources.calendars.worker import ParserPool
 from tests.conftest import Starter
 from tests.support.calendar_servers import FeedServer, GraphMailbox, GraphServer
 from tests.support.e2e import make_config, seed

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.auth import Role
-from astpresence.cards import MAX_NAME, Cards, Mailbox, callerid_name, check_mailbox
-from astpresence.config import CardsConfig, ConfigError, FreepbxConfig, load_config
-from astpresence.model import InvalidInput, Presence, State
-from astpresence.records import UserRecord
-from astpresence.users import UserDirectory
+from astpresence.web.auth import Role
+from astpresence.engine.cards import MAX_NAME, Cards, Mailbox, callerid_name, check_mailbox
+from astpresence.app.config import CardsConfig, ConfigError, FreepbxConfig, load_config
+from astpresence.domain.model import InvalidInput, Presence, State
+from astpresence.domain.records import UserRecord
+from astpresence.engine.users import UserDirectory
 from tests.conftest import Starter
 from tests.support.api import Stream, call
 from tests.support.e2e import RunningDaemon, barrier, cli, make_config, until
@@ -193,7 +193,7 @@ async def test_config_names_win_and_mailboxes_come_from_the_config(
     users = (UserRecord("2000", name="Alice (Sales)", origin="config", mailbox="500@sales"),
              UserRecord("2002", origin="config", mailbox="2999@default"))
     fake_ami.mailboxes["500@sales"] = (7, 0)
-    with caplog.at_level(logging.WARNING, logger="astpresence.sync"):
+    with caplog.at_level(logging.WARNING, logger="astpresence.asterisk.sync"):
         d = await started(daemons, fake_ami, tmp_path, users=users)
     assert d.service.cards.card("2000") == ("Alice (Sales)", 7)
     # A mailbox Asterisk does not have: a warning, no count (not a made-up 0).

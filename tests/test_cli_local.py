@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from astpresence.cli import format_hints, main, parse_duration, parse_when
-from astpresence.codec import decode_presence_value
-from astpresence.config import ConfigError, load_config
-from astpresence.model import InvalidInput, Presence, State
+from astpresence.cli.main import format_hints, main, parse_duration, parse_when
+from astpresence.asterisk.codec import decode_presence_value
+from astpresence.app.config import ConfigError, load_config
+from astpresence.domain.model import InvalidInput, Presence, State
 
 PRESETS = """
 [[presets]]

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astpresence.ami.frames import FrameParser, Message
-from astpresence.codec import (
+from astpresence.asterisk.ami.frames import FrameParser, Message
+from astpresence.asterisk.codec import (
     c_unescape,
     decode_presence_value,
     encode_presence_value,
     presence_from_change_event,
 )
-from astpresence.model import MAX_TEXT_BYTES, InvalidInput, Presence, State
+from astpresence.domain.model import MAX_TEXT_BYTES, InvalidInput, Presence, State
 from tests.support.fakeami import CAPTURE_DIR, captured_server_bytes
 from tests.support.wire import c_escape
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from astpresence.commit import GroupCommitter
+from astpresence.engine.commit import GroupCommitter
 from astpresence.store.base import Batch
 from tests.support.memory_store import MemoryStore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.config import SYSTEM_DB, ConfigError, Secret, default_db_path, load_config
+from astpresence.app.config import SYSTEM_DB, ConfigError, Secret, default_db_path, load_config
 
 TOML = """
 [ami]

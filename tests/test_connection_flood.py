@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from astpresence.admission import RESERVED_FDS, Admission, OncePerInterval
+from astpresence.web.admission import RESERVED_FDS, Admission, OncePerInterval
 from tests.support.e2e import seed
 from tests.support.fakeami import FakeAsterisk
 from tests.test_e2e import _free_port, create_token, wait_up

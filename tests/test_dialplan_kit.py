@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from astpresence.codec import decode_presence_value, encode_presence_value
-from astpresence.model import Presence, State
+from astpresence.asterisk.codec import decode_presence_value, encode_presence_value
+from astpresence.domain.model import Presence, State
 from tests.support.dialplan import (
     Channel,
     DIAL_SUB,

@@ -222,7 +222,7 @@ def test_demo_manager_and_modules(compose: dict[str, Any]) -> None:
 
 
 def test_demo_daemon_config_loads(compose: dict[str, Any]) -> None:
-    from astpresence.config import load_config
+    from astpresence.app.config import load_config
 
     svc = compose["services"]["astpresence"]
     target = svc["environment"]["ASTPRESENCE_CONFIG"]
@@ -331,7 +331,7 @@ def test_compose_ha_variant() -> None:
         nodes.append(env["ASTPRESENCE_HA_NODE"])
     assert nodes == ["node-a", "node-b"]
     # Both servers are in the daemons' config, their secrets in the environment.
-    from astpresence.config import load_config
+    from astpresence.app.config import load_config
 
     env = services["astpresence-a"]["environment"]
     source = next(src for src, tgt in _bind_mounts(services["astpresence-a"])

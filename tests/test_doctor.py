@@ -31,10 +31,10 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable
 import pytest
 from aiohttp import web
 
-from astpresence.ami.frames import Message
-from astpresence.ari import basic_auth
-from astpresence.config import AMIConfig, AriConfig, Config, FreepbxConfig, Secret
-from astpresence.doctor import (
+from astpresence.asterisk.ami.frames import Message
+from astpresence.asterisk.ari import basic_auth
+from astpresence.app.config import AMIConfig, AriConfig, Config, FreepbxConfig, Secret
+from astpresence.cli.doctor import (
     CHECK_LOGIN,
     CHECK_MIRROR,
     CHECK_MODULES,
@@ -60,8 +60,8 @@ from astpresence.doctor import (
     privilege_classes,
     run_checks,
 )
-from astpresence.rules import RuleConfig
-from astpresence.records import UserRecord
+from astpresence.domain.rules import RuleConfig
+from astpresence.domain.records import UserRecord
 from tests.support.fakeami import FakeAsterisk, Hint, QueueMember, _error, _event_mask, _head, _Session
 
 SECRET = "Sup3r-s3cret-never-shown"
@@ -893,8 +893,8 @@ async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:
 
 async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Path) -> None:
     """SQLite or PostgreSQL: reachable, schema, and with [ha] the group."""
-    from astpresence.config import HaConfig
-    from astpresence.doctor import store_check
+    from astpresence.app.config import HaConfig
+    from astpresence.cli.doctor import store_check
     from astpresence.store.postgres import PostgresStore
 
     sqlite = await store_check(replace(config_for(plain), db=str(tmp_path / "x.db")))

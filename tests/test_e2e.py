@@ -14,7 +14,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from astpresence.ami.frames import Message
+from astpresence.asterisk.ami.frames import Message
 from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
 from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk
@@ -62,7 +62,7 @@ async def test_cli_set_reaches_asterisk_and_reads_back(daemon: RunningDaemon,
         "user": "2000", "state": "dnd", "subtype": "meeting", "message": text,
         "source": "manual", "actor": "cli:admin", "pending": False}
     # Our own echo was not adopted as a change made elsewhere.
-    assert daemon.service.asterisk.adopted == 0
+    assert daemon.service.nodes["asterisk"].adopted == 0
     hist = json.loads((await cli(daemon.url, "history", "2000", "--json")).out)
     assert [(h["new"]["state"], h["source"], h["actor"]) for h in hist] == [
         ("dnd", "manual", "cli:admin")]
@@ -379,7 +379,7 @@ async def _wait_http(url: str, token: str) -> None:
 
 async def test_pbx_without_hints_still_syncs(fake_ami: FakeAsterisk, tmp_path: Path) -> None:
     """ExtensionStateList answers an error when there are no hints at all."""
-    from astpresence.records import UserRecord
+    from astpresence.domain.records import UserRecord
 
     fake_ami.hints.clear()
     running = await start_daemon(make_config(

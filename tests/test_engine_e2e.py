@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.ami.frames import Message
-from astpresence.codec import decode_presence_value
-from astpresence.model import Presence, State
-from astpresence.rules import RuleConfig
+from astpresence.asterisk.ami.frames import Message
+from astpresence.asterisk.codec import decode_presence_value
+from astpresence.domain.model import Presence, State
+from astpresence.domain.rules import RuleConfig
 from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, until
 from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, QueueMember
@@ -68,7 +68,7 @@ async def test_on_the_phone_and_back_exactly(
     await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
     await until(lambda: fake_value(fake, "2000") == before, what="previous presence")
     assert setvars(fake, "2000") == [before, on_phone, before]  # each written once
-    assert d.service.asterisk.adopted == 0
+    assert d.service.nodes["asterisk"].adopted == 0
     hist = await d.service.history("2000", 10)
     assert [h.reason.split(":")[0] for h in hist] == ["manual", "on-the-phone", "manual"]
     assert hist[1].source == "device" and "PJSIP/2000 INUSE" in hist[1].reason
@@ -316,7 +316,7 @@ async def test_failed_queue_pause_does_not_block_presence(
     await until(lambda: fake_value(fake, "2000").state == State.AWAY)
     # A new value is tried at once; a refused one again after 1 s, 2 s...
     await until(lambda: len(pauses(fake)) == 2)
-    failures = d.service.outbox.pauses.failures
+    failures = d.service.nodes["asterisk"].outbox.pauses.failures
     key = ("support", "PJSIP/2000")
     await until(lambda: key in failures
                 and failures.get(key).attempts == 1)  # type: ignore[union-attr]
@@ -350,6 +350,6 @@ async def test_text_astpresence_cannot_write_does_not_stick_after_a_call(
     await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
     await until(lambda: fake_value(fake, "2000") == adopted, what="presence back after call")
     assert not d.service.view("2000").pending
-    assert len(d.service.outbox.presence.failures) == 0
+    assert len(d.service.nodes["asterisk"].outbox.presence.failures) == 0
     hist = await d.service.history("2000", 10)
     assert any("normalised" in h.reason for h in hist)

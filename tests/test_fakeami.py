@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.ami.frames import FrameParser, Message, encode_action
+from astpresence.asterisk.ami.frames import FrameParser, Message, encode_action
 from tests.support.fakeami import (
     CAPTURE_DIR,
     FakeAsterisk,

@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import pytest
 from aiohttp import web
 
-from astpresence.cli import _shorten, _table, _width, format_hints
+from astpresence.cli.main import _shorten, _table, _width, format_hints
 from tests.support.e2e import cli, seed
 from tests.support.fakeami import FakeAsterisk
 from tests.test_e2e import _free_port, create_token, wait_up

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astpresence.ami.frames import (
+from astpresence.asterisk.ami.frames import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE,
     MAX_ACTION_LINE,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.config import Config, ConfigError, FreepbxConfig, load_config
-from astpresence.model import Presence, State
-from astpresence.sync import FREEPBX_DND
+from astpresence.app.config import Config, ConfigError, FreepbxConfig, load_config
+from astpresence.domain.model import Presence, State
+from astpresence.asterisk.sync import FREEPBX_DND
 from tests.support.e2e import RunningDaemon, barrier, make_config, until
 from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, Hint
@@ -180,7 +180,7 @@ async def test_without_dnd_sync_astdb_is_never_written(
 
 
 def test_dnd_sync_needs_write_system() -> None:
-    from astpresence.doctor import required_permissions
+    from astpresence.cli.doctor import required_permissions
 
     assert "system" in required_permissions(Config(freepbx=FreepbxConfig(dnd_sync=True)))[1]
     assert "system" not in required_permissions(Config())[1]

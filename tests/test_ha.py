@@ -353,7 +353,7 @@ async def test_a_follower_that_loses_its_database_link_reloads(
 
 async def test_a_write_sent_while_no_node_leads_is_run_by_the_next_leader(
         group: tuple[Node, Node, str], fake_ami: FakeAsterisk, postgres_url: str) -> None:
-    from astpresence.ha import LEADER_LOCK
+    from astpresence.cluster.ha import LEADER_LOCK
 
     a, b, token = group
     await b.wait_following(token)
@@ -451,7 +451,7 @@ async def test_the_lock_connection_has_short_keepalives(postgres_url: str) -> No
     probes its socket (3 s idle, then 2 probes 1 s apart; unacknowledged data
     for 5 s ends it too) instead of after hours, and never before the leader has
     stopped writing (test_ha_partition.py)."""
-    from astpresence.ha import Leadership
+    from astpresence.cluster.ha import Leadership
     from astpresence.store.postgres import PostgresStore
 
     store = PostgresStore(postgres_url)  # the schema (the group's rows are in meta)
@@ -532,7 +532,7 @@ async def test_a_command_cancelled_while_stored_leaves_no_row(postgres_url: str)
     first node of a group follows for a moment before it takes the lock, and asks
     the (absent) leader for its contact cards. Cancelled just as the row was stored,
     that "cards" row stayed, and the node, now leading, ran it. The row must go."""
-    from astpresence.relay import Follower
+    from astpresence.cluster.relay import Follower
     from astpresence.store.postgres import PostgresStore
 
     stored, release = asyncio.Event(), asyncio.Event()

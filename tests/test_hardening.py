@@ -13,11 +13,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from astpresence.auth import Role
-from astpresence.limits import RateLimit, RateLimited
-from astpresence.model import InvalidInput, Presence, State
-from astpresence.records import SourceRecord
-from astpresence.sources import MAX_SOURCES
+from astpresence.web.auth import Role
+from astpresence.web.limits import RateLimit, RateLimited
+from astpresence.domain.model import InvalidInput, Presence, State
+from astpresence.domain.records import SourceRecord
+from astpresence.engine.contributions import MAX_SOURCES
 from astpresence.store.postgres import safe_dsn
 from tests.conftest import Starter
 from tests.support.api import bearer, call

@@ -52,8 +52,8 @@ async def test_made_up_events_and_presentities_grow_nothing(
 async def test_made_up_devices_and_queue_members_are_bounded(
         fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("astpresence.devices.MAX_DEVICES", 50)
-    monkeypatch.setattr("astpresence.queues.MAX_MEMBERS", 20)
+    monkeypatch.setattr("astpresence.engine.devices.MAX_DEVICES", 50)
+    monkeypatch.setattr("astpresence.asterisk.queues.MAX_MEMBERS", 20)
     seed(fake_ami)
     d = await daemons(make_config(fake_ami, tmp_path / "p.db"))
     for i in range(200):
@@ -66,4 +66,4 @@ async def test_made_up_devices_and_queue_members_are_bounded(
     await fake_ami.external_device_change("PJSIP/2000", "INUSE")
     await until(lambda: d.service.view("2000").rule == "on-the-phone", what="still followed")
     assert len(d.service.devices.states) <= 50
-    assert len(d.service.queue_members) <= 20
+    assert len(d.service.nodes["asterisk"].queue_members) <= 20

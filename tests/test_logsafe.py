@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from astpresence.logsafe import OneLineFormatter, clip, escape
+from astpresence.domain.logsafe import OneLineFormatter, clip, escape
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.codec import decode_presence_value
-from astpresence.model import Presence, State
-from astpresence.rules import RuleConfig
+from astpresence.asterisk.codec import decode_presence_value
+from astpresence.domain.model import Presence, State
+from astpresence.domain.rules import RuleConfig
 from tests.conftest import Starter
 from tests.support.api import Stream
 from tests.support.e2e import RunningDaemon, barrier_all, cli, nodes_config, until
@@ -98,7 +98,7 @@ async def test_a_change_through_the_api_is_written_to_every_server_once(
     await barrier_all(d, list(fakes.values()))
     for fake in fakes.values():
         assert setvars(fake, "2000") == [dnd]  # once each, no echo written back
-    assert d.service.asterisk.adopted == 0
+    assert next(iter(d.service.nodes.values())).adopted == 0
     assert not d.service.view("2000").pending
 
 
@@ -245,7 +245,7 @@ async def test_the_mirror_goes_where_a_hint_has_it_and_pauses_where_the_member_i
 
 
 def test_several_servers_config(tmp_path: Path) -> None:
-    from astpresence.config import ConfigError, load_config
+    from astpresence.app.config import ConfigError, load_config
     path = tmp_path / "c.toml"
 
     def load(text: str, env: dict[str, str] | None = None) -> Any:

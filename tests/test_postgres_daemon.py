@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from astpresence.config import Secret
-from astpresence.model import State
+from astpresence.app.config import Secret
+from astpresence.domain.model import State
 from astpresence.store.postgres import PostgresStore
 from tests.conftest import Starter
 from tests.support.api import call

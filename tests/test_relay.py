@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from astpresence.events import EventHub, LinkEvent
-from astpresence.model import InvalidInput, Presence, State
-from astpresence.records import PresenceView
-from astpresence.relay import (
+from astpresence.engine.events import EventHub, LinkEvent
+from astpresence.domain.model import InvalidInput, Presence, State
+from astpresence.domain.records import PresenceView
+from astpresence.cluster.relay import (
     USERS_NOTICE,
     Change,
     UsersChanged,
@@ -22,7 +22,7 @@ from astpresence.relay import (
     parse_notice,
     written_notice,
 )
-from astpresence.replica import Replica
+from astpresence.engine.replica import Replica
 
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
 NOTIFY_LIMIT = 8000

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from astpresence.retry import RETRY_DELAYS, Failures, retry_delay
+from astpresence.asterisk.retry import RETRY_DELAYS, Failures, retry_delay
 
 
 class Clock:

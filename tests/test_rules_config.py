@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from astpresence.model import InvalidInput, Presence
-from astpresence.rules import DEFAULT_RULES, RULE_KEYS, RuleConfig
+from astpresence.domain.model import InvalidInput, Presence
+from astpresence.domain.rules import DEFAULT_RULES, RULE_KEYS, RuleConfig
 from tests.support.rules import (
     D,
     S,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.model import NOT_SET, Presence
-from astpresence.rules import (
+from astpresence.domain.model import NOT_SET, Presence
+from astpresence.domain.rules import (
     DEFAULT_RULES,
     PRECEDENCE,
     RULE_KEYS,
@@ -17,7 +17,7 @@ from astpresence.rules import (
     RuleConfig,
     decide,
 )
-from astpresence.records import SourceRecord
+from astpresence.domain.records import SourceRecord
 from tests.support.rules import (
     AVAIL,
     AWAY_MEETING,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from astpresence.model import InvalidInput, Presence, State
-from astpresence.rules import (
+from astpresence.domain.model import InvalidInput, Presence, State
+from astpresence.domain.rules import (
     MIRROR_MAP,
     MissedCallEvent,
     RuleConfig,
@@ -17,8 +17,8 @@ from astpresence.rules import (
     pause_wanted,
     queue_pause_action,
 )
-from astpresence.mirror import is_mirror_device, mirror_device, mirror_state
-from astpresence.records import SourceRecord
+from astpresence.domain.mirror import is_mirror_device, mirror_device, mirror_state
+from astpresence.domain.records import SourceRecord
 from tests.support.rules import (
     AUTO_ON,
     D,

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from astpresence.model import DeviceState, InvalidInput, Presence, State
-from astpresence.rules import (
+from astpresence.domain.model import DeviceState, InvalidInput, Presence, State
+from astpresence.domain.rules import (
     DEFAULT_RULES,
     RULE_KEYS,
     Decision,
@@ -25,7 +25,7 @@ from astpresence.rules import (
     pause_wanted,
     queue_pause_action,
 )
-from astpresence.records import SourceRecord
+from astpresence.domain.records import SourceRecord
 from tests.support.rules import (
     D,
     OFFLINE,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from astpresence.model import DeviceState
-from astpresence.rules import (
+from astpresence.domain.model import DeviceState
+from astpresence.domain.rules import (
     DEFAULT_RULES,
     DeviceView,
     RuleConfig,
@@ -17,7 +17,7 @@ from astpresence.rules import (
     next_change_at,
     track_unavailable_since,
 )
-from astpresence.records import SourceRecord
+from astpresence.domain.records import SourceRecord
 from tests.support.rules import (
     AUTO_ON,
     AVAIL,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from astpresence.model import NOT_SET, Presence, State, parse_device_state
-from astpresence.service import ASTERISK, MANUAL, PresenceService, UnknownUser
-from astpresence.records import UserRecord
+from astpresence.domain.model import NOT_SET, Presence, State, parse_device_state
+from astpresence.engine.service import ASTERISK, MANUAL, PresenceService, UnknownUser
+from astpresence.asterisk.nodes import attach_nodes
+from astpresence.domain.records import UserRecord
 from tests.support.memory_store import MemoryStore
-from astpresence.translate import user_from_hint, user_id_from_provider
-from astpresence.writes import PresenceWrite
+from astpresence.asterisk.translate import user_from_hint, user_id_from_provider
+from astpresence.asterisk.writes import PresenceWrite
 
 DND = Presence(State.DND, "meeting", "until 3")
 AWAY = Presence(State.AWAY, "lunch", "back at 2")
@@ -21,6 +24,13 @@ HINTS = [
     ("2001", "internal", "PJSIP/2001&Custom:presence-2001,CustomPresence:2001"),
     ("3000", "internal", "PJSIP/3000"),  # no presence provider: not a user
 ]
+
+
+def build(store: MemoryStore, *args: Any, **kwargs: Any) -> PresenceService:
+    """The engine with its Asterisk side attached, as the daemon wires it."""
+    svc = PresenceService(store, *args, **kwargs)
+    attach_nodes(svc, store, retry_clock=kwargs.get("retry_clock", time.monotonic))
+    return svc
 
 
 @pytest.fixture
@@ -40,7 +50,7 @@ def hint_user(exten: str, context: str, hint: str) -> UserRecord:
 async def resync(svc: PresenceService, presences: dict[str, Presence],
                  hints: list[tuple[str, str, str]], devices: dict[str, str]) -> dict[str, int]:
     """What the bridge hands the engine after reading Asterisk's lists (translate.py)."""
-    return await svc.asterisk.resync(
+    return await svc.nodes["asterisk"].resync(
         {uid: p for name, p in presences.items()
          if (uid := user_id_from_provider(name)) is not None},
         [u for u in (user_from_hint(*h) for h in hints) if u is not None],
@@ -49,11 +59,11 @@ async def resync(svc: PresenceService, presences: dict[str, Presence],
 
 async def make_service(store: MemoryStore, *, synced: bool = True,
                        presences: dict[str, Presence] | None = None) -> PresenceService:
-    svc = PresenceService(store, [UserRecord("9000", name="Config Only", origin="config")])
+    svc = build(store, [UserRecord("9000", name="Config Only", origin="config")])
     await svc.start()
     if synced:
         await resync(svc, presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
-        svc.asterisk.take_all().presence
+        svc.nodes["asterisk"].take_all().presence
     return svc
 
 
@@ -66,7 +76,7 @@ async def test_users_come_from_hints_and_config(store: MemoryStore) -> None:
     with pytest.raises(UnknownUser, match="unknown user '3000'"):
         svc.require_user("3000")
     # Hint users are remembered for the next start, before any login.
-    again = PresenceService(store)
+    again = build(store)
     await again.start()
     assert "2000" in again.users
     await again.stop()
@@ -77,11 +87,11 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
     svc = await make_service(store)
     view = await svc.set_manual("2000", DND, "api")
     assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
-    assert svc.asterisk.take_all().presence == [("2000", DND)]
-    await svc.asterisk.on_presence_change("2000", DND)  # the echo
-    assert svc.asterisk.adopted == 0 and svc.asterisk.echoes == 1
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # the echo
+    assert svc.nodes["asterisk"].adopted == 0 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").pending is False
-    assert svc.asterisk.take_all().presence == []
+    assert svc.nodes["asterisk"].take_all().presence == []
     hist = await svc.history("2000", 10)
     assert [(h.new, h.source, h.actor) for h in hist] == [(DND, MANUAL, "api")]
     await svc.stop()
@@ -89,10 +99,10 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
 
 async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.asterisk.on_presence_change("2001", AWAY)
+    await svc.nodes["asterisk"].on_presence_change("2001", AWAY)
     view = svc.view("2001")
     assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
-    assert svc.asterisk.take_all().presence == []  # nothing to write back: Asterisk has it already
+    assert svc.nodes["asterisk"].take_all().presence == []  # nothing to write back: Asterisk has it already
     hist = await svc.history("2001", 10)
     assert [(h.old, h.new, h.source) for h in hist] == [(None, AWAY, ASTERISK)]
     await svc.stop()
@@ -100,9 +110,9 @@ async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) ->
 
 async def test_change_for_non_user_is_ignored(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.asterisk.on_presence_change("nobody", AWAY)
-    await svc.asterisk.on_presence_change("Other:2000", AWAY)
-    assert svc.asterisk.adopted == 0
+    await svc.nodes["asterisk"].on_presence_change("nobody", AWAY)
+    await svc.nodes["asterisk"].on_presence_change("Other:2000", AWAY)
+    assert svc.nodes["asterisk"].adopted == 0
     assert svc.view("2000").presence == NOT_SET
     await svc.stop()
 
@@ -116,40 +126,40 @@ async def test_race_external_change_lands_before_our_echo(store: MemoryStore) ->
     """
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.asterisk.take_all().presence == [("2000", DND)]
-    await svc.asterisk.on_presence_change("2000", AWAY)  # phone
-    await svc.asterisk.on_presence_change("2000", DND)  # our echo, late
-    assert svc.asterisk.adopted == 1 and svc.asterisk.echoes == 1
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone
+    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # our echo, late
+    assert svc.nodes["asterisk"].adopted == 1 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").presence == AWAY
-    assert svc.asterisk.take_all().presence == [("2000", AWAY)]
-    await svc.asterisk.on_presence_change("2000", AWAY)  # echo of the re-assert
-    assert svc.asterisk.echoes == 2 and svc.asterisk.adopted == 1
-    assert svc.asterisk.take_all().presence == [] and not svc.view("2000").pending
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # echo of the re-assert
+    assert svc.nodes["asterisk"].echoes == 2 and svc.nodes["asterisk"].adopted == 1
+    assert svc.nodes["asterisk"].take_all().presence == [] and not svc.view("2000").pending
     await svc.stop()
 
 
 async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    svc.asterisk.take_all().presence
-    await svc.asterisk.on_presence_change("2000", DND)  # echo
-    await svc.asterisk.on_presence_change("2000", AWAY)  # phone, later
+    svc.nodes["asterisk"].take_all().presence
+    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # echo
+    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone, later
     assert svc.view("2000").presence == AWAY
-    assert svc.asterisk.take_all().presence == []
+    assert svc.nodes["asterisk"].take_all().presence == []
     await svc.stop()
 
 
 async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.asterisk.take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.asterisk.take_all().presence == [("2000", AWAY)]
-    await svc.asterisk.on_presence_change("2000", DND)
-    assert svc.view("2000").presence == AWAY and svc.asterisk.adopted == 0
-    assert svc.asterisk.take_all().presence == []  # AWAY is still in flight
-    await svc.asterisk.on_presence_change("2000", AWAY)
-    assert svc.asterisk.adopted == 0 and not svc.view("2000").pending
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    await svc.nodes["asterisk"].on_presence_change("2000", DND)
+    assert svc.view("2000").presence == AWAY and svc.nodes["asterisk"].adopted == 0
+    assert svc.nodes["asterisk"].take_all().presence == []  # AWAY is still in flight
+    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
+    assert svc.nodes["asterisk"].adopted == 0 and not svc.view("2000").pending
     await svc.stop()
 
 
@@ -163,48 +173,48 @@ class Clock:
 
 async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None:
     clock = Clock()
-    svc = PresenceService(store, retry_clock=clock)
+    svc = build(store, retry_clock=clock)
     await svc.start()
     await resync(svc, {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
-    svc.asterisk.take_all()
+    svc.nodes["asterisk"].take_all()
     await svc.set_manual("2000", DND, "api")
-    assert svc.asterisk.take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
     for attempt, delay in enumerate([1, 2, 4, 8, 16, 32, 60, 60], start=1):
-        svc.outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
+        svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
         assert svc.view("2000").pending  # never silently dropped
-        assert svc.outbox.next_retry_in() == delay
-        svc.outbox.mark("2000")
+        assert svc.nodes["asterisk"].outbox.next_retry_in() == delay
+        svc.nodes["asterisk"].outbox.mark("2000")
         clock.now += delay - 0.01
-        assert svc.asterisk.take_all().presence == [], f"attempt {attempt} retried early"
+        assert svc.nodes["asterisk"].take_all().presence == [], f"attempt {attempt} retried early"
         clock.now += 0.01
-        assert svc.asterisk.take_all().presence == [("2000", DND)], f"attempt {attempt} not retried"
-        assert svc.outbox.next_retry_in() is None  # the retry is out: nothing due
-        assert svc.outbox.presence.failures.get("2000").attempts == attempt  # type: ignore[union-attr]
+        assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)], f"attempt {attempt} not retried"
+        assert svc.nodes["asterisk"].outbox.next_retry_in() is None  # the retry is out: nothing due
+        assert svc.nodes["asterisk"].outbox.presence.failures.get("2000").attempts == attempt  # type: ignore[union-attr]
     # Another value is tried at once; its echo clears the failure.
-    svc.outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
+    svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.asterisk.take_all().presence == [("2000", AWAY)]
-    await svc.asterisk.on_presence_change("2000", AWAY)
-    assert "2000" not in svc.outbox.presence.failures and not svc.view("2000").pending
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
+    assert "2000" not in svc.nodes["asterisk"].outbox.presence.failures and not svc.view("2000").pending
     # After a new login everything is tried at once.
     await svc.set_manual("2000", XA, "api")
-    svc.asterisk.take_all()
-    svc.outbox.presence_refused(PresenceWrite("2000", XA), "Variable not set")
-    svc.asterisk.link_lost()
+    svc.nodes["asterisk"].take_all()
+    svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", XA), "Variable not set")
+    svc.nodes["asterisk"].link_lost()
     await resync(svc, {"CustomPresence:2000": AWAY}, HINTS, {})
-    assert ("2000", XA) in svc.asterisk.take_all().presence
+    assert ("2000", XA) in svc.nodes["asterisk"].take_all().presence
     await svc.stop()
 
 
 async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -> None:
     svc = await make_service(store)
     dirty = Presence(State.AWAY, "a\tb", "line1\r\nX-Forged: 1" + "é" * 200)
-    await svc.asterisk.on_presence_change("2000", dirty)
+    await svc.nodes["asterisk"].on_presence_change("2000", dirty)
     got = svc.view("2000").presence
     assert got.subtype == "ab" and got.message.startswith("line1X-Forged: 1")
     assert len(got.message.encode()) <= 255 and got.message.endswith("é")
     # Asterisk holds the raw value: the clean one is written back, and can be.
-    assert svc.asterisk.take_all().presence == [("2000", got)]
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", got)]
     entry = (await svc.history("2000", 1))[0]
     assert "normalised" in entry.reason and entry.source == ASTERISK
     await svc.stop()
@@ -213,7 +223,7 @@ async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -
 async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore) -> None:
     svc = await make_service(store)
     for i in range(100):
-        await svc.asterisk.on_presence_change(f"ghost{i}", DND)
+        await svc.nodes["asterisk"].on_presence_change(f"ghost{i}", DND)
     await svc.drain()
     assert "ghost1" not in await store.load_asterisk()
     assert "ghost1" not in svc.users
@@ -221,13 +231,13 @@ async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore
 
 
 async def test_users_follow_the_dialplan_with_a_cap(store: MemoryStore) -> None:
-    svc = PresenceService(store, max_users=3)
+    svc = build(store, max_users=3)
     await svc.start()
     await resync(svc, {}, HINTS, {})
     assert svc.users.ids() == ["2000", "2001"]
     # A flood of hint events naming new presentities: capped.
     for i in range(50):
-        await svc.asterisk.on_hint(hint_user(f"9{i}", "x", f"PJSIP/9{i},CustomPresence:flood{i}"))
+        await svc.nodes["asterisk"].on_hint(hint_user(f"9{i}", "x", f"PJSIP/9{i},CustomPresence:flood{i}"))
     assert len(svc.users.ids()) == 3 and svc.users.refused == 49
     # The next sync follows the dialplan: the flood and a removed hint are gone.
     await resync(svc, {}, HINTS[:1], {})
@@ -245,9 +255,9 @@ async def test_writes_wait_for_sync(store: MemoryStore) -> None:
     svc.users.add_hint_user(UserRecord("2000"))
     view = await svc.set_manual("2000", DND, "api")
     assert view.pending
-    assert svc.asterisk.take_all().presence == []  # link down: kept, not sent
+    assert svc.nodes["asterisk"].take_all().presence == []  # link down: kept, not sent
     await resync(svc, {}, HINTS, {})
-    assert svc.asterisk.take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
     await svc.stop()
 
 
@@ -277,18 +287,18 @@ async def test_resync_table(
     svc = await make_service(store, presences={"CustomPresence:2000": known})
     await svc.set_manual("2000", known, "api")
     if desired != known:
-        svc.asterisk.link_lost()
+        svc.nodes["asterisk"].link_lost()
         await svc.set_manual("2000", desired, "api")
     before = len(await svc.history("2000", 100))
-    svc.asterisk.link_lost()
+    svc.nodes["asterisk"].link_lost()
     await svc.stop()
 
     # A fresh service, as after a restart: everything comes from the store.
-    svc = PresenceService(store)
+    svc = build(store)
     await svc.start()
     await resync(svc, {"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
     assert svc.view("2000").presence == expect_presence
-    writes = svc.asterisk.take_all().presence
+    writes = svc.nodes["asterisk"].take_all().presence
     assert writes == ([("2000", expect_presence)] if expect_write else [])
     hist = await svc.history("2000", 100)
     new_rows = hist[: len(hist) - before]
@@ -332,7 +342,7 @@ async def test_events_published_and_buffered_for_resume(store: MemoryStore) -> N
     ],
 )
 def test_device_aggregation_like_asterisk(states: tuple[str, ...], expected: str) -> None:
-    from astpresence.model import DeviceState, aggregate_devices
+    from astpresence.domain.model import DeviceState, aggregate_devices
 
     assert aggregate_devices(DeviceState(s) for s in states).value == expected
 
@@ -342,7 +352,7 @@ async def test_event_numbers_continue_across_restarts(store: MemoryStore) -> Non
     await first.set_manual("2000", DND, "api")
     last = first.events.seq
     await first.stop()
-    second = PresenceService(store)
+    second = build(store)
     await second.start()
     await resync(second, {}, HINTS, {})
     await second.set_manual("2000", AWAY, "api")
@@ -354,7 +364,7 @@ async def test_event_numbers_continue_across_restarts(store: MemoryStore) -> Non
 
 
 async def test_unroutable_presentities_are_not_users(store: MemoryStore) -> None:
-    svc = PresenceService(store)
+    svc = build(store)
     await svc.start()
     await resync(svc, {}, [(f"{i}", "x", f"PJSIP/{i},CustomPresence:{name}")
                           for i, name in enumerate(["{a}", "a/b", "..", "a%b", "ok"])], {})

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from astpresence import kit
-from astpresence.config import ConfigError, default_db_path, load_config
-from astpresence.systemd import JournalFormatter, Notifier, logs_to_journal
+from astpresence.app import kit
+from astpresence.app.config import ConfigError, default_db_path, load_config
+from astpresence.app.systemd import JournalFormatter, Notifier, logs_to_journal
 from tests.support.e2e import seed
 from tests.support.fakeami import FakeAsterisk
 from tests.test_e2e import _free_port, wait_up
@@ -53,10 +53,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_carries_the_kit_the_unit_and_the_board(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("astpresence/kit/extensions_astpresence.conf",
-                 "astpresence/kit/manager_astpresence.conf",
-                 "astpresence/kit/astpresence.service",
-                 "astpresence/static/index.html", "astpresence/static/app.js",
+    for name in ("astpresence/app/kit/extensions_astpresence.conf",
+                 "astpresence/app/kit/manager_astpresence.conf",
+                 "astpresence/app/kit/astpresence.service",
+                 "astpresence/web/static/index.html", "astpresence/web/static/app.js",
                  "astpresence/py.typed"):
         assert name in names, name
 
@@ -74,7 +74,7 @@ def test_an_installed_wheel_prints_the_repositorys_kit(wheel: Path, tmp_path: Pa
 
     # the package that runs is the unpacked wheel, not the repository
     assert run("-c", "import astpresence; print(astpresence.__file__)").startswith(str(site))
-    kit_dir = ROOT / "astpresence" / "kit"
+    kit_dir = ROOT / "astpresence" / "app" / "kit"
     assert run("-m", "astpresence", "dialplan", "kit") == (
         kit_dir / "extensions_astpresence.conf").read_text(encoding="utf-8")
     assert run("-m", "astpresence", "dialplan", "kit", "--manager") == (

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from astpresence.lock import DaemonLock
+from astpresence.app.lock import DaemonLock
 from astpresence.store.sqlite import SqliteStore
 from tests.support.e2e import make_config, seed, start_daemon, until
 from tests.support.fakeami import FakeAsterisk

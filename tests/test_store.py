@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from astpresence.model import DEFAULT_NODE, NOT_SET, Presence, State
+from astpresence.domain.model import DEFAULT_NODE, NOT_SET, Presence, State
 from astpresence.store import sqlite as sqlite_mod
-from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, UserRecord
+from astpresence.domain.records import EffectiveRecord, HistoryEntry, SourceRecord, UserRecord
 from astpresence.store.base import Batch, Store, StoreError
 from tests.support.memory_store import MemoryStore
 from astpresence.store.sqlite import SqliteStore
@@ -744,8 +744,8 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from datetime import datetime, timezone
-    from astpresence.model import Presence, State
-    from astpresence.records import EffectiveRecord, HistoryEntry
+    from astpresence.domain.model import Presence, State
+    from astpresence.domain.records import EffectiveRecord, HistoryEntry
     from astpresence.store.base import Batch
     from astpresence.store.sqlite import SqliteStore
 

@@ -3,8 +3,8 @@ until every server has been read."""
 
 from __future__ import annotations
 
-from astpresence.records import UserRecord
-from astpresence.users import UserDirectory
+from astpresence.domain.records import UserRecord
+from astpresence.engine.users import UserDirectory
 
 
 def hint(uid: str, *devices: str, exten: str = "") -> UserRecord:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.writes import MAX_IN_FLIGHT, WriteTracker
+from astpresence.asterisk.writes import MAX_IN_FLIGHT, WriteTracker
 
 
 class Clock:

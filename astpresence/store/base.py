@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ..model import DEFAULT_NODE, Presence
-from ..records import (
+from astpresence.domain.model import DEFAULT_NODE, Presence
+from astpresence.domain.records import (
     EffectiveRecord,
     HistoryEntry,
     SourceRecord,

@@ -26,9 +26,15 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from ..model import DEFAULT_NODE, Presence, State
-from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from .base import Batch, StoreError, aware_utc
+from astpresence.domain.model import DEFAULT_NODE, Presence, State
+from astpresence.domain.records import (
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    TokenRecord,
+    UserRecord,
+)
+from astpresence.store.base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)
 
@@ -474,25 +480,28 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
             'VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node, "user") DO UPDATE SET '
             "state = excluded.state, subtype = excluded.subtype, message = excluded.message",
             [(n, u, p.state.value, p.subtype, p.message) for n, u, p in batch.put_asterisk])
-    ids: list[int] = []
-    if batch.history:
-        # Ids without gaps, consecutive within a batch: numbered under a lock held
-        # to the end of the transaction (a sequence would leave holes on rollback).
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", HISTORY_LOCK)
-        base = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM history"))
-        ids = list(range(base + 1, base + 1 + len(batch.history)))
-        cols = list(zip(*[
-            (aware_utc(h.at), h.user, None if h.old is None else h.old.state.value,
-             None if h.old is None else h.old.subtype, None if h.old is None else h.old.message,
-             h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason)
-            for h in batch.history]))
-        await conn.execute(
-            'INSERT INTO history (id, at, "user", old_state, old_subtype, old_message, '
-            "new_state, new_subtype, new_message, source, actor, reason) "
-            "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], "
-            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
-            "$11::text[], $12::text[])", ids, *[list(c) for c in cols])
+    ids = await _write_history(conn, batch.history) if batch.history else []
     if batch.meta:
         await conn.executemany("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
                                "DO UPDATE SET value = excluded.value", list(batch.meta.items()))
+    return ids
+
+
+async def _write_history(conn: _Clean, history: list[HistoryEntry]) -> list[int]:
+    """Ids without gaps, consecutive within a batch: numbered under a lock held to the
+    end of the transaction (a sequence would leave holes on rollback)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", HISTORY_LOCK)
+    base = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM history"))
+    ids = list(range(base + 1, base + 1 + len(history)))
+    cols = list(zip(*[
+        (aware_utc(h.at), h.user, None if h.old is None else h.old.state.value,
+         None if h.old is None else h.old.subtype, None if h.old is None else h.old.message,
+         h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason)
+        for h in history]))
+    await conn.execute(
+        'INSERT INTO history (id, at, "user", old_state, old_subtype, old_message, '
+        "new_state, new_subtype, new_message, source, actor, reason) "
+        "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], "
+        "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+        "$11::text[], $12::text[])", ids, *[list(c) for c in cols])
     return ids

@@ -28,9 +28,15 @@ from typing import Any, TypeAlias
 
 import aiosqlite
 
-from ..model import DEFAULT_NODE, Presence, State
-from ..records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
-from .base import Batch, StoreError, aware_utc
+from astpresence.domain.model import DEFAULT_NODE, Presence, State
+from astpresence.domain.records import (
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    TokenRecord,
+    UserRecord,
+)
+from astpresence.store.base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)
 

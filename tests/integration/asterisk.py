@@ -6,8 +6,8 @@ import base64
 import re
 from typing import Any
 
-from astpresence.codec import encode_presence_value
-from astpresence.model import Presence, State
+from astpresence.asterisk.codec import encode_presence_value
+from astpresence.domain.model import Presence, State
 
 from .conftest import Server, asterisk_cli, eventually
 
@@ -57,7 +57,7 @@ async def set_global(ami: Any, name: str, value: str) -> None:
 
 
 async def astdb_get(ami: Any, family: str, key: str) -> str | None:
-    from astpresence.ami.client import ActionError
+    from astpresence.asterisk.ami.client import ActionError
 
     try:
         events = await ami.send_list_action("DBGet", {"Family": family, "Key": key})

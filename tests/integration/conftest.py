@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 import pytest
 
-from astpresence.config import node_secret_var
+from astpresence.app.config import node_secret_var
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "ASTPRESENCE_IT_"
@@ -426,7 +426,7 @@ def daemon_factory(it: Server, tmp_path: Path) -> Iterator[DaemonFactory]:
 
 
 async def connect(server: Server) -> Any:
-    from astpresence.ami.client import AMIClient
+    from astpresence.asterisk.ami.client import AMIClient
 
     client = AMIClient(server.host, server.port, server.username, server.secret,
                        action_timeout=20.0)
@@ -472,7 +472,7 @@ async def asterisk_cli(server: Server, command: str, ami: Any | None = None) -> 
 
 
 #: The dialplan the tests load: the kit as shipped, then the tests' own contexts.
-KIT = ROOT / "astpresence" / "kit" / "extensions_astpresence.conf"
+KIT = ROOT / "astpresence" / "app" / "kit" / "extensions_astpresence.conf"
 TEST_DIALPLAN = Path(__file__).parent / "extensions_it.conf"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import Presence, State
+from astpresence.domain.model import Presence, State
 from tests.support.sip import Watcher
 
 from .asterisk import device_state, hint_line, set_device_state, set_in_asterisk, wait_device

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import Presence, State
+from astpresence.domain.model import Presence, State
 
 from .asterisk import originate, set_device_state, set_in_asterisk, wait_presence, wait_view
 from .conftest import IT_DEVICE, IT_LOCAL_DEVICE, Server

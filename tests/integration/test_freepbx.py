@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import Presence, State
+from astpresence.domain.model import Presence, State
 
 from .asterisk import astdb_get, device_state, originate, set_device_state, set_in_asterisk
 from .asterisk import wait_device, wait_presence, wait_view

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from astpresence.codec import encode_presence_value
-from astpresence.model import Presence, State
+from astpresence.asterisk.codec import encode_presence_value
+from astpresence.domain.model import Presence, State
 
 from .asterisk import (get_global, originate, presence_in_asterisk, run_feature_code,
                        set_global, set_in_asterisk, wait_presence, wait_view)

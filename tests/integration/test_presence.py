@@ -7,7 +7,7 @@ import json
 import urllib.request
 from typing import Any
 
-from astpresence.model import Presence, State, normalise_text
+from astpresence.domain.model import Presence, State, normalise_text
 
 from .asterisk import (hint_line, presence_in_asterisk, set_in_asterisk, set_in_dialplan,
                        wait_presence, wait_view)

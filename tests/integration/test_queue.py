@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import Presence, State
+from astpresence.domain.model import Presence, State
 
 from .asterisk import queue_member, set_in_asterisk, wait_presence
 from .conftest import eventually

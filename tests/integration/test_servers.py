@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import Presence, State
+from astpresence.domain.model import Presence, State
 from tests.support.postgres import PostgresServer
 
 from .asterisk import presence_in_asterisk, set_device_state, set_in_asterisk, wait_presence

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from astpresence.auth import Level, Privacy
+from astpresence.web.auth import Level, Privacy
 from tests.support.e2e import RunningDaemon
 
 #: The presence levels the API tests run with (tests/conftest.py, fixture ``daemon``).

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from astpresence.ari import basic_auth
+from astpresence.asterisk.ari import basic_auth
 
 HOST = "127.0.0.1"
 CALENDARS = Path(__file__).resolve().parent / "calendars"

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astpresence.codec import decode_presence_value
-from astpresence.model import State
+from astpresence.asterisk.codec import decode_presence_value
+from astpresence.domain.model import State
 
 ROOT = Path(__file__).resolve().parents[2]
-DIALPLAN = ROOT / "astpresence" / "kit"
+DIALPLAN = ROOT / "astpresence" / "app" / "kit"
 KIT = DIALPLAN / "extensions_astpresence.conf"
 
 FEATURES = "astpresence-features"

@@ -13,11 +13,11 @@ from typing import Any, Awaitable, Callable
 
 from datetime import UTC, datetime
 
-from astpresence.auth import Role, new_token
-from astpresence.config import AMIConfig, Config, Secret
-from astpresence.daemon import Daemon
-from astpresence.rules import DEFAULT_RULES, RuleConfig
-from astpresence.records import UserRecord
+from astpresence.web.auth import Role, new_token
+from astpresence.app.config import AMIConfig, Config, Secret
+from astpresence.app.daemon import Daemon
+from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
+from astpresence.domain.records import UserRecord
 from tests.support.fakeami import FakeAsterisk, Hint
 
 HINT_2000 = Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")

@@ -51,10 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence, Union
 
-from astpresence.ami.frames import Message
-from astpresence.codec import decode_presence_value
+from astpresence.asterisk.ami.frames import Message
+from astpresence.asterisk.codec import decode_presence_value
 from tests.support.wire import c_escape, encode_message
-from astpresence.model import InvalidInput, parse_presence
+from astpresence.domain.model import InvalidInput, parse_presence
 
 logger = logging.getLogger(__name__)
 

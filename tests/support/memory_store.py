@@ -14,8 +14,14 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-from astpresence.model import DEFAULT_NODE, Presence
-from astpresence.records import EffectiveRecord, HistoryEntry, SourceRecord, TokenRecord, UserRecord
+from astpresence.domain.model import DEFAULT_NODE, Presence
+from astpresence.domain.records import (
+    EffectiveRecord,
+    HistoryEntry,
+    SourceRecord,
+    TokenRecord,
+    UserRecord,
+)
 from astpresence.store.base import Batch, StoreError, aware_utc
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from astpresence.model import DeviceState, Presence, State
-from astpresence.rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
-from astpresence.records import SourceRecord
+from astpresence.domain.model import DeviceState, Presence, State
+from astpresence.domain.rules import DEFAULT_RULES, Decision, DeviceView, RuleConfig
+from astpresence.domain.records import SourceRecord
 
 D = DeviceState
 S = State

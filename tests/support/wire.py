@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Union
 
-from astpresence.codec import C_ESCAPES
+from astpresence.asterisk.codec import C_ESCAPES
 
 _C_ESCAPE_OF = {v: "\\" + k for k, v in C_ESCAPES.items()}
 

@@ -1,0 +1,527 @@
+"""A small asyncio AMI client: one TCP link, actions with timeouts, ordered events.
+
+Why not panoramisk: it decodes each TCP chunk on its own (a UTF-8 character
+split across reads is lost), runs event handlers as fire-and-forget tasks (no
+order), has no action timeout and no ping supervision. The fixes would replace
+nearly all of it.
+
+Design:
+
+- One *reader* task reads bounded chunks, feeds the sans-IO
+  :class:`~astpresence.asterisk.ami.frames.FrameParser` and routes every frame at once:
+  responses resolve the pending action with their ``ActionID``, events that
+  carry the ``ActionID`` of a pending list action go to that list, everything
+  else is queued for the dispatcher. The reader never awaits a handler, so a
+  slow handler cannot delay the answer to a Ping.
+- One *dispatcher* task hands queued events to ``on_event`` one at a time, in
+  wire order. A failing handler is logged and the next event is handled.
+- One *pinger* task sends ``Ping`` every ``ping_interval`` and declares the
+  link lost when no answer comes within ``ping_interval``: a server that keeps
+  the socket open but stops answering is detected within two intervals.
+
+Asterisk facts this relies on (docs/asterisk.md, main/manager.c):
+
+- The session writes an action's response before any event queued while the
+  action ran (``process_message`` then ``process_events``), but events are
+  produced asynchronously (stasis): an action's events may arrive after the
+  response to the *next* action. Nothing here assumes they follow at once.
+- A refused login is answered ``Response: Error`` / ``Message: Authentication
+  failed`` after a one-second sleep, then Asterisk closes the socket.
+- List actions answer ``Response: Success`` / ``EventList: start``, then item
+  events carrying the ActionID, then an event with ``EventList: Complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from astpresence.asterisk.ami.frames import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_LINE,
+    Banner,
+    FrameError,
+    FrameParser,
+    Message,
+    encode_action,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AMIClient",
+    "AMIConnectionError",
+    "AMIError",
+    "ActionError",
+    "ActionTimeout",
+    "AuthenticationError",
+    "EventHandler",
+]
+
+#: Bytes asked of the socket per read; the parser bounds what it buffers.
+READ_CHUNK = 64 * 1024
+#: Events read but not yet handled, at most. When handlers fall this far
+#: behind, the reader stops reading the socket until they catch up: TCP then
+#: holds Asterisk back instead of memory growing here.
+MAX_QUEUED_EVENTS = 10_000
+#: The event dispatcher lets other tasks run at least this often (seconds).
+DISPATCH_SLICE = 0.005
+
+EventHandler = Callable[[Message], Awaitable[None] | None]
+Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+
+
+class AMIError(Exception):
+    """Base class of every error raised by :class:`AMIClient`."""
+
+
+class AMIConnectionError(AMIError):
+    """The link could not be opened, is not AMI, or was lost."""
+
+
+class AuthenticationError(AMIError):
+    """Asterisk refused the Login."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"authentication failed for user {username}")
+        self.username = username
+
+
+class ActionError(AMIError):
+    """Asterisk answered ``Response: Error``; ``.response`` is its frame."""
+
+    def __init__(self, action: str, response: Message) -> None:
+        message = response.get("Message") or "(no message)"
+        super().__init__(f"{action} failed: {message}")
+        self.action = action
+        self.response = response
+
+
+class ActionTimeout(AMIError):
+    """No (complete) answer to an action in time."""
+
+    def __init__(self, action: str, timeout: float) -> None:
+        super().__init__(f"{action} got no response within {timeout:g} s")
+        self.action = action
+        self.timeout = timeout
+
+
+@dataclass(eq=False)
+class _Pending:
+    action: str
+    future: asyncio.Future[Message | list[Message]]
+    is_list: bool
+    items: list[Message] = field(default_factory=list)
+
+
+#: Sentinel put in the event queue when the link ends.
+_STOP = None
+
+
+class AMIClient:
+    """One AMI session. Create, :meth:`connect`, use, :meth:`close`.
+
+    A client is used for one connection; reconnecting means a new client
+    (after a login, state has to be rebuilt from Asterisk anyway).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        *,
+        on_event: EventHandler | None = None,
+        ping_interval: float = 10.0,
+        action_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        if ping_interval <= 0 or action_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("ping_interval, action_timeout and connect_timeout must be > 0")
+        self.host = host
+        self.port = port
+        self.username = username
+        self._secret = secret
+        self._on_event = on_event
+        self.ping_interval = ping_interval
+        self.action_timeout = action_timeout
+        self.connect_timeout = connect_timeout
+        self._parser = FrameParser(max_line=max_line, max_frame=max_frame)
+        self.banner: str | None = None
+
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[str, _Pending] = {}
+        # List actions given up on (timeout): their late events are dropped
+        # instead of being taken for live events.
+        self._abandoned: deque[str] = deque(maxlen=256)
+        self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
+        self._held_back = False  # the reader waits for room in _events
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pinger_task: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._close_error: AMIConnectionError | None = None
+        self._logged_in = False
+        self._started = False
+        self._ids = itertools.count(1)
+        self._id_prefix = f"astp-{secrets.token_hex(3)}"
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful login and the end of the link."""
+        return self._logged_in and not self._closed.is_set()
+
+    async def connect(self) -> None:
+        """Open the link, check the banner, log in, start the tasks.
+
+        Raises :class:`AuthenticationError` if Asterisk refuses the login and
+        :class:`AMIConnectionError` for anything else that goes wrong. The
+        whole sequence is bounded by ``connect_timeout``.
+        """
+        if self._started:
+            raise AMIError("AMIClient.connect() may be called only once")
+        self._started = True
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                leftover = await self._open()
+                self._reader_task = self._start_task(self._read_loop(leftover), "reader")
+                self._start_task(self._dispatch_loop(), "dispatcher")
+                await self._login()
+        except (TimeoutError, ActionTimeout):
+            await self._abort()
+            raise AMIConnectionError(
+                f"could not log in to {self.host}:{self.port} within "
+                f"{min(self.connect_timeout, self.action_timeout):g} s"
+            ) from None
+        except BaseException:
+            await self._abort()
+            raise
+        self._logged_in = True
+        self._pinger_task = self._start_task(self._ping_loop(), "pinger")
+        logger.info("AMI connected to %s:%d as user %s", self.host, self.port, self.username)
+
+    async def send_action(
+        self, action: str, headers: Headers = (), *, timeout: float | None = None
+    ) -> Message:
+        """Send one action and return its response.
+
+        Raises :class:`ActionError` on ``Response: Error``,
+        :class:`ActionTimeout` when no response comes within ``timeout``
+        (default ``action_timeout``) and :class:`AMIConnectionError` if the
+        link is or gets lost.
+        """
+        result = await self._request(action, headers, timeout, is_list=False)
+        assert isinstance(result, Message)
+        return result
+
+    async def send_list_action(
+        self, action: str, headers: Headers = (), *, timeout: float | None = None
+    ) -> list[Message]:
+        """Send a list action and return its item events.
+
+        Collects the events carrying this action's ActionID until the one
+        whose ``EventList`` is ``Complete`` (e.g. ``PresenceStateListComplete``).
+        Neither the start response nor the Complete event is returned. The
+        timeout covers the whole list.
+        """
+        result = await self._request(action, headers, timeout, is_list=True)
+        assert isinstance(result, list)
+        return result
+
+    async def wait_closed(self) -> None:
+        """Wait for the end of the link.
+
+        Returns if it ended through :meth:`close`; raises
+        :class:`AMIConnectionError` ("link lost: ...") if the server closed
+        it, stopped answering pings, or the connection failed.
+        """
+        await self._closed.wait()
+        if self._close_error is not None:
+            raise AMIConnectionError(str(self._close_error))
+
+    async def close(self) -> None:
+        """End the session; idempotent. Pending actions fail with AMIConnectionError."""
+        if not self._closed.is_set() and self._writer is not None and self._logged_in:
+            # Polite but not waited for: a stalled server must not delay close.
+            with contextlib.suppress(Exception):
+                self._writer.write(encode_action("Logoff", [("ActionID", self._next_id())]))
+        self._end(None)
+        await self._cancel_tasks()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+    # -- connection setup ---------------------------------------------------
+
+    async def _open(self) -> list[Message | FrameError]:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise AMIConnectionError(
+                f"cannot connect to AMI at {self.host}:{self.port}: {exc}"
+            ) from None
+        self._reader, self._writer = reader, writer
+        leftover: list[Message | FrameError] = []
+        while self.banner is None:
+            try:
+                data = await reader.read(READ_CHUNK)
+            except OSError as exc:
+                raise AMIConnectionError(f"link lost while reading the banner: {exc}") from None
+            if not data:
+                raise AMIConnectionError(
+                    f"{self.host}:{self.port} closed the connection before sending a banner"
+                )
+            for item in self._parser.feed(data):
+                if isinstance(item, Banner):
+                    if not item.is_asterisk:
+                        raise AMIConnectionError(
+                            f"{self.host}:{self.port} is not an Asterisk AMI server "
+                            f"(banner {item.text[:80]!r})"
+                        )
+                    self.banner = item.text
+                elif self.banner is None:
+                    # FrameError for a banner line that never ended.
+                    raise AMIConnectionError(
+                        f"{self.host}:{self.port} is not an Asterisk AMI server ({item})"
+                    )
+                else:
+                    leftover.append(item)
+        logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
+        return leftover
+
+    async def _login(self) -> None:
+        # Never log the secret; Asterisk's own log shows only the user too.
+        logger.info("Login as user %s on %s:%d", self.username, self.host, self.port)
+        try:
+            await self._request(
+                "Login",
+                [("Username", self.username), ("Secret", self._secret), ("Events", "on")],
+                None,
+                is_list=False,
+            )
+        except ActionError:
+            raise AuthenticationError(self.username) from None
+
+    async def _abort(self) -> None:
+        self._end("connect failed")
+        await self._cancel_tasks()
+
+    # -- actions ----------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    async def _request(
+        self, action: str, headers: Headers, timeout: float | None, *, is_list: bool
+    ) -> Message | list[Message]:
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        if any(key.lower() == "actionid" for key, _ in pairs):
+            raise ValueError("ActionID is set by AMIClient; do not pass one")
+        action_id = self._next_id()
+        data = encode_action(action, [*pairs, ("ActionID", action_id)])
+        if self._closed.is_set() or self._writer is None:
+            raise AMIConnectionError(str(self._close_error or "link lost: not connected"))
+        wait = self.action_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        pending = _Pending(action, loop.create_future(), is_list)
+        self._pending[action_id] = pending
+        try:
+            async with asyncio.timeout(wait):
+                self._writer.write(data)
+                await self._writer.drain()
+                return await pending.future
+        except TimeoutError:
+            if is_list:
+                self._abandoned.append(action_id)
+            raise ActionTimeout(action, wait) from None
+        except (ConnectionError, OSError) as exc:
+            # drain() on a broken socket; the reader will notice as well.
+            self._end(f"write failed: {exc}")
+            raise AMIConnectionError(str(self._close_error or f"link lost: {exc}")) from None
+        finally:
+            self._pending.pop(action_id, None)
+
+    # -- tasks ------------------------------------------------------------
+
+    def _start_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"ami-{name}-{self.host}:{self.port}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_loop(self, leftover: list[Message | FrameError]) -> None:
+        reader = self._reader
+        assert reader is not None
+        events = self._events
+        for early in leftover:
+            event = self._route(early)
+            if event is not None:
+                await events.put(event)
+        while True:
+            try:
+                data = await reader.read(READ_CHUNK)
+            except OSError as exc:
+                self._end(f"read failed: {exc}")
+                return
+            if not data:
+                self._end("server closed the connection")
+                return
+            for item in self._parser.feed(data):
+                event = self._route(item)
+                if event is None:
+                    continue
+                if events.full():  # backpressure: no more reads until there is room
+                    self._held_back = True
+                    await events.put(event)
+                    self._held_back = False
+                else:
+                    events.put_nowait(event)
+
+    def _route(self, item: Banner | Message | FrameError) -> Message | None:
+        """Hand a frame to the action waiting for it; returns it if it is a live event."""
+        if isinstance(item, FrameError):
+            # E.g. the rest of a frame forged by an unescaped CR/LF in a
+            # PresenceStatus message (tests/support/captures/escaping-and-limits.txt, inj-1).
+            logger.warning("Refused an AMI frame from %s:%d: %s: %r",
+                           self.host, self.port, item.reason, item.sample)
+            return None
+        if isinstance(item, Banner):  # the parser emits one, at the start
+            return None
+        action_id = item.action_id
+        pending = self._pending.get(action_id) if action_id is not None else None
+        if item.response is not None:
+            if pending is None:
+                logger.debug("AMI response for unknown ActionID %s dropped", action_id)
+            else:
+                self._on_response(pending, item)
+            return None
+        if item.event is None:
+            logger.warning("AMI frame without Response or Event dropped: %r", item.headers[:3])
+            return None
+        if pending is not None and pending.is_list:
+            self._on_list_event(pending, item)
+        elif action_id is not None and action_id in self._abandoned:
+            logger.debug("Late %s event of an abandoned list action dropped", item.event)
+        else:
+            return item
+        return None
+
+    @staticmethod
+    def _on_response(pending: _Pending, message: Message) -> None:
+        if pending.future.done():
+            return
+        if (message.response or "").lower() == "error":
+            pending.future.set_exception(ActionError(pending.action, message))
+        elif not pending.is_list:
+            pending.future.set_result(message)
+        elif (message.get("EventList") or "").lower() == "start":
+            return  # the items follow as events
+        else:
+            # A Success without a list to follow: nothing to collect.
+            pending.future.set_result([])
+
+    @staticmethod
+    def _on_list_event(pending: _Pending, event: Message) -> None:
+        if pending.future.done():
+            return
+        if (event.get("EventList") or "").lower() == "complete":
+            pending.future.set_result(pending.items)
+        else:
+            pending.items.append(event)
+
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        turn = loop.time()
+        while True:
+            # Queue.get() does not yield while events wait, nor does a handler that
+            # never suspends: under a flood the dispatcher would keep the loop for
+            # the whole backlog (seconds), and the API, pings and timers with it.
+            if loop.time() - turn > DISPATCH_SLICE:
+                await asyncio.sleep(0)
+                turn = loop.time()
+            event = await self._events.get()
+            if event is _STOP:
+                return
+            handler = self._on_event
+            if handler is None:
+                continue
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("AMI event handler failed for event %s", event.event)
+
+    async def _ping_loop(self) -> None:
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ping_interval):
+                    await self._closed.wait()
+                return
+            try:
+                await self.send_action("Ping", timeout=self.ping_interval)
+            except ActionTimeout:
+                if self._held_back:
+                    # The answer waits in the socket behind events we have no room for
+                    # yet: the server is talking, we are the slow side. Not a dead link.
+                    logger.debug("Ping unanswered while %d events wait: the link is busy",
+                                 self._events.qsize())
+                    continue
+                self._end(f"no answer to Ping within {self.ping_interval:g} s")
+                return
+            except ActionError:
+                pass  # an answer, even a refusal, proves the link is alive
+            except AMIConnectionError:
+                return
+
+    # -- end of link --------------------------------------------------------
+
+    def _end(self, reason: str | None) -> None:
+        """Mark the link as ended; ``reason`` None means closed by us."""
+        if self._closed.is_set():
+            return
+        if reason is not None:
+            self._close_error = AMIConnectionError(f"link lost: {reason}")
+            if self._logged_in:
+                logger.warning("AMI link to %s:%d lost: %s", self.host, self.port, reason)
+        else:
+            logger.info("AMI link to %s:%d closed", self.host, self.port)
+        self._closed.set()
+        error = self._close_error or AMIConnectionError("link lost: closed by client")
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._pending.clear()
+        if self._writer is not None:
+            self._writer.close()
+        # Events already read are still handed out, then the dispatcher ends.
+        if self._events.full():
+            self._start_task(self._events.put(_STOP), "stop")
+        else:
+            self._events.put_nowait(_STOP)
+        current = asyncio.current_task()
+        for task in (self._reader_task, self._pinger_task):
+            if task is not None and task is not current:
+                task.cancel()

@@ -1,0 +1,138 @@
+"""What contact cards need from one Asterisk server, read at each sync.
+
+FreePBX's astdb (names, devices), app_voicemail's boxes (or MailboxCount for the
+boxes the config names), and the caller ID names of the phones of users without
+a name yet. Split out of the bridge, which starts these reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from astpresence.asterisk.ami.client import ActionError, AMIClient
+from astpresence.asterisk.sync import AsteriskSync
+from astpresence.asterisk.translate import (
+    ampuser_entries,
+    endpoint_callerid,
+    message_waiting,
+    translated,
+    voicemail_entry,
+)
+from astpresence.domain.logsafe import clip
+from astpresence.domain.model import InvalidInput
+from astpresence.engine.cards import Mailbox
+from astpresence.engine.service import PresenceService
+
+#: Contact-card reads (caller IDs, mailbox counts) in flight at once.
+MAX_CONCURRENT_READS = 16
+
+
+class CardReads:
+    def __init__(self, service: PresenceService, sync: AsteriskSync,
+                 log: logging.LoggerAdapter,  # type: ignore[type-arg]
+                 progress: Callable[[str], None]) -> None:
+        self._service = service
+        self._sync = sync
+        self._log = log
+        self._progress = progress  # "reading caller IDs 12/100", "done": the link's status
+        self._mailbox_count_needed = False
+
+    async def astdb(self, client: AMIClient) -> None:
+        """FreePBX's AMPUSER family: display names and each user's devices (DEVDND)."""
+        service = self._service
+        if not (service.cards.read_names or service.devices.freepbx):
+            return
+        try:
+            items = await client.send_list_action("DBGetTree", {"Family": "AMPUSER"})
+        except ActionError as exc:
+            # DBGetTree needs Asterisk 16.28/18.14/19.6+ and read=system or reporting.
+            self._log.info("astdb not read (%s): no FreePBX names or devices", exc)
+            items = []
+        entries = ampuser_entries(items)
+        if entries:
+            self._log.info("FreePBX astdb: %d extension(s) in AMPUSER", len(entries))
+        self._sync.on_ampuser(entries)
+
+    async def voicemail(self, client: AMIClient) -> None:
+        """New/old counts of every app_voicemail box (one list action); MessageWaiting
+        events keep them current. Without app_voicemail, the mailboxes set in the
+        config are asked with MailboxCount after the sync (:meth:`after_sync`)."""
+        self._mailbox_count_needed = False
+        if not self._service.cards.mailboxes():
+            return
+        try:
+            listed = await client.send_list_action("VoicemailUsersList")
+        except ActionError as exc:
+            self._log.info("VoicemailUsersList failed (%s): voicemail counts only for mailboxes "
+                        "set in the config (MailboxCount)", exc)
+            self._mailbox_count_needed = True
+            return
+        counts = dict(translated(listed, voicemail_entry, "voicemail box"))
+        self._sync.on_mailboxes(counts)
+
+    async def _mailbox_counts(self, client: AMIClient) -> None:
+        """MailboxCount for each mailbox the config names (external MWI: res_mwi_external
+        and the like answer it too), a few at a time."""
+        service = self._service
+        boxes = [service.cards.mailbox(u.id) for u in service.users.all() if u.mailbox]
+        counts: dict[str, Mailbox] = {}
+        sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
+        async def one(box: str) -> None:
+            async with sem:
+                with contextlib.suppress(ActionError, InvalidInput):
+                    counts.update([message_waiting(await client.send_action(
+                        "MailboxCount", {"Mailbox": box}))])
+
+        await asyncio.gather(*(one(b) for b in boxes))
+        self._sync.on_mailboxes(counts)
+
+    async def after_sync(self, client: AMIClient) -> None:
+        """After the sync: MailboxCount where needed, then the phones' caller IDs."""
+        if self._mailbox_count_needed:
+            await self._mailbox_counts(client)
+        await self._endpoint_names(client)
+
+    async def _endpoint_names(self, client: AMIClient) -> None:
+        """Caller ID names of the phones of users with no name from config or astdb."""
+        service = self._service
+        cards = service.cards
+        wanted = {uid: eps for uid in service.users.ids()
+                  if cards.needs_endpoint_name(uid) and (eps := cards.phone_endpoints(uid))}
+        found: dict[str, str] = {}
+        if wanted:
+            try:
+                listed = {e.get("ObjectName") for e in
+                          await client.send_list_action("PJSIPShowEndpoints")}
+            except ActionError as exc:  # "No endpoints found", or res_pjsip not loaded
+                self._log.info("no PJSIP endpoints listed (%s): no caller ID names", exc)
+                listed = set()
+            todo = [(uid, ep) for uid, eps in wanted.items()
+                    if (ep := next((e for e in eps if e in listed), None)) is not None]
+            total, done = len(todo), 0
+            self._progress(f"reading caller IDs 0/{total}")
+            self._log.info("reading the caller IDs of %d phone(s) for display names", total)
+            sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
+            async def one(uid: str, endpoint: str) -> None:
+                nonlocal done
+                async with sem:
+                    try:
+                        items = await client.send_list_action("PJSIPShowEndpoint",
+                                                              {"Endpoint": endpoint})
+                    except ActionError as exc:
+                        self._log.debug("no caller ID for %s: %s", clip(endpoint), exc)
+                        items = []
+                callerid = endpoint_callerid(items)
+                if callerid:
+                    found[uid] = callerid
+                done += 1
+                self._progress(f"reading caller IDs {done}/{total}")
+
+            await asyncio.gather(*(one(uid, ep) for uid, ep in todo))
+        self._sync.on_endpoint_names(found)
+        self._progress("done")
+        self._log.info("contact cards read: %d name(s) from caller IDs", len(found))

@@ -1,0 +1,3 @@
+"""CLI: the ``astpresence`` command (click: parse arguments, call plain functions)
+and ``doctor``. May import: everything.
+"""

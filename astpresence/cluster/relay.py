@@ -1,0 +1,571 @@
+"""An HA group's followers: the leader's changes in, their writes out, through PostgreSQL.
+
+Every node of a group serves the whole API. The leader alone decides and
+writes to Asterisk; the followers follow it:
+
+- **Changes.** Each batch the leader commits carries *notices* (JSON), sent
+  with ``pg_notify`` inside the same transaction, so a follower hears of a
+  change only once it is stored, in commit order: a presence change with its
+  event number and the user's new presence as clients see it, a link event,
+  or "the users changed". A follower applies them to its copy of the state
+  and hands the change events, with the leader's numbers, to its own event
+  streams: a client can resume on any node.
+- **Writes.** A follower's write (a presence set, a source...) is a row in
+  ``commands`` plus a ``NOTIFY``; the leader runs it through its engine, stores
+  the result in the row and notifies; the follower answers its client once
+  its own copy has the change (read your writes on the same node).
+- **Reconnects.** When its listening connection drops, a follower reloads
+  the state from the database (nothing is assumed) and listens again.
+
+The database is the only channel: nodes never talk to each other directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from astpresence.engine.cards import Card
+from astpresence.engine.events import LinkEvent
+from astpresence.domain.logsafe import clip
+from astpresence.domain.model import InvalidInput, Presence, parse_device_state, parse_presence
+from astpresence.domain.records import PresenceView, SourceRecord
+from astpresence.domain.rules import DeviceView
+from astpresence.engine.service import PresenceService, UnknownSource, UnknownUser
+from astpresence.store.base import StoreError
+from astpresence.store.postgres import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
+
+if TYPE_CHECKING:
+    from astpresence.sources.calendars.feeds import CalendarFeeds
+
+logger = logging.getLogger(__name__)
+
+#: How long a follower waits for the leader to run its write (then 503).
+CALL_TIMEOUT = 10.0
+#: Rows of commands the leader never finished (it died) are removed after this.
+STALE_COMMANDS = 300.0
+#: A follower checks its command's row this often, in case a notice was missed.
+POLL = 0.5
+BACKOFF = (0.5, 1.0, 2.0, 4.0)
+#: Notices a follower holds before applying them, at most (a slow follower
+#: reloads instead of growing a queue).
+MAX_PENDING_NOTICES = 100_000
+
+
+# -- notices ----------------------------------------------------------------------
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("expected a time")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise InvalidInput("expected an aware time")
+    return parsed.astimezone(UTC)
+
+
+def view_json(view: PresenceView) -> dict[str, Any]:
+    return {"user": view.user, "presence": view.presence.as_dict(), "source": view.source,
+            "actor": view.actor, "since": _time(view.since), "pending": view.pending,
+            "rule": view.rule, "name": view.name, "voicemail": view.voicemail}
+
+
+def view_from_json(data: Any) -> PresenceView:
+    if not isinstance(data, dict):
+        raise InvalidInput("expected a presence object")
+    p = data["presence"]
+    voicemail = data.get("voicemail")
+    if voicemail is not None and not isinstance(voicemail, int):
+        raise InvalidInput("voicemail: expected a number")
+    return PresenceView(str(data["user"]), parse_presence(p["state"], p["subtype"],
+                                                          p["message"]),
+                        str(data["source"]), str(data["actor"]), _parse_time(data["since"]),
+                        data.get("pending") is True, str(data["rule"]),
+                        str(data.get("name") or ""), voicemail)
+
+
+def change_notice(seq: int, view: PresenceView) -> str:
+    return json.dumps({"t": "change", "seq": seq, "view": view_json(view)},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def link_notice(event: LinkEvent) -> str:
+    return json.dumps({"t": "link", "state": event.state, "since": _time(event.since),
+                       "asterisk": event.asterisk, "reason": event.reason,
+                       "node": event.node}, ensure_ascii=False, separators=(",", ":"))
+
+
+USERS_NOTICE = '{"t":"users"}'
+
+
+def written_notice(uid: str) -> str:
+    """The user's presence is on every Asterisk server now (no longer pending)."""
+    return json.dumps({"t": "written", "user": uid}, ensure_ascii=False)
+
+
+class LeaderNotices:
+    """The engine's ``Notices`` port while this node leads its group."""
+
+    def change(self, seq: int, view: PresenceView) -> str:
+        return change_notice(seq, view)
+
+    def link(self, event: LinkEvent) -> str:
+        return link_notice(event)
+
+    def written(self, uid: str) -> str:
+        return written_notice(uid)
+
+    def users(self) -> str:
+        return USERS_NOTICE
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    view: PresenceView
+
+
+@dataclass(frozen=True, slots=True)
+class UsersChanged:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    user: str
+
+
+Notice = Change | LinkEvent | UsersChanged | Written
+
+
+def parse_notice(text: str) -> Notice:
+    """A notice as the leader sent it; InvalidInput for anything else."""
+    try:
+        data = json.loads(text)
+        kind = data["t"]
+        if kind == "change":
+            return Change(int(data["seq"]), view_from_json(data["view"]))
+        if kind == "link":
+            since = _parse_time(data["since"])
+            assert since is not None
+            return LinkEvent(str(data["state"]), since, str(data["asterisk"]),
+                             data.get("reason"), str(data["node"]))
+        if kind == "users":
+            return UsersChanged()
+        if kind == "written":
+            return Written(str(data["user"]))
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise InvalidInput(f"not a notice of astpresence: {exc}") from None
+    raise InvalidInput(f"unknown notice {kind!r}")
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def _source_json(rec: SourceRecord) -> dict[str, Any]:
+    return {"user": rec.user, "source": rec.source, "presence": rec.presence.as_dict(),
+            "since": _time(rec.since), "actor": rec.actor, "start": _time(rec.start),
+            "end": _time(rec.end)}
+
+
+def _source_from_json(d: dict[str, Any]) -> SourceRecord:
+    p = d["presence"]
+    since = _parse_time(d["since"])
+    assert since is not None
+    return SourceRecord(d["user"], d["source"], parse_presence(p["state"], p["subtype"],
+                                                               p["message"]),
+                        since, d["actor"], _parse_time(d["start"]), _parse_time(d["end"]))
+
+
+async def _set_manual(service: PresenceService, body: dict[str, Any],
+                      calendars: CalendarFeeds | None) -> dict[str, Any]:
+    p = body["presence"]
+    return _answer(await service.set_manual(
+        body["user"], parse_presence(p["state"], p["subtype"], p["message"]), body["actor"],
+        end=_parse_time(body.get("end"))))
+
+
+async def _clear_manual(service: PresenceService, body: dict[str, Any],
+                        calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.clear_manual(body["user"], body["actor"]))
+
+
+async def _set_source(service: PresenceService, body: dict[str, Any],
+                      calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.set_source(_source_from_json(body["record"])))
+
+
+async def _delete_source(service: PresenceService, body: dict[str, Any],
+                         calendars: CalendarFeeds | None) -> dict[str, Any]:
+    return _answer(await service.delete_source(body["user"], body["name"], body["actor"]))
+
+
+async def _devices(service: PresenceService, body: dict[str, Any],
+                   calendars: CalendarFeeds | None) -> dict[str, Any]:
+    service.require_user(body["user"])
+    devices = service.device_view(body["user"])
+    return {"states": [d.value for d in devices.states],
+            "unavailable_since": _time(devices.unavailable_since)}
+
+
+async def _calendars(service: PresenceService, body: dict[str, Any],
+                     calendars: CalendarFeeds | None) -> dict[str, Any]:
+    if calendars is None:
+        raise InvalidInput("this leader runs no calendar feeds")
+    uid = body.get("user")
+    if uid is None:
+        return {"calendars": [f.json() for f in calendars.feeds]}
+    service.require_user(uid)
+    if body.get("refresh"):
+        await calendars.refresh_user(uid)
+    return {"calendar": calendars.user_json(uid)}
+
+
+async def _cards(service: PresenceService, body: dict[str, Any],
+                 calendars: CalendarFeeds | None) -> dict[str, Any]:
+    cards = service.cards
+    return {"cards": {uid: list(cards.card(uid)) for uid in service.users.ids()
+                      if cards.card(uid) != ("", None)}}
+
+
+def _answer(view: PresenceView) -> dict[str, Any]:
+    return {"view": view_json(view)}
+
+
+CommandHandler = Callable[["PresenceService", dict[str, Any], "CalendarFeeds | None"],
+                          Awaitable[dict[str, Any]]]
+
+#: What a follower may ask of the leader: command kind -> handler. Writes go
+#: through the engine (durable when answered); the rest are what only the
+#: leader knows (devices, contact cards, calendars).
+COMMANDS: dict[str, CommandHandler] = {
+    "set_manual": _set_manual, "clear_manual": _clear_manual, "set_source": _set_source,
+    "delete_source": _delete_source, "devices": _devices, "calendars": _calendars,
+    "cards": _cards,
+}
+
+
+async def run_command(service: PresenceService, kind: str, body: dict[str, Any],
+                      calendars: CalendarFeeds | None = None) -> dict[str, Any]:
+    """On the leader: one follower's command (:data:`COMMANDS`); errors as answers."""
+    try:
+        handler = COMMANDS.get(kind)
+        if handler is None:
+            raise InvalidInput(f"unknown command {kind!r}")
+        return await handler(service, body, calendars)
+    except UnknownUser as exc:
+        return {"error": "unknown_user", "user": exc.uid}
+    except UnknownSource:
+        return {"error": "unknown_source", "user": body["user"], "name": body["name"]}
+    except (InvalidInput, KeyError, TypeError, ValueError, AssertionError) as exc:
+        return {"error": "invalid", "message": str(exc)}
+
+
+class Remote:
+    """A follower's engine writes, run by the leader (what :class:`PresenceService`
+    calls instead of deciding itself)."""
+
+    def __init__(self, call: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+                 ) -> None:
+        self._call = call
+
+    async def set_manual(self, uid: str, presence: Presence, actor: str,
+                         end: datetime | None) -> PresenceView:
+        return await self._run("set_manual", {"user": uid, "presence": presence.as_dict(),
+                                              "actor": actor, "end": _time(end)})
+
+    async def clear_manual(self, uid: str, actor: str) -> PresenceView:
+        return await self._run("clear_manual", {"user": uid, "actor": actor})
+
+    async def set_source(self, record: SourceRecord) -> PresenceView:
+        return await self._run("set_source", {"record": _source_json(record)})
+
+    async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
+        return await self._run("delete_source", {"user": uid, "name": name, "actor": actor})
+
+    async def device_view(self, uid: str) -> DeviceView:
+        """The user's devices as the leader follows them."""
+        result = await self._call("devices", {"user": uid})
+        if result.get("error") == "unknown_user":
+            raise UnknownUser(uid)
+        try:
+            return DeviceView(tuple(parse_device_state(d) for d in result["states"]),
+                              _parse_time(result.get("unavailable_since")))
+        except (KeyError, TypeError) as exc:
+            raise InvalidInput(f"the leader's answer: {exc}") from None
+
+    async def calendars(self, uid: str | None, refresh: bool) -> dict[str, Any]:
+        """The leader's calendar feeds (``uid`` None: the list), fetched first with
+        ``refresh``: only the leader fetches them."""
+        result = await self._call("calendars", {"user": uid, "refresh": refresh})
+        if result.get("error") == "unknown_user":
+            raise UnknownUser(str(uid))
+        _raise_error(result)
+        answer = result.get("calendar") if uid is not None else result
+        if not isinstance(answer, dict):
+            raise InvalidInput("the leader's answer has no calendar")
+        return answer
+
+    async def cards(self) -> dict[str, Card]:
+        """Every contact card the leader read from Asterisk: user -> (name, voicemail)."""
+        result = await self._call("cards", {})
+        cards: dict[str, Card] = {}
+        for uid, card in (result.get("cards") or {}).items():
+            if (isinstance(card, list) and len(card) == 2 and isinstance(card[0], str)
+                    and (card[1] is None or isinstance(card[1], int))):
+                cards[str(uid)] = (card[0], card[1])
+        return cards
+
+    async def _run(self, kind: str, body: dict[str, Any]) -> PresenceView:
+        result = await self._call(kind, body)
+        error = result.get("error")
+        if error == "unknown_user":
+            raise UnknownUser(str(result.get("user")))
+        if error == "unknown_source":
+            raise UnknownSource(str(result.get("user")), str(result.get("name")))
+        _raise_error(result)
+        return view_from_json(result["view"])
+
+
+def _raise_error(result: dict[str, Any]) -> None:
+    """The leader refused (400) or could not run (503) a command."""
+    error = result.get("error")
+    if error == "failed":
+        raise StoreError(str(result.get("message")))
+    if error is not None:
+        raise InvalidInput(str(result.get("message")))
+
+
+class Follower:
+    """A follower's link to the leader: listens for notices and results, sends commands.
+
+    :meth:`run` keeps one listening connection up; after each (re)connect it
+    calls ``reload`` (the state from the database, nothing assumed), then
+    hands every notice, in order, to ``apply``.
+    """
+
+    def __init__(self, url: str, node: str, store: Any,
+                 reload: Callable[[], Awaitable[int]],
+                 apply: Callable[[Notice, int], Awaitable[None]],
+                 in_step: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._url = url
+        self.node = node
+        self._store = store  # PostgresStore: commands go through its pool
+        self._reload = reload
+        self._apply = apply
+        self._in_step = in_step  # run beside, once the state is loaded (asks the leader)
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.ready = asyncio.Event()  # the state is loaded and notices flow
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await _linked(self._url, "astpresence-follower", stop, self._session,
+                      "follower: the database link failed (%s); reloading")
+
+    async def _session(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda c: lost.set())
+        self._queue = asyncio.Queue()  # notices from before this reload are void
+        await conn.add_listener(EVENTS_CHANNEL, self._heard)
+        await conn.add_listener(RESULTS_CHANNEL, self._heard)
+        extra: asyncio.Task[None] | None = None
+        try:
+            seq = await self._reload()
+            self.ready.set()
+            logger.info("following the leader: state loaded (event %d)", seq)
+            if self._in_step is not None:
+                extra = asyncio.create_task(self._quietly(self._in_step()))
+            await self._follow(conn, lost, stop, seq)
+        finally:
+            self.ready.clear()
+            if extra is not None:
+                extra.cancel()
+                await asyncio.gather(extra, return_exceptions=True)
+
+    @staticmethod
+    async def _quietly(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except (StoreError, InvalidInput) as exc:
+            logger.info("follower: %s", exc)
+
+    def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        if self._queue.qsize() >= MAX_PENDING_NOTICES:
+            logger.warning("follower: more than %d notices waiting; reloading",
+                           MAX_PENDING_NOTICES)
+            if isinstance(conn, asyncpg.Connection):
+                conn.terminate()
+            return
+        self._queue.put_nowait((channel, payload))
+
+    async def _follow(self, conn: asyncpg.Connection, lost: asyncio.Event,
+                      stop: asyncio.Event, seq: int) -> None:
+        ended = asyncio.ensure_future(_first(lost.wait(), stop.wait()))
+        try:
+            while True:
+                getter = asyncio.ensure_future(self._queue.get())
+                done, _ = await asyncio.wait({getter, ended},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                channel, payload = getter.result()
+                if channel == RESULTS_CHANNEL:
+                    self._result(payload)
+                    continue
+                try:
+                    notice = parse_notice(payload)
+                except InvalidInput as exc:
+                    logger.warning("follower: ignoring a notice: %s", exc)
+                    continue
+                await self._apply(notice, seq)
+        finally:
+            ended.cancel()
+        if lost.is_set():
+            raise asyncpg.InterfaceError("the listening connection was closed")
+
+    def _result(self, payload: str) -> None:
+        try:
+            command = int(payload)
+        except ValueError:
+            return
+        fut = self._waiting.get(command)
+        if fut is not None and not fut.done():
+            fut.set_result({})  # the row holds the result; every notice before it is applied
+
+    async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Have the leader run a write; its result once this node has the change too."""
+        if not self.ready.is_set():
+            raise StoreError("this follower is not in step with the leader yet; try again")
+        command = await self._add_command(kind, body)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[command] = fut
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(fut), POLL)
+                    result = await self._store.command_result(command)
+                    if result is not None:
+                        if not fut.done():
+                            # Missed the result notice (a reconnect): the change
+                            # notice came before it, so reload-or-wait covers it.
+                            await self._applied_so_far()
+                        return dict(json.loads(result))
+        except TimeoutError:
+            raise StoreError(f"the leader did not answer within {CALL_TIMEOUT:.0f} s; "
+                             "try again") from None
+        finally:
+            self._waiting.pop(command, None)
+            with contextlib.suppress(StoreError):
+                await self._store.delete_command(command)
+
+    async def _add_command(self, kind: str, body: dict[str, Any]) -> int:
+        """The command's row. Cancelled while it is being stored (this node took the
+        lock, or stops), the row is removed once stored: otherwise the next leader
+        would run a command nobody waits for (claim_commands runs every new row)."""
+        adding = asyncio.ensure_future(self._store.add_command(self.node, kind, json.dumps(body)))
+        try:
+            return int(await asyncio.shield(adding))
+        except asyncio.CancelledError:
+            with contextlib.suppress(StoreError, asyncio.CancelledError):
+                await self._store.delete_command(await adding)
+            raise
+
+    async def _applied_so_far(self) -> None:
+        while not self._queue.empty() and self.ready.is_set():
+            await asyncio.sleep(0.01)
+
+
+class CommandServer:
+    """On the leader: runs the followers' commands, in order, and answers them."""
+
+    def __init__(self, url: str, service: PresenceService, store: Any,
+                 calendars: CalendarFeeds | None = None) -> None:
+        self._url = url
+        self._service = service
+        self._store = store
+        self._calendars = calendars
+        self.done = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await _linked(self._url, "astpresence-leader", stop, self._serve,
+                      "leader: the commands link failed (%s); retrying")
+
+    async def _serve(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        await conn.add_listener(COMMANDS_CHANNEL, lambda *args: wake.set())
+        swept = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            wake.clear()
+            # Commands left by a leader that died, or sent while none led.
+            for command, kind, body in await self._store.claim_commands():
+                try:
+                    args = json.loads(body)
+                    result = await run_command(self._service, kind, args, self._calendars) \
+                        if isinstance(args, dict) else {"error": "invalid",
+                                                        "message": "bad command"}
+                except (ValueError, StoreError) as exc:
+                    result = {"error": "invalid" if isinstance(exc, ValueError) else "failed",
+                              "message": str(exc)}
+                except Exception:  # one bad command must not stop the others
+                    logger.exception("a follower's %s command failed", clip(kind))
+                    result = {"error": "failed", "message": "the leader could not run it"}
+                await self._store.finish_command(command, json.dumps(result))
+                self.done += 1
+            if loop.time() - swept > 60:
+                await self._store.sweep_commands(STALE_COMMANDS)
+                swept = loop.time()
+            if conn.is_closed():
+                raise asyncpg.InterfaceError("the commands connection was closed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake.wait(), stop.wait()), 1.0)
+
+
+async def _linked(url: str, name: str, stop: asyncio.Event,
+                  session: Callable[[asyncpg.Connection, asyncio.Event], Awaitable[None]],
+                  failed: str) -> None:
+    """``session`` on a connection of its own until ``stop``; after a failure, again
+    on a new connection with backoff."""
+    attempt = 0
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(url, timeout=5,
+                                         server_settings={"application_name": name})
+            attempt = 0
+            await session(conn, stop)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError,
+                TimeoutError) as exc:
+            logger.warning(failed, exc)
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        attempt += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

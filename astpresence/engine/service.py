@@ -1,0 +1,468 @@
+"""The presence engine: what astpresence knows and decides, in domain values only.
+
+It holds the current state in memory, persists every change through a
+:class:`~astpresence.store.base.Store` before acknowledging it (commit.py),
+decides with the pure rules (rules.py), and tells the writer (outbox.py)
+which users' values Asterisk should receive. Its parts: devices and missed
+calls (devices.py), queue members (queues.py), deadlines (timers.py), change
+events for clients (events.py). It never sees an AMI frame or a JSON body.
+
+Own writes vs. changes made elsewhere
+-------------------------------------
+Every Setvar we send comes back as a ``PresenceStateChange``; the write
+tracker (writes.py) tells our echo from anything else. Any other change was made elsewhere (feature code, Digium
+phone, ``presencestate change`` on the CLI, another AMI client) and is adopted
+as a manual change. If it arrived while our write was still in flight,
+Asterisk applies our older write after it; the echo is then recognised as
+ours, Asterisk differs from the adopted value, and the writer re-asserts the
+adopted value once. The newest information the daemon received wins, and the
+two sides converge without fighting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from astpresence.domain import rules
+from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
+from astpresence.engine.commit import GroupCommitter, log_store_failure
+from astpresence.engine.devices import Devices
+from astpresence.engine.events import ChangeEvent, EventHub, LinkEvent
+from astpresence.engine.ports import AsteriskNode, Leader, Notices
+from astpresence.engine.replica import Replica
+from astpresence.domain.model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
+from astpresence.domain.records import (
+    EffectiveRecord,
+    HistoryEntry,
+    PresenceView,
+    SourceRecord,
+    UserRecord,
+)
+from astpresence.domain.rules import DEFAULT_RULES, DeviceView, RuleConfig
+from astpresence.engine.contributions import Contributions
+from astpresence.store.base import Batch, Store
+from astpresence.engine.timers import Deadlines
+from astpresence.engine.users import DEFAULT_MAX_USERS, UserDirectory
+
+logger = logging.getLogger(__name__)
+
+MANUAL = "manual"
+#: meta key: the number of the last event the leader stored (followers resume there).
+EVENT_SEQ = "event_seq"
+#: history ``source`` of a change adopted from Asterisk (made outside astpresence)
+ASTERISK = "asterisk"
+DEFAULT_SOURCE = "default"
+
+
+class UnknownUser(LookupError):
+    def __init__(self, uid: str) -> None:
+        super().__init__(f"unknown user {uid!r}")
+        self.uid = uid
+
+
+class UnknownSource(LookupError):
+    def __init__(self, uid: str, name: str) -> None:
+        super().__init__(f"user {uid!r} has no source {name!r}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def last_sync_key(node: str) -> str:
+    """meta key: when Asterisk server ``node`` was last read (a first-ever sync adopts)."""
+    return "last_sync" if node == DEFAULT_NODE else f"last_sync:{node}"
+
+
+class PresenceService:
+    """State, decisions and persistence for every user's presence."""
+
+    def __init__(
+        self,
+        store: Store,
+        config_users: Iterable[UserRecord] = (),
+        *,
+        rules_config: RuleConfig = DEFAULT_RULES,
+        clock: Callable[[], datetime] = utcnow,
+        retry_clock: Callable[[], float] = time.monotonic,
+        max_users: int = DEFAULT_MAX_USERS,
+        dnd_device: str = "",
+        dnd_sync: bool = False,
+        mailbox_pattern: str = DEFAULT_MAILBOX,
+        read_names: bool = True,
+        nodes: Sequence[str] = (DEFAULT_NODE,),
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.rules = rules_config
+        self.users = UserDirectory(config_users, max_users=max_users, nodes=nodes)
+        self.contributions = Contributions(rules_config)
+        self._effective: dict[str, EffectiveRecord] = {}
+        self.devices = Devices(self.users, rules_config, dnd_device=dnd_device)
+        self.cards = Cards(self.users, mailbox_pattern=mailbox_pattern, read_names=read_names)
+        self.dnd_sync = dnd_sync
+        self.events = EventHub()
+        self._committer = GroupCommitter(store)
+        self._deadlines = Deadlines(clock, self._time_passed)
+        #: The names of the Asterisk servers, in the config's order.
+        self.node_names = tuple(nodes)
+        #: Each Asterisk server's side (asterisk/nodes.py attaches them at wiring).
+        self.nodes: dict[str, AsteriskNode] = {}
+        #: As an HA group's follower: the leader runs this node's writes (cluster/).
+        self.remote: Leader | None = None
+        #: As an HA group's leader: the notices for the followers, sent with each commit.
+        self.relay: Notices | None = None
+        self.replica = Replica()  # a follower's copy of what the leader shows
+
+    @property
+    def synced(self) -> bool:
+        """Every Asterisk server has been read since its link last came up (on a
+        follower: by the leader, as it last said)."""
+        if self.remote is not None:
+            links = self.events.links
+            return all(n in links and links[n].state == "synced" for n in self.nodes)
+        return all(n.outbox.synced for n in self.nodes.values())
+
+    @property
+    def last_sync(self) -> datetime | None:
+        """The oldest of the servers' last syncs (None: one was never read)."""
+        syncs = [n.last_sync for n in self.nodes.values()]
+        return None if None in syncs else min(s for s in syncs if s is not None)
+
+    def mark(self, uid: str) -> None:
+        """``uid``'s wanted values may differ from what any Asterisk server holds."""
+        for node in self.nodes.values():
+            node.outbox.mark(uid)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load everything from the store and start the writer and the timer.
+
+        A follower that takes over leads from here: what it followed is
+        replaced by what the store holds (its event numbers go on). Until that
+        is loaded it keeps answering as a follower: its copy is current, the
+        store's state behind it may not be loaded yet.
+        """
+        last_event = await self.load_stored()
+        self.remote = None
+        self.replica.clear()
+        self.events.continue_after(last_event)
+        for node in self.nodes.values():
+            node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
+            last = await self._store.get_meta(last_sync_key(node.node))
+            node.last_sync = datetime.fromisoformat(last) if last else None
+        self._committer.start()
+        # Windows may have opened or closed while the daemon was down.
+        now = self._clock()
+        batch = Batch()
+        for uid in self.users.ids():
+            self.recompute(uid, now, batch, trigger="start-up", actor="engine")
+        await self._committer.submit(batch)
+        self._deadlines.start()
+        logger.info(
+            "loaded %d users, %d presences (%d not yet written to Asterisk)",
+            len(self.users.ids()), len(self._effective), len(self.pending_users()),
+        )
+
+    async def stop(self) -> None:
+        await self._deadlines.stop()
+        await self._committer.stop()
+        self.events.close()
+
+    async def drain(self) -> None:
+        """Wait until every change so far is stored (a barrier for tests and shutdown)."""
+        await self._committer.drain()
+
+    # -- queries ---------------------------------------------------------
+
+    def require_user(self, uid: str) -> UserRecord:
+        user = self.users.get(uid)
+        if user is None:
+            raise UnknownUser(uid)
+        return user
+
+    def view(self, uid: str) -> PresenceView:
+        self.require_user(uid)
+        if self.remote is not None:
+            relayed = self.replica.view(uid)
+            if relayed is not None:
+                return relayed
+            name, voicemail = self.replica.card(uid)
+        else:
+            name, voicemail = self.cards.card(uid)
+        eff = self._effective.get(uid)
+        pending = self._is_pending(uid)
+        if eff is None:
+            return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
+        rec = self.contributions.get(uid, eff.source)
+        actor = rec.actor if rec is not None else "engine"
+        return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
+                            eff.reason, name, voicemail)
+
+    def views(self) -> list[PresenceView]:
+        return [self.view(uid) for uid in self.users.ids()]
+
+    def sources(self, uid: str) -> list[SourceRecord]:
+        self.require_user(uid)
+        return self.contributions.of(uid)
+
+    async def current_sources(self, uid: str) -> list[SourceRecord]:
+        """:meth:`sources`; on a follower, as the leader stored them."""
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self._store.load_sources(uid)
+        return self.contributions.of(uid)
+
+    def device_view(self, uid: str) -> DeviceView:
+        return self.devices.view(uid)
+
+    async def current_devices(self, uid: str) -> DeviceView:
+        """:meth:`device_view`; on a follower, as the leader follows them."""
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.device_view(uid)
+        return self.devices.view(uid)
+
+    async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
+        self.require_user(uid)
+        await self._committer.drain()  # changes from Asterisk are stored without waiting
+        return await self._store.history(uid, limit)
+
+    def pending_users(self) -> list[str]:
+        if self.remote is not None:
+            return self.replica.pending_users()
+        return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
+
+    def _desired(self, uid: str) -> Presence:
+        eff = self._effective.get(uid)
+        return eff.presence if eff is not None else NOT_SET
+
+    def _is_pending(self, uid: str) -> bool:
+        if self.remote is not None:
+            return False  # a follower does not write to Asterisk
+        want = self._desired(uid)
+        return any(n.outbox.presence.needs(uid, want) for n in self.nodes.values())
+
+    # -- changes made through astpresence -------------------------------
+
+    async def set_manual(self, uid: str, presence: Presence, actor: str, *,
+                         end: datetime | None = None) -> PresenceView:
+        """A person or operator chose a presence. Durable when this returns.
+
+        With ``end`` the choice lapses by itself then, and the other sources
+        decide again.
+        """
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.set_manual(uid, presence, actor, end)
+        batch = Batch()
+        self.set_manual_in(uid, presence, actor, batch, end=end)
+        await self._committer.submit(batch)
+        return self.view(uid)
+
+    async def clear_manual(self, uid: str, actor: str) -> PresenceView:
+        """Remove the manual presence; the other sources decide again."""
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.clear_manual(uid, actor)
+        batch = Batch()
+        self.clear_manual_in(uid, actor, batch)
+        await self._committer.submit(batch)
+        return self.view(uid)
+
+    def set_manual_in(self, uid: str, presence: Presence, actor: str, batch: Batch, *,
+                      end: datetime | None = None, reason: str = "") -> None:
+        """:meth:`set_manual` into the caller's batch (not stored yet)."""
+        now = self._clock()
+        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
+        self._manual_changed(uid, batch)
+        self.recompute(uid, now, batch, trigger=reason or "set by " + actor, actor=actor)
+
+    def clear_manual_in(self, uid: str, actor: str, batch: Batch, *, reason: str = "") -> None:
+        """:meth:`clear_manual` into the caller's batch (not stored yet)."""
+        now = self._clock()
+        self.contributions.drop(uid, MANUAL, batch)
+        self._manual_changed(uid, batch)
+        self.recompute(uid, now, batch, trigger=reason or "cleared by " + actor, actor=actor)
+
+    async def set_source(self, record: SourceRecord) -> PresenceView:
+        """Add or replace a timed contribution (calendar...). Validated by the caller."""
+        self.require_user(record.user)
+        if record.source in rules.RESERVED_SOURCES:
+            raise InvalidInput(f"source name {record.source!r} is reserved")
+        if self.remote is not None:
+            return await self.remote.set_source(record)
+        self.contributions.check_room(record.user, record.source)
+        now = self._clock()
+        batch = Batch()
+        self.contributions.put(record, batch)
+        self.recompute(record.user, now, batch, trigger=f"{record.source} set by {record.actor}",
+                        actor=record.actor)
+        await self._committer.submit(batch)
+        return self.view(record.user)
+
+    async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
+        self.require_user(uid)
+        if self.remote is not None:
+            return await self.remote.delete_source(uid, name, actor)
+        if self.contributions.get(uid, name) is None or name in (MANUAL, rules.SOURCE_AUTO):
+            raise UnknownSource(uid, name)
+        now = self._clock()
+        batch = Batch()
+        self.contributions.drop(uid, name, batch)
+        self.recompute(uid, now, batch, trigger=f"{name} removed by {actor}", actor=actor)
+        await self._committer.submit(batch)
+        return self.view(uid)
+
+    def _manual_changed(self, uid: str, batch: Batch) -> None:
+        """Any manual change clears auto-away and the missed-call count."""
+        for node in self.nodes.values():
+            node.outbox.presence.failures.clear(uid)
+        self.devices.reset_missed(uid)
+        self.contributions.drop(uid, rules.SOURCE_AUTO, batch)
+
+    # -- the decision ----------------------------------------------------
+
+    def recompute(
+        self, uid: str, now: datetime, batch: Batch, *, trigger: str, actor: str,
+        history_source: str | None = None,
+    ) -> bool:
+        """Decide again; record, publish and schedule what changed."""
+        self.contributions.expire(uid, now, batch)
+        devices = self.device_view(uid)
+        decision = self.contributions.decide(uid, devices, now)
+        self._deadlines.set(uid, self.contributions.next_change(uid, devices, now))
+        old = self._effective.get(uid)
+        old_presence = old.presence if old is not None else NOT_SET
+        if old is not None and (old.presence, old.source, old.reason) == (
+            decision.presence, decision.source, decision.rule
+        ):
+            return False
+        if old is None and decision.source == DEFAULT_SOURCE:
+            return False  # never set: nothing to record
+        eff = EffectiveRecord(uid, decision.presence, decision.source, decision.rule, now)
+        self._effective[uid] = eff
+        batch.put_effective.append(eff)
+        if old_presence != decision.presence:
+            batch.history.append(
+                HistoryEntry(now, uid, old.presence if old else None, decision.presence,
+                             history_source or decision.source, actor,
+                             f"{decision.rule}: {trigger}")
+            )
+            self._publish(uid, old, batch)
+        self.mark(uid)
+        return True
+
+    async def _time_passed(self, due: list[str], now: datetime) -> None:
+        batch = Batch()
+        for uid in due:
+            self.recompute(uid, now, batch, trigger="time", actor="engine")
+        await self._committer.submit(batch)
+
+    def _publish(self, uid: str, old: EffectiveRecord | None, batch: Batch) -> None:
+        after = self.view(uid)
+        before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason,
+                               after.name, after.voicemail)
+                  if old is not None else
+                  PresenceView.unset(uid, name=after.name, voicemail=after.voicemail))
+        self._relay(self.events.publish(before, after), batch)
+
+    def _relay(self, event: ChangeEvent, batch: Batch) -> None:
+        """As a leader: the change goes to the followers when ``batch`` commits."""
+        if self.relay is not None:
+            batch.notices.append(self.relay.change(event.seq, event.new))
+            batch.meta[EVENT_SEQ] = str(event.seq)
+
+    def users_changed(self) -> None:
+        """The set of users changed (a sync, a new hint): derived indexes follow."""
+        self.devices.users_changed()
+        self.cards.users_changed()
+
+    def cards_changed(self, before: Mapping[str, Card]) -> None:
+        """Contact cards changed (name, voicemail): an event for each, like a presence
+        change, so clients need no second stream. Not history: it is not presence."""
+        batch = Batch()
+        for uid, (name, voicemail) in before.items():
+            if uid in self.users:
+                after = self.view(uid)
+                self._relay(self.events.publish(replace(after, name=name, voicemail=voicemail),
+                                                after), batch)
+        self.store_later(batch)
+
+    def link_changed(self, event: LinkEvent) -> None:
+        """An Asterisk link went down or is synced: for every event stream, here and on
+        the followers."""
+        self.events.publish_service(event)
+        if self.relay is not None:
+            notice = self.relay.link(event)
+            # Kept too, for followers that start later.
+            self.store_later(Batch(notices=[notice], meta={f"link:{event.node}": notice}))
+
+    def note_written(self, uid: str, batch: Batch) -> None:
+        """An echo of a presence write: once every server has it, followers learn
+        it is no longer pending."""
+        if self.relay is not None and not self._is_pending(uid):
+            batch.notices.append(self.relay.written(uid))
+
+    def note_users_changed(self, batch: Batch) -> None:
+        """The users were saved again (a sync, a new hint): followers reload them."""
+        if self.relay is not None:
+            batch.notices.append(self.relay.users())
+
+    async def load_stored(self) -> int:
+        """Users, sources and presences as stored (a start, a follower's reload);
+        returns the number of the last event a leader stored."""
+        self.users.replace_stored(await self._store.load_users())
+        self.users_changed()
+        self.contributions.replace(await self._store.load_sources())
+        self._effective = {eff.user: eff for eff in await self._store.load_effective()}
+        return int(await self._store.get_meta(EVENT_SEQ) or 0)
+
+    # -- for the Asterisk side (sync.py) ---------------------------------
+
+    async def commit(self, batch: Batch) -> None:
+        """Store ``batch``; durable when this returns."""
+        await self._committer.submit(batch)
+
+    def desired(self, uid: str) -> Presence:
+        """What Asterisk should hold for ``uid`` now."""
+        return self._desired(uid)
+
+    def store_later(self, batch: Batch) -> None:
+        """Queue a change that came from Asterisk for the group commit; do not wait.
+
+        Nobody waits for an acknowledgement of an AMI event, and awaiting the
+        commit here made the AMI dispatcher commit (and fsync) once per event:
+        about a thousand events/s at most. Queued batches are committed in
+        order, many per transaction; :meth:`history` and shutdown wait for them.
+        """
+        fut = self._committer.enqueue(batch)
+        if fut is not None:
+            fut.add_done_callback(log_store_failure)
+
+    def adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
+        """Take a value set elsewhere as the person's manual choice.
+
+        It is normalised first (docs/asterisk.md, "Presence": other tools can
+        store control characters or more than 255 bytes), so it can always be
+        written back, e.g. when a call that overlaid it ends.
+        """
+        now = self._clock()
+        clean = presence.normalised()
+        if clean != presence:
+            reason += "; normalised (control characters removed, cut to 255 bytes)"
+            logger.warning("presence of %s from Asterisk holds text astpresence cannot write "
+                           "back; adopted it normalised", uid)
+        self.contributions.put(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
+        self._manual_changed(uid, batch)
+        if not self.recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
+                               history_source=ASTERISK):
+            # Same effective value, but Asterisk may now differ (an overlay is
+            # still on): make sure it gets the effective value back.
+            self.mark(uid)
+

@@ -1,0 +1,193 @@
+"""``[[calendars]]`` in the config: one feed of one user, validated at load time."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from astpresence.domain.model import InvalidInput, parse_presence, validate_user_id
+from astpresence.sources.calendars.entries import (
+    DEFAULT_BUSY,
+    DEFAULT_OOF,
+    CalendarMapping,
+    check_template,
+)
+from astpresence.sources.calendars.fetch import DEFAULT_MAX_BYTES
+
+KINDS = ("ics", "caldav", "m365")
+M365_AUTHORITY = "https://login.microsoftonline.com"
+M365_GRAPH = "https://graph.microsoft.com/v1.0"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret by reference: the name of an environment variable or a file's path.
+    Read when needed (so it can be rotated), never kept in the config or shown."""
+
+    env: str = ""
+    file: str = ""
+
+    @property
+    def set(self) -> bool:
+        return bool(self.env or self.file)
+
+    def read(self) -> str:
+        """The secret, or InvalidInput naming the reference (never the value)."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise InvalidInput(f"environment variable {self.env} is not set")
+            return value
+        if self.file:
+            try:
+                with open(self.file, encoding="utf-8") as f:
+                    return f.read().strip()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {self.file}: {exc.strerror or exc}") from None
+        return ""
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    user: str
+    kind: str
+    url: str = ""  # ics: URL or file; caldav: collection URL (not shown: may hold a secret)
+    username: str = ""
+    password: Credential = Credential()
+    tenant: str = ""
+    client_id: str = ""
+    mailbox: str = ""
+    authority: str = M365_AUTHORITY
+    graph: str = M365_GRAPH
+    refresh: float = 300.0
+    days: int = 7
+    timezone: str = ""  # "" = the machine's local zone
+    email: str = ""
+    max_bytes: int = DEFAULT_MAX_BYTES
+    mapping: CalendarMapping = CalendarMapping(DEFAULT_BUSY, DEFAULT_OOF)
+
+    @property
+    def name(self) -> str:
+        """How logs, status and the CLI name the feed (no URL: it may hold a token)."""
+        return f"{self.user}/{self.kind}"
+
+    def zone(self) -> Any:
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+
+_COMMON = {"user", "kind", "refresh", "days", "timezone", "show_subject", "max_bytes",
+           "email", "busy_state", "busy_subtype", "busy_message", "oof_state", "oof_subtype",
+           "oof_message"}
+_KEYS = {
+    "ics": _COMMON | {"url", "username", "password_env", "password_file"},
+    "caldav": _COMMON | {"url", "username", "password_env", "password_file"},
+    "m365": _COMMON | {"tenant", "client_id", "client_secret_env", "client_secret_file",
+                       "mailbox", "authority", "graph"},
+}
+
+
+def parse_feed(table: Mapping[str, Any], where: str) -> FeedConfig:
+    """One ``[[calendars]]`` table; InvalidInput naming the entry and the key."""
+    kind = table.get("kind")
+    if kind not in KINDS:
+        raise InvalidInput(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    unknown = sorted(set(table) - _KEYS[kind])
+    if unknown:
+        raise InvalidInput(f"{where}: unknown setting(s) {', '.join(unknown)} for kind "
+                           f"{kind!r}; known: {', '.join(sorted(_KEYS[kind]))}")
+    get = _Getter(table, where)
+    try:
+        user = validate_user_id(table.get("user"))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}.user: {exc}") from None
+    timezone = get.text("timezone", "")
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(f"{where}.timezone: unknown time zone {timezone!r} "
+                               "(an IANA name like 'Europe/Berlin')") from None
+    mapping = CalendarMapping(
+        get.presence("busy", DEFAULT_BUSY), get.presence("oof", DEFAULT_OOF),
+        get.flag("show_subject", False))
+    common: dict[str, Any] = dict(
+        user=user, kind=kind, refresh=get.number("refresh", 300.0, 1.0, 86400.0),
+        days=int(get.number("days", 7, 1, 62, integer=True)), timezone=timezone,
+        email=get.text("email", ""), mapping=mapping,
+        max_bytes=int(get.number("max_bytes", DEFAULT_MAX_BYTES, 1024, 200 * 1024 * 1024,
+                                 integer=True)))
+    if kind in ("ics", "caldav"):
+        url = get.text("url", None)
+        if kind == "caldav" and not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"{where}.url: a CalDAV collection URL (http:// or https://)")
+        return FeedConfig(url=url, username=get.text("username", ""),
+                          password=get.credential("password"), **common)
+    secret = get.credential("client_secret")
+    if not secret.set:
+        raise InvalidInput(f"{where}: client_secret_env or client_secret_file is required")
+    return FeedConfig(tenant=get.text("tenant", None), client_id=get.text("client_id", None),
+                      mailbox=get.text("mailbox", None), password=secret,
+                      authority=get.url("authority", M365_AUTHORITY),
+                      graph=get.url("graph", M365_GRAPH), **common)
+
+
+class _Getter:
+    def __init__(self, table: Mapping[str, Any], where: str) -> None:
+        self.table, self.where = table, where
+
+    def text(self, key: str, default: str | None) -> str:
+        if key not in self.table:
+            if default is None:
+                raise InvalidInput(f"{self.where}: missing '{key}'")
+            return default
+        raw = self.table[key]
+        if not isinstance(raw, str) or not raw or not raw.isprintable() or len(raw) > 2000:
+            raise InvalidInput(f"{self.where}.{key}: expected a non-empty single-line string")
+        return raw
+
+    def url(self, key: str, default: str) -> str:
+        text = self.text(key, default)
+        if not text.startswith(("http://", "https://")):
+            raise InvalidInput(f"{self.where}.{key}: expected an http(s) URL")
+        return text
+
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self.table.get(key, default)
+        if not isinstance(raw, bool):
+            raise InvalidInput(f"{self.where}.{key}: expected true or false, got {raw!r}")
+        return raw
+
+    def number(self, key: str, default: float, low: float, high: float, *,
+               integer: bool = False) -> float:
+        raw = self.table.get(key, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(raw, bool) or not isinstance(raw, kinds) or not low <= raw <= high:
+            raise InvalidInput(f"{self.where}.{key}: expected a number {low:g}-{high:g}, "
+                               f"got {raw!r}")
+        return float(raw)
+
+    def credential(self, prefix: str) -> Credential:
+        env, file = self.table.get(f"{prefix}_env"), self.table.get(f"{prefix}_file")
+        if env is not None and file is not None:
+            raise InvalidInput(f"{self.where}: {prefix}_env or {prefix}_file, not both")
+        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+            raise InvalidInput(f"{self.where}.{prefix}_env: expected an environment "
+                               "variable's name")
+        if file is not None and (not isinstance(file, str) or not file or "\0" in file):
+            raise InvalidInput(f"{self.where}.{prefix}_file: expected a file's path")
+        return Credential(env or "", file or "")
+
+    def presence(self, prefix: str, default: Any) -> Any:
+        state = self.table.get(f"{prefix}_state", default.state.value)
+        subtype = self.table.get(f"{prefix}_subtype", default.subtype)
+        message = self.table.get(f"{prefix}_message", default.message)
+        try:
+            check_template(message if isinstance(message, str) else "", f"{prefix}_message")
+            return parse_presence(state, subtype, message)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{self.where}.{prefix}: {exc}") from None
