@@ -23,7 +23,7 @@ from tests.conftest import Starter
 from tests.support.calendar_servers import FeedServer, GraphMailbox, GraphServer
 from tests.support.e2e import make_config, seed
 from tests.support.fakeami import FakeAsterisk
-from tests.test_calendar_feeds import graph_event, ics_event
+from tests.test_calendar_feeds import feeds, graph_event, http, ics_event  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,20 +60,6 @@ BOMBS = {
         "RRULE:FREQ=SECONDLY\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0100\r\n"
         "END:STANDARD\r\nEND:VTIMEZONE\r\n"),
 }
-
-
-@pytest.fixture
-async def feeds() -> AsyncIterator[FeedServer]:
-    server = FeedServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 @pytest.fixture

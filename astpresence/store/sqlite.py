@@ -18,11 +18,12 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -533,22 +534,12 @@ class SqliteStore:
         crowded = await self._fetch("SELECT user FROM history GROUP BY user HAVING count(*) > ?",
                                     (keep_rows,))
         cutoff = _ts(before)
-        async with self._lock:
-            db = self._conn()
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                cur = await db.execute(_PRUNE_OLD, (cutoff,))
-                gone = cur.rowcount
-                for (user,) in crowded:
-                    cur = await db.execute(_PRUNE_USER, (user, user, keep_rows))
-                    gone += cur.rowcount
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await _rollback(db)
-                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
-            except BaseException:
-                await _rollback(db)
-                raise
+        async with self._transaction() as db:
+            cur = await db.execute(_PRUNE_OLD, (cutoff,))
+            gone = cur.rowcount
+            for (user,) in crowded:
+                cur = await db.execute(_PRUNE_USER, (user, user, keep_rows))
+                gone += cur.rowcount
         return max(gone, 0)
 
     async def get_meta(self, key: str) -> str | None:
@@ -584,11 +575,19 @@ class SqliteStore:
 
     async def _execute(self, sql: str, params: Sequence[Any]) -> int:
         """One statement in its own transaction; returns the rows changed."""
+        async with self._transaction() as db:
+            cursor = await db.execute(sql, params)
+        return int(cursor.rowcount)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; anything raised inside rolls
+        back (SQLite's own errors as :class:`StoreError`)."""
         async with self._lock:
             db = self._conn()
             try:
                 await db.execute("BEGIN IMMEDIATE")
-                cursor = await db.execute(sql, params)
+                yield db
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await _rollback(db)
@@ -596,7 +595,6 @@ class SqliteStore:
             except BaseException:
                 await _rollback(db)
                 raise
-        return int(cursor.rowcount)
 
     async def save_users(self, users: Iterable[UserRecord]) -> None:
         """Insert or replace users by id, in one transaction."""
@@ -611,18 +609,8 @@ class SqliteStore:
         """One statement for each row, all in one transaction."""
         if not rows:
             return
-        async with self._lock:
-            db = self._conn()
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                await db.executemany(sql, rows)
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await _rollback(db)
-                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
-            except BaseException:
-                await _rollback(db)
-                raise
+        async with self._transaction() as db:
+            await db.executemany(sql, rows)
 
     async def commit(self, batch: Batch) -> list[int]:
         """Write the batch in one transaction; durable when this returns.
