@@ -165,3 +165,21 @@ async def test_graph_pages_are_bounded_in_all(graph: tuple[GraphServer, FeedConf
     assert feed.status.state == "failing"
     assert "pages together are larger than the limit" in feed.status.error
     assert len(server.requests) <= 5
+
+
+async def test_a_parse_cancelled_midway_never_answers_the_next(feeds: FeedServer,
+                                                              parser: ParserPool) -> None:
+    """The fetch's own time limit can cancel a parse under way: that worker goes, so its
+    late answer cannot be taken for the next feed's."""
+    pool = ParserPool(workers=1, timeout=30)
+    slow = asyncio.create_task(pool.parse([BOMBS["secondly since 2000"]], NOW,
+                                          NOW + timedelta(days=7), "UTC", ""))
+    await asyncio.sleep(0.5)  # the worker is busy with it
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    one = ics_event("one", NOW + timedelta(hours=1), NOW + timedelta(hours=2), "Only me")
+    busy = await asyncio.wait_for(pool.parse([one], NOW, NOW + timedelta(days=7), "UTC", ""),
+                                  20)
+    assert [b.subject for b in busy] == ["Only me"]
+    await pool.close()

@@ -59,7 +59,7 @@ class _Worker:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.lock = asyncio.Lock()
+        self.killed = False
 
     @classmethod
     async def start(cls) -> _Worker:
@@ -71,7 +71,7 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        return not self.killed and self.proc.returncode is None
 
     async def ask(self, header: dict[str, Any], bodies: Sequence[bytes]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -89,6 +89,15 @@ class _Worker:
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
+        self.killed = True
+
+    async def finish(self) -> None:
+        """Killed and reaped, its pipes closed."""
+        self.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            await self.proc.wait()
 
 
 class ParserPool:
@@ -100,6 +109,7 @@ class ParserPool:
         self._workers: list[_Worker] = []
         self._free: asyncio.Queue[_Worker | None] | None = None
         self._closed = False
+        self._reaping: set[asyncio.Task[None]] = set()
         self.killed = 0  # workers killed for taking too long
 
     async def parse(self, bodies: Sequence[bytes | str], start: datetime, end: datetime,
@@ -130,9 +140,17 @@ class ParserPool:
                 worker.kill()
                 raise ParseFailed("the calendar worker stopped while reading the feed "
                                   "(out of memory?); not used") from None
+            except BaseException:
+                # Cancelled mid-request (the fetch's own time limit, shutdown): the
+                # worker's answer would reach the next request. It goes instead.
+                worker.kill()
+                raise
         finally:
             if worker is not None and not worker.alive and worker in self._workers:
                 self._workers.remove(worker)
+                reap = asyncio.ensure_future(worker.finish())
+                self._reaping.add(reap)
+                reap.add_done_callback(self._reaping.discard)
             free.put_nowait(worker if worker is not None and worker.alive else None)
         return _busy(answer)
 
@@ -146,12 +164,9 @@ class ParserPool:
     async def close(self) -> None:
         """Kill every worker at once: a parse under way is never waited for."""
         self._closed = True
-        for worker in self._workers:
-            worker.kill()
-        for worker in self._workers:
-            with contextlib.suppress(ProcessLookupError):
-                await worker.proc.wait()
-        self._workers.clear()
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(w.finish() for w in workers), *self._reaping,
+                             return_exceptions=True)
 
 
 def _busy(answer: dict[str, Any]) -> list[Busy]:
