@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -151,3 +152,25 @@ def test_a_flood_of_log_records_is_one_a_minute() -> None:
                             None, None)
     assert keep.filter(rec) and "1000 more" in str(rec.msg)
 
+
+
+async def test_every_connection_is_counted_back_when_it_ends(daemon: Any) -> None:
+    """Plain requests, keep-alive and WebSockets: the admission count returns to what
+    it was (a connection whose end were missed would hold a place for ever)."""
+    gate = daemon.daemon.admission
+    before = gate.open
+    async with aiohttp.ClientSession(headers=daemon.auth) as http:
+        for _ in range(5):
+            async with http.get(daemon.url + "/v1/status") as resp:
+                assert resp.status == 200
+        sockets = [await http.ws_connect(daemon.url + "/v1/events") for _ in range(3)]
+        for ws in sockets:
+            await ws.send_json({"token": daemon.token})
+            assert (await ws.receive_json())["type"] == "hello"
+        assert gate.open >= before + 3
+        for ws in sockets:
+            await ws.close()
+    deadline = time.monotonic() + 5
+    while gate.open != before:
+        assert time.monotonic() < deadline, (gate.open, before)
+        await asyncio.sleep(0.02)
