@@ -98,8 +98,12 @@ async def run(quick: bool) -> list[Row]:
         await fake.start()
         try:
             daemon = DaemonProcess(fake.port, work / "daemon")
+            # every client is on 127.0.0.1: above the per-address default of 512
+            (work / "daemon").mkdir(parents=True, exist_ok=True)
+            limits = work / "daemon" / "limits.toml"
+            limits.write_text(f"[api]\nmax_connections_per_address = {clients + 100}\n")
             try:
-                await daemon.start()
+                await daemon.start(extra_args=["--config", str(limits)])
                 await daemon.wait_synced(timeout=60)
                 await daemon.profile(f"fanout-{clients}")
                 one = await measure(daemon.url, daemon.token, fake, ids[:changes], 1,
