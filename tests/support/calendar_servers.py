@@ -15,6 +15,7 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,21 @@ class GraphServer(_App):
             query["$skip"] = str(skip + self.page_size)
             body["@odata.nextLink"] = str(request.url.with_query(query))
         return web.json_response(body)
+
+
+def ics_event(uid: str, start: datetime, end: datetime, summary: str = "Meeting",
+              extra: str = "") -> str:
+    fmt = "%Y%m%dT%H%M%SZ"
+    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\n"
+            f"UID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:{start:{fmt}}\r\n"
+            f"DTEND:{end:{fmt}}\r\nSUMMARY:{summary}\r\n{extra}END:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def graph_event(subject: str, start: datetime, hours: float, show: str = "busy",
+                **more: object) -> dict[str, object]:
+    fmt = "%Y-%m-%dT%H:%M:%S.0000000"
+    return {"subject": subject, "showAs": show, "isAllDay": False, "isCancelled": False,
+            "responseStatus": {"response": "organizer"},
+            "start": {"dateTime": f"{start:{fmt}}", "timeZone": "UTC"},
+            "end": {"dateTime": f"{start + timedelta(hours=hours):{fmt}}", "timeZone": "UTC"},
+            **more}

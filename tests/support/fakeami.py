@@ -1,7 +1,7 @@
 """A fake Asterisk AMI server for tests: real TCP on 127.0.0.1, port chosen by the OS.
 
 It speaks what the captures in tests/support/captures/ show, byte for byte
-(tests/test_fakeami.py replays them), and models just enough of Asterisk to be
+(tests/asterisk/test_fakeami.py replays them), and models just enough of Asterisk to be
 useful end to end: CustomPresence presence, Custom: device states, hints,
 one level of queues.
 

@@ -136,7 +136,7 @@ class FrameParser:
         self._skipping = False  # discarding an over-long frame until its end
         self._skipping_line = False  # discarding an over-long banner until its CRLF
         #: Bytes searched for a frame end so far: stays proportional to the
-        #: bytes fed however they are cut (tests/test_frames.py checks it).
+        #: bytes fed however they are cut (tests/asterisk/test_frames.py checks it).
         self.searched = 0
         # Header names already checked, with their lowercase form: AMI repeats
         # a few dozen names, so most lines skip the checks and the lower().

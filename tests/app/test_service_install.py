@@ -25,10 +25,10 @@ from astpresence.app.config import ConfigError, default_db_path, load_config
 from astpresence.app.systemd import JournalFormatter, Notifier, logs_to_journal
 from tests.support.e2e import seed
 from tests.support.fakeami import FakeAsterisk
-from tests.test_e2e import _free_port, wait_up
-from tests.test_first_run import clean_env
+from tests.support.processes import free_port, wait_up
+from tests.support.processes import clean_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -175,8 +175,8 @@ async def test_ready_only_after_the_sync_then_watchdog_then_stopping(
     READY comes; once Asterisk answers and the sync is done, READY=1."""
     fake = FakeAsterisk()
     seed(fake)
-    ami_port = _free_port()
-    url = f"http://127.0.0.1:{_free_port()}"
+    ami_port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     env = clean_env(ASTPRESENCE_AMI_PORT=str(ami_port), ASTPRESENCE_AMI_SECRET=fake.secret,
                     ASTPRESENCE_DB=str(tmp_path / "p.db"), NOTIFY_SOCKET=str(notify.path),
                     WATCHDOG_USEC="300000")
@@ -266,7 +266,7 @@ async def test_the_daemon_logs_for_journald_when_told(fake_ami: FakeAsterisk,
                                                       tmp_path: Path) -> None:
     seed(fake_ami)
     log = tmp_path / "journal"
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with open(log, "wb") as out:
         st = os.fstat(out.fileno())
         env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "astpresence"
+PACKAGE = Path(__file__).resolve().parents[2] / "astpresence"
 
 #: layer -> the layers it may import (its own included).
 ALLOWED = {

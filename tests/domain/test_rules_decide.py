@@ -521,7 +521,7 @@ def test_precedence_constant_matches_docs() -> None:
         "manual",
         "default",
     )
-    docs = (Path(__file__).parent.parent / "docs" / "presence-rules.md").read_text("utf-8")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "presence-rules.md").read_text("utf-8")
     marks = [f"**`{n}" if n.endswith(":") else f"**`{n}`**" for n in PRECEDENCE]
     positions = [docs.index(mark) for mark in marks]
     assert positions == sorted(positions)

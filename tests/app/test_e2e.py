@@ -17,6 +17,7 @@ import pytest
 from astpresence.asterisk.ami.frames import Message
 from tests.support.e2e import RunningDaemon, barrier, cli, make_config, seed, start_daemon, until
 from tests.conftest import Starter
+from tests.support.processes import free_port, create_token, wait_up
 from tests.support.fakeami import FakeAsterisk
 
 SETVAR_2000 = "PRESENCE_STATE(CustomPresence:2000)"
@@ -308,7 +309,7 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL, env=env)
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = await spawn(port)
     try:
@@ -330,38 +331,6 @@ async def test_acknowledged_change_survives_kill_9(fake: FakeAsterisk, tmp_path:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 15) == 0
-
-
-async def create_token(db: Path, env: dict[str, str]) -> str:
-    made = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astpresence", "token", "create", "--role", "admin", "--db", str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await made.communicate()
-    token = out.decode().strip()
-    assert made.returncode == 0 and token.startswith("astp_"), err.decode()
-    return token
-
-
-async def wait_up(url: str) -> None:
-    """Until the daemon at ``url`` answers its public OpenAPI document."""
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url + "/v1/openapi.json") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"daemon at {url} did not start")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _wait_http(url: str, token: str) -> None:

@@ -23,7 +23,7 @@ from tests.conftest import Starter
 from tests.support.api import bearer, call
 from tests.support.e2e import RunningDaemon, make_config, seed, until
 from tests.support.fakeami import FakeAsterisk
-from tests.test_first_run import clean_env, run
+from tests.support.processes import clean_env, run
 
 
 @pytest.mark.parametrize(("url", "shown"), [

@@ -16,7 +16,7 @@ import pytest
 
 from bench.report import Row, percentile, table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes", "hostile"}
 
 

@@ -21,12 +21,12 @@ from tests.support.api import call
 from tests.support.e2e import barrier, make_config, seed, until
 from tests.support.postgres import PostgresServer
 from tests.support.fakeami import FakeAsterisk
-from tests.test_e2e import _free_port, wait_up
-from tests.test_first_run import clean_env, run
+from tests.support.processes import free_port, wait_up
+from tests.support.processes import clean_env, run
 
 
 async def serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "astpresence", "serve", "--listen", url.removeprefix("http://"),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -93,8 +93,8 @@ async def test_bad_store_url_is_one_line(tmp_path: Path) -> None:
     code, out, err = await run("serve", env=env)
     assert code != 0 and "ASTPRESENCE_DB_URL" in err and "postgresql://" in err
     assert "Traceback" not in err
-    env = clean_env(ASTPRESENCE_DB_URL=f"postgresql://u:s3cret@127.0.0.1:{_free_port()}/x",
-                    ASTPRESENCE_LISTEN=f"127.0.0.1:{_free_port()}")
+    env = clean_env(ASTPRESENCE_DB_URL=f"postgresql://u:s3cret@127.0.0.1:{free_port()}/x",
+                    ASTPRESENCE_LISTEN=f"127.0.0.1:{free_port()}")
     code, out, err = await run("serve", env=env)
     assert code == 1 and "cannot connect to PostgreSQL at postgresql://u:***@" in err
     assert "s3cret" not in err and "Traceback" not in err

@@ -21,8 +21,8 @@ import pytest
 from astpresence.web.admission import RESERVED_FDS, Admission, OncePerInterval
 from tests.support.e2e import seed
 from tests.support.fakeami import FakeAsterisk
-from tests.test_e2e import _free_port, create_token, wait_up
-from tests.test_first_run import clean_env
+from tests.support.processes import free_port, create_token, wait_up
+from tests.support.processes import clean_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +44,7 @@ async def flooded(fake_ami: FakeAsterisk, tmp_path: Path
     config.write_text(f"[api]\nidle_timeout = {IDLE}\n", encoding="utf-8")
     env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
                     ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB=str(db))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:

@@ -23,7 +23,7 @@ from tests.conftest import Starter
 from tests.support.calendar_servers import FeedServer, GraphMailbox, GraphServer
 from tests.support.e2e import make_config, seed
 from tests.support.fakeami import FakeAsterisk
-from tests.test_calendar_feeds import feeds, graph_event, http, ics_event  # noqa: F401 (fixtures)
+from tests.support.calendar_servers import graph_event, ics_event
 
 pytestmark = pytest.mark.timeout(120)
 

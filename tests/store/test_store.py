@@ -32,7 +32,7 @@ from tests.support.memory_store import MemoryStore
 from astpresence.store.sqlite import SqliteStore
 from astpresence.store.postgres import PostgresStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 CEST = timezone(timedelta(hours=2))
 

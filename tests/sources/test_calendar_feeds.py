@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,40 +27,11 @@ from tests.support.calendar_servers import (
     free_port,
 )
 from tests.support.calendar_servers import Feed as ServedFeed
+from tests.support.calendar_servers import graph_event, ics_event
 from tests.support.e2e import barrier, cli, make_config, seed, until
 from tests.support.fakeami import FakeAsterisk
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=UTC)
-
-
-def ics_event(uid: str, start: datetime, end: datetime, summary: str = "Meeting",
-              extra: str = "") -> str:
-    fmt = "%Y%m%dT%H%M%SZ"
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\n"
-            f"UID:{uid}\r\nDTSTAMP:20261101T000000Z\r\nDTSTART:{start:{fmt}}\r\n"
-            f"DTEND:{end:{fmt}}\r\nSUMMARY:{summary}\r\n{extra}END:VEVENT\r\nEND:VCALENDAR\r\n")
-
-
-@pytest.fixture
-async def feeds() -> AsyncIterator[FeedServer]:
-    server = FeedServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def parser() -> AsyncIterator[ParserPool]:
-    """The calendar worker processes, as CalendarFeeds has them."""
-    pool = ParserPool(timeout=20)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def test_ics_feed_conditional_stale_and_bad_input(feeds: FeedServer,
@@ -152,16 +122,6 @@ async def test_caldav_against_radicale(tmp_path: Path, http: aiohttp.ClientSessi
         assert [b.subject for b in feed.busy] == ["Design review", "Retro"]
     finally:
         await server.stop()
-
-
-def graph_event(subject: str, start: datetime, hours: float, show: str = "busy",
-                **more: object) -> dict[str, object]:
-    fmt = "%Y-%m-%dT%H:%M:%S.0000000"
-    return {"subject": subject, "showAs": show, "isAllDay": False, "isCancelled": False,
-            "responseStatus": {"response": "organizer"},
-            "start": {"dateTime": f"{start:{fmt}}", "timeZone": "UTC"},
-            "end": {"dateTime": f"{start + timedelta(hours=hours):{fmt}}", "timeZone": "UTC"},
-            **more}
 
 
 async def test_microsoft_365(tmp_path: Path, http: aiohttp.ClientSession, parser: ParserPool) -> None:

@@ -24,7 +24,7 @@ from tests.support.dialplan import (
     parse_config,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MANAGER_KIT = DIALPLAN / "manager_astpresence.conf"
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -16,24 +15,7 @@ from aiohttp import web
 from astpresence.cli.main import _shorten, _table, _width, format_hints
 from tests.support.e2e import cli, seed
 from tests.support.fakeami import FakeAsterisk
-from tests.test_e2e import _free_port, create_token, wait_up
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
-    env.update(extra)
-    return env
-
-
-async def run(*args: str, env: dict[str, str], cwd: Path | None = None,
-              timeout: float = 20) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astpresence", *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support.processes import free_port, clean_env, create_token, run, wait_up
 
 
 async def test_token_commands_never_create_a_database(tmp_path: Path) -> None:
@@ -55,7 +37,7 @@ async def daemon_proc(fake_ami: FakeAsterisk, tmp_path: Path
     db.parent.mkdir()
     env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
                     ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB=str(db))
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "astpresence", "serve", "--listen", url.removeprefix("http://"),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -86,7 +68,7 @@ async def test_daemon_first_then_a_token_from_anywhere(
 async def test_a_second_daemon_on_the_same_database_is_refused(
         daemon_proc: tuple[str, Path, dict[str, str]]) -> None:
     url, db, env = daemon_proc
-    code, out, err = await run("serve", "--listen", f"127.0.0.1:{_free_port()}", env=env)
+    code, out, err = await run("serve", "--listen", f"127.0.0.1:{free_port()}", env=env)
     assert code == 1
     assert "another astpresence daemon (pid " in err and f"API {url}" in err
     assert str(db) in err and "Traceback" not in err

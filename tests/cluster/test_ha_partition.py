@@ -27,9 +27,9 @@ import pytest
 from tests.support.e2e import seed, until
 from tests.support.fakeami import FakeAsterisk
 from tests.support.postgres import PostgresServer
-from tests.test_e2e import _free_port, wait_up
-from tests.test_first_run import clean_env, run
-from tests.test_ha import Node, setvars
+from tests.support.processes import free_port, wait_up
+from tests.support.processes import clean_env, run
+from tests.cluster.test_ha import Node, setvars
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -100,7 +100,7 @@ class FarNode(Node):
     def __init__(self, name: str, env: dict[str, str], tmp: Path, ns: Namespace) -> None:
         super().__init__(name, env, tmp)
         self.ns = ns
-        self.url = f"http://{ns.far_ip}:{_free_port()}"
+        self.url = f"http://{ns.far_ip}:{free_port()}"
 
     async def start(self) -> None:
         with open(self.log, "ab") as log:

@@ -19,8 +19,8 @@ import pytest
 
 from tests.support.e2e import seed, until
 from tests.support.fakeami import FakeAsterisk
-from tests.test_e2e import _free_port, wait_up
-from tests.test_first_run import clean_env, run
+from tests.support.processes import free_port, wait_up
+from tests.support.processes import clean_env, run
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,7 +38,7 @@ class Node:
     def __init__(self, name: str, env: dict[str, str], tmp: Path) -> None:
         self.name = name
         self.env = {**env, "ASTPRESENCE_HA_NODE": name}
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.log = tmp / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -478,7 +478,7 @@ async def test_a_calendar_refresh_asked_of_a_follower(
     from datetime import UTC, datetime, timedelta
 
     from tests.support.calendar_servers import FeedServer
-    from tests.test_calendar_feeds import ics_event
+    from tests.support.calendar_servers import ics_event
 
     seed(fake_ami)
     feeds = FeedServer()

@@ -1,0 +1,1 @@
+"""Tests of astpresence/app/: config, the daemon as a process, packaging, the shape of the package."""

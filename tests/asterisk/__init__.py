@@ -1,0 +1,1 @@
+"""Tests of astpresence/asterisk/: AMI, the bridge, the writes, the fake Asterisk."""

@@ -1,0 +1,1 @@
+"""Tests of astpresence/cli/: the command line and doctor."""

@@ -1,0 +1,1 @@
+"""Tests of astpresence/cluster/: an HA group on PostgreSQL."""

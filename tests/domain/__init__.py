@@ -1,0 +1,1 @@
+"""Tests of astpresence/domain/: the presence model and the rules."""

@@ -1,0 +1,1 @@
+"""Tests of astpresence/engine/: the presence service."""

@@ -1,0 +1,1 @@
+"""Tests of astpresence/store/: the stores (SQLite, PostgreSQL, memory)."""

@@ -1,0 +1,1 @@
+"""Tests of astpresence/web/: the HTTP/WebSocket API, limits, the board."""
