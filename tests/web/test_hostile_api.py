@@ -10,7 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.web.api import MAX_PENDING_WEBSOCKETS, close_reason
+from astpresence.web.http import close_reason
+from astpresence.web.stream import MAX_PENDING_WEBSOCKETS
 from astpresence.web.auth import Role
 from astpresence.domain.model import Presence, State
 from tests.support.e2e import RunningDaemon, until
@@ -61,7 +62,7 @@ async def test_revoking_a_token_closes_its_streams(daemon: RunningDaemon, how: s
 
 
 async def test_unauthenticated_websockets_are_capped(daemon: RunningDaemon) -> None:
-    streams = daemon.daemon._runner.app[__import__("astpresence.web.api").web.api.STREAMS_KEY]  # type: ignore[union-attr]
+    streams = daemon.daemon._runner.app[__import__("astpresence.web.stream").web.stream.STREAMS_KEY]  # type: ignore[union-attr]
     streams.pending_limit = 3  # the real limit is MAX_PENDING_WEBSOCKETS
     assert MAX_PENDING_WEBSOCKETS >= 3
     async with aiohttp.ClientSession() as http:
@@ -85,7 +86,7 @@ async def test_unauthenticated_websockets_are_capped(daemon: RunningDaemon) -> N
 
 async def test_first_message_has_a_time_limit(daemon: RunningDaemon,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("astpresence.web.api.WS_AUTH_TIMEOUT", 0.2)
+    monkeypatch.setattr("astpresence.web.stream.WS_AUTH_TIMEOUT", 0.2)
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(daemon.url + "/v1/events")
         err = await asyncio.wait_for(ws.receive_json(), 5)
@@ -97,7 +98,7 @@ async def test_first_message_has_a_time_limit(daemon: RunningDaemon,
 async def test_websocket_closed_before_hello_logs_one_line(
         daemon: RunningDaemon, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    streams = daemon.daemon._runner.app[__import__("astpresence.web.api").web.api.STREAMS_KEY]  # type: ignore[union-attr]
+    streams = daemon.daemon._runner.app[__import__("astpresence.web.stream").web.stream.STREAMS_KEY]  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(daemon.url + "/v1/events")
         await ws.close()
@@ -226,7 +227,7 @@ async def test_malformed_http_logs_one_line(daemon: RunningDaemon, raw: bytes,
     answer = await asyncio.wait_for(reader.read(200), 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
-    lines = [r for r in caplog.records if r.name.startswith(("aiohttp", "astpresence.web.api"))]
+    lines = [r for r in caplog.records if r.name.startswith(("aiohttp", "astpresence.web"))]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].exc_info is None and "malformed HTTP request" in lines[0].getMessage()
     assert "\n" not in lines[0].getMessage()
