@@ -12,7 +12,8 @@ from typing import AsyncIterator
 import pytest
 from aiohttp import web
 
-from astpresence.cli.main import _shorten, _table, _width, format_hints
+from astpresence.cli.common import _shorten, _table, _width
+from astpresence.cli.kit import format_hints
 from tests.support.e2e import cli, seed
 from tests.support.fakeami import FakeAsterisk
 from tests.support.processes import free_port, clean_env, create_token, run, wait_up

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from astpresence.cli.main import format_hints, main, parse_duration, parse_when
+from astpresence.cli.kit import format_hints
+from astpresence.cli.main import main
+from astpresence.cli.sources import parse_duration, parse_when
 from astpresence.asterisk.codec import decode_presence_value
 from astpresence.app.config import ConfigError, load_config
 from astpresence.domain.model import InvalidInput, Presence, State

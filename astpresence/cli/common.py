@@ -1,0 +1,210 @@
+"""What the commands share: the API client, one-line errors, tables, the
+options of serve and doctor.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import tomllib
+import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from astpresence import __version__
+from astpresence.app.config import ConfigError, cli_token, parse_listen
+from astpresence.domain.logsafe import clip
+from astpresence.domain.model import InvalidInput, validate_user_id
+
+
+
+DEFAULT_API = "http://127.0.0.1:8780"
+USER_AGENT = f"astpresence-cli/{__version__}"
+TIMEOUT = 10.0
+
+
+class ApiClient:
+    """A tiny synchronous client for the local API (stdlib only)."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        parsed = urllib.parse.urlsplit(base)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise click.UsageError(f"--api must be an http(s) URL, got {base!r}")
+        self.base = base.rstrip("/")
+        self.token = token
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                timeout: float = TIMEOUT) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                data = json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            if message is None:
+                self._not_astpresence(f"HTTP {exc.code} {exc.reason}")
+            if exc.code == 401:
+                message = (f"{message}; give a token with --token or ASTPRESENCE_TOKEN "
+                           "(create one with 'astpresence token create --role admin' on the "
+                           "daemon's machine; its log names the database)")
+            fail(str(message))
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            fail(
+                f"cannot reach the astpresence daemon at {self.base} ({reason}); "
+                "is it running? (astpresence serve)"
+            )
+        except (http.client.HTTPException, OSError) as exc:
+            # e.g. the AMI port: its banner is not an HTTP status line.
+            self._not_astpresence(f"{type(exc).__name__}: {exc}")
+        except ValueError:
+            self._not_astpresence("the answer is not JSON")
+        if not isinstance(data, (dict, list)):
+            self._not_astpresence("the answer is not a JSON object")
+        return data
+
+    def _not_astpresence(self, why: str) -> NoReturn:
+        fail(f"{self.base} did not answer like an astpresence daemon ({clip(why, 80)}); "
+             f"check --api (default {DEFAULT_API})")
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str | None:
+    """The ``error`` of an astpresence JSON error body; None if it is not one."""
+    try:
+        body = json.loads(exc.read(64 * 1024))
+    except (ValueError, OSError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return None
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def _user(uid: str) -> str:
+    try:
+        return urllib.parse.quote(validate_user_id(uid), safe="")
+    except InvalidInput as exc:
+        fail(str(exc))
+
+
+def _width(text: str) -> int:
+    """Columns a terminal gives ``text``: wide (CJK, emoji) 2, combining marks 0."""
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _shorten(text: str, columns: int) -> str:
+    """``text`` cut to ``columns`` with an ellipsis (the full text is in --json)."""
+    if _width(text) <= columns:
+        return text
+    out, used = [], 1
+    for ch in text:
+        used += _width(ch)
+        if used > columns:
+            break
+        out.append(ch)
+    return "".join(out) + "…"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(_width(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line([h.upper() for h in headers]),
+                      *(line([str(c) for c in row]) for row in rows)])
+
+
+#: Columns of a subtype and a message in a table; --json has them whole.
+SUBTYPE_COLUMNS, MESSAGE_COLUMNS, NAME_COLUMNS = 16, 40, 24
+
+
+def _presence_row(p: dict[str, Any]) -> list[str]:
+    voicemail = p.get("voicemail")
+    return [
+        p["user"], _shorten(p.get("name") or "", NAME_COLUMNS), p["state"],
+        _shorten(p["subtype"], SUBTYPE_COLUMNS),
+        _shorten(p["message"], MESSAGE_COLUMNS), p["source"],
+        (p.get("since") or "-")[:19].replace("T", " "),
+        "" if voicemail is None else str(voicemail),
+        "yes" if p.get("pending") else "",
+    ]
+
+
+#: ``vm``: new voicemail messages (empty: no mailbox known, or not yours to see).
+PRESENCE_HEADERS = ["user", "name", "state", "subtype", "message", "source", "since", "vm",
+                    "pending"]
+
+
+def _emit(data: Any, as_json: bool, human: str) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else human)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _cli_token_from_config() -> str | None:
+    path = os.environ.get("ASTPRESENCE_CONFIG")
+    if not path:
+        return None
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return cli_token(data, path)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        fail(f"cannot read ASTPRESENCE_CONFIG file {path}: {exc}")
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _client(ctx: click.Context) -> ApiClient:
+    obj = ctx.find_root().obj
+    return ApiClient(str(obj["api"]), obj["token"] or _cli_token_from_config())
+
+
+def _stacked(*options: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying several click options, in the order given."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+#: --config and the AMI connection flags, shared by serve and doctor.
+ami_options = _stacked(
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 envvar="ASTPRESENCE_CONFIG", help="TOML config file (env ASTPRESENCE_CONFIG)."),
+    click.option("--ami-host", help="Asterisk AMI host. [default: 127.0.0.1]"),
+    click.option("--ami-port", type=click.IntRange(1, 65535),
+                 help="Asterisk AMI port. [default: 5038]"),
+    click.option("--ami-username", help="AMI user from manager.conf. [default: astpresence]"),
+    click.option("--ami-secret",
+                 help="AMI secret (prefer ASTPRESENCE_AMI_SECRET: flags show in ps)."),
+)
+
+
+def _check_listen(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value, "--listen")
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value

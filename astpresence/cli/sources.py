@@ -1,0 +1,198 @@
+"""Timed sources and calendars: source set/clear/list, calendar list/show/refresh.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from astpresence.sources.calendars.fetch import FETCH_TIMEOUT
+from astpresence.domain.model import InvalidInput, parse_presence
+
+from astpresence.cli.common import MESSAGE_COLUMNS, _client, _emit, _shorten, _table, _user, fail, json_option
+
+
+# -- timed sources ----------------------------------------------------------
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(raw: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    text = raw.strip().lower()
+    unit = 1
+    if text and text[-1] in _DURATION:
+        unit, text = _DURATION[text[-1]], text[:-1]
+    try:
+        value = float(text) * unit
+    except ValueError:
+        raise InvalidInput(f"invalid duration {raw!r}: use e.g. 90s, 15m, 2h or 1d") from None
+    if value <= 0:
+        raise InvalidInput(f"duration {raw!r} must be positive")
+    return value
+
+
+def parse_when(raw: str, now: datetime | None = None) -> datetime:
+    """``15:00`` (next occurrence, local time), ``2026-11-21 15:00`` or ISO 8601."""
+    now = now or datetime.now().astimezone()
+    text = raw.strip()
+    try:
+        clock = datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        pass
+    else:
+        when = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+        return when if when > now else when + timedelta(days=1)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid time {raw!r}: use HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601"
+        ) from None
+    return when if when.tzinfo else when.astimezone()  # naive = local time
+
+
+@click.group()
+def source() -> None:
+    """Timed presence sources (calendar, ...) of a user."""
+
+
+@source.command(name="set")
+@click.argument("user")
+@click.argument("name")
+@click.argument("state")
+@click.option("--subtype", default="", help="Subtype text (<= 255 bytes).")
+@click.option("--message", default="", help="Message text (<= 255 bytes).")
+@click.option("--from", "start", help="Start: HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601. [default: now]")
+@click.option("--until", "end", help="End: HH:MM (next occurrence), date-time or ISO 8601.")
+@click.option("--ttl", help="Instead of --until: how long, e.g. 90s, 15m, 2h, 1d.")
+@json_option
+@click.pass_context
+def source_set(ctx: click.Context, user: str, name: str, state: str, subtype: str, message: str,
+               start: str | None, end: str | None, ttl: str | None, as_json: bool) -> None:
+    """Set source NAME of USER to STATE, optionally for a time window."""
+    try:
+        presence = parse_presence(state, subtype, message)
+        body: dict[str, Any] = presence.as_dict()
+        if start:
+            body["start"] = parse_when(start).isoformat()
+        if end and ttl:
+            raise InvalidInput("give either --until or --ttl, not both")
+        if end:
+            body["end"] = parse_when(end).isoformat()
+        if ttl:
+            body["ttl"] = parse_duration(ttl)
+    except InvalidInput as exc:
+        fail(str(exc))
+    data = _client(ctx).request(
+        "PUT", f"/v1/presence/{_user(user)}/sources/{urllib.parse.quote(name, safe='')}", body)
+    eff = data["effective"]
+    _emit(data, as_json, f"{user}: source {name} set; effective presence {eff['state']} "
+          f"({eff['rule']})")
+
+
+@source.command(name="clear")
+@click.argument("user")
+@click.argument("name")
+@click.pass_context
+def source_clear(ctx: click.Context, user: str, name: str) -> None:
+    """Remove source NAME of USER."""
+    data = _client(ctx).request(
+        "DELETE", f"/v1/presence/{_user(user)}/sources/{urllib.parse.quote(name, safe='')}")
+    eff = data["effective"]
+    click.echo(f"{user}: source {name} removed; effective presence {eff['state']} "
+               f"({eff['rule']})")
+
+
+@click.group()
+def calendar() -> None:
+    """Calendar feeds ([[calendars]] in the config) and what they cause."""
+
+
+def _when_short(text: str | None) -> str:
+    return (text or "-")[:16].replace("T", " ")
+
+
+def _feed_row(f: dict[str, Any]) -> list[str]:
+    state = f["state"] + (f" ({f['failures']} failures)" if f["failures"] else "")
+    return [f["user"], f["kind"], state, _when_short(f["last_fetch"]),
+            _when_short(f["last_success"]), str(f["events"]),
+            _shorten(f["error"], MESSAGE_COLUMNS)]
+
+
+FEED_HEADERS = ["user", "kind", "state", "last fetch", "last success", "events", "error"]
+
+
+@calendar.command(name="list")
+@json_option
+@click.pass_context
+def calendar_list(ctx: click.Context, as_json: bool) -> None:
+    """Every feed: last fetch, state (stale: failing, last good events kept), next entry."""
+    data = _client(ctx).request("GET", "/v1/calendars")
+    feeds = data["calendars"]
+    rows = [_feed_row(f) for f in feeds]
+    _emit(data, as_json, _table(rows, FEED_HEADERS) if rows else "no calendar feeds configured")
+
+
+def _calendar_human(data: dict[str, Any]) -> str:
+    feeds = _table([_feed_row(f) for f in data["feeds"]], FEED_HEADERS)
+    rows = [[_when_short(e["start"]), _when_short(e["end"]), e["kind"],
+             e["presence"]["state"], e["presence"]["subtype"],
+             _shorten(e["presence"]["message"], MESSAGE_COLUMNS)] for e in data["entries"]]
+    entries = (_table(rows, ["from", "until", "kind", "state", "subtype", "message"])
+               if rows else "no entries in the window")
+    return f"{feeds}\n\n{entries}"
+
+
+@calendar.command(name="show")
+@click.argument("user")
+@json_option
+@click.pass_context
+def calendar_show(ctx: click.Context, user: str, as_json: bool) -> None:
+    """USER's feeds, the entries of the next days and the presence each causes."""
+    data = _client(ctx).request("GET", f"/v1/calendars/{_user(user)}")
+    _emit(data, as_json, _calendar_human(data))
+
+
+@calendar.command(name="refresh")
+@click.argument("user")
+@json_option
+@click.pass_context
+def calendar_refresh(ctx: click.Context, user: str, as_json: bool) -> None:
+    """Fetch USER's feeds now (waits for them), then show as 'calendar show'."""
+    uid = _user(user)
+    # The daemon gives each feed up to FETCH_TIMEOUT (fetch and parse): wait that long.
+    wait = FETCH_TIMEOUT + 15
+    if sys.stderr.isatty():
+        click.echo(f"fetching the calendar feeds of {uid} (up to {FETCH_TIMEOUT:.0f} s)...",
+                   err=True)
+    data = _client(ctx).request("POST", f"/v1/calendars/{uid}/refresh", timeout=wait)
+    _emit(data, as_json, _calendar_human(data))
+
+
+@source.command(name="list")
+@click.argument("user")
+@json_option
+@click.pass_context
+def source_list(ctx: click.Context, user: str, as_json: bool) -> None:
+    """Show every contribution to USER's presence and the result."""
+    data = _client(ctx).request("GET", f"/v1/presence/{_user(user)}/sources")
+    rows = [[s["source"], s["state"], s["subtype"], s["message"], s["actor"],
+             (s["start"] or "")[:16].replace("T", " "), (s["end"] or "")[:16].replace("T", " ")]
+            for s in data["sources"]]
+    dev = data["devices"]
+    eff = data["effective"]
+    human = "\n".join([
+        _table(rows, ["source", "state", "subtype", "message", "actor", "start", "end"])
+        if rows else "no sources",
+        f"devices: {', '.join(dev['states']) or 'none known'} (aggregate {dev['aggregate']})",
+        f"effective: {eff['state']} {eff['subtype']} {eff['message']}".rstrip()
+        + f"  [{eff['source']}, rule {eff['rule']}]",
+    ])
+    _emit(data, as_json, human)
