@@ -181,7 +181,8 @@ def _failing_summary(st: dict[str, Any]) -> str:
 def doctor(config_path: str | None, ami_host: str | None, ami_port: int | None,
            ami_username: str | None, ami_secret: str | None, as_json: bool) -> None:
     """Check AMI access, permissions, modules and hints; exit 0 only if all pass."""
-    from astpresence.cli.doctor import checks_as_json, format_check, run_checks
+    from astpresence.cli.checks import checks_as_json, format_check
+    from astpresence.cli.doctor import run_checks
 
     try:
         config = load_config(

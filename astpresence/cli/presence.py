@@ -12,7 +12,17 @@ import click
 from astpresence.web.openapi import HISTORY_MAX
 from astpresence.domain.model import InvalidInput, parse_presence, parse_state
 
-from astpresence.cli.common import PRESENCE_HEADERS, USER_AGENT, _client, _emit, _presence_row, _table, _user, fail, json_option
+from astpresence.cli.common import (
+    PRESENCE_HEADERS,
+    USER_AGENT,
+    _client,
+    _emit,
+    _presence_row,
+    _table,
+    _user,
+    fail,
+    json_option,
+)
 
 
 @click.command()

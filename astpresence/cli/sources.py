@@ -15,7 +15,16 @@ import click
 from astpresence.sources.calendars.fetch import FETCH_TIMEOUT
 from astpresence.domain.model import InvalidInput, parse_presence
 
-from astpresence.cli.common import MESSAGE_COLUMNS, _client, _emit, _shorten, _table, _user, fail, json_option
+from astpresence.cli.common import (
+    MESSAGE_COLUMNS,
+    _client,
+    _emit,
+    _shorten,
+    _table,
+    _user,
+    fail,
+    json_option,
+)
 
 
 # -- timed sources ----------------------------------------------------------

@@ -180,7 +180,7 @@ async def test_without_dnd_sync_astdb_is_never_written(
 
 
 def test_dnd_sync_needs_write_system() -> None:
-    from astpresence.cli.doctor import required_permissions
+    from astpresence.cli.permissions import required_permissions
 
     assert "system" in required_permissions(Config(freepbx=FreepbxConfig(dnd_sync=True)))[1]
     assert "system" not in required_permissions(Config())[1]

@@ -34,31 +34,33 @@ from aiohttp import web
 from astpresence.asterisk.ami.frames import Message
 from astpresence.asterisk.ari import basic_auth
 from astpresence.app.config import AMIConfig, AriConfig, Config, FreepbxConfig, Secret
-from astpresence.cli.doctor import (
+from astpresence.cli.checks import (
+    CHECK_ARI,
+    CHECK_FREEPBX,
     CHECK_LOGIN,
     CHECK_MIRROR,
     CHECK_MODULES,
-    CHECK_ARI,
-    CHECK_FREEPBX,
-    CHECK_STORE,
-    KIT_MARKER,
-    KIT_MODULES,
     CHECK_NAMES,
     CHECK_PERMISSIONS,
     CHECK_REACHABLE,
+    CHECK_STORE,
     CHECK_USERS,
     CORE_MODULES,
+    Check,
     EXAMPLE_HINT,
+    KIT_MARKER,
+    KIT_MODULES,
     NEEDS_LOGIN,
     PJSIP_PRESENCE_MODULES,
-    Check,
-    PermissionFinding,
     checks_as_json,
     format_check,
+)
+from astpresence.cli.doctor import run_checks
+from astpresence.cli.permissions import (
+    PermissionFinding,
     judge_permissions,
     parse_manager_show_user,
     privilege_classes,
-    run_checks,
 )
 from astpresence.domain.rules import RuleConfig
 from astpresence.domain.records import UserRecord
@@ -894,7 +896,7 @@ async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:
 async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Path) -> None:
     """SQLite or PostgreSQL: reachable, schema, and with [ha] the group."""
     from astpresence.app.config import HaConfig
-    from astpresence.cli.doctor import store_check
+    from astpresence.cli.services import store_check
     from astpresence.store.postgres import PostgresStore
 
     sqlite = await store_check(replace(config_for(plain), db=str(tmp_path / "x.db")))
