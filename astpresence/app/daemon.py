@@ -27,7 +27,9 @@ from astpresence.domain.logsafe import clip
 from astpresence.app.retention import Retention
 from astpresence.app.systemd import Notifier
 from astpresence.asterisk.nodes import attach_nodes
-from astpresence.cluster.relay import CommandServer, Follower, LeaderNotices, Remote
+from astpresence.cluster.commands import Remote
+from astpresence.cluster.notices import LeaderNotices
+from astpresence.cluster.relay import CommandServer, Follower
 from astpresence.cluster.following import Following
 from astpresence.asterisk.bridge import AMIBridge
 from astpresence.app.config import Config, config_json, default_db_path, node_secret_var

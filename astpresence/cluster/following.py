@@ -9,7 +9,8 @@ import contextlib
 
 from astpresence.engine.events import LinkEvent
 from astpresence.domain.model import InvalidInput
-from astpresence.cluster.relay import Change, Notice, Remote, Written, parse_notice
+from astpresence.cluster.commands import Remote
+from astpresence.cluster.notices import Change, Notice, Written, parse_notice
 from astpresence.engine.service import PresenceService
 from astpresence.store.base import Store
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from astpresence.engine.events import EventHub, LinkEvent
 from astpresence.domain.model import InvalidInput, Presence, State
 from astpresence.domain.records import PresenceView
-from astpresence.cluster.relay import (
+from astpresence.cluster.notices import (
     USERS_NOTICE,
     Change,
     UsersChanged,
