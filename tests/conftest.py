@@ -10,7 +10,7 @@ from typing import AsyncIterator, Protocol
 
 import pytest
 
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 from astpresence.domain.records import UserRecord
 from tests.support.api import PRIVACY
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon

@@ -32,7 +32,8 @@ from astpresence.cluster.notices import LeaderNotices
 from astpresence.cluster.relay import CommandServer, Follower
 from astpresence.cluster.following import Following
 from astpresence.asterisk.bridge import AMIBridge
-from astpresence.app.config import Config, config_json, default_db_path, node_secret_var
+from astpresence.app.config import config_json, node_secret_var
+from astpresence.app.settings import Config, default_db_path
 from astpresence.app.lock import AlreadyRunning, DaemonLock
 from astpresence.app.metrics import Metrics
 from astpresence.engine.service import PresenceService

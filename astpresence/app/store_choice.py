@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 from astpresence.store.base import Store
 from astpresence.store.postgres import PostgresStore, safe_dsn
 from astpresence.store.sqlite import SqliteStore

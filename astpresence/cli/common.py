@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 import click
 
 from astpresence import __version__
-from astpresence.app.config import ConfigError, cli_token, parse_listen
+from astpresence.app.config import cli_token
+from astpresence.app.settings import ConfigError, parse_listen
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput, validate_user_id
 

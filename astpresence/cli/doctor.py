@@ -53,7 +53,8 @@ from astpresence.asterisk.ami.client import (
     AMIConnectionError,
     AuthenticationError,
 )
-from astpresence.app.config import Config, node_secret_var
+from astpresence.app.config import node_secret_var
+from astpresence.app.settings import Config
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.model import DEFAULT_NODE
 from astpresence.domain.logsafe import clip

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 from astpresence.domain.model import InvalidInput
 from astpresence.domain.freepbx import dnd_user
 from astpresence.domain.mirror import mirror_device, mirror_technology

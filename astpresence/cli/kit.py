@@ -11,7 +11,8 @@ import click
 
 from astpresence.asterisk.codec import encode_presence_value
 from astpresence.app import kit
-from astpresence.app.config import ConfigError, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import ConfigError
 from astpresence.domain.model import Presence
 
 from astpresence.cli.common import _client, fail

@@ -16,7 +16,8 @@ import click
 
 from astpresence import __version__
 from astpresence.web.admission import OncePerInterval
-from astpresence.app.config import ConfigError, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import ConfigError
 from astpresence.domain.logsafe import OneLineFormatter, clip
 from astpresence.app.systemd import JournalFormatter, logs_to_journal
 from astpresence.cli.kit import dialplan, service

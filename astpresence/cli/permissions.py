@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 
 from astpresence.cli.checks import CHECK_PERMISSIONS, Check
 

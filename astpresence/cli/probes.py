@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from astpresence.asterisk.ami.client import ActionError, AMIClient
 from astpresence.asterisk.ami.frames import Message
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 
 from astpresence.cli.checks import Check, PERMISSION_DENIED, UNKNOWN_COMMAND
 from astpresence.cli.permissions import parse_manager_show_user, privilege_classes

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from astpresence.asterisk.ari import basic_auth
-from astpresence.app.config import Config
+from astpresence.app.settings import Config
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.model import DEFAULT_NODE
 from astpresence.domain.logsafe import clip

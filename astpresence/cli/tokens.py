@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from astpresence.web.auth import new_token, parse_role
-from astpresence.app.config import Config, ConfigError, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import Config, ConfigError
 from astpresence.domain.model import InvalidInput
 from astpresence.store.base import Store, StoreError
 from astpresence.app.store_choice import open_store, store_name

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.app.config import SYSTEM_DB, ConfigError, Secret, default_db_path, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import ConfigError, SYSTEM_DB, default_db_path
+from astpresence.domain.model import Secret
 
 TOML = """
 [ami]

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from astpresence.app import kit
-from astpresence.app.config import ConfigError, default_db_path, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import ConfigError, default_db_path
 from astpresence.app.systemd import JournalFormatter, Notifier, logs_to_journal
 from tests.support.e2e import seed
 from tests.support.fakeami import FakeAsterisk

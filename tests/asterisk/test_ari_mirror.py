@@ -11,7 +11,9 @@ import pytest
 from aiohttp import web
 
 from astpresence.asterisk.ari import AriClient, AriError
-from astpresence.app.config import AriConfig, ConfigError, Secret, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import AriConfig, ConfigError
+from astpresence.domain.model import Secret
 from astpresence.domain.model import Presence, State
 from astpresence.domain.rules import RuleConfig
 from tests.support.e2e import cli, make_config, seed, until

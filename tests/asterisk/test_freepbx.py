@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from astpresence.app.config import Config, ConfigError, FreepbxConfig, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import Config, ConfigError, FreepbxConfig
 from astpresence.domain.model import Presence, State
 from astpresence.asterisk.sync import FREEPBX_DND
 from tests.support.e2e import RunningDaemon, barrier, make_config, until

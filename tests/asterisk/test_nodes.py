@@ -245,7 +245,8 @@ async def test_the_mirror_goes_where_a_hint_has_it_and_pauses_where_the_member_i
 
 
 def test_several_servers_config(tmp_path: Path) -> None:
-    from astpresence.app.config import ConfigError, load_config
+    from astpresence.app.config import load_config
+    from astpresence.app.settings import ConfigError
     path = tmp_path / "c.toml"
 
     def load(text: str, env: dict[str, str] | None = None) -> Any:

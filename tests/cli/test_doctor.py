@@ -33,7 +33,9 @@ from aiohttp import web
 
 from astpresence.asterisk.ami.frames import Message
 from astpresence.asterisk.ari import basic_auth
-from astpresence.app.config import AMIConfig, AriConfig, Config, FreepbxConfig, Secret
+from astpresence.app.settings import AriConfig, Config, FreepbxConfig
+from astpresence.asterisk.settings import AMIConfig
+from astpresence.domain.model import Secret
 from astpresence.cli.checks import (
     CHECK_ARI,
     CHECK_FREEPBX,
@@ -895,7 +897,7 @@ async def test_no_freepbx_devices_nothing_to_do(plain: FakeAsterisk) -> None:
 
 async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Path) -> None:
     """SQLite or PostgreSQL: reachable, schema, and with [ha] the group."""
-    from astpresence.app.config import HaConfig
+    from astpresence.app.settings import HaConfig
     from astpresence.cli.services import store_check
     from astpresence.store.postgres import PostgresStore
 

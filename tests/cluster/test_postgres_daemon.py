@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from astpresence.app.config import Secret
+from astpresence.domain.model import Secret
 from astpresence.domain.model import State
 from astpresence.store.postgres import PostgresStore
 from tests.conftest import Starter

@@ -16,7 +16,8 @@ import pytest
 
 from astpresence.web.auth import Role
 from astpresence.engine.cards import MAX_NAME, Cards, Mailbox, callerid_name, check_mailbox
-from astpresence.app.config import CardsConfig, ConfigError, FreepbxConfig, load_config
+from astpresence.app.config import load_config
+from astpresence.app.settings import CardsConfig, ConfigError, FreepbxConfig
 from astpresence.domain.model import InvalidInput, Presence, State
 from astpresence.domain.records import UserRecord
 from astpresence.engine.users import UserDirectory

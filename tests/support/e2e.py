@@ -14,7 +14,9 @@ from typing import Any, Awaitable, Callable
 from datetime import UTC, datetime
 
 from astpresence.web.auth import Role, new_token
-from astpresence.app.config import AMIConfig, Config, Secret
+from astpresence.app.settings import Config
+from astpresence.asterisk.settings import AMIConfig
+from astpresence.domain.model import Secret
 from astpresence.app.daemon import Daemon
 from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
 from astpresence.domain.records import UserRecord
