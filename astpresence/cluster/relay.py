@@ -35,7 +35,7 @@ from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
 from astpresence.engine.service import PresenceService
 from astpresence.store.base import StoreError
-from astpresence.store.postgres import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
+from astpresence.store.postgres_schema import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
 
 if TYPE_CHECKING:
     from astpresence.sources.calendars.feeds import CalendarFeeds
