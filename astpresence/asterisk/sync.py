@@ -14,22 +14,21 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from astpresence.domain import rules
 from astpresence.engine.cards import Mailbox
-from astpresence.engine.devices import DEVDND_PREFIX, CallEnd
+from astpresence.engine.devices import DEVDND_PREFIX
 from astpresence.domain.logsafe import clip
-from astpresence.domain.model import NOT_SET, DeviceState, Presence, State
+from astpresence.domain.model import NOT_SET, DeviceState, Presence
 from astpresence.asterisk.outbox import Outbox
 from astpresence.asterisk.queues import QueueMember, QueueMembers
 from astpresence.domain.records import UserRecord
 from astpresence.store.base import Batch, Store
 from astpresence.asterisk.translate import freepbx_devices
 from astpresence.asterisk.writes import Writes
+from astpresence.engine.phone_rules import call_step, freepbx_dnd_switched
 from astpresence.engine.service import PresenceService, last_sync_key
 
 logger = logging.getLogger(__name__)
 
 #: The actor of a presence set by FreePBX's DND switch (history, sources).
-FREEPBX_DND = "freepbx-dnd"
-MANUAL = rules.SOURCE_MANUAL
 
 
 class AsteriskSync:
@@ -106,40 +105,15 @@ class AsteriskSync:
         self._engine.store_later(batch)
 
     def _dnd_switched(self, uid: str, state: DeviceState, batch: Batch) -> None:
-        """FreePBX DND (``Custom:DND<user>``): BUSY is on, anything else off.
-
-        On is taken as the person's manual dnd, like a feature code on the
-        phone (protected: a call does not overlay it). Off removes that dnd,
-        unless the person chose something else since.
-        """
+        """FreePBX DND (``Custom:DND<user>``): BUSY is on, anything else off; our
+        own write (dnd_sync) coming back is no switch."""
         on = state is DeviceState.BUSY
-        if self.outbox.dnd.seen(uid, on):
-            return  # our own write (dnd_sync), coming back
-        manual = self._engine.contributions.get(uid, MANUAL)
-        # With dnd_sync the switch and astpresence's dnd are one thing: FreePBX's
-        # off ends any manual dnd; without it, only the dnd it switched on.
-        from_freepbx = manual is not None and (
-            manual.actor == FREEPBX_DND
-            or self._engine.dnd_sync and manual.presence.state is State.DND)
-        if on:
-            if manual is None or manual.presence.state is not State.DND:
-                logger.info("FreePBX DND of %s switched on", uid)
-                self._engine.set_manual_in(uid, Presence(State.DND), FREEPBX_DND, batch,
-                                           reason="FreePBX DND on")
-        elif from_freepbx:
-            logger.info("FreePBX DND of %s switched off", uid)
-            self._engine.clear_manual_in(uid, FREEPBX_DND, batch, reason="FreePBX DND off")
+        if not self.outbox.dnd.seen(uid, on):
+            freepbx_dnd_switched(self._engine, uid, on, batch)
 
     def _call_step(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
                    batch: Batch) -> None:
-        """Missed-call auto-away: a ring that ends without any device in a call."""
-        ended = self.devices.call_step(uid, states)
-        if ended is CallEnd.ANSWERED:
-            self._engine.contributions.drop(uid, rules.SOURCE_AUTO, batch)
-        elif ended is CallEnd.AUTO_AWAY and self._engine.contributions.get(uid, rules.SOURCE_AUTO) is None:
-            logger.info("%s missed %d calls in a row: auto-away", uid,
-                        self._engine.rules.missed_calls_away)
-            self._engine.contributions.put(rules.auto_contribution(uid, now, self._engine.rules), batch)
+        call_step(self._engine, uid, states, now, batch)
 
     async def on_hint(self, user: UserRecord) -> None:
         """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user.

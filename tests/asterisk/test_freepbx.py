@@ -15,7 +15,7 @@ import pytest
 from astpresence.app.config import load_config
 from astpresence.app.settings import Config, ConfigError, FreepbxConfig
 from astpresence.domain.model import Presence, State
-from astpresence.asterisk.sync import FREEPBX_DND
+from astpresence.engine.phone_rules import FREEPBX_DND
 from tests.support.e2e import RunningDaemon, barrier, make_config, until
 from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, Hint
