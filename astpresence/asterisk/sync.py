@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from astpresence.domain import rules
 from astpresence.engine.cards import Mailbox
 from astpresence.engine.devices import DEVDND_PREFIX
 from astpresence.domain.logsafe import clip
