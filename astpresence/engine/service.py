@@ -50,7 +50,7 @@ from astpresence.engine.users import DEFAULT_MAX_USERS, UserDirectory
 
 logger = logging.getLogger(__name__)
 
-MANUAL = "manual"
+MANUAL = rules.SOURCE_MANUAL
 #: meta key: the number of the last event the leader stored (followers resume there).
 EVENT_SEQ = "event_seq"
 #: history ``source`` of a change adopted from Asterisk (made outside astpresence)

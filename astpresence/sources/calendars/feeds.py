@@ -17,8 +17,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
 
 import aiohttp
 
@@ -38,11 +38,9 @@ from astpresence.sources.calendars.fetch import (
 )
 from astpresence.sources.calendars.graph import busy_from_graph
 from astpresence.sources.calendars.ics import local_zone
+from astpresence.engine.service import PresenceService, utcnow
 from astpresence.sources.calendars.settings import FeedConfig
 from astpresence.sources.calendars.worker import PARSE_TIMEOUT, ParseFailed, ParserPool
-
-if TYPE_CHECKING:
-    from astpresence.engine.service import PresenceService
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +200,6 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "the answer is nested too deeply"
     return f"cannot read the feed ({type(exc).__name__})"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class CalendarFeeds:
