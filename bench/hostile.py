@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiohttp
@@ -147,12 +149,16 @@ async def run(quick: bool) -> list[Row]:
         during_feeds = await _reads(daemon, ids, reads)
         stop.set()
         asked = await refresher
-        stop = asyncio.Event()
-        flood = [asyncio.create_task(_slow(daemon.http_port, stop)) for _ in range(FLOOD)]
-        await asyncio.sleep(2)
+        # the attacker is a process of its own: its 1,100 sockets must not slow the
+        # measuring client's event loop (that would measure the bench, not the daemon)
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.hostile", str(daemon.http_port), stdin=PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(3)
         during_flood = await _reads(daemon, ids, reads)
-        stop.set()
-        await asyncio.gather(*flood)
+        assert flooder.stdin is not None
+        flooder.stdin.close()  # the flooder stops when its stdin closes
+        await asyncio.wait_for(flooder.wait(), 30)
         rss = (proc_status_kb(daemon.pid, "VmHWM") or 0) / 1024
     finally:
         await daemon.stop()
@@ -176,3 +182,20 @@ async def run(quick: bool) -> list[Row]:
                     note="VmHWM of the daemon (the parser workers are separate processes "
                          "with a 1 GiB address-space limit each)"))
     return rows
+
+
+async def _flood(port: int) -> None:
+    """The flooder process: FLOOD slow connections until stdin closes."""
+    raise_fd_limit(FLOOD + 200)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    flood = [asyncio.create_task(_slow(port, stop)) for _ in range(FLOOD)]
+    await reader.read()  # EOF: the bench is done
+    stop.set()
+    await asyncio.gather(*flood)
+
+
+if __name__ == "__main__":
+    asyncio.run(_flood(int(sys.argv[1])))
