@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -23,6 +22,7 @@ from astpresence.asterisk.ami.client import (
     EventHandler,
 )
 from astpresence.asterisk.ami.frames import ActionEncodeError, Message
+from tests.support.processes import free_port
 from tests.support.wire import encode_message
 from tests.support.fakeami import FakeAsterisk, Hint, QueueMember
 
@@ -74,13 +74,6 @@ async def make_client(fake_ami: FakeAsterisk) -> AsyncIterator[ClientFactory]:
     yield make
     for client in clients:
         await client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

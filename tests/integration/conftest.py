@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import IO, Any, TypeVar
 import pytest
 
 from astpresence.app.config import node_secret_var
+from tests.support.processes import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "ASTPRESENCE_IT_"
@@ -161,18 +161,6 @@ def it_b(it: Server) -> Server:
     if server is None:
         pytest.skip(SKIP_REASON_B)
     return server
-
-
-def clean_env() -> dict[str, str]:
-    """The test process's environment without settings that would leak into
-    the daemon or the CLI (a developer's ASTPRESENCE_CONFIG, _API, ...)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str,

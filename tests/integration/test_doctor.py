@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server, asterisk_cli, clean_env
+from tests.support.processes import clean_env
+
+from .conftest import Server, asterisk_cli
 
 pytestmark = pytest.mark.timeout(120)
 
