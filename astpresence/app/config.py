@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from astpresence.sources.calendars.fetch import safe_url
-from astpresence.sources.calendars.settings import FeedConfig, parse_feed
+from astpresence.sources.plugin import SourcePlugin
+from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.model import Secret
 from astpresence.domain.model import InvalidInput, Presence
@@ -119,9 +119,7 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
                                                       _bounded_int(1, 1_000_000)),
                    "idle_timeout": _to("idle_timeout", _positive),
                    "write_burst": _to("write_burst", _bounded_int(1, 100_000))}),
-    "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000)),
-                      "calendar_parse_seconds": _to("calendar_parse_seconds",
-                                                    _bounded_int(1, 600))}),
+    "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
     "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),
@@ -214,17 +212,38 @@ def node_secret_var(name: str) -> str:
     return "ASTPRESENCE_AMI_SECRET_" + name.upper().replace("-", "_")
 
 
-def _calendars(cfg: Config, raw: object, where: str) -> Config:
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: 'calendars' must be an array of tables ([[calendars]])")
-    feeds = []
-    for i, table in enumerate(raw):
-        what = f"{where} calendars[{i}]"
+def _source(plugin: SourcePlugin) -> Callable[[Config, object, str], Config]:
+    """A source's own key (sources/plugin.py): its parser makes its settings."""
+    def parse(cfg: Config, raw: object, where: str) -> Config:
         try:
-            feeds.append(parse_feed(_table(table, what), what))
+            settings = plugin.parse(raw, where)
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from None
-    return replace(cfg, calendars=tuple(feeds))
+        return replace(cfg, sources={**cfg.sources, plugin.name: settings})
+    return parse
+
+
+#: The sources' keys in [limits]: key -> its plug-in.
+_SOURCE_LIMITS = {key: plugin for plugin in SOURCES for key in plugin.limits}
+
+
+def _limits(cfg: Config, raw: object, where: str) -> Config:
+    """[limits]: the core's keys, and those the sources add."""
+    table = _table(raw, f"{where} [limits]")
+    _check_keys(table, set(SECTIONS["limits"][1]) | set(_SOURCE_LIMITS), f"{where} [limits]")
+    for key, value in table.items():
+        what = f"{where} limits.{key}"
+        plugin = _SOURCE_LIMITS.get(key)
+        if plugin is None:
+            cfg = _set(cfg, "limits", key, value, what)
+            continue
+        try:
+            settings = plugin.limits[key](cfg.sources.get(plugin.name, plugin.default),
+                                          value, what)
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from None
+        cfg = replace(cfg, sources={**cfg.sources, plugin.name: settings})
+    return cfg
 
 
 def _users(cfg: Config, raw: object, where: str) -> Config:
@@ -260,8 +279,10 @@ def _later(cfg: Config, raw: object, where: str) -> Config:
 
 #: Every top-level key of the file and its parser, in the order applied.
 FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
-    **{section: _flat(section) for section in SECTIONS},
-    "asterisk": _asterisk_nodes, "users": _users, "calendars": _calendars, "rules": _rules,
+    # A source's own key first: [limits] may refine its settings.
+    **{plugin.name: _source(plugin) for plugin in SOURCES},
+    **{section: _flat(section) for section in SECTIONS}, "limits": _limits,
+    "asterisk": _asterisk_nodes, "users": _users, "rules": _rules,
     "presets": _presets, "cli": _cli,
     "privacy": _later, "groups": _later,
 }
@@ -327,15 +348,17 @@ def config_json(cfg: Config) -> dict[str, Any]:
     Every setting appears, so nothing can be forgotten here; a :class:`Secret`
     shows only whether it is set.
     """
-    out = _jsonable(cfg)
+    out = _jsonable(replace(cfg, sources={}))
     assert isinstance(out, dict)
+    # Each source shows its own settings (a feed's URL often holds its secret).
+    out["sources"] = {plugin.name: _jsonable(plugin.show(cfg.sources.get(plugin.name,
+                                                                          plugin.default)))
+                      for plugin in SOURCES}
     return out
 
 
 #: Values shown other than as themselves in /v1/config, by type.
 _SHOWN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    # A feed's URL often holds its secret (a "secret address"): host only.
-    (FeedConfig, lambda v: _fields(replace(v, url=safe_url(v.url) if v.url else ""))),
     (Secret, lambda v: {"set": bool(v.value)}),
     (enum.Enum, lambda v: v.value),
     (timedelta, lambda v: v.total_seconds()),

@@ -13,24 +13,26 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from astpresence.web.api import HttpServerLog, create_app
 from astpresence.asterisk.ari import AriClient
-from astpresence.sources.calendars.feeds import CalendarFeeds
 from astpresence.cluster.ha import Leadership
 from astpresence.web.admission import Admission, AdmittingSite
 from astpresence.domain.logsafe import clip
 from astpresence.app.retention import Retention
 from astpresence.app.systemd import Notifier
 from astpresence.asterisk.nodes import attach_nodes
-from astpresence.cluster.commands import Remote
+from astpresence.cluster.commands import CommandTable, Remote
 from astpresence.cluster.notices import LeaderNotices
 from astpresence.cluster.relay import CommandServer, Follower
-from astpresence.cluster.following import Following
+from astpresence.cluster.following import FollowerAPI, Following
+from astpresence.cluster.replica import Replica
+from astpresence.cluster.serving import Serving
+from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.bridge import AMIBridge
 from astpresence.app.config import config_json, node_secret_var
 from astpresence.app.settings import Config, default_db_path
@@ -83,9 +85,13 @@ class Daemon:
         self.bridge = self.bridges[0]
         self.retention = Retention(self.store, config.history_keep_days,
                                    config.history_keep_rows)
-        self.calendars = CalendarFeeds(config.calendars, self.service,
-                                       parse_timeout=config.calendar_parse_seconds)
-        self.metrics.watch_calendars(self.calendars)
+        #: Each source plug-in at work (sources/registry.py), by name.
+        self.sources = {p.name: p.start(config.sources.get(p.name, p.default), self.service)
+                        for p in SOURCES}
+        for source in self.sources.values():
+            self.metrics.watch(source.collectors())
+        #: Who answers the API: the engine, or while following the follower's port.
+        self.serving = Serving(self.service, CommandTable(self.service, self.sources, SOURCES))
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the bound HTTP port (useful with port 0)
@@ -118,10 +124,10 @@ class Daemon:
         if self.leadership is None:
             await self.service.start()
         # else: the state is loaded once this node leads (run()).
-        app = create_app(self.service, self._status, self.store,
+        app = create_app(self.serving, self._status, self.store,
                          privacy=self.config.privacy, metrics=self.metrics,
                          config=lambda: config_json(self.config),
-                         max_websockets=self.config.max_websockets, calendars=self.calendars,
+                         max_websockets=self.config.max_websockets, sources=self.sources,
                          ha=self._ha_status if self.leadership else None,
                          writes=(self.config.writes_per_second, self.config.write_burst))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -234,14 +240,16 @@ class Daemon:
                 # login below rebuilds the rest from Asterisk.
                 self.service.relay = LeaderNotices()
                 await self.service.start()
+                self.serving.lead(self.service)
             except BaseException:
                 await self.shutdown()
                 raise
-            self.commands = CommandServer(self.config.db_url.value, self.service, self.store,
-                                          self.calendars)
+            self.commands = CommandServer(self.config.db_url.value, self.serving.table,
+                                          self.store)
             commands = asyncio.create_task(self.commands.run(self.stop_event), name="commands")
         link = asyncio.create_task(self._links(), name="ami-links")
-        calendars = asyncio.create_task(self.calendars.run(self.stop_event), name="calendars")
+        sources = [asyncio.create_task(s.run(self.stop_event), name=name)
+                   for name, s in self.sources.items()]
         retention = asyncio.create_task(self.retention.run(self.stop_event), name="retention")
         try:
             if ha is None:
@@ -259,17 +267,18 @@ class Daemon:
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
-            await self.shutdown(link, calendars)
+            await self.shutdown(link, sources)
 
     async def _follow_until_leading(self, ha: Leadership) -> bool:
         """Serve the API as a follower until this node takes the lock (True) or stops."""
         done = asyncio.Event()
         remote = Remote(lambda kind, body: self._call_leader(kind, body))
-        following = Following(self.service, self.store, remote)
+        replica = Replica()
+        following = Following(self.service, self.store, remote, replica)
         self.follower = Follower(self.config.db_url.value, ha.node, self.store,
                                  following.load, following.apply,
                                  following.read_leaders_cards)
-        self.service.remote = remote
+        self.serving.follow(FollowerAPI(self.service, self.store, remote, replica), remote)
         task = asyncio.create_task(self.follower.run(done), name="follower")
         try:
             return await ha.acquire(self.stop_event)
@@ -289,7 +298,7 @@ class Daemon:
                 group.create_task(bridge.run(self.stop_event), name=f"ami-link-{bridge.name}")
 
     async def shutdown(self, link: asyncio.Task[None] | None = None,
-                       calendars: asyncio.Task[None] | None = None) -> None:
+                       sources: Sequence[asyncio.Task[None]] = ()) -> None:
         """Close the listener, stop the AMI link, drain the store, close it.
 
         Each step waits at most :data:`SHUTDOWN_TIMEOUT`; once :attr:`force_exit`
@@ -303,8 +312,8 @@ class Daemon:
         if self._runner is not None:
             await self._step("the HTTP API and its WebSocket clients", self._runner.cleanup())
             self._runner = None
-        if calendars is not None:
-            await self._step("the calendar feeds", calendars)
+        for task in sources:
+            await self._step(f"the source {task.get_name()}", task)
         if link is not None:
             await self._step("the AMI link", link)
         await self._step("the store writer", self.service.stop(), drain=True,

@@ -14,27 +14,7 @@ from astpresence.domain.model import State
 from astpresence.engine.metrics import Metrics as Instruments
 
 if TYPE_CHECKING:
-    from astpresence.sources.calendars.feeds import CalendarFeeds
     from astpresence.engine.service import PresenceService
-
-
-class _Calendars(Collector):
-    """Calendar feeds by state (ok, stale, failing, new) and failed fetches."""
-
-    def __init__(self, feeds: CalendarFeeds) -> None:
-        self._feeds = feeds
-
-    def collect(self) -> Iterable[Metric]:
-        states = GaugeMetricFamily("astpresence_calendar_feeds", "Calendar feeds by state",
-                                   labels=["state"])
-        for state, count in self._feeds.status_json().items():
-            if state != "feeds":
-                states.add_metric([state], count)
-        yield states
-        failures = CounterMetricFamily("astpresence_calendar_fetch_failures",
-                                       "Calendar fetches that failed")
-        failures.add_metric([], sum(f.status.failed_total for f in self._feeds.feeds))
-        yield failures
 
 
 class _UsersByState(Collector):
@@ -73,7 +53,7 @@ class _FailingWrites(Collector):
 
 
 class Metrics(Instruments):
-    """The instruments, plus collectors for the engine, the calendars and the HA role."""
+    """The instruments, plus collectors for the engine, the sources and the HA role."""
 
     def watch_ha(self, role: Callable[[], str]) -> None:
         leader = Gauge("astpresence_ha_leader", "1 while this node leads its HA group "
@@ -81,8 +61,10 @@ class Metrics(Instruments):
                        registry=self.registry)
         leader.set_function(lambda: 1.0 if role() == "leader" else 0.0)
 
-    def watch_calendars(self, feeds: CalendarFeeds) -> None:
-        self.registry.register(_Calendars(feeds))
+    def watch(self, collectors: Iterable[Collector]) -> None:
+        """A source's collectors (sources/plugin.py)."""
+        for collector in collectors:
+            self.registry.register(collector)
 
     def watch_service(self, service: PresenceService) -> None:
         self.registry.register(_UsersByState(service))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from astpresence.web.auth import Level, Privacy
-from astpresence.sources.calendars.settings import FeedConfig
 from astpresence.engine.cards import DEFAULT_MAILBOX, check_mailbox
 from astpresence.asterisk.settings import AMIConfig as AMIConfig
 from astpresence.domain.model import Secret as Secret
@@ -146,14 +145,14 @@ class Config:
     freepbx: FreepbxConfig = FreepbxConfig()
     cards: CardsConfig = CardsConfig()
     ha: HaConfig = HaConfig()
-    calendars: tuple[FeedConfig, ...] = ()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS
     #: History kept: rows younger than this many days, and each user's newest rows.
     history_keep_days: int = 365
     history_keep_rows: int = 10_000
-    #: One calendar feed's parse may take this long before its worker is killed.
-    calendar_parse_seconds: int = 30
+    #: Each source plug-in's settings by name (sources/registry.py); a source not
+    #: named here has its plug-in's defaults.
+    sources: Mapping[str, Any] = field(default_factory=dict)
     source: str = "defaults"  # where the file came from, for `status`
 
     @property

@@ -7,6 +7,7 @@ success, 1 with a one-line error on stderr, 2 for usage errors (click's).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -22,7 +23,8 @@ from astpresence.domain.logsafe import OneLineFormatter, clip
 from astpresence.app.systemd import JournalFormatter, logs_to_journal
 from astpresence.cli.kit import dialplan, service
 from astpresence.cli.presence import clear, get, history, list_, set_, watch
-from astpresence.cli.sources import calendar, source
+from astpresence.cli.sources import source
+from astpresence.sources.registry import SOURCES
 from astpresence.cli.common import (
     DEFAULT_API,
     _check_listen,
@@ -210,7 +212,12 @@ main.add_command(list_)
 main.add_command(history)
 main.add_command(watch)
 main.add_command(source)
-main.add_command(calendar)
 main.add_command(dialplan)
 main.add_command(service)
 main.add_command(token)
+# Each source's own commands (sources/plugin.py: its ``cli`` module), by name like an
+# entry point.
+for _plugin in SOURCES:
+    if _plugin.cli:
+        for _command in importlib.import_module(_plugin.cli).commands():
+            main.add_command(_command)

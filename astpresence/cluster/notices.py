@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 
 from astpresence.engine.events import LinkEvent
-from astpresence.domain.model import InvalidInput, parse_presence
-from astpresence.domain.records import PresenceView
+from astpresence.domain.model import InvalidInput, parse_instant
+from astpresence.domain.records import PresenceView, presence_json, view_from_json
 
 
 logger = logging.getLogger(__name__)
@@ -23,48 +22,21 @@ logger = logging.getLogger(__name__)
 # -- notices ----------------------------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
+def time_json(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _parse_time(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput("expected a time")
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise InvalidInput("expected an aware time")
-    return parsed.astimezone(UTC)
-
-
-def view_json(view: PresenceView) -> dict[str, Any]:
-    return {"user": view.user, "presence": view.presence.as_dict(), "source": view.source,
-            "actor": view.actor, "since": _time(view.since), "pending": view.pending,
-            "rule": view.rule, "name": view.name, "voicemail": view.voicemail}
-
-
-def view_from_json(data: Any) -> PresenceView:
-    if not isinstance(data, dict):
-        raise InvalidInput("expected a presence object")
-    p = data["presence"]
-    voicemail = data.get("voicemail")
-    if voicemail is not None and not isinstance(voicemail, int):
-        raise InvalidInput("voicemail: expected a number")
-    return PresenceView(str(data["user"]), parse_presence(p["state"], p["subtype"],
-                                                          p["message"]),
-                        str(data["source"]), str(data["actor"]), _parse_time(data["since"]),
-                        data.get("pending") is True, str(data["rule"]),
-                        str(data.get("name") or ""), voicemail)
+def parse_time(value: object) -> datetime | None:
+    return None if value is None else parse_instant("time", value)
 
 
 def change_notice(seq: int, view: PresenceView) -> str:
-    return json.dumps({"t": "change", "seq": seq, "view": view_json(view)},
+    return json.dumps({"t": "change", "seq": seq, "view": presence_json(view)},
                       ensure_ascii=False, separators=(",", ":"))
 
 
 def link_notice(event: LinkEvent) -> str:
-    return json.dumps({"t": "link", "state": event.state, "since": _time(event.since),
+    return json.dumps({"t": "link", "state": event.state, "since": time_json(event.since),
                        "asterisk": event.asterisk, "reason": event.reason,
                        "node": event.node}, ensure_ascii=False, separators=(",", ":"))
 
@@ -120,7 +92,7 @@ def parse_notice(text: str) -> Notice:
         if kind == "change":
             return Change(int(data["seq"]), view_from_json(data["view"]))
         if kind == "link":
-            since = _parse_time(data["since"])
+            since = parse_time(data["since"])
             assert since is not None
             return LinkEvent(str(data["state"]), since, str(data["asterisk"]),
                              data.get("reason"), str(data["node"]))

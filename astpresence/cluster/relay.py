@@ -27,20 +27,17 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
-from astpresence.engine.service import PresenceService
 from astpresence.store.base import StoreError
 from astpresence.store.postgres_schema import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
 
-if TYPE_CHECKING:
-    from astpresence.sources.calendars.feeds import CalendarFeeds
 from astpresence.cluster.notices import Notice, parse_notice
-from astpresence.cluster.commands import run_command
+from astpresence.cluster.commands import CommandTable
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +197,10 @@ class Follower:
 class CommandServer:
     """On the leader: runs the followers' commands, in order, and answers them."""
 
-    def __init__(self, url: str, service: PresenceService, store: Any,
-                 calendars: CalendarFeeds | None = None) -> None:
+    def __init__(self, url: str, table: CommandTable, store: Any) -> None:
         self._url = url
-        self._service = service
+        self._table = table
         self._store = store
-        self._calendars = calendars
         self.done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -223,7 +218,7 @@ class CommandServer:
             for command, kind, body in await self._store.claim_commands():
                 try:
                     args = json.loads(body)
-                    result = await run_command(self._service, kind, args, self._calendars) \
+                    result = await self._table.answer(kind, args) \
                         if isinstance(args, dict) else {"error": "invalid",
                                                         "message": "bad command"}
                 except (ValueError, StoreError) as exc:

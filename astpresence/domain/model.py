@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from datetime import UTC, datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from astpresence.domain.logsafe import clip
 
 #: Asterisk truncates a decoded subtype or message past this many bytes without
 #: telling anyone (tests/support/captures/escaping-and-limits.txt, action ``long-1``).
@@ -245,3 +248,24 @@ class Secret:
         return "Secret('********')" if self.value else "Secret('')"
 
     __str__ = __repr__
+
+
+def parse_instant(field: str, raw: object) -> datetime:
+    """An ISO 8601 date-time with a zone (from a client, a leader, a stored row), in
+    UTC; InvalidInput naming ``field`` otherwise. The one time parser."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field} must be an ISO 8601 date-time string")
+    shown = clip(raw, 40)
+    try:
+        value = datetime.fromisoformat(raw)
+        if value.tzinfo is None:
+            raise InvalidInput(f"{field} {shown} needs a time zone (e.g. +01:00 or Z)")
+        return value.astimezone(UTC)  # year 1 or 9999 with an offset overflows here
+    except OverflowError:
+        raise InvalidInput(f"{field} {shown} is out of range") from None
+    except ValueError as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(
+            f"{field} {shown} is not an ISO 8601 date-time (e.g. 2026-11-21T15:00:00+01:00)"
+        ) from None

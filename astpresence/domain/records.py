@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from astpresence.domain.model import NOT_SET, Presence
+from astpresence.domain.model import NOT_SET, InvalidInput, Presence, parse_instant, parse_presence
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +96,41 @@ class PresenceView:
               voicemail: int | None = None) -> PresenceView:
         """A user nothing was ever decided for."""
         return cls(uid, NOT_SET, "default", "", None, pending, name=name, voicemail=voicemail)
+
+
+def presence_json(view: PresenceView) -> dict[str, Any]:
+    """A presence object as the API, the event stream and an HA group's notices show
+    it: the one JSON shape of a :class:`PresenceView`."""
+    return {
+        "user": view.user,
+        "state": view.presence.state.value,
+        "subtype": view.presence.subtype,
+        "message": view.presence.message,
+        "source": view.source,
+        "actor": view.actor,
+        "since": view.since.isoformat() if view.since else None,
+        "pending": view.pending,
+        "rule": view.rule,
+        "name": view.name,
+        "voicemail": view.voicemail,
+    }
+
+
+def view_from_json(data: object) -> PresenceView:
+    """:func:`presence_json` read back (a follower reads its leader's notices)."""
+    if not isinstance(data, dict):
+        raise InvalidInput("expected a presence object")
+    voicemail = data.get("voicemail")
+    if voicemail is not None and (isinstance(voicemail, bool) or not isinstance(voicemail, int)):
+        raise InvalidInput("voicemail: expected a number")
+    since = data.get("since")
+    try:
+        return PresenceView(
+            str(data["user"]),
+            parse_presence(data["state"], data.get("subtype"), data.get("message")),
+            str(data["source"]), str(data["actor"]),
+            parse_instant("since", since) if since is not None else None,
+            data.get("pending") is True, str(data["rule"]),
+            str(data.get("name") or ""), voicemail)
+    except KeyError as exc:
+        raise InvalidInput(f"a presence object without {exc}") from None

@@ -5,8 +5,14 @@ time (app/daemon.py): the engine imports none of the parts that implement them.
   ``asterisk.nodes.attach_nodes``;
 - :class:`Notices`: how the leader of an HA group encodes what its followers must
   hear (cluster/relay.py), set while this node leads;
-- :class:`Leader`: a follower's way to have the leader run a write
-  (cluster/relay.py ``Remote``), set while this node follows.
+
+and what the engine offers the API:
+
+- :class:`PresenceAPI`: the queries and writes the web layer calls. The leader's
+  (or a lone daemon's) is :class:`~astpresence.engine.service.PresenceService`;
+  an HA follower's is ``cluster.following.FollowerAPI``, which reads its copy
+  and has the leader run its writes. The daemon picks one at wiring and
+  switches on a takeover (``cluster.serving.Serving``).
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from astpresence.domain.model import Presence
-from astpresence.domain.records import PresenceView, SourceRecord
-from astpresence.domain.rules import DeviceView
+from astpresence.domain.records import HistoryEntry, PresenceView, SourceRecord, UserRecord
+from astpresence.domain.rules import DeviceView, RuleConfig
 from astpresence.engine.cards import Mailbox
-from astpresence.engine.events import LinkEvent
+from astpresence.engine.events import EventHub, LinkEvent
+from astpresence.engine.users import UserDirectory
 
 
 class PresenceWrites(Protocol):
@@ -78,19 +85,46 @@ class Notices(Protocol):
     def users(self) -> str: ...
 
 
-class Leader(Protocol):
-    """A follower's writes, run by the leader of its group."""
+class PresenceAPI(Protocol):
+    """What the API reads and changes, whoever answers it (leader or follower)."""
 
-    async def set_manual(self, uid: str, presence: Presence, actor: str,
-                         end: datetime | None) -> PresenceView: ...
+    @property
+    def users(self) -> UserDirectory: ...
+
+    @property
+    def rules(self) -> RuleConfig: ...
+
+    @property
+    def events(self) -> EventHub: ...
+
+    @property
+    def nodes(self) -> Mapping[str, AsteriskNode]: ...
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def last_sync(self) -> datetime | None: ...
+
+    def require_user(self, uid: str) -> UserRecord: ...
+
+    def view(self, uid: str) -> PresenceView: ...
+
+    def views(self) -> list[PresenceView]: ...
+
+    def pending_users(self) -> list[str]: ...
+
+    async def current_sources(self, uid: str) -> list[SourceRecord]: ...
+
+    async def current_devices(self, uid: str) -> DeviceView: ...
+
+    async def history(self, uid: str, limit: int) -> list[HistoryEntry]: ...
+
+    async def set_manual(self, uid: str, presence: Presence, actor: str, *,
+                         end: datetime | None = None) -> PresenceView: ...
 
     async def clear_manual(self, uid: str, actor: str) -> PresenceView: ...
 
     async def set_source(self, record: SourceRecord) -> PresenceView: ...
 
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView: ...
-
-    async def device_view(self, uid: str) -> DeviceView: ...
-
-    async def calendars(self, uid: str | None, refresh: bool) -> dict[str, Any]:
-        """The leader's calendar feeds (only the leader fetches them)."""

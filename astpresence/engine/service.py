@@ -32,9 +32,8 @@ from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
 from astpresence.engine.commit import GroupCommitter, log_store_failure
 from astpresence.engine.devices import Devices
 from astpresence.engine.events import ChangeEvent, EventHub, LinkEvent
-from astpresence.engine.ports import AsteriskNode, Leader, Notices
-from astpresence.engine.replica import Replica
-from astpresence.domain.model import DEFAULT_NODE, NOT_SET, InvalidInput, Presence
+from astpresence.engine.ports import AsteriskNode, Notices
+from astpresence.domain.model import DEFAULT_NODE, NOT_SET, Presence
 from astpresence.domain.records import (
     EffectiveRecord,
     HistoryEntry,
@@ -67,6 +66,8 @@ class UnknownUser(LookupError):
 class UnknownSource(LookupError):
     def __init__(self, uid: str, name: str) -> None:
         super().__init__(f"user {uid!r} has no source {name!r}")
+        self.uid = uid
+        self.name = name
 
 
 def utcnow() -> datetime:
@@ -112,19 +113,12 @@ class PresenceService:
         self.node_names = tuple(nodes)
         #: Each Asterisk server's side (asterisk/nodes.py attaches them at wiring).
         self.nodes: dict[str, AsteriskNode] = {}
-        #: As an HA group's follower: the leader runs this node's writes (cluster/).
-        self.remote: Leader | None = None
         #: As an HA group's leader: the notices for the followers, sent with each commit.
         self.relay: Notices | None = None
-        self.replica = Replica()  # a follower's copy of what the leader shows
 
     @property
     def synced(self) -> bool:
-        """Every Asterisk server has been read since its link last came up (on a
-        follower: by the leader, as it last said)."""
-        if self.remote is not None:
-            links = self.events.links
-            return all(n in links and links[n].state == "synced" for n in self.nodes)
+        """Every Asterisk server has been read since its link last came up."""
         return all(n.outbox.synced for n in self.nodes.values())
 
     @property
@@ -145,12 +139,11 @@ class PresenceService:
 
         A follower that takes over leads from here: what it followed is
         replaced by what the store holds (its event numbers go on). Until that
-        is loaded it keeps answering as a follower: its copy is current, the
-        store's state behind it may not be loaded yet.
+        is loaded its API keeps answering as a follower (the daemon switches
+        it after this returns): its copy is current, the store's state behind
+        it may not be loaded yet.
         """
         last_event = await self.load_stored()
-        self.remote = None
-        self.replica.clear()
         self.events.continue_after(last_event)
         for node in self.nodes.values():
             node.outbox.presence.load((await self._store.load_asterisk(node.node)).items())
@@ -188,15 +181,14 @@ class PresenceService:
 
     def view(self, uid: str) -> PresenceView:
         self.require_user(uid)
-        if self.remote is not None:
-            relayed = self.replica.view(uid)
-            if relayed is not None:
-                return relayed
-            name, voicemail = self.replica.card(uid)
-        else:
-            name, voicemail = self.cards.card(uid)
+        name, voicemail = self.cards.card(uid)
+        return self.stored_view(uid, name, voicemail, pending=self._is_pending(uid))
+
+    def stored_view(self, uid: str, name: str, voicemail: int | None, *,
+                    pending: bool = False) -> PresenceView:
+        """The view of what this engine holds for ``uid``, with the card given (a
+        follower shows the leader's cards)."""
         eff = self._effective.get(uid)
-        pending = self._is_pending(uid)
         if eff is None:
             return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
         rec = self.contributions.get(uid, eff.source)
@@ -212,20 +204,16 @@ class PresenceService:
         return self.contributions.of(uid)
 
     async def current_sources(self, uid: str) -> list[SourceRecord]:
-        """:meth:`sources`; on a follower, as the leader stored them."""
+        """:meth:`sources` (the API's port: a follower reads the store)."""
         self.require_user(uid)
-        if self.remote is not None:
-            return await self._store.load_sources(uid)
         return self.contributions.of(uid)
 
     def device_view(self, uid: str) -> DeviceView:
         return self.devices.view(uid)
 
     async def current_devices(self, uid: str) -> DeviceView:
-        """:meth:`device_view`; on a follower, as the leader follows them."""
+        """:meth:`device_view` (the API's port: a follower asks the leader)."""
         self.require_user(uid)
-        if self.remote is not None:
-            return await self.remote.device_view(uid)
         return self.devices.view(uid)
 
     async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
@@ -234,8 +222,6 @@ class PresenceService:
         return await self._store.history(uid, limit)
 
     def pending_users(self) -> list[str]:
-        if self.remote is not None:
-            return self.replica.pending_users()
         return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
 
     def _desired(self, uid: str) -> Presence:
@@ -243,8 +229,6 @@ class PresenceService:
         return eff.presence if eff is not None else NOT_SET
 
     def _is_pending(self, uid: str) -> bool:
-        if self.remote is not None:
-            return False  # a follower does not write to Asterisk
         want = self._desired(uid)
         return any(n.outbox.presence.needs(uid, want) for n in self.nodes.values())
 
@@ -258,8 +242,6 @@ class PresenceService:
         decide again.
         """
         self.require_user(uid)
-        if self.remote is not None:
-            return await self.remote.set_manual(uid, presence, actor, end)
         batch = Batch()
         self.set_manual_in(uid, presence, actor, batch, end=end)
         await self._committer.submit(batch)
@@ -268,8 +250,6 @@ class PresenceService:
     async def clear_manual(self, uid: str, actor: str) -> PresenceView:
         """Remove the manual presence; the other sources decide again."""
         self.require_user(uid)
-        if self.remote is not None:
-            return await self.remote.clear_manual(uid, actor)
         batch = Batch()
         self.clear_manual_in(uid, actor, batch)
         await self._committer.submit(batch)
@@ -293,10 +273,7 @@ class PresenceService:
     async def set_source(self, record: SourceRecord) -> PresenceView:
         """Add or replace a timed contribution (calendar...). Validated by the caller."""
         self.require_user(record.user)
-        if record.source in rules.RESERVED_SOURCES:
-            raise InvalidInput(f"source name {record.source!r} is reserved")
-        if self.remote is not None:
-            return await self.remote.set_source(record)
+        rules.check_source_name(record.source)
         self.contributions.check_room(record.user, record.source)
         now = self._clock()
         batch = Batch()
@@ -308,8 +285,6 @@ class PresenceService:
 
     async def delete_source(self, uid: str, name: str, actor: str) -> PresenceView:
         self.require_user(uid)
-        if self.remote is not None:
-            return await self.remote.delete_source(uid, name, actor)
         if self.contributions.get(uid, name) is None or name in (MANUAL, rules.SOURCE_AUTO):
             raise UnknownSource(uid, name)
         now = self._clock()

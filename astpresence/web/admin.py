@@ -1,4 +1,4 @@
-"""Users, status, config, calendars and tokens.
+"""Users, status, config and tokens.
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ from astpresence.domain import mirror
 from astpresence.web.auth import new_token, parse_role
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import check_label, validate_user_id
-from astpresence.engine.service import PresenceService
+from astpresence.engine.ports import PresenceAPI
 from astpresence.asterisk.retry import Failures
 
 from astpresence.web.stream import STREAMS_KEY
 from astpresence.web.http import (
-    CALENDARS_KEY,
     CONFIG_KEY,
     HA_KEY,
     NotFound,
-    REFRESH_KEY,
-    SERVICE_KEY,
+    SOURCES_KEY,
+    presence_api,
     STATUS_KEY,
     STORE_KEY,
     _json_body,
-    _require_details,
     principal,
 )
 
@@ -40,14 +38,14 @@ logger = logging.getLogger(__name__)
 
 
 async def list_users(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     cfg = service.rules
     return web.json_response(
         {
             "users": [
                 {
                     "id": u.id,
-                    "name": service.cards.name(u.id),
+                    "name": service.view(u.id).name,
                     "extension": u.extension,
                     "context": u.context,
                     "devices": list(u.devices),
@@ -61,7 +59,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     links = request.app[STATUS_KEY]()
     ha = _ha_status(request)
     return web.json_response(
@@ -76,7 +74,7 @@ async def get_status(request: web.Request) -> web.Response:
             "write_failures": _failure_counts(service),
             "failing_writes": _failing(service),
             "websocket_clients": service.events.subscribers,
-            "calendars": request.app[CALENDARS_KEY].status_json(),
+            **{name: source.status_json() for name, source in request.app[SOURCES_KEY].items()},
             "ha": ha,
             # This node's part in its HA group: "leader" or "follower" (null: no group).
             "role": ha["role"] if ha is not None else None,
@@ -95,55 +93,11 @@ def _ha_status(request: web.Request) -> dict[str, Any] | None:
     return ha() if ha is not None else None
 
 
-# -- calendars ----------------------------------------------------------------
-
-
-async def _calendars(request: web.Request, uid: str | None,
-                     refresh: bool = False) -> dict[str, Any]:
-    """The calendars as the node that fetches them knows them: this one, or on an HA
-    follower the leader (relay.py)."""
-    remote = request.app[SERVICE_KEY].remote
-    if remote is not None:
-        return await remote.calendars(uid, refresh)
-    feeds = request.app[CALENDARS_KEY]
-    if uid is None:
-        return {"calendars": [f.json() for f in feeds.feeds]}
-    if refresh:
-        await feeds.refresh_user(uid)
-    return feeds.user_json(uid)
-
-
-def _calendar_user(request: web.Request) -> str:
-    uid = request.match_info["user"]
-    _require_details(request, uid)
-    if not request.app[CALENDARS_KEY].of(uid):
-        raise NotFound(f"user {uid!r} has no calendar feed")
-    return uid
-
-
-async def list_calendars(request: web.Request) -> web.Response:
-    who = principal(request)
-    feeds = [f for f in (await _calendars(request, None))["calendars"]
-             if who.privileged or who.user == f["user"]]
-    return web.json_response({"calendars": feeds})
-
-
-async def get_calendar(request: web.Request) -> web.Response:
-    return web.json_response(await _calendars(request, _calendar_user(request)))
-
-
-async def refresh_calendar(request: web.Request) -> web.Response:
-    uid = _calendar_user(request)
-    principal(request).require_change(uid)
-    request.app[REFRESH_KEY].take(uid)
-    return web.json_response(await _calendars(request, uid, refresh=True))
-
-
 #: Refused writes listed in /v1/status, at most (the counts are complete).
 FAILING_SHOWN = 20
 
 
-def _failure_counts(service: PresenceService) -> dict[str, int]:
+def _failure_counts(service: PresenceAPI) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in service.nodes.values():
         for failures in node.outbox.failures():
@@ -151,7 +105,7 @@ def _failure_counts(service: PresenceService) -> dict[str, int]:
     return counts
 
 
-def _failing(service: PresenceService) -> list[dict[str, Any]]:
+def _failing(service: PresenceAPI) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for name, node in service.nodes.items():
         out += _failing_on(name, node.outbox.failures(), FAILING_SHOWN - len(out))

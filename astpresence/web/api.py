@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -19,28 +19,26 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from astpresence import __version__
-from astpresence.sources.calendars.feeds import CalendarFeeds
 from astpresence.web.auth import Privacy
 from astpresence.web.limits import RateLimit
 from astpresence.domain.logsafe import clip
 from astpresence.engine.metrics import Metrics
 from astpresence.web.openapi import openapi_document
-from astpresence.engine.service import PresenceService
+from astpresence.cluster.serving import Serving
+from astpresence.sources.plugin import RunningSource
+from astpresence.web.sources import source_routes
 from astpresence.store.base import Store
 
 from astpresence.web.http import (
-    REFRESH_BURST,
-    REFRESH_RATE,
-    CALENDARS_KEY,
     CONFIG_KEY,
     HA_KEY,
     MAX_BODY,
     METRICS_KEY,
     NotFound,
     PRIVACY_KEY,
-    REFRESH_KEY,
     SECURITY_HEADERS,
-    SERVICE_KEY,
+    SERVING_KEY,
+    SOURCES_KEY,
     STATUS_KEY,
     STORE_KEY,
     StatusFn,
@@ -62,13 +60,10 @@ from astpresence.web.presence import (
 )
 from astpresence.web.admin import (
     create_token,
-    get_calendar,
     get_config,
     get_status,
-    list_calendars,
     list_tokens,
     list_users,
-    refresh_calendar,
     revoke_token,
 )
 from astpresence.web.stream import STREAMS_KEY, Streams, _start_revocation_watch, events
@@ -153,7 +148,7 @@ class HttpServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def create_app(
-    service: PresenceService,
+    serving: Serving,
     status: StatusFn,
     store: Store,
     *,
@@ -161,7 +156,7 @@ def create_app(
     metrics: Metrics | None = None,
     config: Callable[[], dict[str, Any]] | None = None,
     max_websockets: int = 2000,
-    calendars: CalendarFeeds | None = None,
+    sources: Mapping[str, RunningSource] | None = None,
     ha: Callable[[], dict[str, Any]] | None = None,
     writes: tuple[float, int] = (20.0, 40),
 ) -> web.Application:
@@ -169,16 +164,14 @@ def create_app(
                           client_max_size=MAX_BODY)
     app[HA_KEY] = ha
     app[WRITES_KEY] = RateLimit(*writes, what="too many changes from this token")
-    app[REFRESH_KEY] = RateLimit(REFRESH_RATE, REFRESH_BURST,
-                                 what="this user's calendars were just refreshed")
-    app[SERVICE_KEY] = service
+    app[SERVING_KEY] = serving
     app[STATUS_KEY] = status
     app[STORE_KEY] = store
     app[PRIVACY_KEY] = privacy or Privacy()
     app[METRICS_KEY] = metrics or Metrics()
     app[CONFIG_KEY] = config or (lambda: {})
     app[STREAMS_KEY] = Streams(max_websockets)
-    app[CALENDARS_KEY] = calendars if calendars is not None else CalendarFeeds((), service)
+    app[SOURCES_KEY] = sources or {}
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_start_revocation_watch)
     add = app.router
@@ -186,9 +179,6 @@ def create_app(
     add.add_get("/static/{name}", static_file)
     add.add_get("/metrics", metrics_endpoint)
     add.add_get("/v1/openapi.json", get_openapi)
-    add.add_get("/v1/calendars", list_calendars)
-    add.add_get("/v1/calendars/{user}", get_calendar)
-    add.add_post("/v1/calendars/{user}/refresh", refresh_calendar)
     add.add_get("/v1/presence", list_presence)
     add.add_get("/v1/presence/{user}", get_presence)
     add.add_put("/v1/presence/{user}", put_presence)
@@ -207,4 +197,7 @@ def create_app(
     add.add_post("/v1/tokens", create_token)
     add.add_delete("/v1/tokens/{id}", revoke_token)
     add.add_get("/v1/events", events)
+    for name, routes in source_routes():
+        if name in app[SOURCES_KEY]:
+            routes.setup(app)
     return app

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
-from astpresence.sources.calendars.feeds import CalendarFeeds
 from astpresence.web.auth import Forbidden, Principal, Privacy, project
 from astpresence.web.limits import RateLimit
 from astpresence.engine.metrics import Metrics
 from astpresence.domain.model import InvalidInput
 from astpresence.web.openapi import MAX_TTL_SECONDS
-from astpresence.domain.records import PresenceView
-from astpresence.engine.service import PresenceService
+from astpresence.cluster.serving import Serving
+from astpresence.engine.ports import PresenceAPI
+from astpresence.sources.plugin import RunningSource
 from astpresence.store.base import Store
 
 
@@ -40,22 +40,19 @@ SECURITY_HEADERS = {
 
 #: Each Asterisk server's link status, in the config's order.
 StatusFn = Callable[[], list[dict[str, Any]]]
-SERVICE_KEY = web.AppKey("service", PresenceService)
+SERVING_KEY = web.AppKey("serving", Serving)
+#: Each source at work, by name (sources/registry.py).
+SOURCES_KEY: web.AppKey[Mapping[str, RunningSource]] = web.AppKey("sources")
 STATUS_KEY: web.AppKey[StatusFn] = web.AppKey("status")
 STORE_KEY: web.AppKey[Store] = web.AppKey("store")
 PRIVACY_KEY = web.AppKey("privacy", Privacy)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("config")
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
-CALENDARS_KEY = web.AppKey("calendars", CalendarFeeds)
 HA_KEY: web.AppKey[Callable[[], dict[str, Any]] | None] = web.AppKey("ha")
 WRITES_KEY = web.AppKey("writes", RateLimit)
-REFRESH_KEY = web.AppKey("refresh", RateLimit)
 #: Methods that change something: rate-limited per token ([api] writes_per_second).
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
-#: A user's calendars may be refreshed this often on demand (one at once, then one
-#: every 10 s): each refresh is a fetch of every feed of the user.
-REFRESH_RATE, REFRESH_BURST = 0.1, 2
 #: What a follower of an HA group answers while it is not in step with the leader.
 NOT_IN_STEP_PATHS = {"/v1/status", "/metrics", "/v1/openapi.json"}
 
@@ -115,21 +112,9 @@ def _no_constant(name: str) -> Any:
     raise InvalidInput(f"{name} is not a number JSON allows")
 
 
-def presence_json(view: PresenceView) -> dict[str, Any]:
-    """A presence object as the API and the event stream show it."""
-    return {
-        "user": view.user,
-        "state": view.presence.state.value,
-        "subtype": view.presence.subtype,
-        "message": view.presence.message,
-        "source": view.source,
-        "actor": view.actor,
-        "since": view.since.isoformat() if view.since else None,
-        "pending": view.pending,
-        "rule": view.rule,
-        "name": view.name,
-        "voicemail": view.voicemail,
-    }
+def presence_api(request: web.Request) -> PresenceAPI:
+    """Whoever answers the API now: the engine, or a follower's port (cluster/)."""
+    return request.app[SERVING_KEY].api
 
 
 def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +124,6 @@ def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
 
 def _require_details(request: web.Request, uid: str) -> None:
     """History and sources show text: only for viewers who see it in full."""
-    service = request.app[SERVICE_KEY]
-    service.require_user(uid)
+    presence_api(request).require_user(uid)
     if request.app[PRIVACY_KEY].view_mode(principal(request), uid) != "full":
         raise Forbidden(f"the presence details of {uid!r} are not visible to this token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from astpresence.domain.model import MAX_LABEL, MAX_TEXT_BYTES, STATE_NAMES
+from astpresence.web.sources import source_routes
 
 #: Limits of the API, documented here and enforced by api.py.
 MAX_TTL_SECONDS = 366 * 24 * 3600  # expires, ttl, end: at most 366 days ahead
@@ -15,22 +16,22 @@ STATES = list(STATE_NAMES)
 _TEXT = {"type": ["string", "null"], "maxLength": MAX_TEXT_BYTES,
          "description": f"At most {MAX_TEXT_BYTES} bytes of UTF-8, no control characters; "
                         "null or absent is the same as empty"}
-_STR = {"type": "string"}
-_TIME = {"type": "string", "format": "date-time"}
-_OPT_TIME = {"type": ["string", "null"], "format": "date-time"}
+STR = {"type": "string"}
+TIME = {"type": "string", "format": "date-time"}
+OPT_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
-def _ref(name: str) -> dict[str, str]:
+def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"type": "object", "required": sorted(required),
             "properties": {**required, **(optional or {})}}
 
 
-def _list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return _obj({key: {"type": "array", "items": item}, **more})
+def list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return obj({key: {"type": "array", "items": item}, **more})
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -65,31 +66,31 @@ SCHEMAS: dict[str, Any] = {
         "description": "A viewer who may see the state only gets empty subtype, message, "
                        "source, rule and actor, and no voicemail count",
     },
-    "PresenceValue": _obj({"state": _ref("State"), "subtype": _STR, "message": _STR}),
-    "PresenceList": _list_of("presence", _ref("Presence")),
-    "History": _list_of("history", _obj({
-        "id": {"type": "integer"}, "at": _TIME,
-        "old": {"oneOf": [_ref("PresenceValue"), {"type": "null"}]},
-        "new": _ref("PresenceValue"), "source": _STR, "actor": _STR, "reason": _STR,
-    }), user=_STR),
-    "Source": _obj({"source": _STR, "state": _ref("State"), "subtype": _STR, "message": _STR,
-                    "since": _TIME, "actor": _STR, "start": _OPT_TIME, "end": _OPT_TIME}),
-    "Sources": _obj({
-        "user": _STR, "effective": _ref("Presence"),
-        "sources": {"type": "array", "items": _ref("Source")},
-        "devices": _obj({"states": {"type": "array", "items": _STR}, "aggregate": _STR,
-                         "unavailable_since": _OPT_TIME}),
+    "PresenceValue": obj({"state": ref("State"), "subtype": STR, "message": STR}),
+    "PresenceList": list_of("presence", ref("Presence")),
+    "History": list_of("history", obj({
+        "id": {"type": "integer"}, "at": TIME,
+        "old": {"oneOf": [ref("PresenceValue"), {"type": "null"}]},
+        "new": ref("PresenceValue"), "source": STR, "actor": STR, "reason": STR,
+    }), user=STR),
+    "Source": obj({"source": STR, "state": ref("State"), "subtype": STR, "message": STR,
+                    "since": TIME, "actor": STR, "start": OPT_TIME, "end": OPT_TIME}),
+    "Sources": obj({
+        "user": STR, "effective": ref("Presence"),
+        "sources": {"type": "array", "items": ref("Source")},
+        "devices": obj({"states": {"type": "array", "items": STR}, "aggregate": STR,
+                         "unavailable_since": OPT_TIME}),
     }),
-    "SourceSet": _obj({"source": _ref("Source"), "effective": _ref("Presence")}),
-    "Effective": _obj({"effective": _ref("Presence")}),
-    "TokenRef": _obj({"id": _STR, "role": _STR, "user": {"type": ["string", "null"]}}),
-    "Me": _obj({"token": _ref("TokenRef"), "user": {"type": ["object", "null"]},
-                "presence": {"oneOf": [_ref("Presence"), {"type": "null"}]}}),
-    "Users": _list_of("users", _obj({
-        "id": _STR, "name": _STR, "extension": _STR, "context": _STR,
-        "devices": {"type": "array", "items": _STR}, "origin": _STR, "mirror_device": _STR})),
-    "Status": _obj({
-        "version": _STR,
+    "SourceSet": obj({"source": ref("Source"), "effective": ref("Presence")}),
+    "Effective": obj({"effective": ref("Presence")}),
+    "TokenRef": obj({"id": STR, "role": STR, "user": {"type": ["string", "null"]}}),
+    "Me": obj({"token": ref("TokenRef"), "user": {"type": ["object", "null"]},
+                "presence": {"oneOf": [ref("Presence"), {"type": "null"}]}}),
+    "Users": list_of("users", obj({
+        "id": STR, "name": STR, "extension": STR, "context": STR,
+        "devices": {"type": "array", "items": STR}, "origin": STR, "mirror_device": STR})),
+    "Status": obj({
+        "version": STR,
         "ami": {"type": "object", "description": "The first (or only) Asterisk server's "
                                                  "link: name, host, port, state..."},
         "asterisk": {"type": "array", "items": {"type": "object"},
@@ -97,14 +98,14 @@ SCHEMAS: dict[str, Any] = {
                                     "config's order ([[asterisk]])"},
         "synced": {"type": "boolean",
                    "description": "Every Asterisk server has been read since its link came up"},
-        "last_sync": _OPT_TIME, "users": {"type": "integer"},
+        "last_sync": OPT_TIME, "users": {"type": "integer"},
         "pending_writes": {"type": "integer"},
         "write_failures": {"type": "object",
                            "description": "Writes Asterisk refused, waiting for a retry, "
                                           "by kind (presence, mirror, queue_pause)",
                            "additionalProperties": {"type": "integer"}},
-        "failing_writes": {"type": "array", "items": _obj({
-            "node": _STR, "kind": _STR, "key": _STR, "error": _STR,
+        "failing_writes": {"type": "array", "items": obj({
+            "node": STR, "kind": STR, "key": STR, "error": STR,
             "attempts": {"type": "integer"},
             "retry_in_seconds": {"type": ["number", "null"]}})},
         "websocket_clients": {"type": "integer"}, "features": {"type": "object"},
@@ -117,32 +118,14 @@ SCHEMAS: dict[str, Any] = {
                               "answers other requests 503 with the leader in the body"},
         "role": {"type": ["string", "null"], "enum": ["leader", "follower", None],
                  "description": "This node's part in its HA group (null: [ha] off)"},
-        "calendars": _obj({"feeds": {"type": "integer"}, "ok": {"type": "integer"},
-                           "stale": {"type": "integer"}, "failing": {"type": "integer"},
-                           "new": {"type": "integer"}}),
     }),
     "Config": {"type": "object"},
-    "CalendarFeed": _obj({
-        "user": _STR, "kind": {"type": "string", "enum": ["ics", "caldav", "m365"]},
-        "name": _STR, "state": {"type": "string", "enum": ["new", "ok", "stale", "failing"],
-                                "description": "stale: the last fetch failed, the last good "
-                                               "events are kept until they end"},
-        "error": _STR, "failures": {"type": "integer"}, "events": {"type": "integer"},
-        "fetches": {"type": "integer"}, "not_modified": {"type": "integer"},
-        "last_fetch": _OPT_TIME, "last_success": _OPT_TIME,
-        "refresh_seconds": {"type": "number"}, "next_fetch_in": {"type": "number"}}),
-    "Calendars": _list_of("calendars", _ref("CalendarFeed")),
-    "Calendar": _obj({
-        "user": _STR, "feeds": {"type": "array", "items": _ref("CalendarFeed")},
-        "entries": {"type": "array", "items": _obj({
-            "start": _TIME, "end": _TIME, "kind": {"type": "string", "enum": ["busy", "oof"]},
-            "all_day": {"type": "boolean"}, "presence": _ref("PresenceValue")})}}),
-    "Token": _obj({"id": _STR, "role": {"type": "string", "enum": ["user", "operator", "admin"]},
-                   "user": {"type": ["string", "null"]}, "label": _STR,
-                   "created_at": _TIME, "revoked_at": _OPT_TIME}),
-    "TokenList": _list_of("tokens", _ref("Token")),
-    "TokenCreated": {"allOf": [_ref("Token"), _obj({"token": _STR})]},
-    "Revoked": _obj({"id": _STR, "revoked": {"type": "boolean"}}),
+    "Token": obj({"id": STR, "role": {"type": "string", "enum": ["user", "operator", "admin"]},
+                   "user": {"type": ["string", "null"]}, "label": STR,
+                   "created_at": TIME, "revoked_at": OPT_TIME}),
+    "TokenList": list_of("tokens", ref("Token")),
+    "TokenCreated": {"allOf": [ref("Token"), obj({"token": STR})]},
+    "Revoked": obj({"id": STR, "revoked": {"type": "boolean"}}),
     "PresenceInput": {
         "type": "object",
         "additionalProperties": False,
@@ -201,7 +184,7 @@ def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
-def _op(summary: str, *, body: str | None = None, ok: str | None = None,
+def op(summary: str, *, body: str | None = None, ok: str | None = None,
         status: str = "200", public: bool = False, errors: tuple[int, ...] = ()) -> dict[str, Any]:
     responses: dict[str, Any] = {status: {"description": "OK"}}
     if ok:
@@ -224,67 +207,56 @@ NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "stri
 
 def openapi_document(version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/": {"get": _op("The live presence board (HTML)", public=True)},
-        "/static/{name}": {"get": {**_op("Board assets", public=True), "parameters": [NAME]}},
-        "/metrics": {"get": _op("Prometheus metrics", public=True)},
-        "/v1/openapi.json": {"get": _op("This document", public=True)},
-        "/v1/presence": {"get": {**_op("Every user's presence, as visible to the token", ok="PresenceList"),
+        "/": {"get": op("The live presence board (HTML)", public=True)},
+        "/static/{name}": {"get": {**op("Board assets", public=True), "parameters": [NAME]}},
+        "/metrics": {"get": op("Prometheus metrics", public=True)},
+        "/v1/openapi.json": {"get": op("This document", public=True)},
+        "/v1/presence": {"get": {**op("Every user's presence, as visible to the token", ok="PresenceList"),
                                  "parameters": [{"name": "state", "in": "query",
                                                  "schema": {"$ref": "#/components/schemas/State"}}]}},
         "/v1/presence/{user}": {
             "parameters": [USER],
-            "get": _op("One user's presence", ok="Presence"),
-            "put": _op("Set the manual presence", body="PresenceInput", ok="Presence"),
-            "delete": _op("Clear the manual presence", ok="Presence"),
+            "get": op("One user's presence", ok="Presence"),
+            "put": op("Set the manual presence", body="PresenceInput", ok="Presence"),
+            "delete": op("Clear the manual presence", ok="Presence"),
         },
         "/v1/presence/{user}/history": {
             "parameters": [USER, {"name": "limit", "in": "query",
                                   "schema": {"type": "integer", "minimum": 1,
                                              "maximum": HISTORY_MAX}}],
-            "get": _op("History, newest first", ok="History"),
+            "get": op("History, newest first", ok="History"),
         },
         "/v1/presence/{user}/sources": {"parameters": [USER],
-                                        "get": _op("Contributions, devices and the result",
+                                        "get": op("Contributions, devices and the result",
                                                    ok="Sources")},
         "/v1/presence/{user}/sources/{name}": {
             "parameters": [USER, NAME],
-            "put": _op("Add or replace a timed source", body="SourceInput", ok="SourceSet"),
-            "delete": _op("Remove a timed source", ok="Effective"),
+            "put": op("Add or replace a timed source", body="SourceInput", ok="SourceSet"),
+            "delete": op("Remove a timed source", ok="Effective"),
         },
-        "/v1/calendars": {"get": _op("Calendar feeds and their state (a user token: its own)",
-                                     ok="Calendars")},
-        "/v1/calendars/{user}": {
-            "parameters": [USER],
-            "get": _op("A user's feeds, the entries of the next days and the presence each "
-                       "gives", ok="Calendar"),
-        },
-        "/v1/calendars/{user}/refresh": {
-            "parameters": [USER],
-            "post": _op("Fetch the user's feeds now, then as GET", ok="Calendar"),
-        },
-        "/v1/me": {"get": _op("The token and its user", ok="Me")},
+        "/v1/me": {"get": op("The token and its user", ok="Me")},
         "/v1/me/presence": {
-            "put": _op("Publish your own presence", body="MyPresenceInput", ok="Presence"),
-            "delete": _op("Clear your own presence", ok="Presence"),
+            "put": op("Publish your own presence", body="MyPresenceInput", ok="Presence"),
+            "delete": op("Clear your own presence", ok="Presence"),
         },
-        "/v1/users": {"get": _op("Users with their devices and mirror device", ok="Users")},
-        "/v1/status": {"get": _op("AMI link, sync state, counts, refused writes",
+        "/v1/users": {"get": op("Users with their devices and mirror device", ok="Users")},
+        "/v1/status": {"get": op("AMI link, sync state, counts, refused writes",
                                   ok="Status")},
-        "/v1/config": {"get": _op("Effective configuration without secrets (admin)",
+        "/v1/config": {"get": op("Effective configuration without secrets (admin)",
                                   ok="Config")},
         "/v1/tokens": {
-            "get": _op("API tokens (admin)", ok="TokenList"),
-            "post": _op("Create a token, shown once (admin)", body="TokenInput", status="201",
+            "get": op("API tokens (admin)", ok="TokenList"),
+            "post": op("Create a token, shown once (admin)", body="TokenInput", status="201",
                         ok="TokenCreated"),
         },
         "/v1/tokens/{id}": {
             "parameters": [{"name": "id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "delete": _op("Revoke a token (admin); its event streams are closed (1008)",
+            "delete": op("Revoke a token (admin); its event streams are closed (1008)",
                           ok="Revoked"),
         },
         "/v1/events": {"get": {
-            **_op("WebSocket: presence changes", public=True, errors=(503,)),
+            **op("WebSocket: presence changes", public=True, errors=(503,)),
             "description": (
                 "Upgrade to a WebSocket. First client message: {\"token\": \"...\", "
                 "\"subscribe\": [\"*\"] or [user ids], \"resume\": last seq (optional)}. "
@@ -300,6 +272,15 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
         }},
     }
+    schemas = dict(SCHEMAS)
+    status = dict(SCHEMAS["Status"])
+    status["properties"] = dict(status["properties"])
+    for name, routes in source_routes():  # each source's routes and its part of the status
+        paths.update(routes.PATHS)
+        schemas.update(routes.SCHEMAS)
+        status["properties"][name] = routes.STATUS
+        status["required"] = sorted({*status["required"], name})
+    schemas["Status"] = status
     for item in paths.values():  # writes are rate-limited per token ([api] writes_per_second)
         for method in ("put", "post", "delete"):
             if method in item:
@@ -312,7 +293,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "info": {"title": "astpresence", "version": version,
                  "description": "Presence server for Asterisk"},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

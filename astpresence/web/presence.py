@@ -15,18 +15,23 @@ from aiohttp import web
 from astpresence.domain import rules
 from astpresence.web.auth import Forbidden
 from astpresence.domain.logsafe import clip
-from astpresence.domain.model import STATE_NAMES, InvalidInput, parse_presence, parse_state
+from astpresence.domain.model import (
+    STATE_NAMES,
+    InvalidInput,
+    parse_instant,
+    parse_presence,
+    parse_state,
+)
 from astpresence.web.openapi import HISTORY_MAX, MAX_TTL_SECONDS
-from astpresence.domain.records import SourceRecord
+from astpresence.domain.records import SourceRecord, presence_json
 
 from astpresence.web.http import (
     MAX_TTL,
-    SERVICE_KEY,
+    presence_api,
     _actor,
     _json_body,
     _require_details,
     _visible,
-    presence_json,
     principal,
 )
 
@@ -37,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 async def list_presence(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     objs = [_visible(request, presence_json(v)) for v in service.views()]
     state = request.query.get("state")
     if state is not None:
@@ -47,13 +52,13 @@ async def list_presence(request: web.Request) -> web.Response:
 
 
 async def get_presence(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     view = service.view(request.match_info["user"])
     return web.json_response(_visible(request, presence_json(view)))
 
 
 async def put_presence(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     service.require_user(uid)  # 404 before looking at the body
     principal(request).require_change(uid)
@@ -66,7 +71,7 @@ async def put_presence(request: web.Request) -> web.Response:
 
 
 async def delete_presence(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     service.require_user(uid)
     principal(request).require_change(uid)
@@ -75,7 +80,7 @@ async def delete_presence(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     raw = request.query.get("limit", "50")
     try:
@@ -112,13 +117,13 @@ def _own_user(request: web.Request) -> str:
     uid = principal(request).user
     if uid is None:
         raise Forbidden("this token is not tied to a user; use /v1/presence/{user}")
-    request.app[SERVICE_KEY].require_user(uid)
+    presence_api(request).require_user(uid)
     return uid
 
 
 async def get_me(request: web.Request) -> web.Response:
     p = principal(request)
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     user = service.users.get(p.user) if p.user else None
     return web.json_response(
         {
@@ -151,7 +156,7 @@ def _parse_expires(raw: object, now: datetime) -> datetime:
 
 async def put_me(request: web.Request) -> web.Response:
     """Self-publish; with ``expires`` the presence reverts by itself at that time."""
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = _own_user(request)
     body = await _json_body(request, {"state", "subtype", "message", "expires"})
     if "state" not in body:
@@ -164,7 +169,7 @@ async def put_me(request: web.Request) -> web.Response:
 
 
 async def delete_me(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     view = await service.clear_manual(_own_user(request), _actor(request))
     return web.json_response(presence_json(view))
 
@@ -174,24 +179,9 @@ async def delete_me(request: web.Request) -> web.Response:
 
 def _parse_time(field: str, raw: object, now: datetime) -> datetime:
     """An ISO 8601 date-time with a zone, at most :data:`MAX_TTL` after ``now``."""
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{field} must be an ISO 8601 date-time string")
-    shown = clip(raw, 40)
-    try:
-        value = datetime.fromisoformat(raw)
-        if value.tzinfo is None:
-            raise InvalidInput(f"{field} {shown} needs a time zone (e.g. +01:00 or Z)")
-        value = value.astimezone(UTC)  # year 1 or 9999 with an offset overflows here
-    except OverflowError:
-        raise InvalidInput(f"{field} {shown} is out of range") from None
-    except ValueError as exc:
-        if isinstance(exc, InvalidInput):
-            raise
-        raise InvalidInput(
-            f"{field} {shown} is not an ISO 8601 date-time (e.g. 2026-11-21T15:00:00+01:00)"
-        ) from None
+    value = parse_instant(field, raw)
     if value - now > MAX_TTL:
-        raise InvalidInput(f"{field} {shown} is more than 366 days ahead")
+        raise InvalidInput(f"{field} {clip(raw, 40)} is more than 366 days ahead")
     return value
 
 
@@ -228,7 +218,7 @@ def _source_json(rec: SourceRecord) -> dict[str, Any]:
 
 
 async def list_sources(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     _require_details(request, uid)
     devices = await service.current_devices(uid)
@@ -248,7 +238,7 @@ async def list_sources(request: web.Request) -> web.Response:
 
 
 async def put_source(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     service.require_user(uid)
     principal(request).require_change(uid)
@@ -261,7 +251,7 @@ async def put_source(request: web.Request) -> web.Response:
 
 
 async def delete_source(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     uid = request.match_info["user"]
     service.require_user(uid)
     principal(request).require_change(uid)

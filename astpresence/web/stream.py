@@ -19,19 +19,19 @@ from astpresence.web.auth import AuthError, Principal, Privacy, check_token, pro
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
 from astpresence.engine.events import Event, LinkEvent
-from astpresence.domain.records import PresenceView
-from astpresence.engine.service import PresenceService, UnknownUser
+from astpresence.domain.records import PresenceView, presence_json
+from astpresence.engine.ports import PresenceAPI
+from astpresence.engine.service import UnknownUser
 
 from astpresence.web.http import (
     MAX_BODY,
     METRICS_KEY,
     PRIVACY_KEY,
-    SERVICE_KEY,
+    presence_api,
     STORE_KEY,
     _error,
     _no_constant,
     close_reason,
-    presence_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class _Viewer:
                 "changed": changed}
 
 
-def _parse_subscribe(raw: object, service: PresenceService) -> set[str] | None:
+def _parse_subscribe(raw: object, service: PresenceAPI) -> set[str] | None:
     if raw is None or raw == ["*"] or raw == "*":
         return None
     if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
@@ -198,7 +198,7 @@ async def _start_revocation_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hello(ws: web.WebSocketResponse, request: web.Request,
-                 service: PresenceService) -> tuple[Principal, _Viewer, int | None] | str:
+                 service: PresenceAPI) -> tuple[Principal, _Viewer, int | None] | str:
     """Read and check the first message: (who, viewer, resume), or why it was refused."""
     try:
         first = await ws.receive(timeout=WS_AUTH_TIMEOUT)
@@ -241,7 +241,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     then close. A client that cannot keep up is disconnected (code 1011); a
     stream whose token is revoked is closed (code 1008).
     """
-    service = request.app[SERVICE_KEY]
+    service = presence_api(request)
     metrics = request.app[METRICS_KEY]
     streams = request.app[STREAMS_KEY]
     refusal = streams.full()
@@ -307,7 +307,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
-                service: PresenceService, ended: StreamEnd) -> tuple[int, str]:
+                service: PresenceAPI, ended: StreamEnd) -> tuple[int, str]:
     """Send events until the client leaves or misbehaves: (close code, reason).
 
     Events go out from a task of their own that just awaits the queue; this
@@ -374,7 +374,7 @@ async def _flush_and_end(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
 
 
 def _client_message(msg: Any, viewer: _Viewer,
-                    service: PresenceService) -> tuple[int, str] | None:
+                    service: PresenceAPI) -> tuple[int, str] | None:
     """A client's message: a new subscription (None: go on), or why the stream ends."""
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
         return 1000, ""

@@ -4,8 +4,12 @@
   below it. Every import counts: at run time, inside a function, or for type
   checking only.
 - No import cycle between modules.
-- Classes readable in one sitting (at most 400 lines), functions under
-  complexity 15 (McCabe's, counted as radon does closely enough).
+- Classes and modules readable in one sitting (at most 400 lines; the board's
+  script is not Python), functions under complexity 15 (McCabe's, counted as
+  radon does closely enough).
+- A source is a plug-in: only its own package and the one list of sources
+  (sources/registry.py) import it; its routes and commands live in the layers
+  they belong to (``sources/<name>/web.py`` is web, ``.../cli.py`` is CLI).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ ALLOWED = {
     "engine": {"domain", "store", "engine"},
     "asterisk": {"domain", "store", "engine", "asterisk"},
     "sources": {"domain", "store", "engine", "sources"},
-    # a leader answers its followers' questions about calendars (only it fetches them)
+    # a leader runs its followers' questions for the sources' plug-ins
     "cluster": {"domain", "store", "engine", "cluster", "sources"},
     "web": {"domain", "store", "engine", "asterisk", "cluster", "sources", "web"},
     "app": {"domain", "store", "engine", "asterisk", "cluster", "sources", "web", "app"},
@@ -36,6 +40,9 @@ ALLOWED = {
 for _layer in ALLOWED.values():
     _layer.add("version")
 MAX_CLASS_LINES = 400
+MAX_MODULE_LINES = 400
+#: A source package's modules that belong to a layer above the sources'.
+UPPER_PARTS = {"web": "web", "cli": "cli"}
 MAX_COMPLEXITY = 15
 
 
@@ -56,6 +63,8 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if module == "astpresence":
         return "version"  # __init__.py: __version__ and nothing else, for every layer
+    if len(parts) == 4 and parts[1] == "sources" and parts[3] in UPPER_PARTS:
+        return UPPER_PARTS[parts[3]]  # a source's routes or commands
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else ""
 
 
@@ -164,3 +173,28 @@ def test_classes_fit_in_one_sitting_and_functions_stay_simple() -> None:
                 if cc > MAX_COMPLEXITY:
                     found.append(f"function {module}.{node.name}: complexity {cc}")
     assert not found, "split these:\n" + "\n".join(found)
+
+
+SOURCE_PACKAGES = sorted({".".join(m.split(".")[:3]) for m in MODULES
+                          if m.startswith("astpresence.sources.") and m.count(".") >= 3})
+
+
+def test_a_source_is_named_only_by_its_package_and_the_list() -> None:
+    assert SOURCE_PACKAGES, "no source package found"
+    for package in SOURCE_PACKAGES:
+        users = sorted(m for m, deps in GRAPH.items()
+                       if not m.startswith(package + ".") and m != package
+                       and m != "astpresence.sources.registry"
+                       and any(d == package or d.startswith(package + ".") for d in deps))
+        assert not users, f"{package} is imported outside its package by {users}"
+
+
+def test_every_registered_source_has_its_parts_in_the_right_layers() -> None:
+    from astpresence.sources.registry import SOURCES
+
+    assert [f"astpresence.sources.{p.name}" for p in SOURCES] == SOURCE_PACKAGES
+    for plugin in SOURCES:
+        for module, want in ((plugin.web, "web"), (plugin.cli, "cli")):
+            if module:
+                assert module in MODULES, module
+                assert layer(module) == want, f"{module} is not in the {want} layer"

@@ -22,7 +22,7 @@ from astpresence.cluster.notices import (
     parse_notice,
     written_notice,
 )
-from astpresence.engine.replica import Replica
+from astpresence.cluster.replica import Replica
 
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
 NOTIFY_LIMIT = 8000

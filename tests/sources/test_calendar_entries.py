@@ -31,6 +31,7 @@ from astpresence.sources.calendars.graph import busy_from_graph
 from astpresence.sources.calendars.ics import busy_intervals, parse_calendar
 from astpresence.app.config import config_json, load_config
 from astpresence.app.settings import ConfigError
+from astpresence.app.settings import ConfigError
 from astpresence.domain.model import InvalidInput, Presence, State
 from tests.support.calendar_servers import CALENDARS
 
@@ -234,11 +235,11 @@ def test_calendar_secrets_never_in_the_config_json(tmp_path: Path) -> None:
     cfg = load_config(path, env={"CAL_PW": "hunter2"})
     text = str(config_json(cfg))
     assert "5ecret" not in text and "hunter2" not in text
-    shown = config_json(cfg)["calendars"]
+    shown = config_json(cfg)["sources"]["calendars"]["feeds"]
     assert shown[0]["url"] == "https://cal.example.com/..."
     assert shown[0]["password"] == {"env": "CAL_PW", "file": ""}  # a reference only
     assert shown[1]["refresh"] == 600 and shown[1]["mapping"]["show_subject"] is True
-    assert timedelta(seconds=cfg.calendars[1].refresh) == timedelta(minutes=10)
+    assert timedelta(seconds=cfg.sources["calendars"].feeds[1].refresh) == timedelta(minutes=10)
 
 
 @pytest.mark.parametrize(("name", "tz"), [("outlook", BERLIN), ("google", NY),
@@ -252,3 +253,22 @@ def test_prefilter_changes_nothing_inside_the_window(name: str, tz: ZoneInfo, da
     end = start + timedelta(days=3)
     whole = busy_intervals(parse_calendar(data), start, end, tz)
     assert busy_intervals(parse_calendar(data, (start, end)), start, end, tz) == whole
+
+
+def test_the_parse_limit_is_the_calendars_key_in_limits(tmp_path: Path) -> None:
+    """``[limits] calendar_parse_seconds`` belongs to the calendars' plug-in; it holds
+    wherever the table stands in the file, and a bad value names the setting."""
+    path = tmp_path / "c.toml"
+    path.write_text('[limits]\ncalendar_parse_seconds = 45\nmax_users = 50\n'
+                    '[[calendars]]\nuser = "2000"\nkind = "ics"\nurl = "https://x/a.ics"\n')
+    cfg = load_config(path, env={})
+    assert cfg.sources["calendars"].parse_seconds == 45 and cfg.max_users == 50
+    assert len(cfg.sources["calendars"].feeds) == 1
+    assert config_json(cfg)["sources"]["calendars"]["parse_seconds"] == 45
+    assert load_config(None, env={}).sources == {}  # defaults: the plug-in's own
+    path.write_text('[limits]\ncalendar_parse_seconds = 0\n')
+    with pytest.raises(ConfigError, match=r"limits\.calendar_parse_seconds: expected 1-600"):
+        load_config(path, env={})
+    path.write_text('[limits]\ncalendar_parse = 5\n')
+    with pytest.raises(ConfigError, match="calendar_parse_seconds"):  # the known keys listed
+        load_config(path, env={})

@@ -14,7 +14,12 @@ import aiohttp
 import pytest
 
 from astpresence.sources.calendars.feeds import Feed
-from astpresence.sources.calendars.settings import Credential, FeedConfig, parse_feed
+from astpresence.sources.calendars.settings import (
+    CalendarSettings,
+    Credential,
+    FeedConfig,
+    parse_feed,
+)
 from astpresence.sources.calendars.worker import ParserPool
 from astpresence.domain.model import Presence, State
 from tests.conftest import Starter
@@ -172,11 +177,11 @@ async def test_calendar_drives_presence_end_to_end(
     feeds.put("alice.ics", ics_event("e1", start, start + timedelta(seconds=3), "Secret plans"))
     feeds.put("bob.ics", "")
     feeds.feeds["bob.ics"].status = 503
-    config = replace(make_config(fake_ami, tmp_path / "p.db"), calendars=(
+    config = replace(make_config(fake_ami, tmp_path / "p.db"), sources={"calendars": CalendarSettings((
         parse_feed({"user": "2000", "kind": "ics", "url": f"{feeds.url}/alice.ics",
                     "refresh": 30, "timezone": "UTC"}, "c0"),
         parse_feed({"user": "2001", "kind": "ics", "url": f"{feeds.url}/bob.ics",
-                    "refresh": 30}, "c1")))
+                    "refresh": 30}, "c1")))})
     d = await daemons(config)
 
     def asterisk(uid: str) -> str:
@@ -234,9 +239,9 @@ async def test_a_state_chosen_during_a_meeting_wins_over_it(
     seed(fake_ami)
     began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     feeds.put("alice.ics", ics_event("e1", began, began + timedelta(minutes=40)))
-    config = replace(make_config(fake_ami, tmp_path / "p.db"), calendars=(
+    config = replace(make_config(fake_ami, tmp_path / "p.db"), sources={"calendars": CalendarSettings((
         parse_feed({"user": "2000", "kind": "ics", "url": f"{feeds.url}/alice.ics",
-                    "refresh": 30, "timezone": "UTC"}, "c0"),))
+                    "refresh": 30, "timezone": "UTC"}, "c0"),))})
     d = await daemons(config)
     await until(lambda: d.service.view("2000").source == "calendar", what="the meeting")
     assert d.service.contributions.get("2000", "calendar").start == began

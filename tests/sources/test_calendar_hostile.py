@@ -16,8 +16,13 @@ import aiohttp
 import pytest
 
 from astpresence.sources.calendars.entries import MAX_EVENTS
-from astpresence.sources.calendars.feeds import Feed
-from astpresence.sources.calendars.settings import Credential, FeedConfig, parse_feed
+from astpresence.sources.calendars.feeds import CalendarFeeds, Feed
+from astpresence.sources.calendars.settings import (
+    CalendarSettings,
+    Credential,
+    FeedConfig,
+    parse_feed,
+)
 from astpresence.sources.calendars.worker import ParserPool
 from tests.conftest import Starter
 from tests.support.calendar_servers import FeedServer, GraphMailbox, GraphServer
@@ -106,15 +111,17 @@ async def test_shutdown_never_waits_on_a_parse(fake_ami: FakeAsterisk, tmp_path:
                                                daemons: Starter, feeds: FeedServer) -> None:
     seed(fake_ami)
     feeds.put("bomb.ics", BOMBS["every minute of every day since 1970"])
-    config = replace(make_config(fake_ami, tmp_path / "p.db"), calendar_parse_seconds=600,
-                     calendars=(parse_feed({"user": "2000", "kind": "ics",
-                                            "url": f"{feeds.url}/bomb.ics"}, "c0"),))
+    feed = parse_feed({"user": "2000", "kind": "ics", "url": f"{feeds.url}/bomb.ics"}, "c0")
+    config = replace(make_config(fake_ami, tmp_path / "p.db"),
+                     sources={"calendars": CalendarSettings((feed,), parse_seconds=600)})
     d = await daemons(config)
+    calendars = d.daemon.sources["calendars"]
+    assert isinstance(calendars, CalendarFeeds)
     deadline = time.monotonic() + 20
-    while not d.daemon.calendars.feeds[0].running or not d.daemon.calendars.parser._workers:
+    while not calendars.feeds[0].running or not calendars.parser._workers:
         assert time.monotonic() < deadline, "the parse never started"
         await asyncio.sleep(0.05)
-    worker = d.daemon.calendars.parser._workers[0].proc
+    worker = calendars.parser._workers[0].proc
     started = time.monotonic()
     await d.stop()
     took = time.monotonic() - started

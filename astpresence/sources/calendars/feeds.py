@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import aiohttp
+from prometheus_client.registry import Collector
 
 from astpresence.domain.model import InvalidInput
 from astpresence.domain.records import SourceRecord
@@ -37,6 +38,7 @@ from astpresence.sources.calendars.fetch import (
     m365_token,
 )
 from astpresence.sources.calendars.graph import busy_from_graph
+from astpresence.sources.calendars.metrics import FeedStates
 from astpresence.sources.calendars.ics import local_zone
 from astpresence.engine.service import PresenceService, utcnow
 from astpresence.sources.calendars.settings import FeedConfig
@@ -210,7 +212,7 @@ class CalendarFeeds:
                  parse_timeout: float = PARSE_TIMEOUT) -> None:
         self.feeds = [Feed(c) for c in configs]
         self.parser = ParserPool(timeout=parse_timeout)
-        self._service = service
+        self.service = service
         self._clock = clock
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -342,7 +344,7 @@ class CalendarFeeds:
         self._wake.set()
 
     async def _apply(self, uid: str) -> float:
-        service = self._service
+        service = self.service
         if uid not in service.users:
             return 1.0  # not a user yet (the first sync is still to come): look again soon
         now = self._clock()
@@ -362,7 +364,11 @@ class CalendarFeeds:
         assert want.end is not None
         return min(max((want.end - now).total_seconds() - 0.05, 0.01), TICK * 12)
 
-    def status_json(self) -> dict[str, Any]:
+    def collectors(self) -> list[Collector]:
+        return [FeedStates(self.status_json,
+                           lambda: sum(f.status.failed_total for f in self.feeds))]
+
+    def status_json(self) -> dict[str, int]:
         counts = {"ok": 0, "stale": 0, "failing": 0, "new": 0}
         for feed in self.feeds:
             counts[feed.status.state] = counts.get(feed.status.state, 0) + 1

@@ -191,3 +191,37 @@ class _Getter:
             return parse_presence(state, subtype, message)
         except InvalidInput as exc:
             raise InvalidInput(f"{self.where}.{prefix}: {exc}") from None
+
+
+#: One feed's parse may take this long before its worker is killed (``[limits]
+#: calendar_parse_seconds``).
+DEFAULT_PARSE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    """The calendars' part of the config: every ``[[calendars]]`` feed and the parse
+    time limit."""
+
+    feeds: tuple[FeedConfig, ...] = ()
+    parse_seconds: int = DEFAULT_PARSE_SECONDS
+
+
+def parse_section(raw: object, where: str) -> CalendarSettings:
+    """The ``calendars`` key of a config file: an array of tables."""
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{where}: 'calendars' must be an array of tables ([[calendars]])")
+    feeds = []
+    for i, table in enumerate(raw):
+        what = f"{where} calendars[{i}]"
+        if not isinstance(table, Mapping):
+            raise InvalidInput(f"{what}: expected a table")
+        feeds.append(parse_feed(table, what))
+    return CalendarSettings(feeds=tuple(feeds))
+
+
+def with_parse_seconds(settings: CalendarSettings, raw: object, what: str) -> CalendarSettings:
+    """``[limits] calendar_parse_seconds``: 1-600."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 600:
+        raise InvalidInput(f"{what}: expected 1-600, got {raw!r}")
+    return CalendarSettings(settings.feeds, raw)

@@ -9,7 +9,6 @@ Asterisk. The engine asks it first, on a follower.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 
 from astpresence.domain.records import PresenceView
@@ -45,7 +44,7 @@ class Replica:
     def pending_users(self) -> list[str]:
         return [uid for uid, view in self._views.items() if view.pending]
 
-    def cards_read(self, cards: Mapping[str, Card]) -> None:
+    def cards_read(self, cards: dict[str, Card]) -> None:
         """Every card as the leader has it (asked once the follower is in step)."""
         self._cards.update(cards)
         for uid, (name, voicemail) in cards.items():

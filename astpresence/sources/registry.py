@@ -1,0 +1,13 @@
+"""Every source plug-in, in the order their sections are read and they start.
+
+Adding a source is a package under ``sources/`` and one line here.
+"""
+
+from __future__ import annotations
+
+from astpresence.sources.calendars.plugin import PLUGIN as CALENDARS
+from astpresence.sources.plugin import SourcePlugin
+
+SOURCES: tuple[SourcePlugin, ...] = (
+    CALENDARS,
+)
