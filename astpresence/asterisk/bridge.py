@@ -26,8 +26,7 @@ from astpresence.asterisk.ami.client import (
     AuthenticationError,
 )
 from astpresence.asterisk.ami.frames import Message
-from astpresence.asterisk.ari import AriClient, AriError
-from astpresence.asterisk.codec import encode_presence_value
+from astpresence.asterisk.ari import AriClient
 from astpresence.engine.events import LinkEvent
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.logsafe import clip
@@ -44,7 +43,7 @@ from astpresence.asterisk.translate import (
     queue_member,
     translated,
 )
-from astpresence.asterisk.writes import DndWrite, MirrorWrite, PauseWrite, PresenceWrite
+from astpresence.asterisk.write_kinds import KIND_BY_NAME, REFUSALS, Link, WriteKind
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +310,7 @@ class AMIBridge:
         pipelining keeps each user's writes in order.
         """
         outbox = self._sync.outbox
+        link = Link(client, self._ari, self._metrics, self._sync.per_device_dnd, self._log)
         sem = asyncio.Semaphore(MAX_CONCURRENT_WRITES)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -319,11 +319,8 @@ class AMIBridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.wakeup.wait(), outbox.next_retry_in())
                 writes = self._sync.take_all()
-                jobs: list[Awaitable[None]] = [self._write_presence(client, w)
-                                               for w in writes.presence]
-                jobs += [self._write_mirror(client, w) for w in writes.mirror]
-                jobs += [self._write_pause(client, w) for w in writes.pauses]
-                jobs += [self._write_dnd(client, w) for w in writes.dnd]
+                jobs = [self._send(link, KIND_BY_NAME[name], w)
+                        for name, batch in writes.items() for w in batch]
                 for job in jobs:
                     await sem.acquire()
                     task = asyncio.create_task(self._bounded(job, sem))
@@ -341,77 +338,15 @@ class AMIBridge:
         finally:
             sem.release()
 
-    async def _write_presence(self, client: AMIClient, write: PresenceWrite) -> None:
-        started = time.perf_counter()
+    async def _send(self, link: Link, kind: WriteKind[Any, Any, Any], write: Any) -> None:
         try:
-            await client.send_action(
-                "Setvar",
-                {
-                    "Variable": f"PRESENCE_STATE(CustomPresence:{write.user})",
-                    "Value": encode_presence_value(write.presence),
-                },
-            )
-            self._metrics.setvar_seconds.observe(time.perf_counter() - started)
-            self._log.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
-        except (ActionError, ActionTimeout, InvalidInput, ValueError) as exc:
-            self._sync.outbox.presence_refused(write, str(exc))
+            await kind.send(link, write)
+            self._sync.outbox.written(kind, write)
+        except REFUSALS as exc:
+            self._sync.outbox.refused(kind, write, str(exc))
         except AMIError as exc:
             # Link lost: the resync after the next login decides what to write.
-            self._log.debug("write of %s not confirmed: %s", write.user, exc)
-
-    async def _write_mirror(self, client: AMIClient, write: MirrorWrite) -> None:
-        try:
-            if self._ari is not None:
-                await self._ari.set_device_state(write.device, write.state)
-            else:
-                await client.send_action(
-                    "Setvar", {"Variable": f"DEVICE_STATE({write.device})",
-                               "Value": write.state})
-            self._sync.outbox.mirror_written(write)
-        except (ActionError, ActionTimeout, AriError) as exc:
-            self._sync.outbox.mirror_refused(write, str(exc))
-        except AMIError as exc:
-            self._log.debug("mirror write of %s not confirmed: %s", write.user, exc)
-
-    async def _write_pause(self, client: AMIClient, write: PauseWrite) -> None:
-        headers = {"Interface": write.interface, "Queue": write.queue,
-                   "Paused": "true" if write.paused else "false"}
-        if write.paused:
-            headers["Reason"] = write.reason
-        try:
-            await client.send_action("QueuePause", headers)
-            self._sync.outbox.pause_written(write)
-            self._log.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
-                        write.interface, write.queue, write.user)
-        except (ActionError, ActionTimeout) as exc:
-            self._sync.outbox.pause_refused(write, str(exc))
-        except AMIError as exc:
-            self._log.debug("QueuePause for %s not confirmed: %s", write.user, exc)
-
-    async def _write_dnd(self, client: AMIClient, write: DndWrite) -> None:
-        """What FreePBX's *78/*79 do (docs/asterisk.md, "FreePBX conventions"): the
-        astdb key ``DND/<ext>`` its routing reads, and the DND device in the hint."""
-        try:
-            if write.on:
-                await client.send_action("DBPut", {"Family": "DND", "Key": write.user,
-                                                   "Val": "YES"})
-            else:
-                try:
-                    await client.send_action("DBDel", {"Family": "DND", "Key": write.user})
-                except ActionError as exc:
-                    if "not found" not in str(exc).lower():
-                        raise  # already off in astdb is fine
-            # The user's DND device, then FreePBX's per-device ones (Custom:DEVDND<id>).
-            for device in (write.device, *self._sync.per_device_dnd(write.user)):
-                await client.send_action("Setvar", {
-                    "Variable": f"DEVICE_STATE({device})",
-                    "Value": "BUSY" if write.on else "UNAVAILABLE"})
-            self._sync.outbox.dnd_written(write)
-            self._log.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
-        except (ActionError, ActionTimeout) as exc:
-            self._sync.outbox.dnd_refused(write, str(exc))
-        except AMIError as exc:
-            self._log.debug("FreePBX DND of %s not confirmed: %s", write.user, exc)
+            self._log.debug("%s not confirmed: %s", kind.what(write), exc)
 
     def _cards_progress(self, text: str) -> None:
         self.status.cards = text

@@ -21,7 +21,7 @@ from astpresence.asterisk.queues import QueueMember, QueueMembers
 from astpresence.domain.records import UserRecord
 from astpresence.store.base import Batch, Store
 from astpresence.asterisk.translate import freepbx_devices
-from astpresence.asterisk.writes import Writes
+from astpresence.asterisk.outbox import Writes
 from astpresence.engine.phone_rules import call_step, freepbx_dnd_switched
 from astpresence.engine.service import PresenceService, last_sync_key
 
@@ -83,7 +83,7 @@ class AsteriskSync:
         self.devices.set(device, state, self.node)
         owner = self.devices.mirror_owner(device)
         if owner is not None:
-            self.outbox.mirror.seen(owner, state.value)
+            self.outbox.tracker("mirror").seen(owner, state.value)
             self.outbox.mark(owner)
             return
         dnd_user = self.devices.dnd_owner(device)
@@ -107,7 +107,7 @@ class AsteriskSync:
         """FreePBX DND (``Custom:DND<user>``): BUSY is on, anything else off; our
         own write (dnd_sync) coming back is no switch."""
         on = state is DeviceState.BUSY
-        if not self.outbox.dnd.seen(uid, on):
+        if not self.outbox.tracker("freepbx_dnd").seen(uid, on):
             freepbx_dnd_switched(self._engine, uid, on, batch)
 
     def _call_step(self, uid: str, states: tuple[DeviceState, ...], now: datetime,
@@ -138,13 +138,13 @@ class AsteriskSync:
         """QueueMember / QueueMemberPause / QueueMemberAdded / QueueMemberRemoved."""
         if removed:
             self.queue_members.remove(member.key)
-            self.outbox.pauses.forget(member.key)
+            self.outbox.tracker("queue_pause").forget(member.key)
             return
         kept = self.queue_members.update(member)
         if kept is None:
             return  # over the bound (logged once by QueueMembers)
         member = kept
-        self.outbox.pauses.seen(member.key, (member.paused, member.reason))
+        self.outbox.tracker("queue_pause").seen(member.key, (member.paused, member.reason))
         owner = self.queue_members.owner(member)
         if owner is not None:
             self.outbox.mark(owner)
@@ -180,7 +180,7 @@ class AsteriskSync:
                            "those users are left out", self.users.refused, self.users.max_users)
         self._engine.users_changed()
         self.outbox.presence.reset()
-        self.outbox.pauses.reset()
+        self.outbox.tracker("queue_pause").reset()
 
         batch = Batch()
         counts = {"adopted": 0, "to_write": 0, "unchanged": 0, "conflicts": 0}
@@ -193,12 +193,12 @@ class AsteriskSync:
         # Devices as Asterisk reports them now; what we knew before is void.
         now = self._clock()
         self.devices.replace(devices, self.node)
-        self.outbox.dnd.reset()
+        self.outbox.tracker("freepbx_dnd").reset()
         for device, state in devices.items():
             dnd_user = self.devices.dnd_owner(device)
             if dnd_user is not None:
                 self._dnd_switched(dnd_user, state, batch)
-        self.outbox.mirror.reset({owner: state.value for device, state in devices.items()
+        self.outbox.tracker("mirror").reset({owner: state.value for device, state in devices.items()
                                   if (owner := self.devices.mirror_owner(device)) is not None})
         for uid in self.users.ids():
             self.devices.note_unavailable(uid, now)
@@ -241,7 +241,7 @@ class AsteriskSync:
         """Replace queue members with what ``QueueStatus`` reported."""
         members = list(members)
         self.queue_members.replace(members)
-        self.outbox.pauses.reset({m.key: (m.paused, m.reason) for m in members})
+        self.outbox.tracker("queue_pause").reset({m.key: (m.paused, m.reason) for m in members})
         for uid in self.users.ids():
             self.outbox.mark(uid)
 

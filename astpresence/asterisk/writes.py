@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from astpresence.domain.model import Presence
@@ -169,16 +168,3 @@ class DndWrite(NamedTuple):
     user: str
     device: str  # Custom:DND<user>
     on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Writes:
-    """Everything to send to Asterisk now."""
-
-    presence: list[PresenceWrite]
-    mirror: list[MirrorWrite]
-    pauses: list[PauseWrite]
-    dnd: list[DndWrite] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.presence or self.mirror or self.pauses or self.dnd)

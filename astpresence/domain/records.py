@@ -124,10 +124,13 @@ def view_from_json(data: object) -> PresenceView:
     if voicemail is not None and (isinstance(voicemail, bool) or not isinstance(voicemail, int)):
         raise InvalidInput("voicemail: expected a number")
     since = data.get("since")
+    # Before 0.2 the value was nested ({"presence": {"state", ...}}): a node of
+    # an HA group upgraded before the others still reads it.
+    value = data["presence"] if isinstance(data.get("presence"), dict) else data
     try:
         return PresenceView(
             str(data["user"]),
-            parse_presence(data["state"], data.get("subtype"), data.get("message")),
+            parse_presence(value["state"], value.get("subtype"), value.get("message")),
             str(data["source"]), str(data["actor"]),
             parse_instant("since", since) if since is not None else None,
             data.get("pending") is True, str(data["rule"]),

@@ -114,3 +114,48 @@ def test_in_flight_is_bounded() -> None:
         assert tracker.take("k", value)
     assert len(tracker._in_flight["k"]) == MAX_IN_FLIGHT
     assert tracker.seen("k", MAX_IN_FLIGHT * 3 - 1) and not tracker.in_flight("k")
+
+
+# -- the table of write kinds, as the outbox runs it -------------------------------
+
+def test_the_outbox_runs_every_kind_from_the_table() -> None:
+    """Each row of write_kinds.KINDS gets a tracker, its writes, its refusals (with a
+    retry) and its share of a lost link, with nothing in the outbox naming it."""
+    from dataclasses import replace
+
+    from astpresence.asterisk.outbox import Outbox
+    from astpresence.asterisk.queues import QueueMembers
+    from astpresence.asterisk.write_kinds import KIND_BY_NAME, KINDS
+    from astpresence.domain.model import Presence, State
+    from astpresence.domain.records import UserRecord
+    from astpresence.domain.rules import DEFAULT_RULES
+    from astpresence.engine.devices import Devices
+    from astpresence.engine.users import UserDirectory
+
+    DND = Presence(State.DND)
+    clock = Clock()
+    rules = replace(DEFAULT_RULES, mirror=True)
+    users = UserDirectory([UserRecord("2000", devices=("PJSIP/2000",))])
+    outbox = Outbox(users, rules, QueueMembers(users, Devices(users, rules)), clock=clock,
+                    dnd_device=lambda uid: f"Custom:DND{uid}")
+    assert {f.kind for f in outbox.failures()} == {k.name for k in KINDS}
+    outbox.synced = True
+    outbox.mark("2000")
+    writes = outbox.take(lambda uid: DND)
+    sent = {name: batch for name, batch in writes.items() if batch}
+    assert set(sent) == {"presence", "mirror", "freepbx_dnd"}  # no queue member: no pause
+    for name, batch in sent.items():
+        outbox.refused(KIND_BY_NAME[name], batch[0], "refused")
+    assert {f.kind: len(f) for f in outbox.failures()} == {
+        "presence": 1, "mirror": 1, "freepbx_dnd": 1, "queue_pause": 0}
+    assert not any(outbox.take(lambda uid: DND).values())  # waiting for the retry
+    clock.now += 2
+    assert {n for n, b in outbox.take(lambda uid: DND).items() if b} == set(sent)  # retried
+    outbox.link_lost()  # nothing in flight survives; nothing is sent until a login
+    outbox.mark("2000")
+    assert not any(outbox.take(lambda uid: DND).values())
+    for kind in KINDS:  # the login (sync.py): Asterisk read again, every value tried again
+        outbox.tracker(kind.name).reset()
+    outbox.synced = True
+    outbox.mark("2000")
+    assert {n for n, b in outbox.take(lambda uid: DND).items() if b} == set(sent)

@@ -316,7 +316,7 @@ async def test_failed_queue_pause_does_not_block_presence(
     await until(lambda: fake_value(fake, "2000").state == State.AWAY)
     # A new value is tried at once; a refused one again after 1 s, 2 s...
     await until(lambda: len(pauses(fake)) == 2)
-    failures = d.service.nodes["asterisk"].outbox.pauses.failures
+    failures = d.service.nodes["asterisk"].outbox.tracker("queue_pause").failures
     key = ("support", "PJSIP/2000")
     await until(lambda: key in failures
                 and failures.get(key).attempts == 1)  # type: ignore[union-attr]

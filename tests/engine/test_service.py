@@ -14,7 +14,10 @@ from astpresence.asterisk.nodes import attach_nodes
 from astpresence.domain.records import UserRecord
 from tests.support.memory_store import MemoryStore
 from astpresence.asterisk.translate import user_from_hint, user_id_from_provider
+from astpresence.asterisk.write_kinds import KIND_BY_NAME
 from astpresence.asterisk.writes import PresenceWrite
+
+PRESENCE = KIND_BY_NAME["presence"]
 
 DND = Presence(State.DND, "meeting", "until 3")
 AWAY = Presence(State.AWAY, "lunch", "back at 2")
@@ -63,7 +66,7 @@ async def make_service(store: MemoryStore, *, synced: bool = True,
     await svc.start()
     if synced:
         await resync(svc, presences or {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
-        svc.nodes["asterisk"].take_all().presence
+        svc.nodes["asterisk"].take_all()["presence"]
     return svc
 
 
@@ -87,11 +90,11 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
     svc = await make_service(store)
     view = await svc.set_manual("2000", DND, "api")
     assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     await svc.nodes["asterisk"].on_presence_change("2000", DND)  # the echo
     assert svc.nodes["asterisk"].adopted == 0 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").pending is False
-    assert svc.nodes["asterisk"].take_all().presence == []
+    assert svc.nodes["asterisk"].take_all()["presence"] == []
     hist = await svc.history("2000", 10)
     assert [(h.new, h.source, h.actor) for h in hist] == [(DND, MANUAL, "api")]
     await svc.stop()
@@ -102,7 +105,7 @@ async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) ->
     await svc.nodes["asterisk"].on_presence_change("2001", AWAY)
     view = svc.view("2001")
     assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
-    assert svc.nodes["asterisk"].take_all().presence == []  # nothing to write back: Asterisk has it already
+    assert svc.nodes["asterisk"].take_all()["presence"] == []  # nothing to write back: Asterisk has it already
     hist = await svc.history("2001", 10)
     assert [(h.old, h.new, h.source) for h in hist] == [(None, AWAY, ASTERISK)]
     await svc.stop()
@@ -126,38 +129,38 @@ async def test_race_external_change_lands_before_our_echo(store: MemoryStore) ->
     """
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone
     await svc.nodes["asterisk"].on_presence_change("2000", DND)  # our echo, late
     assert svc.nodes["asterisk"].adopted == 1 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").presence == AWAY
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
     await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # echo of the re-assert
     assert svc.nodes["asterisk"].echoes == 2 and svc.nodes["asterisk"].adopted == 1
-    assert svc.nodes["asterisk"].take_all().presence == [] and not svc.view("2000").pending
+    assert svc.nodes["asterisk"].take_all()["presence"] == [] and not svc.view("2000").pending
     await svc.stop()
 
 
 async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    svc.nodes["asterisk"].take_all().presence
+    svc.nodes["asterisk"].take_all()["presence"]
     await svc.nodes["asterisk"].on_presence_change("2000", DND)  # echo
     await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone, later
     assert svc.view("2000").presence == AWAY
-    assert svc.nodes["asterisk"].take_all().presence == []
+    assert svc.nodes["asterisk"].take_all()["presence"] == []
     await svc.stop()
 
 
 async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
     await svc.nodes["asterisk"].on_presence_change("2000", DND)
     assert svc.view("2000").presence == AWAY and svc.nodes["asterisk"].adopted == 0
-    assert svc.nodes["asterisk"].take_all().presence == []  # AWAY is still in flight
+    assert svc.nodes["asterisk"].take_all()["presence"] == []  # AWAY is still in flight
     await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
     assert svc.nodes["asterisk"].adopted == 0 and not svc.view("2000").pending
     await svc.stop()
@@ -178,31 +181,31 @@ async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None
     await resync(svc, {}, HINTS, {"PJSIP/2000": "NOT_INUSE"})
     svc.nodes["asterisk"].take_all()
     await svc.set_manual("2000", DND, "api")
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     for attempt, delay in enumerate([1, 2, 4, 8, 16, 32, 60, 60], start=1):
-        svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
+        svc.nodes["asterisk"].outbox.refused(PRESENCE, PresenceWrite("2000", DND), "Variable not set")
         assert svc.view("2000").pending  # never silently dropped
         assert svc.nodes["asterisk"].outbox.next_retry_in() == delay
         svc.nodes["asterisk"].outbox.mark("2000")
         clock.now += delay - 0.01
-        assert svc.nodes["asterisk"].take_all().presence == [], f"attempt {attempt} retried early"
+        assert svc.nodes["asterisk"].take_all()["presence"] == [], f"attempt {attempt} retried early"
         clock.now += 0.01
-        assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)], f"attempt {attempt} not retried"
+        assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)], f"attempt {attempt} not retried"
         assert svc.nodes["asterisk"].outbox.next_retry_in() is None  # the retry is out: nothing due
         assert svc.nodes["asterisk"].outbox.presence.failures.get("2000").attempts == attempt  # type: ignore[union-attr]
     # Another value is tried at once; its echo clears the failure.
-    svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", DND), "Variable not set")
+    svc.nodes["asterisk"].outbox.refused(PRESENCE, PresenceWrite("2000", DND), "Variable not set")
     await svc.set_manual("2000", AWAY, "api")
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", AWAY)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
     await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
     assert "2000" not in svc.nodes["asterisk"].outbox.presence.failures and not svc.view("2000").pending
     # After a new login everything is tried at once.
     await svc.set_manual("2000", XA, "api")
     svc.nodes["asterisk"].take_all()
-    svc.nodes["asterisk"].outbox.presence_refused(PresenceWrite("2000", XA), "Variable not set")
+    svc.nodes["asterisk"].outbox.refused(PRESENCE, PresenceWrite("2000", XA), "Variable not set")
     svc.nodes["asterisk"].link_lost()
     await resync(svc, {"CustomPresence:2000": AWAY}, HINTS, {})
-    assert ("2000", XA) in svc.nodes["asterisk"].take_all().presence
+    assert ("2000", XA) in svc.nodes["asterisk"].take_all()["presence"]
     await svc.stop()
 
 
@@ -214,7 +217,7 @@ async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -
     assert got.subtype == "ab" and got.message.startswith("line1X-Forged: 1")
     assert len(got.message.encode()) <= 255 and got.message.endswith("é")
     # Asterisk holds the raw value: the clean one is written back, and can be.
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", got)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", got)]
     entry = (await svc.history("2000", 1))[0]
     assert "normalised" in entry.reason and entry.source == ASTERISK
     await svc.stop()
@@ -255,9 +258,9 @@ async def test_writes_wait_for_sync(store: MemoryStore) -> None:
     svc.users.add_hint_user(UserRecord("2000"))
     view = await svc.set_manual("2000", DND, "api")
     assert view.pending
-    assert svc.nodes["asterisk"].take_all().presence == []  # link down: kept, not sent
+    assert svc.nodes["asterisk"].take_all()["presence"] == []  # link down: kept, not sent
     await resync(svc, {}, HINTS, {})
-    assert svc.nodes["asterisk"].take_all().presence == [("2000", DND)]
+    assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     await svc.stop()
 
 
@@ -298,7 +301,7 @@ async def test_resync_table(
     await svc.start()
     await resync(svc, {"CustomPresence:2000": now} if now != NOT_SET else {}, HINTS, {})
     assert svc.view("2000").presence == expect_presence
-    writes = svc.nodes["asterisk"].take_all().presence
+    writes = svc.nodes["asterisk"].take_all()["presence"]
     assert writes == ([("2000", expect_presence)] if expect_write else [])
     hist = await svc.history("2000", 100)
     new_rows = hist[: len(hist) - before]

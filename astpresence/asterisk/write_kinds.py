@@ -1,0 +1,203 @@
+"""Every kind of value astpresence keeps in Asterisk, in one table.
+
+A row says, for one kind: its name (its tracker's, its failures' label in
+status and metrics), the value Asterisk holds before anything is written,
+which writes a user's wanted presence asks for, how a write is keyed and
+valued for its tracker (writes.py states the tracker's rules: own echoes,
+retries, what a lost link or a login resets), how it is sent, what the log
+calls it, and whether a successful action confirms the value (else its echo
+does). A new kind is one row and one send function; the outbox and the
+bridge's writer go through the table and name no kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from astpresence.asterisk.ami.client import ActionError, ActionTimeout, AMIClient
+from astpresence.asterisk.ari import AriClient, AriError
+from astpresence.asterisk.codec import encode_presence_value
+from astpresence.asterisk.queues import QueueMembers
+from astpresence.asterisk.writes import (
+    DndWrite,
+    MirrorWrite,
+    PauseWrite,
+    PresenceWrite,
+    WriteTracker,
+)
+from astpresence.domain import mirror, rules
+from astpresence.domain.model import NOT_SET, InvalidInput, Presence, State
+from astpresence.domain.rules import RuleConfig
+from astpresence.engine.metrics import Metrics
+from astpresence.engine.users import UserDirectory
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+W = TypeVar("W")
+
+#: What Asterisk answers when it refuses a write (it is retried with backoff);
+#: anything else (a lost link) is left to the resync after the next login.
+REFUSALS = (ActionError, ActionTimeout, AriError, InvalidInput, ValueError)
+
+
+class Wanting(Protocol):
+    """What the table's ``wanted`` functions read (the outbox of one server)."""
+
+    config: RuleConfig
+    users: UserDirectory
+    members: QueueMembers
+
+    def tracker(self, kind: str) -> WriteTracker[Any, Any]: ...
+
+    def dnd_device(self, uid: str) -> str | None: ...
+
+    def wants_mirror(self, uid: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a send function may use: the server's AMI session and its neighbours."""
+
+    client: AMIClient
+    ari: AriClient | None
+    metrics: Metrics
+    per_device_dnd: Callable[[str], Iterable[str]]
+    log: logging.LoggerAdapter  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class WriteKind(Generic[K, V, W]):
+    name: str
+    default: V
+    #: (outbox, user, the user's wanted presence) -> the writes it may ask for.
+    wanted: Callable[[Wanting, str, Presence], Iterable[W]]
+    key: Callable[[W], K]
+    value: Callable[[W], V]
+    send: Callable[[Link, W], Awaitable[None]]
+    #: The write as the log names it ("writing presence of 2000").
+    what: Callable[[W], str]
+    #: True: a successful action means Asterisk holds the value (no echo to wait for).
+    confirmed_by_success: bool = False
+    #: A key's user, for a refused write that is due again (None: the key is gone).
+    owner: Callable[[Wanting, K], str | None] = lambda outbox, key: str(key)
+
+
+# -- presence: PRESENCE_STATE(CustomPresence:<user>) -------------------------------
+
+
+def _presence_wanted(outbox: Wanting, uid: str, want: Presence) -> list[PresenceWrite]:
+    return [PresenceWrite(uid, want)]
+
+
+async def _send_presence(link: Link, write: PresenceWrite) -> None:
+    started = time.perf_counter()
+    await link.client.send_action("Setvar", {
+        "Variable": f"PRESENCE_STATE(CustomPresence:{write.user})",
+        "Value": encode_presence_value(write.presence)})
+    link.metrics.setvar_seconds.observe(time.perf_counter() - started)
+    link.log.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
+
+
+# -- the BLF mirror: DEVICE_STATE(Custom:<prefix><user>) ---------------------------
+
+
+def _mirror_wanted(outbox: Wanting, uid: str, want: Presence) -> list[MirrorWrite]:
+    cfg = outbox.config
+    if not cfg.mirror or uid not in outbox.users or not outbox.wants_mirror(uid):
+        return []
+    return [MirrorWrite(uid, mirror.mirror_device(uid, cfg), mirror.mirror_state(want.state,
+                                                                                 cfg))]
+
+
+async def _send_mirror(link: Link, write: MirrorWrite) -> None:
+    if link.ari is not None:
+        await link.ari.set_device_state(write.device, write.state)
+    else:
+        await link.client.send_action("Setvar", {"Variable": f"DEVICE_STATE({write.device})",
+                                                 "Value": write.state})
+
+
+# -- queue pauses: QueuePause of each of the user's members ------------------------
+
+
+def _pause_wanted(outbox: Wanting, uid: str, want: Presence) -> list[PauseWrite]:
+    cfg = outbox.config
+    if not cfg.queue_pause:
+        return []
+    out = []
+    tracker = outbox.tracker("queue_pause")
+    for member in outbox.members.of(uid):
+        paused, reason = tracker.current(member.key)
+        action = rules.queue_pause_action(want.state, paused, reason, cfg)
+        if action is None:
+            continue
+        paused = action == "pause"
+        reason = rules.pause_reason(want.state, cfg) if paused else ""
+        out.append(PauseWrite(member.queue, member.interface, paused, reason, uid))
+    return out
+
+
+def _pause_owner(outbox: Wanting, key: tuple[str, str]) -> str | None:
+    member = outbox.members.get(key)
+    return outbox.members.owner(member) if member is not None else None
+
+
+async def _send_pause(link: Link, write: PauseWrite) -> None:
+    headers = {"Interface": write.interface, "Queue": write.queue,
+               "Paused": "true" if write.paused else "false"}
+    if write.paused:
+        headers["Reason"] = write.reason
+    await link.client.send_action("QueuePause", headers)
+    link.log.info("%s %s in queue %s (%s)", "paused" if write.paused else "unpaused",
+                  write.interface, write.queue, write.user)
+
+
+# -- FreePBX DND: astdb DND/<ext> and the DND devices ------------------------------
+
+
+def _dnd_wanted(outbox: Wanting, uid: str, want: Presence) -> list[DndWrite]:
+    device = outbox.dnd_device(uid)
+    return [] if device is None else [DndWrite(uid, device, want.state is State.DND)]
+
+
+async def _send_dnd(link: Link, write: DndWrite) -> None:
+    """What FreePBX's *78/*79 do (docs/asterisk.md, "FreePBX conventions"): the
+    astdb key ``DND/<ext>`` its routing reads, and the DND device in the hint."""
+    client = link.client
+    if write.on:
+        await client.send_action("DBPut", {"Family": "DND", "Key": write.user, "Val": "YES"})
+    else:
+        try:
+            await client.send_action("DBDel", {"Family": "DND", "Key": write.user})
+        except ActionError as exc:
+            if "not found" not in str(exc).lower():
+                raise  # already off in astdb is fine
+    # The user's DND device, then FreePBX's per-device ones (Custom:DEVDND<id>).
+    for device in (write.device, *link.per_device_dnd(write.user)):
+        await client.send_action("Setvar", {"Variable": f"DEVICE_STATE({device})",
+                                            "Value": "BUSY" if write.on else "UNAVAILABLE"})
+    link.log.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
+
+
+#: Every kind, in the order a user's writes are sent.
+KINDS: tuple[WriteKind[Any, Any, Any], ...] = (
+    WriteKind[str, Presence, PresenceWrite](
+        "presence", NOT_SET, _presence_wanted, lambda w: w.user, lambda w: w.presence,
+        _send_presence, lambda w: f"writing presence of {w.user}"),
+    WriteKind[str, str, MirrorWrite](
+        "mirror", "", _mirror_wanted, lambda w: w.user, lambda w: w.state, _send_mirror,
+        lambda w: f"writing BLF mirror of {w.user} ({w.state})", confirmed_by_success=True),
+    WriteKind[tuple[str, str], tuple[bool, str], PauseWrite](
+        "queue_pause", (False, ""), _pause_wanted, lambda w: (w.queue, w.interface),
+        lambda w: (w.paused, w.reason), _send_pause,
+        lambda w: f"{'pausing' if w.paused else 'unpausing'} {w.interface} in queue "
+                  f"{w.queue} for {w.user}", owner=_pause_owner),
+    WriteKind[str, bool, DndWrite](
+        "freepbx_dnd", False, _dnd_wanted, lambda w: w.user, lambda w: w.on, _send_dnd,
+        lambda w: f"switching FreePBX DND of {w.user} {'on' if w.on else 'off'}"),
+)
+KIND_BY_NAME = {kind.name: kind for kind in KINDS}
