@@ -6,11 +6,8 @@ Parsed once into a frozen :class:`Config`. Every bad value raises
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import os
 import tomllib
-from datetime import timedelta
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,11 +17,16 @@ from astpresence.sources.plugin import SourcePlugin
 from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.model import Secret
-from astpresence.domain.model import InvalidInput, Presence
+from astpresence.domain.model import InvalidInput
 from astpresence.domain.rules import RuleConfig
 
 
 from astpresence.app.settings import (
+    _bool,
+    _bounded_int,
+    _db_url,
+    _switch,
+    _url,
     Config,
     ConfigError,
     _check_keys,
@@ -60,44 +62,6 @@ def _secret(raw: object, what: str) -> Secret:
 def _listen(raw: object, what: str) -> dict[str, Any]:
     host, port = parse_listen(raw, what)
     return {"listen_host": host, "listen_port": port}
-
-
-def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
-    def parse(raw: object, what: str) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
-            raise ConfigError(f"{what}: expected {low}-{high}, got {raw!r}")
-        return raw
-    return parse
-
-
-def _switch(raw: object, what: str) -> bool:
-    """true/false in the file; also 1/0, yes/no, true/false from the environment."""
-    if isinstance(raw, str):
-        words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-        if raw.strip().lower() in words:
-            return words[raw.strip().lower()]
-    return _bool(raw, what)
-
-
-def _db_url(raw: object, what: str) -> Secret:
-    text = _text(raw, what, allow_empty=True)
-    if text and not text.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{what}: expected postgresql://user@host[:port]/database "
-                          "(or \"\" for SQLite)")
-    return Secret(text)
-
-
-def _bool(raw: object, what: str) -> bool:
-    if not isinstance(raw, bool):
-        raise ConfigError(f"{what}: expected true or false, got {raw!r}")
-    return raw
-
-
-def _url(raw: object, what: str) -> str:
-    url = _text(raw, what)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{what}: expected http(s)://host:port/ari, got {url!r}")
-    return url
 
 
 #: Flat sections: TOML key -> parser, and which part of :class:`Config` they fill
@@ -340,49 +304,6 @@ def _check_ari_mirror(cfg: Config, where: str) -> None:
     if not cfg.ari.url:
         raise ConfigError(f"{where}: rules.mirror_via = \"ari\" needs an [ari] section "
                           "with url, username and password")
-
-
-def config_json(cfg: Config) -> dict[str, Any]:
-    """The effective configuration as JSON (``/v1/config``), generated from :class:`Config`.
-
-    Every setting appears, so nothing can be forgotten here; a :class:`Secret`
-    shows only whether it is set.
-    """
-    out = _jsonable(replace(cfg, sources={}))
-    assert isinstance(out, dict)
-    # Each source shows its own settings (a feed's URL often holds its secret).
-    out["sources"] = {plugin.name: _jsonable(plugin.show(cfg.sources.get(plugin.name,
-                                                                          plugin.default)))
-                      for plugin in SOURCES}
-    return out
-
-
-#: Values shown other than as themselves in /v1/config, by type.
-_SHOWN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (Secret, lambda v: {"set": bool(v.value)}),
-    (enum.Enum, lambda v: v.value),
-    (timedelta, lambda v: v.total_seconds()),
-    (Presence, lambda v: v.as_dict()),
-)
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-
-
-def _jsonable(value: Any) -> Any:
-    for kind, show in _SHOWN:
-        if isinstance(value, kind):
-            return show(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _fields(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset)):
-        return sorted(_jsonable(v) for v in value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def cli_token(data: Mapping[str, Any], where: str) -> str | None:

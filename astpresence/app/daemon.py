@@ -34,14 +34,14 @@ from astpresence.cluster.replica import Replica
 from astpresence.cluster.serving import Serving
 from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.bridge import AMIBridge
-from astpresence.app.config import config_json, node_secret_var
+from astpresence.app.config import node_secret_var
+from astpresence.app.config_view import config_json
 from astpresence.app.settings import Config, default_db_path
-from astpresence.app.lock import AlreadyRunning, DaemonLock
+from astpresence.app.lock import DaemonLock, LockFailed, take_database
 from astpresence.app.metrics import Metrics
 from astpresence.engine.service import PresenceService
 from astpresence.store.base import Store, StoreError
 from astpresence.app.store_choice import open_store, store_name
-from astpresence.store.sqlite import SqliteStore
 
 logger = logging.getLogger(__name__)
 
@@ -158,25 +158,13 @@ class Daemon:
         logger.info("HTTP API listening on %s", self.api_url)
 
     def _take_database(self) -> None:
-        """The default database's directory is made; the database is locked to this daemon."""
-        if not isinstance(self.store, SqliteStore) or self.store.path == ":memory:":
-            return
-        path = self.store.path
-        if path == default_db_path():
+        """A database file is locked to this daemon (its default directory made)."""
+        path = self.store.local_file
+        if path is not None:
             try:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            except OSError as exc:
-                raise DaemonError(f"cannot create the directory of the database {path}: "
-                                  f"{exc.strerror}") from None
-        lock = DaemonLock(path)
-        try:
-            lock.acquire()
-        except AlreadyRunning as exc:
-            raise DaemonError(str(exc)) from None
-        except OSError as exc:
-            raise DaemonError(f"cannot lock the database {path} ({lock.path}): "
-                              f"{exc.strerror}") from None
-        self._lock = lock
+                self._lock = take_database(path, make_dir=path == default_db_path())
+            except LockFailed as exc:
+                raise DaemonError(str(exc)) from None
 
     def _release_database(self) -> None:
         if self._lock is not None:
@@ -238,7 +226,7 @@ class Daemon:
                     return  # stopped as a follower
                 # A takeover: the state as the last leader stored it; the AMI
                 # login below rebuilds the rest from Asterisk.
-                self.service.relay = LeaderNotices()
+                self.service.broadcast.relay = LeaderNotices()
                 await self.service.start()
                 self.serving.lead(self.service)
             except BaseException:

@@ -62,3 +62,27 @@ def _describe(fd: int) -> str:
     if isinstance(info.get("api"), str):
         parts.append(f"API {info['api']}")
     return ", ".join(parts)
+
+
+class LockFailed(Exception):
+    """The database could not be taken (message fit for a user)."""
+
+
+def take_database(path: str, *, make_dir: bool) -> DaemonLock:
+    """Lock the database file ``path`` for this daemon (its directory made first with
+    ``make_dir``: the default place); :class:`LockFailed` saying why not."""
+    if make_dir:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise LockFailed(f"cannot create the directory of the database {path}: "
+                             f"{exc.strerror}") from None
+    lock = DaemonLock(path)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        raise LockFailed(str(exc)) from None
+    except OSError as exc:
+        raise LockFailed(f"cannot lock the database {path} ({lock.path}): "
+                         f"{exc.strerror}") from None
+    return lock

@@ -6,7 +6,7 @@ them from the file, the environment and the flags.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,3 +309,41 @@ def _parse_presets(raw: object, where: str) -> dict[int, Presence]:
         except InvalidInput as exc:
             raise ConfigError(f"{what}: {exc}") from None
     return out
+
+
+def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
+    def parse(raw: object, what: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+            raise ConfigError(f"{what}: expected {low}-{high}, got {raw!r}")
+        return raw
+    return parse
+
+
+def _switch(raw: object, what: str) -> bool:
+    """true/false in the file; also 1/0, yes/no, true/false from the environment."""
+    if isinstance(raw, str):
+        words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if raw.strip().lower() in words:
+            return words[raw.strip().lower()]
+    return _bool(raw, what)
+
+
+def _db_url(raw: object, what: str) -> Secret:
+    text = _text(raw, what, allow_empty=True)
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{what}: expected postgresql://user@host[:port]/database "
+                          "(or \"\" for SQLite)")
+    return Secret(text)
+
+
+def _bool(raw: object, what: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{what}: expected true or false, got {raw!r}")
+    return raw
+
+
+def _url(raw: object, what: str) -> str:
+    url = _text(raw, what)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{what}: expected http(s)://host:port/ari, got {url!r}")
+    return url

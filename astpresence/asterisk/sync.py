@@ -128,7 +128,7 @@ class AsteriskSync:
             self._engine.users_changed()
             await self._store.save_users([user])
             batch = Batch()
-            self._engine.note_users_changed(batch)
+            self._engine.broadcast.users(batch)
             self._engine.store_later(batch)
         elif self.users.refused > refused and refused == 0:
             logger.warning("a hint names user %s but there are max_users (%d) already; "
@@ -205,7 +205,7 @@ class AsteriskSync:
             self._engine.recompute(uid, now, batch, trigger="resync", actor="engine")
             self.outbox.mark(uid)
         batch.meta[last_sync_key(self.node)] = now.isoformat()
-        self._engine.note_users_changed(batch)
+        self._engine.broadcast.users(batch)
         await self._engine.commit(batch)
         self.last_sync = now
         self.outbox.synced = True

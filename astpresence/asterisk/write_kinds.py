@@ -29,7 +29,8 @@ from astpresence.asterisk.writes import (
     PresenceWrite,
     WriteTracker,
 )
-from astpresence.domain import mirror, rules
+from astpresence.domain import mirror
+from astpresence.domain import behaviours
 from astpresence.domain.model import NOT_SET, InvalidInput, Presence, State
 from astpresence.domain.rules import RuleConfig
 from astpresence.engine.metrics import Metrics
@@ -132,11 +133,11 @@ def _pause_wanted(outbox: Wanting, uid: str, want: Presence) -> list[PauseWrite]
     tracker = outbox.tracker("queue_pause")
     for member in outbox.members.of(uid):
         paused, reason = tracker.current(member.key)
-        action = rules.queue_pause_action(want.state, paused, reason, cfg)
+        action = behaviours.queue_pause_action(want.state, paused, reason, cfg)
         if action is None:
             continue
         paused = action == "pause"
-        reason = rules.pause_reason(want.state, cfg) if paused else ""
+        reason = behaviours.pause_reason(want.state, cfg) if paused else ""
         out.append(PauseWrite(member.queue, member.interface, paused, reason, uid))
     return out
 

@@ -20,7 +20,8 @@ from astpresence.domain.model import InvalidInput, Presence, parse_device_state,
 from astpresence.domain.records import PresenceView, SourceRecord, presence_json, view_from_json
 from astpresence.domain.rules import DeviceView
 from astpresence.engine.cards import Card
-from astpresence.engine.service import PresenceService, UnknownSource, UnknownUser
+from astpresence.engine.errors import UnknownSource, UnknownUser
+from astpresence.engine.service import PresenceService
 from astpresence.sources.plugin import RunningSource, SourcePlugin
 from astpresence.store.base import StoreError
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from astpresence.domain import freepbx, mirror, rules
+from astpresence.domain import behaviours
 from astpresence.domain.model import DEFAULT_NODE, DeviceState, aggregate_devices
 from astpresence.domain.rules import DeviceView, RuleConfig
 from astpresence.engine.users import UserDirectory
@@ -184,7 +185,7 @@ class Devices:
             return None
         del self._ring[uid]  # the ring is over
         answered = phase is CallEnd.ANSWERED or talking
-        count, active = rules.missed_calls_step(
+        count, active = behaviours.missed_calls_step(
             self._missed.get(uid, 0), "answered" if answered else "missed", self._config)
         self._missed[uid] = count
         if answered:

@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 
 from astpresence.domain import rules
+from astpresence.domain import behaviours
 from astpresence.domain.model import DeviceState, Presence, State
 from astpresence.engine.devices import CallEnd
 from astpresence.engine.service import MANUAL, PresenceService
@@ -31,7 +32,7 @@ def call_step(engine: PresenceService, uid: str, states: tuple[DeviceState, ...]
         engine.contributions.drop(uid, rules.SOURCE_AUTO, batch)
     elif ended is CallEnd.AUTO_AWAY and engine.contributions.get(uid, rules.SOURCE_AUTO) is None:
         logger.info("%s missed %d calls in a row: auto-away", uid, engine.rules.missed_calls_away)
-        engine.contributions.put(rules.auto_contribution(uid, now, engine.rules), batch)
+        engine.contributions.put(behaviours.auto_contribution(uid, now, engine.rules), batch)
 
 
 def freepbx_dnd_switched(engine: PresenceService, uid: str, on: bool, batch: Batch) -> None:

@@ -7,16 +7,8 @@ which users' values Asterisk should receive. Its parts: devices and missed
 calls (devices.py), queue members (queues.py), deadlines (timers.py), change
 events for clients (events.py). It never sees an AMI frame or a JSON body.
 
-Own writes vs. changes made elsewhere
--------------------------------------
-Every Setvar we send comes back as a ``PresenceStateChange``; the write
-tracker (writes.py) tells our echo from anything else. Any other change was made elsewhere (feature code, Digium
-phone, ``presencestate change`` on the CLI, another AMI client) and is adopted
-as a manual change. If it arrived while our write was still in flight,
-Asterisk applies our older write after it; the echo is then recognised as
-ours, Asterisk differs from the adopted value, and the writer re-asserts the
-adopted value once. The newest information the daemon received wins, and the
-two sides converge without fighting.
+How it tells its own writes from changes made elsewhere: docs/architecture.md,
+"Own writes".
 """
 
 from __future__ import annotations
@@ -28,11 +20,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from astpresence.domain import rules
+from astpresence.engine.reads import Reads
+from astpresence.engine.broadcast import EVENT_SEQ, Broadcast
 from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
 from astpresence.engine.commit import GroupCommitter, log_store_failure
 from astpresence.engine.devices import Devices
-from astpresence.engine.events import ChangeEvent, EventHub, LinkEvent
-from astpresence.engine.ports import AsteriskNode, Notices
+from astpresence.engine.events import EventHub, LinkEvent
+from astpresence.engine.ports import AsteriskNode
 from astpresence.domain.model import DEFAULT_NODE, NOT_SET, Presence
 from astpresence.domain.records import (
     EffectiveRecord,
@@ -41,8 +35,9 @@ from astpresence.domain.records import (
     SourceRecord,
     UserRecord,
 )
-from astpresence.domain.rules import DEFAULT_RULES, DeviceView, RuleConfig
+from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
 from astpresence.engine.contributions import Contributions
+from astpresence.engine.errors import UnknownSource
 from astpresence.store.base import Batch, Store
 from astpresence.engine.timers import Deadlines
 from astpresence.engine.users import DEFAULT_MAX_USERS, UserDirectory
@@ -50,24 +45,9 @@ from astpresence.engine.users import DEFAULT_MAX_USERS, UserDirectory
 logger = logging.getLogger(__name__)
 
 MANUAL = rules.SOURCE_MANUAL
-#: meta key: the number of the last event the leader stored (followers resume there).
-EVENT_SEQ = "event_seq"
 #: history ``source`` of a change adopted from Asterisk (made outside astpresence)
 ASTERISK = "asterisk"
 DEFAULT_SOURCE = "default"
-
-
-class UnknownUser(LookupError):
-    def __init__(self, uid: str) -> None:
-        super().__init__(f"unknown user {uid!r}")
-        self.uid = uid
-
-
-class UnknownSource(LookupError):
-    def __init__(self, uid: str, name: str) -> None:
-        super().__init__(f"user {uid!r} has no source {name!r}")
-        self.uid = uid
-        self.name = name
 
 
 def utcnow() -> datetime:
@@ -79,7 +59,7 @@ def last_sync_key(node: str) -> str:
     return "last_sync" if node == DEFAULT_NODE else f"last_sync:{node}"
 
 
-class PresenceService:
+class PresenceService(Reads):
     """State, decisions and persistence for every user's presence."""
 
     def __init__(
@@ -114,18 +94,8 @@ class PresenceService:
         #: Each Asterisk server's side (asterisk/nodes.py attaches them at wiring).
         self.nodes: dict[str, AsteriskNode] = {}
         #: As an HA group's leader: the notices for the followers, sent with each commit.
-        self.relay: Notices | None = None
-
-    @property
-    def synced(self) -> bool:
-        """Every Asterisk server has been read since its link last came up."""
-        return all(n.outbox.synced for n in self.nodes.values())
-
-    @property
-    def last_sync(self) -> datetime | None:
-        """The oldest of the servers' last syncs (None: one was never read)."""
-        syncs = [n.last_sync for n in self.nodes.values()]
-        return None if None in syncs else min(s for s in syncs if s is not None)
+        #: Changes to the streams, and to the followers while leading.
+        self.broadcast = Broadcast(self.events)
 
     def mark(self, uid: str) -> None:
         """``uid``'s wanted values may differ from what any Asterisk server holds."""
@@ -170,67 +140,6 @@ class PresenceService:
     async def drain(self) -> None:
         """Wait until every change so far is stored (a barrier for tests and shutdown)."""
         await self._committer.drain()
-
-    # -- queries ---------------------------------------------------------
-
-    def require_user(self, uid: str) -> UserRecord:
-        user = self.users.get(uid)
-        if user is None:
-            raise UnknownUser(uid)
-        return user
-
-    def view(self, uid: str) -> PresenceView:
-        self.require_user(uid)
-        name, voicemail = self.cards.card(uid)
-        return self.stored_view(uid, name, voicemail, pending=self._is_pending(uid))
-
-    def stored_view(self, uid: str, name: str, voicemail: int | None, *,
-                    pending: bool = False) -> PresenceView:
-        """The view of what this engine holds for ``uid``, with the card given (a
-        follower shows the leader's cards)."""
-        eff = self._effective.get(uid)
-        if eff is None:
-            return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
-        rec = self.contributions.get(uid, eff.source)
-        actor = rec.actor if rec is not None else "engine"
-        return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
-                            eff.reason, name, voicemail)
-
-    def views(self) -> list[PresenceView]:
-        return [self.view(uid) for uid in self.users.ids()]
-
-    def sources(self, uid: str) -> list[SourceRecord]:
-        self.require_user(uid)
-        return self.contributions.of(uid)
-
-    async def current_sources(self, uid: str) -> list[SourceRecord]:
-        """:meth:`sources` (the API's port: a follower reads the store)."""
-        self.require_user(uid)
-        return self.contributions.of(uid)
-
-    def device_view(self, uid: str) -> DeviceView:
-        return self.devices.view(uid)
-
-    async def current_devices(self, uid: str) -> DeviceView:
-        """:meth:`device_view` (the API's port: a follower asks the leader)."""
-        self.require_user(uid)
-        return self.devices.view(uid)
-
-    async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
-        self.require_user(uid)
-        await self._committer.drain()  # changes from Asterisk are stored without waiting
-        return await self._store.history(uid, limit)
-
-    def pending_users(self) -> list[str]:
-        return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
-
-    def _desired(self, uid: str) -> Presence:
-        eff = self._effective.get(uid)
-        return eff.presence if eff is not None else NOT_SET
-
-    def _is_pending(self, uid: str) -> bool:
-        want = self._desired(uid)
-        return any(n.outbox.presence.needs(uid, want) for n in self.nodes.values())
 
     # -- changes made through astpresence -------------------------------
 
@@ -345,13 +254,7 @@ class PresenceService:
                                after.name, after.voicemail)
                   if old is not None else
                   PresenceView.unset(uid, name=after.name, voicemail=after.voicemail))
-        self._relay(self.events.publish(before, after), batch)
-
-    def _relay(self, event: ChangeEvent, batch: Batch) -> None:
-        """As a leader: the change goes to the followers when ``batch`` commits."""
-        if self.relay is not None:
-            batch.notices.append(self.relay.change(event.seq, event.new))
-            batch.meta[EVENT_SEQ] = str(event.seq)
+        self.broadcast.change(before, after, batch)
 
     def users_changed(self) -> None:
         """The set of users changed (a sync, a new hint): derived indexes follow."""
@@ -365,29 +268,20 @@ class PresenceService:
         for uid, (name, voicemail) in before.items():
             if uid in self.users:
                 after = self.view(uid)
-                self._relay(self.events.publish(replace(after, name=name, voicemail=voicemail),
-                                                after), batch)
+                self.broadcast.change(replace(after, name=name, voicemail=voicemail), after,
+                                      batch)
         self.store_later(batch)
 
     def link_changed(self, event: LinkEvent) -> None:
-        """An Asterisk link went down or is synced: for every event stream, here and on
-        the followers."""
-        self.events.publish_service(event)
-        if self.relay is not None:
-            notice = self.relay.link(event)
-            # Kept too, for followers that start later.
-            self.store_later(Batch(notices=[notice], meta={f"link:{event.node}": notice}))
+        """An Asterisk link went down or is synced: here and on the followers."""
+        batch = self.broadcast.link(event)
+        if batch is not None:
+            self.store_later(batch)
 
     def note_written(self, uid: str, batch: Batch) -> None:
-        """An echo of a presence write: once every server has it, followers learn
-        it is no longer pending."""
-        if self.relay is not None and not self._is_pending(uid):
-            batch.notices.append(self.relay.written(uid))
-
-    def note_users_changed(self, batch: Batch) -> None:
-        """The users were saved again (a sync, a new hint): followers reload them."""
-        if self.relay is not None:
-            batch.notices.append(self.relay.users())
+        """An echo of a presence write: once every server has it, followers learn it."""
+        if not self._is_pending(uid):
+            self.broadcast.written(uid, batch)
 
     async def load_stored(self) -> int:
         """Users, sources and presences as stored (a start, a follower's reload);
@@ -403,10 +297,6 @@ class PresenceService:
     async def commit(self, batch: Batch) -> None:
         """Store ``batch``; durable when this returns."""
         await self._committer.submit(batch)
-
-    def desired(self, uid: str) -> Presence:
-        """What Asterisk should hold for ``uid`` now."""
-        return self._desired(uid)
 
     def store_later(self, batch: Batch) -> None:
         """Queue a change that came from Asterisk for the group commit; do not wait.

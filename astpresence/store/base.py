@@ -71,6 +71,11 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
+    @property
+    def local_file(self) -> str | None:
+        """The database file on this machine (None: a database server, or memory):
+        what one daemon at a time may use (app/lock.py)."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

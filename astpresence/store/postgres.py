@@ -101,6 +101,10 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
 
     @property
+    def local_file(self) -> str | None:
+        return None  # a server: its own locking; an HA group shares it on purpose
+
+    @property
     def url(self) -> str:
         return safe_dsn(self._url)
 

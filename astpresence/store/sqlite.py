@@ -88,6 +88,10 @@ class SqliteStore:
     def path(self) -> str:
         return self._path
 
+    @property
+    def local_file(self) -> str | None:
+        return None if self._path == ":memory:" else self._path
+
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
 

@@ -13,7 +13,7 @@ from astpresence.web.auth import AuthError, Forbidden, authenticate
 from astpresence.web.limits import RateLimited
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
-from astpresence.engine.service import UnknownSource, UnknownUser
+from astpresence.engine.errors import UnknownSource, UnknownUser
 from astpresence.store.base import StoreError
 
 from astpresence.web.http import (

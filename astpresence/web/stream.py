@@ -21,7 +21,7 @@ from astpresence.domain.model import InvalidInput
 from astpresence.engine.events import Event, LinkEvent
 from astpresence.domain.records import PresenceView, presence_json
 from astpresence.engine.ports import PresenceAPI
-from astpresence.engine.service import UnknownUser
+from astpresence.engine.errors import UnknownUser
 
 from astpresence.web.http import (
     MAX_BODY,

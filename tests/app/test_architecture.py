@@ -175,6 +175,12 @@ def test_classes_fit_in_one_sitting_and_functions_stay_simple() -> None:
     assert not found, "split these:\n" + "\n".join(found)
 
 
+def test_modules_fit_in_one_sitting() -> None:
+    long = [f"{module}: {lines} lines" for module, (path, _) in MODULES.items()
+            if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
+    assert not long, "split these:\n" + "\n".join(long)
+
+
 SOURCE_PACKAGES = sorted({".".join(m.split(".")[:3]) for m in MODULES
                           if m.startswith("astpresence.sources.") and m.count(".") >= 3})
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 
 from astpresence.domain.model import InvalidInput, Presence, State
-from astpresence.domain.rules import (
-    MIRROR_MAP,
+from astpresence.domain.behaviours import (
     MissedCallEvent,
-    RuleConfig,
     auto_contribution,
-    decide,
     is_our_pause_reason,
     missed_calls_step,
     pause_reason,
     pause_wanted,
     queue_pause_action,
+)
+from astpresence.domain.rules import (
+    MIRROR_MAP,
+    RuleConfig,
+    decide,
 )
 from astpresence.domain.mirror import is_mirror_device, mirror_device, mirror_state
 from astpresence.domain.records import SourceRecord

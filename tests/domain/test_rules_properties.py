@@ -9,21 +9,23 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from astpresence.domain.model import DeviceState, InvalidInput, Presence, State
+from astpresence.domain.behaviours import (
+    MissedCallEvent,
+    is_our_pause_reason,
+    missed_calls_step,
+    pause_wanted,
+    queue_pause_action,
+)
 from astpresence.domain.rules import (
     DEFAULT_RULES,
     RULE_KEYS,
     Decision,
     DeviceView,
-    MissedCallEvent,
     RuleConfig,
     all_unavailable,
     decide,
     in_window,
-    is_our_pause_reason,
-    missed_calls_step,
     next_change_at,
-    pause_wanted,
-    queue_pause_action,
 )
 from astpresence.domain.records import SourceRecord
 from tests.support.rules import (

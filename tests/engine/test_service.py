@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from astpresence.domain.model import NOT_SET, Presence, State, parse_device_state
-from astpresence.engine.service import ASTERISK, MANUAL, PresenceService, UnknownUser
+from astpresence.engine.errors import UnknownUser
+from astpresence.engine.service import ASTERISK, MANUAL, PresenceService
 from astpresence.asterisk.nodes import attach_nodes
 from astpresence.domain.records import UserRecord
 from tests.support.memory_store import MemoryStore

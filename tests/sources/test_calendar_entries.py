@@ -29,8 +29,8 @@ from astpresence.sources.calendars.entries import (
 )
 from astpresence.sources.calendars.graph import busy_from_graph
 from astpresence.sources.calendars.ics import busy_intervals, parse_calendar
-from astpresence.app.config import config_json, load_config
-from astpresence.app.settings import ConfigError
+from astpresence.app.config import load_config
+from astpresence.app.config_view import config_json
 from astpresence.app.settings import ConfigError
 from astpresence.domain.model import InvalidInput, Presence, State
 from tests.support.calendar_servers import CALENDARS

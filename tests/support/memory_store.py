@@ -35,6 +35,8 @@ def _opt_utc(value: datetime | None) -> datetime | None:
 class MemoryStore:
     """Dicts and a list; every method is atomic because none awaits mid-change."""
 
+    local_file = None
+
     def __init__(self) -> None:
         self._open = False
         self._users: dict[str, UserRecord] = {}

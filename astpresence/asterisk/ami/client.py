@@ -1,9 +1,7 @@
 """A small asyncio AMI client: one TCP link, actions with timeouts, ordered events.
 
-Why not panoramisk: it decodes each TCP chunk on its own (a UTF-8 character
-split across reads is lost), runs event handlers as fire-and-forget tasks (no
-order), has no action timeout and no ping supervision. The fixes would replace
-nearly all of it.
+Why not panoramisk: it decodes each TCP chunk on its own, runs handlers as
+fire-and-forget tasks, and has no action timeout or ping supervision.
 
 Design:
 
@@ -19,16 +17,7 @@ Design:
   link lost when no answer comes within ``ping_interval``: a server that keeps
   the socket open but stops answering is detected within two intervals.
 
-Asterisk facts this relies on (docs/asterisk.md, main/manager.c):
-
-- The session writes an action's response before any event queued while the
-  action ran (``process_message`` then ``process_events``), but events are
-  produced asynchronously (stasis): an action's events may arrive after the
-  response to the *next* action. Nothing here assumes they follow at once.
-- A refused login is answered ``Response: Error`` / ``Message: Authentication
-  failed`` after a one-second sleep, then Asterisk closes the socket.
-- List actions answer ``Response: Success`` / ``EventList: start``, then item
-  events carrying the ActionID, then an event with ``EventList: Complete``.
+How actions meet their answers, and the Asterisk facts that relies on: actions.py.
 """
 
 from __future__ import annotations
@@ -39,11 +28,18 @@ import inspect
 import itertools
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Union
 
+from astpresence.asterisk.ami.actions import (
+    ActionError,
+    ActionTimeout,
+    Actions,
+    AMIConnectionError,
+    AMIError,
+    AuthenticationError,
+)
+from astpresence.asterisk.ami.actions import READ_CHUNK, read_banner
 from astpresence.asterisk.ami.frames import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE,
@@ -56,18 +52,9 @@ from astpresence.asterisk.ami.frames import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "AMIClient",
-    "AMIConnectionError",
-    "AMIError",
-    "ActionError",
-    "ActionTimeout",
-    "AuthenticationError",
-    "EventHandler",
-]
+__all__ = ["AMIClient", "AMIConnectionError", "AMIError", "ActionError",
+           "ActionTimeout", "AuthenticationError", "EventHandler"]
 
-#: Bytes asked of the socket per read; the parser bounds what it buffers.
-READ_CHUNK = 64 * 1024
 #: Events read but not yet handled, at most. When handlers fall this far
 #: behind, the reader stops reading the socket until they catch up: TCP then
 #: holds Asterisk back instead of memory growing here.
@@ -77,49 +64,6 @@ DISPATCH_SLICE = 0.005
 
 EventHandler = Callable[[Message], Awaitable[None] | None]
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
-
-
-class AMIError(Exception):
-    """Base class of every error raised by :class:`AMIClient`."""
-
-
-class AMIConnectionError(AMIError):
-    """The link could not be opened, is not AMI, or was lost."""
-
-
-class AuthenticationError(AMIError):
-    """Asterisk refused the Login."""
-
-    def __init__(self, username: str) -> None:
-        super().__init__(f"authentication failed for user {username}")
-        self.username = username
-
-
-class ActionError(AMIError):
-    """Asterisk answered ``Response: Error``; ``.response`` is its frame."""
-
-    def __init__(self, action: str, response: Message) -> None:
-        message = response.get("Message") or "(no message)"
-        super().__init__(f"{action} failed: {message}")
-        self.action = action
-        self.response = response
-
-
-class ActionTimeout(AMIError):
-    """No (complete) answer to an action in time."""
-
-    def __init__(self, action: str, timeout: float) -> None:
-        super().__init__(f"{action} got no response within {timeout:g} s")
-        self.action = action
-        self.timeout = timeout
-
-
-@dataclass(eq=False)
-class _Pending:
-    action: str
-    future: asyncio.Future[Message | list[Message]]
-    is_list: bool
-    items: list[Message] = field(default_factory=list)
 
 
 #: Sentinel put in the event queue when the link ends.
@@ -162,10 +106,7 @@ class AMIClient:
 
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[str, _Pending] = {}
-        # List actions given up on (timeout): their late events are dropped
-        # instead of being taken for live events.
-        self._abandoned: deque[str] = deque(maxlen=256)
+        self._actions = Actions()
         self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._held_back = False  # the reader waits for room in _events
         self._tasks: set[asyncio.Task[None]] = set()
@@ -275,31 +216,7 @@ class AMIClient:
                 f"cannot connect to AMI at {self.host}:{self.port}: {exc}"
             ) from None
         self._reader, self._writer = reader, writer
-        leftover: list[Message | FrameError] = []
-        while self.banner is None:
-            try:
-                data = await reader.read(READ_CHUNK)
-            except OSError as exc:
-                raise AMIConnectionError(f"link lost while reading the banner: {exc}") from None
-            if not data:
-                raise AMIConnectionError(
-                    f"{self.host}:{self.port} closed the connection before sending a banner"
-                )
-            for item in self._parser.feed(data):
-                if isinstance(item, Banner):
-                    if not item.is_asterisk:
-                        raise AMIConnectionError(
-                            f"{self.host}:{self.port} is not an Asterisk AMI server "
-                            f"(banner {item.text[:80]!r})"
-                        )
-                    self.banner = item.text
-                elif self.banner is None:
-                    # FrameError for a banner line that never ended.
-                    raise AMIConnectionError(
-                        f"{self.host}:{self.port} is not an Asterisk AMI server ({item})"
-                    )
-                else:
-                    leftover.append(item)
+        self.banner, leftover = await read_banner(reader, self._parser, self.host, self.port)
         logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
         return leftover
 
@@ -337,8 +254,7 @@ class AMIClient:
             raise AMIConnectionError(str(self._close_error or "link lost: not connected"))
         wait = self.action_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        pending = _Pending(action, loop.create_future(), is_list)
-        self._pending[action_id] = pending
+        pending = self._actions.add(action_id, action, loop.create_future(), is_list)
         try:
             async with asyncio.timeout(wait):
                 self._writer.write(data)
@@ -346,14 +262,14 @@ class AMIClient:
                 return await pending.future
         except TimeoutError:
             if is_list:
-                self._abandoned.append(action_id)
+                self._actions.abandon(action_id)
             raise ActionTimeout(action, wait) from None
         except (ConnectionError, OSError) as exc:
             # drain() on a broken socket; the reader will notice as well.
             self._end(f"write failed: {exc}")
             raise AMIConnectionError(str(self._close_error or f"link lost: {exc}")) from None
         finally:
-            self._pending.pop(action_id, None)
+            self._actions.done(action_id)
 
     # -- tasks ------------------------------------------------------------
 
@@ -400,56 +316,13 @@ class AMIClient:
                     events.put_nowait(event)
 
     def _route(self, item: Banner | Message | FrameError) -> Message | None:
-        """Hand a frame to the action waiting for it; returns it if it is a live event."""
         if isinstance(item, FrameError):
             # E.g. the rest of a frame forged by an unescaped CR/LF in a
             # PresenceStatus message (tests/support/captures/escaping-and-limits.txt, inj-1).
             logger.warning("Refused an AMI frame from %s:%d: %s: %r",
                            self.host, self.port, item.reason, item.sample)
             return None
-        if isinstance(item, Banner):  # the parser emits one, at the start
-            return None
-        action_id = item.action_id
-        pending = self._pending.get(action_id) if action_id is not None else None
-        if item.response is not None:
-            if pending is None:
-                logger.debug("AMI response for unknown ActionID %s dropped", action_id)
-            else:
-                self._on_response(pending, item)
-            return None
-        if item.event is None:
-            logger.warning("AMI frame without Response or Event dropped: %r", item.headers[:3])
-            return None
-        if pending is not None and pending.is_list:
-            self._on_list_event(pending, item)
-        elif action_id is not None and action_id in self._abandoned:
-            logger.debug("Late %s event of an abandoned list action dropped", item.event)
-        else:
-            return item
-        return None
-
-    @staticmethod
-    def _on_response(pending: _Pending, message: Message) -> None:
-        if pending.future.done():
-            return
-        if (message.response or "").lower() == "error":
-            pending.future.set_exception(ActionError(pending.action, message))
-        elif not pending.is_list:
-            pending.future.set_result(message)
-        elif (message.get("EventList") or "").lower() == "start":
-            return  # the items follow as events
-        else:
-            # A Success without a list to follow: nothing to collect.
-            pending.future.set_result([])
-
-    @staticmethod
-    def _on_list_event(pending: _Pending, event: Message) -> None:
-        if pending.future.done():
-            return
-        if (event.get("EventList") or "").lower() == "complete":
-            pending.future.set_result(pending.items)
-        else:
-            pending.items.append(event)
+        return self._actions.route(item)
 
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -510,10 +383,7 @@ class AMIClient:
             logger.info("AMI link to %s:%d closed", self.host, self.port)
         self._closed.set()
         error = self._close_error or AMIConnectionError("link lost: closed by client")
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(error)
-        self._pending.clear()
+        self._actions.fail_all(error)
         if self._writer is not None:
             self._writer.close()
         # Events already read are still handed out, then the dispatcher ends.
