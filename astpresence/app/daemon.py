@@ -30,7 +30,6 @@ from astpresence.cluster.commands import CommandTable, Remote
 from astpresence.cluster.notices import LeaderNotices
 from astpresence.cluster.relay import CommandServer, Follower
 from astpresence.cluster.following import FollowerAPI, Following
-from astpresence.cluster.replica import Replica
 from astpresence.cluster.serving import Serving
 from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.bridge import AMIBridge
@@ -261,12 +260,11 @@ class Daemon:
         """Serve the API as a follower until this node takes the lock (True) or stops."""
         done = asyncio.Event()
         remote = Remote(lambda kind, body: self._call_leader(kind, body))
-        replica = Replica()
-        following = Following(self.service, self.store, remote, replica)
+        following = Following(self.service, self.store, remote)
         self.follower = Follower(self.config.db_url.value, ha.node, self.store,
                                  following.load, following.apply,
                                  following.read_leaders_cards)
-        self.serving.follow(FollowerAPI(self.service, self.store, remote, replica), remote)
+        self.serving.follow(FollowerAPI(following), remote)
         task = asyncio.create_task(self.follower.run(done), name="follower")
         try:
             return await ha.acquire(self.stop_event)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from astpresence.asterisk.ami.client import (
 from astpresence.asterisk.ami.frames import Message
 from astpresence.asterisk.ari import AriClient
 from astpresence.engine.events import LinkEvent
+from astpresence.engine.timers import backoff_delay, stopped_within
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.logsafe import clip
 from astpresence.engine.metrics import Metrics
@@ -48,8 +48,6 @@ from astpresence.asterisk.write_kinds import KIND_BY_NAME, REFUSALS, Link, Write
 logger = logging.getLogger(__name__)
 
 
-#: Reconnect delays in seconds; the last one repeats (STYLE.md, Lifecycle).
-BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 MAX_CONCURRENT_WRITES = 64
 
 
@@ -62,12 +60,6 @@ class NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         node = (self.extra or {}).get("node")
         return (f"[{node}] {msg}" if node and node != DEFAULT_NODE else msg), kwargs
-
-
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before reconnect attempt ``attempt`` (1-based), with +-20% jitter."""
-    base = BACKOFF[min(attempt, len(BACKOFF)) - 1]
-    return base * (rng or random).uniform(0.8, 1.2)
 
 
 @dataclass
@@ -154,10 +146,7 @@ class AMIBridge:
             delay = backoff_delay(attempt)
             self.status.next_retry_at = asyncio.get_running_loop().time() + delay
             self._log.warning("reconnecting to AMI in %.1f s (attempt %d)", delay, attempt)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await stopped_within(stop, delay)
             self.status.next_retry_at = None
             self.status.reconnects += 1
             self._metrics.reconnects.labels(self.name).inc()

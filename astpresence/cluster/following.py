@@ -41,22 +41,21 @@ from astpresence.cluster.replica import Replica
 class Following:
     """The engine's side of following a leader: (re)load, then apply its notices."""
 
-    def __init__(self, engine: PresenceService, store: Store, leader: Remote,
-                 replica: Replica) -> None:
-        self._engine = engine
-        self._store = store
-        self._leader = leader
-        self._replica = replica
+    def __init__(self, engine: PresenceService, store: Store, leader: Remote) -> None:
+        self.engine = engine
+        self.store = store
+        self.leader = leader
+        self.replica = Replica()
 
     async def load(self) -> int:
         """The state as the leader stored it; returns the number of its last event."""
-        engine = self._engine
+        engine = self.engine
         last_event = await engine.load_stored()
-        self._replica.clear()
+        self.replica.clear()
         links = engine.events.links
         links.clear()
         for node in engine.nodes:
-            stored = await self._store.get_meta(f"link:{node}")
+            stored = await self.store.get_meta(f"link:{node}")
             if stored is not None:
                 with contextlib.suppress(InvalidInput):
                     link = parse_notice(stored)
@@ -68,39 +67,38 @@ class Following:
     async def apply(self, notice: Notice, loaded_at: int) -> None:
         """One of the leader's notices (``loaded_at``: the event number the state was
         loaded at; older change events are in it already)."""
-        engine = self._engine
+        engine = self.engine
         if isinstance(notice, Change):
             view = notice.view
             if view.user not in engine.users:
                 return
-            old = self._replica.view(view.user) or engine.stored_view(
-                view.user, *self._replica.card(view.user))
-            self._replica.changed(view)
+            old = self.replica.view(view.user) or engine.stored_view(
+                view.user, *self.replica.card(view.user))
+            self.replica.changed(view)
             if notice.seq > loaded_at:
                 engine.events.relay(notice.seq, old, view)
         elif isinstance(notice, LinkEvent):
             if notice.node in engine.nodes:  # a server of this config: bounded
                 engine.events.publish_service(notice)
         elif isinstance(notice, Written):
-            self._replica.written(notice.user)
+            self.replica.written(notice.user)
         else:
-            engine.users.replace_stored(await self._store.load_users())
+            engine.users.replace_stored(await self.store.load_users())
             engine.users_changed()
 
     async def read_leaders_cards(self) -> None:
         """In step: the contact cards the leader read from Asterisk."""
-        self._replica.cards_read(await self._leader.send(CARDS))
+        self.replica.cards_read(await self.leader.send(CARDS))
 
 
 class FollowerAPI:
     """The API's port on a follower: its copy for reads, the leader for writes."""
 
-    def __init__(self, engine: PresenceService, store: Store, leader: Remote,
-                 replica: Replica) -> None:
-        self._engine = engine
-        self._store = store
-        self._leader = leader
-        self._replica = replica
+    def __init__(self, following: Following) -> None:
+        self._engine = following.engine
+        self._store = following.store
+        self._leader = following.leader
+        self._replica = following.replica
 
     @property
     def users(self) -> UserDirectory:

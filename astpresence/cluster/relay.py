@@ -33,6 +33,7 @@ import asyncpg
 
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
+from astpresence.engine.timers import backoff_delay, stopped_within
 from astpresence.store.base import StoreError
 from astpresence.store.postgres_schema import COMMANDS_CHANNEL, EVENTS_CHANNEL, RESULTS_CHANNEL
 
@@ -47,7 +48,8 @@ CALL_TIMEOUT = 10.0
 STALE_COMMANDS = 300.0
 #: A follower checks its command's row this often, in case a notice was missed.
 POLL = 0.5
-BACKOFF = (0.5, 1.0, 2.0, 4.0)
+#: A follower's links come back faster than an AMI link: a takeover waits on them.
+FOLLOWER_BACKOFF = (0.5, 1.0, 2.0, 4.0)
 #: Notices a follower holds before applying them, at most (a slow follower
 #: reloads instead of growing a queue).
 MAX_PENDING_NOTICES = 100_000
@@ -257,10 +259,9 @@ async def _linked(url: str, name: str, stop: asyncio.Event,
         finally:
             if conn is not None and not conn.is_closed():
                 conn.terminate()
-        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
         attempt += 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        if await stopped_within(stop, backoff_delay(attempt, FOLLOWER_BACKOFF)):
+            return
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

@@ -314,26 +314,23 @@ def _parse_mirror_via(key: str, raw: object) -> str:
     return str(raw)
 
 
-def _parse_mirror_prefix(key: str, raw: object) -> str:
-    if not isinstance(raw, str) or not raw:
-        raise _bad(key, "expected a non-empty string")
-    if len(raw) > _MAX_PREFIX_LEN:
-        raise _bad(key, f"longer than {_MAX_PREFIX_LEN} characters")
-    if not _NAME_RE.fullmatch(raw):
-        # It becomes part of Setvar DEVICE_STATE(Custom:<prefix><user>).
-        raise _bad(key, f"{raw!r} may only contain letters, digits, _ . -")
-    return raw
+def _prefix(pattern: re.Pattern[str], allowed: str) -> Callable[[str, object], str]:
+    """A parser of a name prefix: non-empty, short, only ``allowed`` characters."""
+    def parse(key: str, raw: object) -> str:
+        if not isinstance(raw, str) or not raw:
+            raise _bad(key, "expected a non-empty string")
+        if len(raw) > _MAX_PREFIX_LEN:
+            raise _bad(key, f"longer than {_MAX_PREFIX_LEN} characters")
+        if not pattern.fullmatch(raw):
+            raise _bad(key, f"{raw!r} may only contain {allowed}")
+        return raw
+    return parse
 
 
-def _parse_reason_prefix(key: str, raw: object) -> str:
-    if not isinstance(raw, str) or not raw:
-        raise _bad(key, "expected a non-empty string")
-    if len(raw) > _MAX_PREFIX_LEN:
-        raise _bad(key, f"longer than {_MAX_PREFIX_LEN} characters")
-    if not _REASON_PREFIX_RE.fullmatch(raw):
-        # Sent as the QueuePause Reason header: nothing that could end it.
-        raise _bad(key, f"{raw!r} may only contain letters, digits, _ . : -")
-    return raw
+# It becomes part of Setvar DEVICE_STATE(Custom:<prefix><user>).
+_parse_mirror_prefix = _prefix(_NAME_RE, "letters, digits, _ . -")
+# Sent as the QueuePause Reason header: nothing that could end it.
+_parse_reason_prefix = _prefix(_REASON_PREFIX_RE, "letters, digits, _ . : -")
 
 
 def _parse_mirror_map(key: str, raw: object) -> Mapping[State, DeviceState]:

@@ -1,14 +1,19 @@
-"""Deadlines: when each user's presence may change by time alone (windows, offline)."""
+"""Deadlines: when each user's presence may change by time alone (windows, offline);
+and the one backoff every reconnect loop uses."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 logger = logging.getLogger(__name__)
+
+#: Reconnect delays in seconds; the last one repeats (STYLE.md, Lifecycle).
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 #: Longest single wait: a clock that jumps is noticed within this many seconds.
 MAX_WAIT = 3600.0
@@ -63,3 +68,18 @@ class Deadlines:
                 await self._on_due(due, now)
             except Exception:
                 logger.exception("could not apply timed changes")
+
+
+def backoff_delay(attempt: int, steps: tuple[float, ...] = BACKOFF,
+                  rng: random.Random | None = None) -> float:
+    """Delay before retry ``attempt`` (1-based) after ``steps``, with +-20% jitter so
+    that many clients cut off at once do not come back at once."""
+    base = steps[max(1, min(attempt, len(steps))) - 1]
+    return base * (rng or random).uniform(0.8, 1.2)
+
+
+async def stopped_within(stop: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds or until ``stop``; True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+    return stop.is_set()

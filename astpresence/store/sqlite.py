@@ -338,28 +338,17 @@ class SqliteStore:
         """
         if not batch:
             return []
-        async with self._lock:
-            db = self._conn()
-            try:
-                ids = await self._write(db, batch)
-            except sqlite3.Error as exc:
-                await _rollback(db)
-                raise StoreError(f"cannot write to database {self._path}: {exc}") from exc
-            except BaseException:
-                # Includes cancellation. aiosqlite runs statements in order on one
-                # thread, so this ROLLBACK runs after whatever was already queued
-                # and the next caller finds no transaction open. (Cancelled while
-                # awaiting COMMIT, the batch may be stored although the caller
-                # hears CancelledError.)
-                await _rollback(db)
-                raise
+        # Cancelled while awaiting COMMIT, the batch may be stored although the
+        # caller hears CancelledError (aiosqlite runs statements in order on one
+        # thread: the ROLLBACK runs after whatever was already queued).
+        async with self._transaction() as db:
+            ids = await self._write(db, batch)
         return ids
 
     async def _write(self, db: aiosqlite.Connection, batch: Batch) -> list[int]:
         # Rows are converted just before each statement, inside the transaction,
         # so a bad value (a naive datetime) aborts a transaction that may
         # already hold earlier statements: the rollback path is the normal one.
-        await db.execute("BEGIN IMMEDIATE")
         if batch.delete_sources:
             await db.executemany(_DELETE_SOURCE, list(batch.delete_sources))
         if batch.put_sources:
@@ -380,7 +369,6 @@ class SqliteStore:
             ids = list(range(last - len(batch.history) + 1, last + 1))
         if batch.meta:
             await db.executemany(_PUT_META, list(batch.meta.items()))
-        await db.execute("COMMIT")
         return ids
 
 

@@ -33,6 +33,13 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dic
 def list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
     return obj({key: {"type": "array", "items": item}, **more})
 
+def presence_input(**more: Any) -> dict[str, Any]:
+    """A request body holding a presence (state, subtype, message) and ``more``."""
+    return {"type": "object", "additionalProperties": False, "required": ["state"],
+            "properties": {"state": ref("State"), "subtype": _TEXT, "message": _TEXT,
+                           **more}}
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -126,45 +133,20 @@ SCHEMAS: dict[str, Any] = {
     "TokenList": list_of("tokens", ref("Token")),
     "TokenCreated": {"allOf": [ref("Token"), obj({"token": STR})]},
     "Revoked": obj({"id": STR, "revoked": {"type": "boolean"}}),
-    "PresenceInput": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["state"],
-        "properties": {"state": {"$ref": "#/components/schemas/State"},
-                       "subtype": _TEXT, "message": _TEXT},
-    },
-    "MyPresenceInput": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["state"],
-        "properties": {
-            "state": {"$ref": "#/components/schemas/State"},
-            "subtype": _TEXT,
-            "message": _TEXT,
-            "expires": {"oneOf": [{"type": "string", "format": "date-time"},
-                                  {"type": "number", "exclusiveMinimum": 0,
-                                   "maximum": MAX_TTL_SECONDS},
-                                  {"type": "null"}],
-                        "description": "When the presence reverts: a date-time with zone "
-                                       "at most 366 days ahead, or seconds from now; "
-                                       "null or absent: never"},
-        },
-    },
-    "SourceInput": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["state"],
-        "properties": {
-            "state": {"$ref": "#/components/schemas/State"},
-            "subtype": _TEXT,
-            "message": _TEXT,
-            "start": {"type": ["string", "null"], "format": "date-time"},
-            "end": {"type": ["string", "null"], "format": "date-time",
-                    "description": "At most 366 days ahead"},
-            "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS,
-                    "description": "Instead of end: seconds from start (or now)"},
-        },
-    },
+    "PresenceInput": presence_input(),
+    "MyPresenceInput": presence_input(
+        expires={"oneOf": [{"type": "string", "format": "date-time"},
+                           {"type": "number", "exclusiveMinimum": 0,
+                            "maximum": MAX_TTL_SECONDS},
+                           {"type": "null"}],
+                 "description": "When the presence reverts: a date-time with zone at most "
+                                "366 days ahead, or seconds from now; null or absent: never"}),
+    "SourceInput": presence_input(
+        start={"type": ["string", "null"], "format": "date-time"},
+        end={"type": ["string", "null"], "format": "date-time",
+             "description": "At most 366 days ahead"},
+        ttl={"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS,
+             "description": "Instead of end: seconds from start (or now)"}),
     "TokenInput": {
         "type": "object",
         "additionalProperties": False,
