@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-ON_THE_PHONE = "unavailable,b24tdGhlLXBob25l,,e"  # base64("on-the-phone")
+ON_THE_PHONE = "dnd,b24tdGhlLXBob25l,,e"  # base64("on-the-phone"): a call reads as busy
 
 
 def say(**fields: object) -> None:

@@ -63,10 +63,13 @@ async def relay(ami_port: int) -> None:
                 uid = d["Device"].partition("/")[2]
                 text = json.dumps({
                     "type": "presence", "seq": seq, "user": uid,
-                    "presence": {"user": uid, "state": "unavailable",
+                    "presence": {"user": uid, "state": "dnd",
                                  "subtype": "on-the-phone", "message": "", "source": "device",
                                  "actor": "engine", "since": datetime.now(UTC).isoformat(),
-                                 "pending": True, "rule": "on-the-phone"},
+                                 "pending": True, "rule": "on-the-phone",
+                                 "chosen": {"state": "available", "subtype": "",
+                                            "message": ""},
+                                 "activity": "on-the-phone"},
                     "changed": ["state", "subtype"],
                 })
                 for ws in list(CLIENTS):

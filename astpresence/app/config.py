@@ -22,6 +22,8 @@ from astpresence.domain.rules import RuleConfig
 
 
 from astpresence.app.settings import (
+    _one_catalogue,
+    _statuses,
     _bool,
     _bounded_int,
     _db_url,
@@ -247,7 +249,7 @@ FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
     **{plugin.name: _source(plugin) for plugin in SOURCES},
     **{section: _flat(section) for section in SECTIONS}, "limits": _limits,
     "asterisk": _asterisk_nodes, "users": _users, "rules": _rules,
-    "presets": _presets, "cli": _cli,
+    "presets": _presets, "statuses": _statuses, "cli": _cli,
     "privacy": _later, "groups": _later,
 }
 
@@ -289,6 +291,7 @@ def _from_file(path: Path, cfg: Config) -> Config:
         if key in data:
             cfg = parse(cfg, data[key], where)
     cfg = replace(cfg, privacy=_parse_privacy(data, raw_users_levels(data, where), where))
+    cfg = _one_catalogue(cfg, where)
     if "ari" in data and not cfg.ari.url:
         raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got ''")
     _check_ari_mirror(cfg, where)

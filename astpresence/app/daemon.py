@@ -70,7 +70,8 @@ class Daemon:
                                        dnd_sync=config.freepbx.dnd_sync,
                                        mailbox_pattern=config.cards.mailbox,
                                        read_names=config.cards.names,
-                                       nodes=[n.name for n in config.asterisk_servers])
+                                       nodes=[n.name for n in config.asterisk_servers],
+                                       status_catalogue=config.statuses)
         #: The ports the engine is handed: each Asterisk server's side.
         self.nodes = attach_nodes(self.service, self.store)
         self.metrics = Metrics()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from astpresence.web.auth import Level, Privacy
@@ -22,6 +22,7 @@ from astpresence.domain.model import (
 )
 from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
 from astpresence.domain.records import UserRecord
+from astpresence.domain.statuses import Status, check_catalogue, parse_status
 from astpresence.engine.users import DEFAULT_MAX_USERS
 
 
@@ -131,6 +132,8 @@ class Config:
     rules: RuleConfig = DEFAULT_RULES
     #: Feature code presets: digit N of *37N -> presence.
     presets: Mapping[int, Presence] = field(default_factory=dict)
+    #: The named statuses ([[statuses]], and each [[presets]] entry as one).
+    statuses: tuple[Status, ...] = ()
     privacy: Privacy = Privacy()
     ari: AriConfig = AriConfig()
     max_websockets: int = 2000
@@ -347,3 +350,30 @@ def _url(raw: object, what: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{what}: expected http(s)://host:port/ari, got {url!r}")
     return url
+
+
+def _statuses(cfg: Config, raw: object, where: str) -> Config:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'statuses' must be an array of tables ([[statuses]])")
+    try:
+        found = [parse_status(_table(t, f"{where} statuses[{i}]"), f"{where} statuses[{i}]")
+                 for i, t in enumerate(raw)]
+        return replace(cfg, statuses=check_catalogue(found, f"{where} [[statuses]]"))
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _one_catalogue(cfg: Config, where: str) -> Config:
+    """[[presets]] entries join the catalogue (a status each, "preset-N"), and every
+    status with a digit is a *37N preset: one list for the API, the board, the CLI
+    and the dialplan kit."""
+    statuses = list(cfg.statuses)
+    for digit, presence in sorted(cfg.presets.items()):
+        owner = next((s for s in statuses if s.digit == digit), None)
+        if owner is not None:
+            raise ConfigError(f"{where}: digit {digit} is both a [[presets]] entry and "
+                              f"status {owner.id!r}; keep one")
+        statuses.append(Status(f"preset-{digit}", presence.message or presence.state.value,
+                               presence, digit=digit))
+    presets = {s.digit: s.presence for s in statuses if s.digit is not None}
+    return replace(cfg, statuses=tuple(statuses), presets=presets)

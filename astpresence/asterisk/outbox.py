@@ -18,7 +18,7 @@ from typing import Any
 
 from astpresence.asterisk.queues import QueueMembers
 from astpresence.asterisk.retry import Failures
-from astpresence.asterisk.write_kinds import KINDS, WriteKind
+from astpresence.asterisk.write_kinds import KINDS, Target, WriteKind
 from astpresence.asterisk.writes import WriteTracker
 from astpresence.domain.model import Presence
 from astpresence.domain.rules import RuleConfig
@@ -72,8 +72,9 @@ class Outbox:
 
     # -- taking the writes ----------------------------------------------------
 
-    def take(self, desired: Callable[[str], Presence]) -> Writes:
-        """Everything to send now for the users marked (and refused writes now due)."""
+    def take(self, wanted: Callable[[str], tuple[Presence, Presence]]) -> Writes:
+        """Everything to send now for the users marked (and refused writes now due).
+        ``wanted``: a user's (effective, chosen) presence (engine/reads.py)."""
         self.wakeup.clear()
         writes: Writes = {kind.name: [] for kind in KINDS}
         if not self.synced:
@@ -88,7 +89,7 @@ class Outbox:
                     self._dirty.add(owner)
         dirty, self._dirty = self._dirty, set()
         for uid in dirty:
-            want = desired(uid)
+            want = Target(*wanted(uid))
             for kind in KINDS:
                 tracker = self._trackers[kind.name]
                 out = writes[kind.name]

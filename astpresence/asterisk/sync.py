@@ -291,7 +291,7 @@ class AsteriskSync:
 
     def take_all(self) -> Writes:
         """Everything to send now (see :meth:`Outbox.take`)."""
-        return self.outbox.take(self._engine.desired)
+        return self.outbox.take(self._engine.wanted)
 
 
 def cards_from_nodes(engine: PresenceService) -> None:

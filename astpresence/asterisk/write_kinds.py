@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from astpresence.asterisk.ami.client import ActionError, ActionTimeout, AMIClient
 from astpresence.asterisk.ari import AriClient, AriError
@@ -43,6 +43,15 @@ W = TypeVar("W")
 #: What Asterisk answers when it refuses a write (it is retried with backoff);
 #: anything else (a lost link) is left to the resync after the next login.
 REFUSALS = (ActionError, ActionTimeout, AriError, InvalidInput, ValueError)
+
+
+class Target(NamedTuple):
+    """What a user should have in Asterisk: the effective presence (PRESENCE_STATE)
+    and the chosen one (what the mirror, queue pauses and FreePBX DND follow: a
+    call overlays nothing of what the person chose; docs/presence-rules.md)."""
+
+    effective: Presence
+    chosen: Presence
 
 
 class Wanting(Protocol):
@@ -74,8 +83,8 @@ class Link:
 class WriteKind(Generic[K, V, W]):
     name: str
     default: V
-    #: (outbox, user, the user's wanted presence) -> the writes it may ask for.
-    wanted: Callable[[Wanting, str, Presence], Iterable[W]]
+    #: (outbox, user, what the user should have) -> the writes it may ask for.
+    wanted: Callable[[Wanting, str, Target], Iterable[W]]
     key: Callable[[W], K]
     value: Callable[[W], V]
     send: Callable[[Link, W], Awaitable[None]]
@@ -90,8 +99,8 @@ class WriteKind(Generic[K, V, W]):
 # -- presence: PRESENCE_STATE(CustomPresence:<user>) -------------------------------
 
 
-def _presence_wanted(outbox: Wanting, uid: str, want: Presence) -> list[PresenceWrite]:
-    return [PresenceWrite(uid, want)]
+def _presence_wanted(outbox: Wanting, uid: str, want: Target) -> list[PresenceWrite]:
+    return [PresenceWrite(uid, want.effective)]
 
 
 async def _send_presence(link: Link, write: PresenceWrite) -> None:
@@ -106,12 +115,15 @@ async def _send_presence(link: Link, write: PresenceWrite) -> None:
 # -- the BLF mirror: DEVICE_STATE(Custom:<prefix><user>) ---------------------------
 
 
-def _mirror_wanted(outbox: Wanting, uid: str, want: Presence) -> list[MirrorWrite]:
+def _mirror_wanted(outbox: Wanting, uid: str, want: Target) -> list[MirrorWrite]:
     cfg = outbox.config
     if not cfg.mirror or uid not in outbox.users or not outbox.wants_mirror(uid):
         return []
-    return [MirrorWrite(uid, mirror.mirror_device(uid, cfg), mirror.mirror_state(want.state,
-                                                                                 cfg))]
+    # The phone's own device shows a call: the mirror shows what the person chose
+    # (before 0.2, projection = "legacy": the effective presence).
+    shown = want.effective if cfg.projection == "legacy" else want.chosen
+    return [MirrorWrite(uid, mirror.mirror_device(uid, cfg),
+                        mirror.mirror_state(shown.state, cfg))]
 
 
 async def _send_mirror(link: Link, write: MirrorWrite) -> None:
@@ -125,12 +137,13 @@ async def _send_mirror(link: Link, write: MirrorWrite) -> None:
 # -- queue pauses: QueuePause of each of the user's members ------------------------
 
 
-def _pause_wanted(outbox: Wanting, uid: str, want: Presence) -> list[PauseWrite]:
+def _pause_wanted(outbox: Wanting, uid: str, target: Target) -> list[PauseWrite]:
     cfg = outbox.config
     if not cfg.queue_pause:
         return []
     out = []
     tracker = outbox.tracker("queue_pause")
+    want = target.chosen  # a call is no reason to pause (nor to unpause)
     for member in outbox.members.of(uid):
         paused, reason = tracker.current(member.key)
         action = behaviours.queue_pause_action(want.state, paused, reason, cfg)
@@ -160,9 +173,10 @@ async def _send_pause(link: Link, write: PauseWrite) -> None:
 # -- FreePBX DND: astdb DND/<ext> and the DND devices ------------------------------
 
 
-def _dnd_wanted(outbox: Wanting, uid: str, want: Presence) -> list[DndWrite]:
+def _dnd_wanted(outbox: Wanting, uid: str, want: Target) -> list[DndWrite]:
     device = outbox.dnd_device(uid)
-    return [] if device is None else [DndWrite(uid, device, want.state is State.DND)]
+    on = want.chosen.state is State.DND  # a call read as busy switches no FreePBX DND
+    return [] if device is None else [DndWrite(uid, device, on)]
 
 
 async def _send_dnd(link: Link, write: DndWrite) -> None:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +22,7 @@ import click
 from astpresence import __version__
 from astpresence.app.config import cli_token
 from astpresence.app.settings import ConfigError, parse_listen
+from astpresence.domain import statuses
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput, validate_user_id
 
@@ -137,20 +139,28 @@ SUBTYPE_COLUMNS, MESSAGE_COLUMNS, NAME_COLUMNS = 16, 40, 24
 
 
 def _presence_row(p: dict[str, Any]) -> list[str]:
+    """What the person chose and what is going on; what Asterisk holds when it differs
+    (a call or an outage overlays it)."""
     voicemail = p.get("voicemail")
+    chosen = p.get("chosen") or p
+    written = (p["state"], p["subtype"], p["message"])
+    shown = "" if written == (chosen["state"], chosen["subtype"], chosen["message"]) else \
+        "/".join(x for x in written[:2] if x)
     return [
-        p["user"], _shorten(p.get("name") or "", NAME_COLUMNS), p["state"],
-        _shorten(p["subtype"], SUBTYPE_COLUMNS),
-        _shorten(p["message"], MESSAGE_COLUMNS), p["source"],
+        p["user"], _shorten(p.get("name") or "", NAME_COLUMNS), chosen["state"],
+        p.get("activity") or "", _shorten(chosen["subtype"], SUBTYPE_COLUMNS),
+        _shorten(chosen["message"], MESSAGE_COLUMNS), shown, p["source"],
         (p.get("since") or "-")[:19].replace("T", " "),
         "" if voicemail is None else str(voicemail),
         "yes" if p.get("pending") else "",
     ]
 
 
-#: ``vm``: new voicemail messages (empty: no mailbox known, or not yours to see).
-PRESENCE_HEADERS = ["user", "name", "state", "subtype", "message", "source", "since", "vm",
-                    "pending"]
+#: ``activity``: on-the-phone, ringing, offline, meeting...; ``asterisk``: what the hint
+#: holds when a call or an outage overlays the chosen state; ``vm``: new voicemail
+#: messages (empty: no mailbox known, or not yours to see).
+PRESENCE_HEADERS = ["user", "name", "state", "activity", "subtype", "message", "asterisk",
+                    "source", "since", "vm", "pending"]
 
 
 def _emit(data: Any, as_json: bool, human: str) -> None:
@@ -209,3 +219,28 @@ def _check_listen(value: str | None) -> str | None:
         except ConfigError as exc:
             raise click.BadParameter(str(exc)) from None
     return value
+
+
+def parse_duration(raw: str, what: str = "duration") -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds (domain/statuses.py's grammar)."""
+    return statuses.parse_duration(raw, what).total_seconds()
+
+
+def parse_when(raw: str, now: datetime | None = None) -> datetime:
+    """``15:00`` (next occurrence, local time), ``2026-11-21 15:00`` or ISO 8601."""
+    now = now or datetime.now().astimezone()
+    text = raw.strip()
+    try:
+        clock = datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        pass
+    else:
+        when = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+        return when if when > now else when + timedelta(days=1)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid time {raw!r}: use HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601"
+        ) from None
+    return when if when.tzinfo else when.astimezone()  # naive = local time

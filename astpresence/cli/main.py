@@ -22,7 +22,7 @@ from astpresence.app.settings import ConfigError
 from astpresence.domain.logsafe import OneLineFormatter, clip
 from astpresence.app.systemd import JournalFormatter, logs_to_journal
 from astpresence.cli.kit import dialplan, service
-from astpresence.cli.presence import clear, get, history, list_, set_, watch
+from astpresence.cli.presence import clear, get, history, list_, set_, statuses, watch
 from astpresence.cli.sources import source
 from astpresence.sources.registry import SOURCES
 from astpresence.cli.common import (
@@ -210,6 +210,7 @@ main.add_command(set_)
 main.add_command(clear)
 main.add_command(list_)
 main.add_command(history)
+main.add_command(statuses)
 main.add_command(watch)
 main.add_command(source)
 main.add_command(dialplan)

@@ -13,6 +13,9 @@ from astpresence.web.openapi import HISTORY_MAX
 from astpresence.domain.model import InvalidInput, parse_presence, parse_state
 
 from astpresence.cli.common import (
+    _shorten,
+    parse_duration,
+    parse_when,
     PRESENCE_HEADERS,
     USER_AGENT,
     _client,
@@ -37,21 +40,78 @@ def get(ctx: click.Context, user: str, as_json: bool) -> None:
 
 @click.command(name="set")
 @click.argument("user")
-@click.argument("state")
-@click.option("--subtype", default="", help="Short machine-ish tag, e.g. 'meeting' (<= 255 bytes).")
-@click.option("--message", default="", help="Free text shown to others (<= 255 bytes).")
+@click.argument("state", required=False)
+@click.option("--subtype", help="Short machine-ish tag, e.g. 'meeting' (<= 255 bytes).")
+@click.option("--message", help="Free text shown to others (<= 255 bytes).")
+@click.option("--status", "status", help="A named status ('astpresence statuses'): its state, "
+                                           "words and duration; STATE and the options above "
+                                           "override them.")
+@click.option("--for", "for_", help="It lapses after this long: 90s, 15m, 2h, 1d. [default: "
+                                     "the status's, else [rules] expire_after, else never]")
+@click.option("--until", help="It lapses then: HH:MM (next), 'YYYY-MM-DD HH:MM' or ISO 8601.")
+@click.option("--message-for", help="The message alone lapses after this (the state stays).")
 @json_option
 @click.pass_context
-def set_(ctx: click.Context, user: str, state: str, subtype: str, message: str,
-         as_json: bool) -> None:
-    """Set USER's presence to STATE (not_set, unavailable, available, away, xa, chat, dnd)."""
+def set_(ctx: click.Context, user: str, state: str | None, subtype: str | None,
+         message: str | None, status: str | None, for_: str | None, until: str | None,
+         message_for: str | None, as_json: bool) -> None:
+    """Set USER's presence to STATE (not_set, unavailable, available, away, xa, chat, dnd),
+    or to a named --status."""
     try:
-        presence = parse_presence(state, subtype, message)
+        body = _choice(state, subtype, message, status, for_, until, message_for)
     except InvalidInput as exc:
         fail(str(exc))
-    p = _client(ctx).request("PUT", f"/v1/presence/{_user(user)}", presence.as_dict())
+    p = _client(ctx).request("PUT", f"/v1/presence/{_user(user)}", body)
     note = " (Asterisk unreachable: will be written when the link is back)" if p["pending"] else ""
-    _emit(p, as_json, f"{p['user']}: {p['state']}{note}")
+    chosen = (p.get("chosen") or p)["state"]
+    extra = f" ({p['activity']}: Asterisk shows {p['state']})" if p.get("activity") else ""
+    _emit(p, as_json, f"{p['user']}: {chosen}{extra}{note}")
+
+
+def _choice(state: str | None, subtype: str | None, message: str | None, status: str | None,
+            for_: str | None, until: str | None, message_for: str | None) -> dict[str, Any]:
+    """The body of a chosen presence, checked here first (the server checks again)."""
+    if state is None and status is None:
+        raise click.UsageError("give a STATE or --status NAME")
+    if for_ is not None and until is not None:
+        raise click.UsageError("give either --for or --until, not both")
+    body = _words(state, subtype, message)
+    if status is not None:
+        body["status"] = status
+    if for_ is not None:
+        body["expires"] = parse_duration(for_, "--for")
+    if until is not None:
+        body["expires"] = parse_when(until).isoformat()
+    if message_for is not None:
+        body["message_expires"] = parse_duration(message_for, "--message-for")
+    return body
+
+
+def _words(state: str | None, subtype: str | None, message: str | None) -> dict[str, Any]:
+    """The parts given (a status fills in the others), checked like any presence."""
+    checked = parse_presence(state or "available", subtype, message).as_dict()
+    given = {"state": state, "subtype": subtype, "message": message}
+    return {key: checked[key] for key, value in given.items() if value is not None}
+
+
+@click.command()
+@json_option
+@click.pass_context
+def statuses(ctx: click.Context, as_json: bool) -> None:
+    """The named statuses ([[statuses]] in the config) for 'set --status'."""
+    data = _client(ctx).request("GET", "/v1/statuses")
+    rows = [[s["id"], s["label"], s["state"], _shorten(s["message"], 40),
+             "" if s["duration"] is None else _duration_text(s["duration"]),
+             "" if s["digit"] is None else f"*37{s['digit']}"] for s in data["statuses"]]
+    _emit(data, as_json, _table(rows, ["id", "label", "state", "message", "for", "code"])
+          if rows else "no named statuses configured ([[statuses]])")
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 @click.command()

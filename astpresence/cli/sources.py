@@ -6,55 +6,25 @@ from __future__ import annotations
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from astpresence.domain.model import InvalidInput, parse_presence
 
-from astpresence.cli.common import _client, _emit, _table, _user, fail, json_option
+from astpresence.cli.common import (
+    _client,
+    _emit,
+    _table,
+    _user,
+    fail,
+    json_option,
+    parse_duration,
+    parse_when,
+)
 
 
 # -- timed sources ----------------------------------------------------------
-
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(raw: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    text = raw.strip().lower()
-    unit = 1
-    if text and text[-1] in _DURATION:
-        unit, text = _DURATION[text[-1]], text[:-1]
-    try:
-        value = float(text) * unit
-    except ValueError:
-        raise InvalidInput(f"invalid duration {raw!r}: use e.g. 90s, 15m, 2h or 1d") from None
-    if value <= 0:
-        raise InvalidInput(f"duration {raw!r} must be positive")
-    return value
-
-
-def parse_when(raw: str, now: datetime | None = None) -> datetime:
-    """``15:00`` (next occurrence, local time), ``2026-11-21 15:00`` or ISO 8601."""
-    now = now or datetime.now().astimezone()
-    text = raw.strip()
-    try:
-        clock = datetime.strptime(text, "%H:%M").time()
-    except ValueError:
-        pass
-    else:
-        when = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
-        return when if when > now else when + timedelta(days=1)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"invalid time {raw!r}: use HH:MM, 'YYYY-MM-DD HH:MM' or ISO 8601"
-        ) from None
-    return when if when.tzinfo else when.astimezone()  # naive = local time
-
 
 @click.group()
 def source() -> None:

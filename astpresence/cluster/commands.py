@@ -57,7 +57,7 @@ def _view(answer: Answer) -> PresenceView:
 def source_json(rec: SourceRecord) -> Answer:
     return {"user": rec.user, "source": rec.source, "presence": rec.presence.as_dict(),
             "since": time_json(rec.since), "actor": rec.actor, "start": time_json(rec.start),
-            "end": time_json(rec.end)}
+            "end": time_json(rec.end), "message_end": time_json(rec.message_end)}
 
 
 def source_from_json(d: Answer) -> SourceRecord:
@@ -67,22 +67,24 @@ def source_from_json(d: Answer) -> SourceRecord:
         raise InvalidInput("a source without 'since'")
     return SourceRecord(d["user"], d["source"],
                         parse_presence(p["state"], p["subtype"], p["message"]),
-                        since, d["actor"], parse_time(d["start"]), parse_time(d["end"]))
+                        since, d["actor"], parse_time(d["start"]), parse_time(d["end"]),
+                        parse_time(d.get("message_end")))
 
 
 # -- the engine's commands -----------------------------------------------------------
 
 
-def _encode_set_manual(uid: str, presence: Presence, actor: str,
-                       end: datetime | None) -> Answer:
-    return {"user": uid, "presence": presence.as_dict(), "actor": actor, "end": time_json(end)}
+def _encode_set_manual(uid: str, presence: Presence, actor: str, end: datetime | None,
+                       message_end: datetime | None) -> Answer:
+    return {"user": uid, "presence": presence.as_dict(), "actor": actor, "end": time_json(end),
+            "message_end": time_json(message_end)}
 
 
 async def _set_manual(service: PresenceService, body: Answer) -> Answer:
     p = body["presence"]
     return _view_answer(await service.set_manual(
         body["user"], parse_presence(p["state"], p["subtype"], p["message"]), body["actor"],
-        end=parse_time(body.get("end"))))
+        end=parse_time(body.get("end")), message_end=parse_time(body.get("message_end"))))
 
 
 async def _clear_manual(service: PresenceService, body: Answer) -> Answer:

@@ -19,6 +19,7 @@ from astpresence.domain import rules
 from astpresence.domain.model import InvalidInput, Presence
 from astpresence.domain.records import HistoryEntry, PresenceView, SourceRecord, UserRecord
 from astpresence.domain.rules import DeviceView, RuleConfig
+from astpresence.domain.statuses import Status
 from astpresence.engine.events import EventHub, LinkEvent
 from astpresence.engine.ports import AsteriskNode
 from astpresence.engine.service import PresenceService
@@ -155,10 +156,15 @@ class FollowerAPI:
     async def history(self, uid: str, limit: int) -> list[HistoryEntry]:
         return await self._engine.history(uid, limit)
 
+    @property
+    def statuses(self) -> tuple[Status, ...]:
+        return self._engine.statuses
+
     async def set_manual(self, uid: str, presence: Presence, actor: str, *,
-                         end: datetime | None = None) -> PresenceView:
+                         end: datetime | None = None,
+                         message_end: datetime | None = None) -> PresenceView:
         self.require_user(uid)
-        return await self._leader.send(SET_MANUAL, uid, presence, actor, end)
+        return await self._leader.send(SET_MANUAL, uid, presence, actor, end, message_end)
 
     async def clear_manual(self, uid: str, actor: str) -> PresenceView:
         self.require_user(uid)

@@ -10,7 +10,13 @@ from typing import Literal
 
 from astpresence.domain.model import State
 from astpresence.domain.records import SourceRecord
-from astpresence.domain.rule_config import DEFAULT_RULES, SOURCE_AUTO, RuleConfig
+from astpresence.domain.rule_names import (
+    SOURCE_AUTO,
+)
+from astpresence.domain.rule_config import (
+    DEFAULT_RULES,
+    RuleConfig,
+)
 
 
 # --- missed calls --------------------------------------------------------

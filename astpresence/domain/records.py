@@ -37,6 +37,8 @@ class SourceRecord:
     actor: str  # who set it: "api", "cli", "asterisk", ...
     start: datetime | None = None  # timed sources: window
     end: datetime | None = None
+    #: The message lapses then, the state stays (a manual choice; None: with the state).
+    message_end: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,10 @@ class EffectiveRecord:
     source: str
     reason: str
     since: datetime
+    #: What the person chose apart from device overlays (None: ``presence``) and what
+    #: is going on now. Derived again at every decision, not stored.
+    chosen: Presence | None = None
+    activity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,8 @@ class HistoryEntry:
     actor: str
     reason: str = ""
     id: int = 0
+    #: What was going on when the presence changed (on-the-phone, offline, ...).
+    activity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,14 @@ class PresenceView:
     rule: str = "default"
     name: str = ""  # the contact card (cards.py)
     voicemail: int | None = None  # new messages waiting; None: no known mailbox
+    #: What the person chose, apart from a call or offline overlay (None: ``presence``).
+    chosen: Presence | None = None
+    #: What is going on now: on-the-phone, ringing, on-hold, offline, meeting, ... or "".
+    activity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.chosen is None:  # given as None: the chosen presence is the effective one
+            object.__setattr__(self, "chosen", self.presence)
 
     @classmethod
     def unset(cls, uid: str, *, pending: bool = False, name: str = "",
@@ -113,6 +129,8 @@ def presence_json(view: PresenceView) -> dict[str, Any]:
         "rule": view.rule,
         "name": view.name,
         "voicemail": view.voicemail,
+        "chosen": (view.chosen or view.presence).as_dict(),
+        "activity": view.activity,
     }
 
 
@@ -128,12 +146,22 @@ def view_from_json(data: object) -> PresenceView:
     # an HA group upgraded before the others still reads it.
     value = data["presence"] if isinstance(data.get("presence"), dict) else data
     try:
+        presence = parse_presence(value["state"], value.get("subtype"), value.get("message"))
         return PresenceView(
             str(data["user"]),
-            parse_presence(value["state"], value.get("subtype"), value.get("message")),
+            presence,
             str(data["source"]), str(data["actor"]),
             parse_instant("since", since) if since is not None else None,
             data.get("pending") is True, str(data["rule"]),
-            str(data.get("name") or ""), voicemail)
+            str(data.get("name") or ""), voicemail,
+            _chosen(data.get("chosen"), presence),
+            str(data.get("activity") or ""))
     except KeyError as exc:
         raise InvalidInput(f"a presence object without {exc}") from None
+
+
+def _chosen(data: object, effective: Presence) -> Presence:
+    """The chosen presence read back (a notice from before 0.2 has none: the effective)."""
+    if not isinstance(data, dict):
+        return effective
+    return parse_presence(data.get("state"), data.get("subtype"), data.get("message"))

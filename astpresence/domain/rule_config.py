@@ -1,5 +1,5 @@
-"""The rules' vocabulary and settings: source and rule names, the precedence, the
-defaults, and :class:`RuleConfig` with the parsers of the ``[rules]`` section.
+"""The rules' settings: :class:`RuleConfig` with the parsers of the ``[rules]``
+section, over the names and defaults of rule_names.py.
 Pure values; rules.py decides with them.
 """
 
@@ -22,69 +22,26 @@ from astpresence.domain.model import (
     parse_presence,
     parse_state,
 )
-
-
-# --- names ---------------------------------------------------------------
-
-SOURCE_MANUAL: Final = "manual"
-SOURCE_DEVICE: Final = "device"
-SOURCE_AUTO: Final = "auto"
-#: ``Decision.source`` when no contribution applies.
-SOURCE_DEFAULT: Final = "default"
-#: Source names a timed entry may not use.
-RESERVED_SOURCES: Final = frozenset({SOURCE_MANUAL, SOURCE_DEVICE, SOURCE_AUTO, SOURCE_DEFAULT})
-
-RULE_MANUAL_PROTECTED: Final = "manual-protected"
-RULE_ON_PHONE: Final = "on-the-phone"
-RULE_OFFLINE: Final = "offline"
-RULE_TIMED_PREFIX: Final = "timed:"
-RULE_AUTO: Final = "auto:missed-calls"
-RULE_MANUAL: Final = "manual"
-RULE_DEFAULT: Final = "default"
-
-#: Rule identifiers in precedence order (``timed:`` stands for every timed source).
-PRECEDENCE: Final = (
-    RULE_MANUAL_PROTECTED,
-    RULE_ON_PHONE,
-    RULE_OFFLINE,
-    RULE_TIMED_PREFIX,
-    RULE_AUTO,
-    RULE_MANUAL,
-    RULE_DEFAULT,
+from astpresence.domain.statuses import parse_duration
+from astpresence.domain.rule_names import (
+    RESERVED_SOURCES,
+    PROJECTIONS,
+    DEFAULT_ON_PHONE,
+    LEGACY_ON_PHONE,
+    DEFAULT_REGISTERED,
+    DEFAULT_OFFLINE,
+    DEFAULT_OFFLINE_AFTER,
+    MAX_OFFLINE_AFTER,
+    DEFAULT_CALL_STATES,
+    DEFAULT_OVERRIDABLE_MANUAL,
+    DEFAULT_AUTO_PRESENCE,
+    DEFAULT_PAUSE_STATES,
+    DEFAULT_MIRROR_PREFIX,
+    DEFAULT_PAUSE_REASON_PREFIX,
+    MIRROR_MAP,
+    LEGACY_MIRROR_MAP,
 )
 
-# --- defaults ------------------------------------------------------------
-
-DEFAULT_ON_PHONE: Final = Presence(State.UNAVAILABLE, "on-the-phone")
-DEFAULT_OFFLINE: Final = Presence(State.UNAVAILABLE, "offline")
-DEFAULT_OFFLINE_AFTER: Final = timedelta(seconds=60)
-#: Upper bound for ``offline_after``; keeps ``since + offline_after`` far from
-#: ``datetime.max`` and catches a value typed in milliseconds.
-MAX_OFFLINE_AFTER: Final = timedelta(days=7)
-DEFAULT_CALL_STATES: Final = frozenset(
-    {DeviceState.INUSE, DeviceState.BUSY, DeviceState.RINGINUSE, DeviceState.ONHOLD}
-)
-DEFAULT_OVERRIDABLE_MANUAL: Final = frozenset({State.AVAILABLE, State.CHAT, State.NOT_SET})
-DEFAULT_AUTO_PRESENCE: Final = Presence(State.AWAY, "missed-calls")
-DEFAULT_PAUSE_STATES: Final = frozenset({State.DND, State.AWAY, State.XA})
-DEFAULT_MIRROR_PREFIX: Final = "presence-"
-DEFAULT_PAUSE_REASON_PREFIX: Final = "astpresence:"
-
-#: Presence state -> state of the ``Custom:`` mirror device. Anything not
-#: listed maps to INVALID: in a hint, devices joined with ``&`` aggregate to the
-#: busiest, ``INVALID < UNKNOWN < UNAVAILABLE < NOT_INUSE < ONHOLD < RINGING <
-#: INUSE < BUSY < RINGINUSE``, so INVALID is the only value that never changes
-#: what the phone's own state shows (NOT_INUSE would make an unplugged phone
-#: look idle). Verified on Asterisk: PJSIP/2001 UNAVAILABLE + Custom INVALID ->
-#: hint Unavailable; + Custom NOT_INUSE -> Idle.
-MIRROR_MAP: Final[Mapping[State, DeviceState]] = MappingProxyType(
-    {
-        State.DND: DeviceState.BUSY,
-        State.UNAVAILABLE: DeviceState.BUSY,
-        State.AWAY: DeviceState.ONHOLD,
-        State.XA: DeviceState.ONHOLD,
-    }
-)
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _REASON_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -102,8 +59,14 @@ def _default_mirror_map() -> Mapping[State, DeviceState]:
 class RuleConfig:
     """The rule set. Defaults are the documented behaviour; see :meth:`from_mapping`."""
 
+    #: "standard" or "legacy" (:data:`PROJECTIONS`).
+    projection: str = "standard"
     #: Overlay while any device is in a call; None switches it off.
     on_phone: Presence | None = DEFAULT_ON_PHONE
+    #: The call overlay keeps the chosen message when its own is empty.
+    call_keeps_message: bool = True
+    #: With nothing chosen and a registered device; None: not_set.
+    registered: Presence | None = DEFAULT_REGISTERED
     #: Overlay once all devices are UNAVAILABLE for ``offline_after``; None = off.
     offline: Presence | None = DEFAULT_OFFLINE
     offline_after: timedelta = DEFAULT_OFFLINE_AFTER
@@ -129,6 +92,14 @@ class RuleConfig:
     #: Effective states during which the user's queue members are paused.
     pause_states: frozenset[State] = DEFAULT_PAUSE_STATES
     pause_reason_prefix: str = DEFAULT_PAUSE_REASON_PREFIX
+    #: A manual state chosen without an end lasts this long (by state; none: forever).
+    expire_after: Mapping[State, timedelta] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def legacy(cls) -> RuleConfig:
+        """The projection before 0.2, for sites that want it (``projection = "legacy"``)."""
+        return cls(projection="legacy", on_phone=LEGACY_ON_PHONE, call_keeps_message=False,
+                   registered=None, mirror_map=LEGACY_MIRROR_MAP)
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, object]) -> RuleConfig:
@@ -145,13 +116,17 @@ class RuleConfig:
                 raise InvalidInput(
                     f"rules: unknown key {key!r} (known keys: {', '.join(RULE_KEYS)})"
                 )
-        base = cls()
+        base = cls.legacy() if d.get("projection") == "legacy" else cls()
 
         def get(key: str, parse: Callable[[str, object], _T], default: _T) -> _T:
             return parse(key, d[key]) if key in d else default
 
         return cls(
-            on_phone=get("on_phone", _overlay_parser(DEFAULT_ON_PHONE), base.on_phone),
+            projection=get("projection", _parse_projection, base.projection),
+            on_phone=get("on_phone", _overlay_parser(base.on_phone or DEFAULT_ON_PHONE),
+                         base.on_phone),
+            call_keeps_message=get("call_keeps_message", _parse_bool, base.call_keeps_message),
+            registered=get("registered", _overlay_parser(DEFAULT_REGISTERED), base.registered),
             offline=get("offline", _overlay_parser(DEFAULT_OFFLINE), base.offline),
             offline_after=get("offline_after", _parse_offline_after, base.offline_after),
             call_states=get("call_states", _parse_call_states, base.call_states),
@@ -162,12 +137,13 @@ class RuleConfig:
             mirror=get("mirror", _parse_bool, base.mirror),
             mirror_prefix=get("mirror_prefix", _parse_mirror_prefix, base.mirror_prefix),
             mirror_via=get("mirror_via", _parse_mirror_via, base.mirror_via),
-            mirror_map=get("mirror_map", _parse_mirror_map, base.mirror_map),
+            mirror_map=get("mirror_map", _mirror_map_over(base.mirror_map), base.mirror_map),
             queue_pause=get("queue_pause", _parse_bool, base.queue_pause),
             pause_states=get("pause_states", _parse_state_set, base.pause_states),
             pause_reason_prefix=get(
                 "pause_reason_prefix", _parse_reason_prefix, base.pause_reason_prefix
             ),
+            expire_after=get("expire_after", _parse_expire_after, base.expire_after),
         )
 
 
@@ -175,7 +151,10 @@ DEFAULT_RULES: Final = RuleConfig()
 
 #: The keys of the TOML ``[rules]`` table.
 RULE_KEYS: Final = (
+    "projection",
     "on_phone",
+    "call_keeps_message",
+    "registered",
     "offline",
     "offline_after",
     "call_states",
@@ -190,6 +169,7 @@ RULE_KEYS: Final = (
     "queue_pause",
     "pause_states",
     "pause_reason_prefix",
+    "expire_after",
 )
 
 
@@ -226,6 +206,25 @@ def _overlay_parser(default: Presence) -> Callable[[str, object], Presence | Non
         return _parse_presence_table(key, raw)
 
     return parse
+
+
+def _parse_expire_after(key: str, raw: object) -> Mapping[State, timedelta]:
+    """``{ dnd = "1d", away = "8h" }``: seconds or a duration, by state."""
+    if not isinstance(raw, Mapping):
+        raise _bad(key, "expected a table state = duration, e.g. { dnd = \"1d\" }")
+    out: dict[State, timedelta] = {}
+    for name, value in raw.items():
+        try:
+            out[parse_state(name)] = parse_duration(value, f"rules.{key}.{name}")
+        except InvalidInput as exc:
+            raise _bad(key, str(exc)) from None
+    return MappingProxyType(out)
+
+
+def _parse_projection(key: str, raw: object) -> str:
+    if raw not in PROJECTIONS:
+        raise _bad(key, f"expected one of {', '.join(PROJECTIONS)}, got {raw!r}")
+    return str(raw)
 
 
 def _parse_auto_presence(key: str, raw: object) -> Presence:
@@ -333,10 +332,18 @@ _parse_mirror_prefix = _prefix(_NAME_RE, "letters, digits, _ . -")
 _parse_reason_prefix = _prefix(_REASON_PREFIX_RE, "letters, digits, _ . : -")
 
 
-def _parse_mirror_map(key: str, raw: object) -> Mapping[State, DeviceState]:
+def _mirror_map_over(base: Mapping[State, DeviceState]
+                     ) -> Callable[[str, object], Mapping[State, DeviceState]]:
+    """``mirror_map``: the states it lists, over the projection's own map."""
+    return lambda key, raw: _parse_mirror_map(key, raw, base)
+
+
+def _parse_mirror_map(key: str, raw: object,
+                      base: Mapping[State, DeviceState] = MIRROR_MAP
+                      ) -> Mapping[State, DeviceState]:
     if not isinstance(raw, Mapping):
         raise _bad(key, "expected a table state = DEVICE_STATE")
-    out = dict(MIRROR_MAP)
+    out = dict(base)
     for name, value in raw.items():
         try:
             state = parse_state(name)

@@ -40,13 +40,27 @@ give: same state, subtype and message. No previous value is kept anywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from astpresence.domain.model import NOT_SET, DeviceState, Presence, aggregate_devices
+from astpresence.domain.model import NOT_SET, Presence, State
 from astpresence.domain.records import SourceRecord
+from astpresence.domain.device_rules import (
+    DeviceView,
+    all_unavailable,
+    device_activity,
+    in_call,
+    is_offline,
+    is_registered,
+    track_unavailable_since,
+)
 
-from astpresence.domain.rule_config import (
+from astpresence.domain.rule_names import (
+    ACTIVITY_OFFLINE,
+    ACTIVITY_ON_HOLD,
+    ACTIVITY_ON_PHONE,
+    ACTIVITY_RINGING,
+    RULE_REGISTERED,
     DEFAULT_AUTO_PRESENCE,
     DEFAULT_CALL_STATES,
     DEFAULT_MIRROR_PREFIX,
@@ -56,99 +70,60 @@ from astpresence.domain.rule_config import (
     DEFAULT_OVERRIDABLE_MANUAL,
     DEFAULT_PAUSE_REASON_PREFIX,
     DEFAULT_PAUSE_STATES,
-    DEFAULT_RULES,
     MAX_OFFLINE_AFTER,
     MIRROR_MAP,
     PRECEDENCE,
     RESERVED_SOURCES,
     RULE_AUTO,
     RULE_DEFAULT,
-    RULE_KEYS,
     RULE_MANUAL,
     RULE_MANUAL_PROTECTED,
     RULE_OFFLINE,
     RULE_ON_PHONE,
     RULE_TIMED_PREFIX,
-    RuleConfig,
     SOURCE_AUTO,
     SOURCE_DEFAULT,
     SOURCE_DEVICE,
     SOURCE_MANUAL,
+)
+from astpresence.domain.rule_config import (
+    DEFAULT_RULES,
+    RULE_KEYS,
+    RuleConfig,
     SOURCE_NAME,
     check_source_name,
 )
 
 __all__ = [
-    "DEFAULT_AUTO_PRESENCE",
-    "DEFAULT_CALL_STATES",
-    "DEFAULT_MIRROR_PREFIX",
-    "DEFAULT_OFFLINE",
-    "DEFAULT_OFFLINE_AFTER",
-    "DEFAULT_ON_PHONE",
-    "DEFAULT_OVERRIDABLE_MANUAL",
-    "DEFAULT_PAUSE_REASON_PREFIX",
-    "DEFAULT_PAUSE_STATES",
-    "DEFAULT_RULES",
-    "MAX_OFFLINE_AFTER",
-    "MIRROR_MAP",
-    "PRECEDENCE",
-    "RESERVED_SOURCES",
-    "RULE_AUTO",
-    "RULE_DEFAULT",
-    "RULE_KEYS",
-    "RULE_MANUAL",
-    "RULE_MANUAL_PROTECTED",
-    "RULE_OFFLINE",
-    "RULE_ON_PHONE",
-    "RULE_TIMED_PREFIX",
-    "SOURCE_AUTO",
-    "SOURCE_DEFAULT",
-    "SOURCE_DEVICE",
-    "SOURCE_MANUAL",
-    "SOURCE_NAME",
-    "Decision",
-    "DeviceView",
-    "RuleConfig",
-    "active_timed",
-    "all_unavailable",
-    "check_source_name",
-    "decide",
-    "in_call",
-    "in_window",
-    "is_expired",
-    "is_offline",
-    "next_change_at",
-    "track_unavailable_since",
+    "ACTIVITY_OFFLINE", "ACTIVITY_ON_HOLD", "ACTIVITY_ON_PHONE", "ACTIVITY_RINGING",
+    "DEFAULT_AUTO_PRESENCE", "DEFAULT_CALL_STATES", "DEFAULT_MIRROR_PREFIX",
+    "DEFAULT_OFFLINE", "DEFAULT_OFFLINE_AFTER", "DEFAULT_ON_PHONE",
+    "DEFAULT_OVERRIDABLE_MANUAL", "DEFAULT_PAUSE_REASON_PREFIX", "DEFAULT_PAUSE_STATES",
+    "DEFAULT_RULES", "Decision", "DeviceView", "MAX_OFFLINE_AFTER", "MIRROR_MAP",
+    "PRECEDENCE", "RESERVED_SOURCES", "RULE_AUTO", "RULE_DEFAULT", "RULE_KEYS",
+    "RULE_MANUAL", "RULE_MANUAL_PROTECTED", "RULE_OFFLINE", "RULE_ON_PHONE",
+    "RULE_REGISTERED", "RULE_TIMED_PREFIX", "RuleConfig", "SOURCE_AUTO",
+    "SOURCE_DEFAULT", "SOURCE_DEVICE", "SOURCE_MANUAL", "SOURCE_NAME", "active_timed",
+    "all_unavailable", "call_presence", "check_source_name", "decide",
+    "device_activity", "in_call", "in_window", "is_expired", "is_offline",
+    "is_registered", "next_change_at", "track_unavailable_since",
 ]
 
 # --- inputs and outputs ----------------------------------------------------
 
 
 @dataclass(frozen=True)
-class DeviceView:
-    """What the rules need to know about one user's devices.
-
-    ``states`` are the user's own devices (never the ``Custom:`` mirror device,
-    which is derived from the result). ``unavailable_since`` is when all of
-    them became UNAVAILABLE (see :func:`track_unavailable_since`), else None.
-    """
-
-    states: tuple[DeviceState, ...] = ()
-    unavailable_since: datetime | None = None
-
-    @property
-    def aggregate(self) -> DeviceState:
-        """What Asterisk would show for a hint joining these devices with ``&``."""
-        return aggregate_devices(self.states)
-
-
-@dataclass(frozen=True)
 class Decision:
-    """The effective presence, the source it came from and the rule that chose it."""
+    """The effective presence (what Asterisk gets), the source it came from and the
+    rule that chose it; what the person chose (or a source decided) apart from any
+    device overlay; and what is going on now (``activity``: on-the-phone, ringing,
+    on-hold, offline, a timed entry's subtype such as meeting, or "")."""
 
     presence: Presence
     source: str
     rule: str
+    chosen: Presence = NOT_SET
+    activity: str = ""
 
 
 # --- windows -------------------------------------------------------------
@@ -176,45 +151,6 @@ def is_expired(record: SourceRecord, now: datetime) -> bool:
 
 def _live(record: SourceRecord | None, now: datetime) -> SourceRecord | None:
     return record if record is not None and in_window(record, now) else None
-
-
-# --- devices -------------------------------------------------------------
-
-
-def all_unavailable(states: Sequence[DeviceState]) -> bool:
-    """True if the user has devices and, aggregated, they are UNAVAILABLE.
-
-    Aggregated the way a hint is: INVALID and UNKNOWN rank below UNAVAILABLE,
-    so a device that does not exist does not keep the user online.
-    """
-    return bool(states) and aggregate_devices(states) is DeviceState.UNAVAILABLE
-
-
-def track_unavailable_since(
-    previous: datetime | None, states: Sequence[DeviceState], now: datetime
-) -> datetime | None:
-    """The new ``DeviceView.unavailable_since`` after the devices became ``states``."""
-    if not all_unavailable(states):
-        return None
-    return previous if previous is not None else now
-
-
-def in_call(devices: DeviceView, config: RuleConfig = DEFAULT_RULES) -> bool:
-    """True if any device is in a call state.
-
-    Any device, not the aggregate: the aggregate ranks RINGING above ONHOLD, so
-    a held call plus a second phone ringing would not look like a call.
-    """
-    return any(state in config.call_states for state in devices.states)
-
-
-def is_offline(devices: DeviceView, now: datetime, config: RuleConfig = DEFAULT_RULES) -> bool:
-    """True if all devices have been UNAVAILABLE for ``offline_after`` or longer."""
-    since = devices.unavailable_since
-    if since is None or not all_unavailable(devices.states):
-        return False
-    # Subtract rather than add: now - since cannot overflow.
-    return now - since >= config.offline_after
 
 
 # --- timed and auto ------------------------------------------------------
@@ -305,30 +241,68 @@ def decide(
     3. offline: all devices UNAVAILABLE for ``offline_after`` (if ``offline``);
     4. timed:<source>: best entry of :func:`active_timed`;
     5. auto:missed-calls: live auto entry newer than the manual state;
-    6. manual: the live manual state;
-    7. default: not_set.
+    6. manual: the live manual state (not_set counts as nothing chosen);
+    7. registered: a device is registered (if ``registered``);
+    8. default: not_set.
 
+    Rules 2 and 3 are overlays of the projection; ``chosen`` is what the
+    others give, and ``activity`` what the devices (or a timed entry) say.
     Records count only inside their window (``start``/``since`` inclusive,
     ``end`` exclusive), so an expired record is the same as a missing one.
     """
     _check_timed(timed)
-    live_manual = _live(manual, now)
+    live_manual = _message_lapsed(_live(manual, now), now)
+    chosen = _chosen(live_manual, manual, timed, devices, auto, now, config)
+    activity = device_activity(devices, now, config) or chosen.activity
+    if chosen.rule != RULE_MANUAL_PROTECTED:
+        if config.on_phone is not None and in_call(devices, config):
+            return Decision(call_presence(chosen.presence, config), SOURCE_DEVICE, RULE_ON_PHONE,
+                            chosen.presence, activity)
+        if config.offline is not None and is_offline(devices, now, config):
+            return Decision(config.offline, SOURCE_DEVICE, RULE_OFFLINE, chosen.presence,
+                            activity)
+    return Decision(chosen.presence, chosen.source, chosen.rule, chosen.presence, activity)
+
+
+def _chosen(live_manual: SourceRecord | None, manual: SourceRecord | None,
+            timed: Sequence[SourceRecord], devices: DeviceView, auto: SourceRecord | None,
+            now: datetime, config: RuleConfig) -> Decision:
+    """Rules 1 and 4-8: what the person chose or a source decided."""
     if live_manual is not None and live_manual.presence.state not in config.overridable_manual:
         return Decision(live_manual.presence, SOURCE_MANUAL, RULE_MANUAL_PROTECTED)
-    if config.on_phone is not None and in_call(devices, config):
-        return Decision(config.on_phone, SOURCE_DEVICE, RULE_ON_PHONE)
-    if config.offline is not None and is_offline(devices, now, config):
-        return Decision(config.offline, SOURCE_DEVICE, RULE_OFFLINE)
     best = active_timed(manual, timed, now, config)
     if best:
         entry = best[0]
-        return Decision(entry.presence, entry.source, RULE_TIMED_PREFIX + entry.source)
+        return Decision(entry.presence, entry.source, RULE_TIMED_PREFIX + entry.source,
+                        activity=entry.presence.subtype or entry.source)
     live_auto = _live_auto(auto, live_manual, now, config)
     if live_auto is not None:
         return Decision(live_auto.presence, SOURCE_AUTO, RULE_AUTO)
+    if live_manual is not None and live_manual.presence.state is not State.NOT_SET:
+        return Decision(live_manual.presence, SOURCE_MANUAL, RULE_MANUAL)
+    if config.registered is not None and is_registered(devices):
+        return Decision(config.registered, SOURCE_DEVICE, RULE_REGISTERED)
     if live_manual is not None:
         return Decision(live_manual.presence, SOURCE_MANUAL, RULE_MANUAL)
     return Decision(NOT_SET, SOURCE_DEFAULT, RULE_DEFAULT)
+
+
+def _message_lapsed(record: SourceRecord | None, now: datetime) -> SourceRecord | None:
+    """A manual choice whose message has its own end: the state without it after then."""
+    if record is None or record.message_end is None or now < record.message_end:
+        return record
+    p = record.presence
+    return replace(record, presence=Presence(p.state, p.subtype, ""))
+
+
+def call_presence(chosen: Presence, config: RuleConfig = DEFAULT_RULES) -> Presence:
+    """The call overlay's presence: ``on_phone``, with the chosen message where its own
+    is empty (``call_keeps_message``), so callers still read "back at 3"."""
+    overlay = config.on_phone
+    assert overlay is not None
+    if config.call_keeps_message and not overlay.message and chosen.message:
+        return Presence(overlay.state, overlay.subtype, chosen.message)
+    return overlay
 
 
 def next_change_at(
@@ -351,11 +325,9 @@ def next_change_at(
         if record is None:
             continue
         start, end = _window(record)
-        instants.add(start)
-        if end is not None:
-            instants.add(end)
+        instants.update(t for t in (start, end, record.message_end) if t is not None)
     since = devices.unavailable_since
-    if since is not None and config.offline is not None and all_unavailable(devices.states):
+    if since is not None and all_unavailable(devices.states):  # the offline activity, too
         try:
             instants.add(since + config.offline_after)
         except OverflowError:

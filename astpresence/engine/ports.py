@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from astpresence.domain.model import Presence
 from astpresence.domain.records import HistoryEntry, PresenceView, SourceRecord, UserRecord
 from astpresence.domain.rules import DeviceView, RuleConfig
+from astpresence.domain.statuses import Status
 from astpresence.engine.cards import Mailbox
 from astpresence.engine.events import EventHub, LinkEvent
 from astpresence.engine.users import UserDirectory
@@ -120,8 +121,12 @@ class PresenceAPI(Protocol):
 
     async def history(self, uid: str, limit: int) -> list[HistoryEntry]: ...
 
+    @property
+    def statuses(self) -> tuple[Status, ...]: ...
+
     async def set_manual(self, uid: str, presence: Presence, actor: str, *,
-                         end: datetime | None = None) -> PresenceView: ...
+                         end: datetime | None = None,
+                         message_end: datetime | None = None) -> PresenceView: ...
 
     async def clear_manual(self, uid: str, actor: str) -> PresenceView: ...
 

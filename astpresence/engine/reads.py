@@ -71,7 +71,7 @@ class Reads:
         rec = self.contributions.get(uid, eff.source)
         actor = rec.actor if rec is not None else "engine"
         return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
-                            eff.reason, name, voicemail)
+                            eff.reason, name, voicemail, eff.chosen, eff.activity)
 
     def views(self) -> list[PresenceView]:
         return [self.view(uid) for uid in self.users.ids()]
@@ -105,6 +105,15 @@ class Reads:
         """What Asterisk should hold for ``uid`` now."""
         eff = self._effective.get(uid)
         return eff.presence if eff is not None else NOT_SET
+
+    def wanted(self, uid: str) -> tuple[Presence, Presence]:
+        """(effective, chosen) of ``uid``: the presence writes follow the first; the
+        BLF mirror, queue pauses and FreePBX DND the second (a call overlays
+        nothing of what the person chose)."""
+        eff = self._effective.get(uid)
+        if eff is None:
+            return NOT_SET, NOT_SET
+        return eff.presence, eff.chosen or eff.presence
 
     def _is_pending(self, uid: str) -> bool:
         want = self.desired(uid)

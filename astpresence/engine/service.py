@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from astpresence.domain import rules
+from astpresence.domain import rules, statuses
 from astpresence.engine.reads import Reads
 from astpresence.engine.broadcast import EVENT_SEQ, Broadcast
 from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
@@ -76,10 +76,13 @@ class PresenceService(Reads):
         mailbox_pattern: str = DEFAULT_MAILBOX,
         read_names: bool = True,
         nodes: Sequence[str] = (DEFAULT_NODE,),
+        status_catalogue: Sequence[statuses.Status] = (),
     ) -> None:
         self._store = store
         self._clock = clock
         self.rules = rules_config
+        #: The named statuses ([[statuses]]): their durations apply to matching choices.
+        self.statuses = tuple(status_catalogue)
         self.users = UserDirectory(config_users, max_users=max_users, nodes=nodes)
         self.contributions = Contributions(rules_config)
         self._effective: dict[str, EffectiveRecord] = {}
@@ -144,15 +147,17 @@ class PresenceService(Reads):
     # -- changes made through astpresence -------------------------------
 
     async def set_manual(self, uid: str, presence: Presence, actor: str, *,
-                         end: datetime | None = None) -> PresenceView:
+                         end: datetime | None = None,
+                         message_end: datetime | None = None) -> PresenceView:
         """A person or operator chose a presence. Durable when this returns.
 
         With ``end`` the choice lapses by itself then, and the other sources
-        decide again.
+        decide again; without one, the state's ``[rules] expire_after`` applies
+        (if set). With ``message_end`` the message lapses then, the state stays.
         """
         self.require_user(uid)
         batch = Batch()
-        self.set_manual_in(uid, presence, actor, batch, end=end)
+        self.set_manual_in(uid, presence, actor, batch, end=end, message_end=message_end)
         await self._committer.submit(batch)
         return self.view(uid)
 
@@ -165,10 +170,14 @@ class PresenceService(Reads):
         return self.view(uid)
 
     def set_manual_in(self, uid: str, presence: Presence, actor: str, batch: Batch, *,
-                      end: datetime | None = None, reason: str = "") -> None:
+                      end: datetime | None = None, message_end: datetime | None = None,
+                      reason: str = "") -> None:
         """:meth:`set_manual` into the caller's batch (not stored yet)."""
         now = self._clock()
-        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end), batch)
+        if end is None:
+            end = self.default_end(presence, now)
+        self.contributions.put(SourceRecord(uid, MANUAL, presence, now, actor, None, end,
+                                            message_end), batch)
         self._manual_changed(uid, batch)
         self.recompute(uid, now, batch, trigger=reason or "set by " + actor, actor=actor)
 
@@ -203,6 +212,14 @@ class PresenceService(Reads):
         await self._committer.submit(batch)
         return self.view(uid)
 
+    def default_end(self, presence: Presence, now: datetime) -> datetime | None:
+        """When a choice made without an end lapses: its status's duration (a preset
+        code, a named status), else ``[rules] expire_after`` for its state."""
+        status = statuses.matching(self.statuses, presence)
+        length = (status.duration if status is not None and status.duration is not None
+                  else self.rules.expire_after.get(presence.state))
+        return now + length if length is not None else None
+
     def _manual_changed(self, uid: str, batch: Batch) -> None:
         """Any manual change clears auto-away and the missed-call count."""
         for node in self.nodes.values():
@@ -222,25 +239,41 @@ class PresenceService(Reads):
         decision = self.contributions.decide(uid, devices, now)
         self._deadlines.set(uid, self.contributions.next_change(uid, devices, now))
         old = self._effective.get(uid)
-        old_presence = old.presence if old is not None else NOT_SET
-        if old is not None and (old.presence, old.source, old.reason) == (
-            decision.presence, decision.source, decision.rule
-        ):
+        # chosen is None where it is the effective presence (as a stored row loads)
+        chosen = None if decision.chosen == decision.presence else decision.chosen
+        stored = old is not None and (old.presence, old.source, old.reason) == (
+            decision.presence, decision.source, decision.rule)
+        shown = old is not None and (old.chosen, old.activity) == (chosen, decision.activity)
+        if stored and shown:
             return False
-        if old is None and decision.source == DEFAULT_SOURCE:
+        if old is None and decision.source == DEFAULT_SOURCE and not decision.activity:
             return False  # never set: nothing to record
-        eff = EffectiveRecord(uid, decision.presence, decision.source, decision.rule, now)
+        eff = EffectiveRecord(uid, decision.presence, decision.source, decision.rule,
+                              old.since if old is not None and stored else now,
+                              chosen, decision.activity)
         self._effective[uid] = eff
-        batch.put_effective.append(eff)
-        if old_presence != decision.presence:
-            batch.history.append(
-                HistoryEntry(now, uid, old.presence if old else None, decision.presence,
-                             history_source or decision.source, actor,
-                             f"{decision.rule}: {trigger}")
-            )
-            self._publish(uid, old, batch)
-        self.mark(uid)
+        if not stored:
+            batch.put_effective.append(eff)
+        self._changed(old, eff, batch, history_source=history_source or decision.source,
+                      actor=actor, trigger=trigger)
         return True
+
+    def _changed(self, old: EffectiveRecord | None, eff: EffectiveRecord, batch: Batch, *,
+                 history_source: str, actor: str, trigger: str) -> None:
+        """History when the presence changed; an event when anything shown did; the
+        writer marked when Asterisk may need something new."""
+        old_presence = old.presence if old is not None else NOT_SET
+        if old_presence != eff.presence:
+            batch.history.append(
+                HistoryEntry(eff.since, eff.user, old.presence if old else None, eff.presence,
+                             history_source, actor, f"{eff.reason}: {trigger}",
+                             activity=eff.activity))
+        if (old is None or old_presence != eff.presence
+                or (old.chosen, old.activity) != (eff.chosen, eff.activity)):
+            self._publish(eff.user, old, batch)
+        if (old is None or (old.presence, old.source, old.reason, old.chosen)
+                != (eff.presence, eff.source, eff.reason, eff.chosen)):
+            self.mark(eff.user)  # the chosen presence drives the mirror, pauses, FreePBX DND
 
     async def _time_passed(self, due: list[str], now: datetime) -> None:
         batch = Batch()
@@ -251,7 +284,7 @@ class PresenceService(Reads):
     def _publish(self, uid: str, old: EffectiveRecord | None, batch: Batch) -> None:
         after = self.view(uid)
         before = (PresenceView(uid, old.presence, old.source, "", old.since, False, old.reason,
-                               after.name, after.voicemail)
+                               after.name, after.voicemail, old.chosen, old.activity)
                   if old is not None else
                   PresenceView.unset(uid, name=after.name, voicemail=after.voicemail))
         self.broadcast.change(before, after, batch)
@@ -323,7 +356,8 @@ class PresenceService(Reads):
             reason += "; normalised (control characters removed, cut to 255 bytes)"
             logger.warning("presence of %s from Asterisk holds text astpresence cannot write "
                            "back; adopted it normalised", uid)
-        self.contributions.put(SourceRecord(uid, MANUAL, clean, now, ASTERISK), batch)
+        self.contributions.put(SourceRecord(uid, MANUAL, clean, now, ASTERISK,
+                                            end=self.default_end(clean, now)), batch)
         self._manual_changed(uid, batch)
         if not self.recompute(uid, now, batch, trigger=reason, actor=ASTERISK,
                                history_source=ASTERISK):

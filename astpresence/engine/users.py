@@ -51,12 +51,15 @@ class UserDirectory:
         """
         hints = self._by_node.setdefault(node, {})
         old = hints.get(user.id)
-        if old == user:
+        # A second hint of the same presentity (FreePBX's *80<ext> intercom hint, in a
+        # PresenceStatus event) joins the user: the plainer extension stays shown.
+        new = _combined(old, user) if old is not None else user
+        if old == new:
             return False
         if old is None and len(hints) >= self.max_users:
             self.refused += 1
             return False
-        hints[user.id] = user
+        hints[user.id] = new
         return self._merge(user.id)
 
     def replace_hint_users(self, users: Iterable[UserRecord], node: str = DEFAULT_NODE

@@ -185,10 +185,11 @@ class PostgresStore:
 
     async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
         rows = await self._fetch('SELECT "user", source, state, subtype, message, since, actor, '
-                                 'start, "end" FROM sources WHERE $1::text IS NULL OR "user" = $1 '
+                                 'start, "end", message_end FROM sources '
+                                 'WHERE $1::text IS NULL OR "user" = $1 '
                                  'ORDER BY "user", source', user)
         return [SourceRecord(r[0], r[1], _presence(r[2], r[3], r[4]), r[5].astimezone(UTC),
-                             r[6], _utc(r[7]), _utc(r[8])) for r in rows]
+                             r[6], _utc(r[7]), _utc(r[8]), _utc(r[9])) for r in rows]
 
     async def load_effective(self) -> list[EffectiveRecord]:
         rows = await self._fetch('SELECT "user", state, subtype, message, source, reason, since '
@@ -206,12 +207,12 @@ class PostgresStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         rows = await self._fetch(
             'SELECT id, at, "user", old_state, old_subtype, old_message, new_state, '
-            "new_subtype, new_message, source, actor, reason FROM history "
+            "new_subtype, new_message, source, actor, reason, activity FROM history "
             'WHERE "user" = $1 ORDER BY id DESC LIMIT $2', user, limit)
         return [HistoryEntry(id=r[0], at=r[1].astimezone(UTC), user=r[2],
                              old=None if r[3] is None else _presence(r[3], r[4], r[5]),
                              new=_presence(r[6], r[7], r[8]), source=r[9], actor=r[10],
-                             reason=r[11]) for r in rows]
+                             reason=r[11], activity=r[12]) for r in rows]
 
     async def get_meta(self, key: str) -> str | None:
         rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)

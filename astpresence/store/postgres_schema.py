@@ -89,6 +89,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
             result text, created timestamptz NOT NULL DEFAULT now())""",
         "CREATE INDEX commands_new ON commands (id) WHERE status = 'new'",
     ),
+    # What was going on at each change (activity), and a chosen message's own end.
+    (
+        "ALTER TABLE history ADD COLUMN activity text NOT NULL DEFAULT ''",
+        "ALTER TABLE sources ADD COLUMN message_end timestamptz",
+    ),
 ]
 
 
@@ -131,12 +136,14 @@ async def _write(conn: _Clean, batch: Batch) -> list[int]:
     if batch.put_sources:
         await conn.executemany(
             'INSERT INTO sources ("user", source, state, subtype, message, since, actor, start, '
-            '"end") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT ("user", source) '
+            '"end", message_end) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) '
+            'ON CONFLICT ("user", source) '
             "DO UPDATE SET state = excluded.state, subtype = excluded.subtype, "
             "message = excluded.message, since = excluded.since, actor = excluded.actor, "
-            'start = excluded.start, "end" = excluded."end"',
+            'start = excluded.start, "end" = excluded."end", message_end = excluded.message_end',
             [(s.user, s.source, s.presence.state.value, s.presence.subtype, s.presence.message,
-              aware_utc(s.since), s.actor, _opt(s.start), _opt(s.end)) for s in batch.put_sources])
+              aware_utc(s.since), s.actor, _opt(s.start), _opt(s.end), _opt(s.message_end))
+             for s in batch.put_sources])
     if batch.put_effective:
         await conn.executemany(
             'INSERT INTO effective ("user", state, subtype, message, source, reason, since) '
@@ -172,12 +179,13 @@ async def _write_history(conn: _Clean, history: list[HistoryEntry]) -> list[int]
     cols = list(zip(*[
         (aware_utc(h.at), h.user, None if h.old is None else h.old.state.value,
          None if h.old is None else h.old.subtype, None if h.old is None else h.old.message,
-         h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason)
+         h.new.state.value, h.new.subtype, h.new.message, h.source, h.actor, h.reason,
+         h.activity)
         for h in history]))
     await conn.execute(
         'INSERT INTO history (id, at, "user", old_state, old_subtype, old_message, '
-        "new_state, new_subtype, new_message, source, actor, reason) "
+        "new_state, new_subtype, new_message, source, actor, reason, activity) "
         "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], "
         "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
-        "$11::text[], $12::text[])", ids, *[list(c) for c in cols])
+        "$11::text[], $12::text[], $13::text[])", ids, *[list(c) for c in cols])
     return ids

@@ -214,8 +214,8 @@ class SqliteStore:
     async def load_sources(self, user: str | None = None) -> list[SourceRecord]:
         """All sources (or the user's), by (user, source)."""
         rows = await self._fetch(
-            'SELECT user, source, state, subtype, message, since, actor, start, "end" '
-            "FROM sources WHERE ? IS NULL OR user = ? ORDER BY user, source", (user, user)
+            'SELECT user, source, state, subtype, message, since, actor, start, "end", '
+            "message_end FROM sources WHERE ? IS NULL OR user = ? ORDER BY user, source", (user, user)
         )
         sources: list[SourceRecord] = self._decode("sources", rows, _source)
         return sources

@@ -153,7 +153,13 @@ _SCHEMA_V3: tuple[str, ...] = (
     "ALTER TABLE asterisk_nodes RENAME TO asterisk",
 )
 
-MIGRATIONS: list[Migration] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
+#: What was going on at each change (activity), and a chosen message's own end.
+_SCHEMA_V4: tuple[str, ...] = (
+    "ALTER TABLE history ADD COLUMN activity TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE sources ADD COLUMN message_end TEXT",
+)
+
+MIGRATIONS: list[Migration] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4]
 
 _PUT_USER = """
     INSERT INTO users (id, name, extension, context, devices, origin)
@@ -165,12 +171,13 @@ _PUT_USER = """
 """
 _DELETE_SOURCE = "DELETE FROM sources WHERE user = ? AND source = ?"
 _PUT_SOURCE = """
-    INSERT INTO sources (user, source, state, subtype, message, since, actor, start, "end")
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO sources (user, source, state, subtype, message, since, actor, start, "end",
+                         message_end)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (user, source) DO UPDATE SET
         state = excluded.state, subtype = excluded.subtype,
         message = excluded.message, since = excluded.since, actor = excluded.actor,
-        start = excluded.start, "end" = excluded."end"
+        start = excluded.start, "end" = excluded."end", message_end = excluded.message_end
 """
 _PUT_EFFECTIVE = """
     INSERT INTO effective (user, state, subtype, message, source, reason, since)
@@ -187,8 +194,8 @@ _PUT_ASTERISK = """
 """
 _ADD_HISTORY = """
     INSERT INTO history (at, user, old_state, old_subtype, old_message,
-                         new_state, new_subtype, new_message, source, actor, reason)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         new_state, new_subtype, new_message, source, actor, reason, activity)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _PUT_META = """
     INSERT INTO meta (key, value) VALUES (?, ?)
@@ -196,7 +203,7 @@ _PUT_META = """
 """
 _HISTORY_COLUMNS = """
     id, at, user, old_state, old_subtype, old_message,
-    new_state, new_subtype, new_message, source, actor, reason
+    new_state, new_subtype, new_message, source, actor, reason, activity
 """
 
 Row: TypeAlias = tuple[Any, ...]
@@ -253,6 +260,7 @@ def _source_row(rec: SourceRecord) -> Row:
         rec.actor,
         _opt_ts(rec.start),
         _opt_ts(rec.end),
+        _opt_ts(rec.message_end),
     )
 
 
@@ -265,6 +273,7 @@ def _source(row: Row) -> SourceRecord:
         actor=row[6],
         start=_opt_dt(row[7]),
         end=_opt_dt(row[8]),
+        message_end=_opt_dt(row[9]),
     )
 
 
@@ -304,6 +313,7 @@ def _history_row(entry: HistoryEntry) -> Row:
         entry.source,
         entry.actor,
         entry.reason,
+        entry.activity,
     )
 
 
@@ -317,6 +327,7 @@ def _history(row: Row) -> HistoryEntry:
         source=row[9],
         actor=row[10],
         reason=row[11],
+        activity=row[12],
     )
 
 

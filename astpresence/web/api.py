@@ -54,6 +54,7 @@ from astpresence.web.presence import (
     get_presence,
     list_presence,
     list_sources,
+    list_statuses,
     put_me,
     put_presence,
     put_source,
@@ -188,6 +189,7 @@ def create_app(
     add.add_put("/v1/presence/{user}/sources/{name}", put_source)
     add.add_delete("/v1/presence/{user}/sources/{name}", delete_source)
     add.add_get("/v1/me", get_me)
+    add.add_get("/v1/statuses", list_statuses)
     add.add_put("/v1/me/presence", put_me)
     add.add_delete("/v1/me/presence", delete_me)
     add.add_get("/v1/users", list_users)

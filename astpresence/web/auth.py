@@ -152,8 +152,13 @@ def project(presence: dict[str, Any], mode: str) -> dict[str, Any]:
         # The state only: what set it (a source named "job-interview", the rule
         # "on-the-phone") says as much as the message would.
         # The voicemail count is the person's own business, like the message.
+        # The chosen state shows; its text and the activity say as much as a message.
+        chosen = presence.get("chosen") or {}
         return {**presence, "subtype": "", "message": "", "actor": "", "source": "",
-                "rule": "", "voicemail": None}
-    return {**presence, "state": NOT_SET.state.value, "subtype": "", "message": "",
-            "source": "default", "rule": "default", "actor": "", "since": None,
-            "pending": False, "voicemail": None}
+                "rule": "", "voicemail": None, "activity": "",
+                "chosen": {"state": chosen.get("state", presence["state"]), "subtype": "",
+                           "message": ""}}
+    hidden = {"state": NOT_SET.state.value, "subtype": "", "message": ""}
+    return {**presence, **hidden, "source": "default", "rule": "default", "actor": "",
+            "since": None, "pending": False, "voicemail": None, "activity": "",
+            "chosen": hidden}

@@ -33,11 +33,29 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dic
 def list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
     return obj({key: {"type": "array", "items": item}, **more})
 
-def presence_input(**more: Any) -> dict[str, Any]:
+def presence_input(*, required: tuple[str, ...] = ("state",), **more: Any) -> dict[str, Any]:
     """A request body holding a presence (state, subtype, message) and ``more``."""
-    return {"type": "object", "additionalProperties": False, "required": ["state"],
+    return {"type": "object", "additionalProperties": False, "required": list(required),
             "properties": {"state": ref("State"), "subtype": _TEXT, "message": _TEXT,
                            **more}}
+
+
+_WHEN = {"oneOf": [{"type": "string", "format": "date-time"},
+                   {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS},
+                   {"type": "null"}]}
+#: A chosen presence's extras: its end, its message's end, or a named status.
+_CHOICE: dict[str, Any] = {
+    "required": (),
+    "expires": {**_WHEN, "description": "When the presence reverts: a date-time with zone at "
+                                        "most 366 days ahead, or seconds from now; null or "
+                                        "absent: the status's duration, else [rules] "
+                                        "expire_after for the state, else never"},
+    "message_expires": {**_WHEN, "description": "When the message alone lapses (the state "
+                                                "stays): as expires"},
+    "status": {"type": "string", "description": "a named status (GET /v1/statuses): its "
+                                                "state, subtype, message and duration, "
+                                                "unless given here; state is then optional"},
+}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -69,6 +87,15 @@ SCHEMAS: dict[str, Any] = {
                           "description": "new voicemail messages waiting; null when the "
                                          "user has no known mailbox or the viewer may not "
                                          "see it"},
+            "chosen": {"$ref": "#/components/schemas/PresenceValue",
+                       "description": "what the person chose (or a source decided), apart "
+                                      "from a call or offline overlay; state, subtype and "
+                                      "message above are the effective presence written "
+                                      "to Asterisk"},
+            "activity": {"type": "string",
+                         "description": "what is going on now: on-the-phone, ringing, "
+                                        "on-hold, offline, a calendar entry's subtype "
+                                        "(meeting, out-of-office), or empty"},
         },
         "description": "A viewer who may see the state only gets empty subtype, message, "
                        "source, rule and actor, and no voicemail count",
@@ -79,7 +106,14 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "integer"}, "at": TIME,
         "old": {"oneOf": [ref("PresenceValue"), {"type": "null"}]},
         "new": ref("PresenceValue"), "source": STR, "actor": STR, "reason": STR,
+        "activity": STR,
     }), user=STR),
+    "StatusCatalogue": list_of("statuses", obj({
+        "id": STR, "label": STR, "state": ref("State"), "subtype": STR, "message": STR,
+        "duration": {"type": ["number", "null"], "description": "seconds it lasts once "
+                                                                 "chosen; null: until changed"},
+        "digit": {"type": ["integer", "null"], "description": "N of the *37N feature code"},
+    })),
     "Source": obj({"source": STR, "state": ref("State"), "subtype": STR, "message": STR,
                     "since": TIME, "actor": STR, "start": OPT_TIME, "end": OPT_TIME}),
     "Sources": obj({
@@ -133,14 +167,8 @@ SCHEMAS: dict[str, Any] = {
     "TokenList": list_of("tokens", ref("Token")),
     "TokenCreated": {"allOf": [ref("Token"), obj({"token": STR})]},
     "Revoked": obj({"id": STR, "revoked": {"type": "boolean"}}),
-    "PresenceInput": presence_input(),
-    "MyPresenceInput": presence_input(
-        expires={"oneOf": [{"type": "string", "format": "date-time"},
-                           {"type": "number", "exclusiveMinimum": 0,
-                            "maximum": MAX_TTL_SECONDS},
-                           {"type": "null"}],
-                 "description": "When the presence reverts: a date-time with zone at most "
-                                "366 days ahead, or seconds from now; null or absent: never"}),
+    "PresenceInput": presence_input(**_CHOICE),
+    "MyPresenceInput": presence_input(**_CHOICE),
     "SourceInput": presence_input(
         start={"type": ["string", "null"], "format": "date-time"},
         end={"type": ["string", "null"], "format": "date-time",
@@ -217,6 +245,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             "delete": op("Remove a timed source", ok="Effective"),
         },
         "/v1/me": {"get": op("The token and its user", ok="Me")},
+        "/v1/statuses": {"get": op("The named statuses ([[statuses]] in the config)",
+                                   ok="StatusCatalogue")},
         "/v1/me/presence": {
             "put": op("Publish your own presence", body="MyPresenceInput", ok="Presence"),
             "delete": op("Clear your own presence", ok="Presence"),

@@ -23,7 +23,8 @@ from astpresence.domain.model import (
     parse_state,
 )
 from astpresence.web.openapi import HISTORY_MAX, MAX_TTL_SECONDS
-from astpresence.domain.records import SourceRecord, presence_json
+from astpresence.domain import statuses
+from astpresence.domain.records import PresenceView, SourceRecord, presence_json
 
 from astpresence.web.http import (
     MAX_TTL,
@@ -62,12 +63,44 @@ async def put_presence(request: web.Request) -> web.Response:
     uid = request.match_info["user"]
     service.require_user(uid)  # 404 before looking at the body
     principal(request).require_change(uid)
-    body = await _json_body(request, {"state", "subtype", "message"})
-    if "state" not in body:
-        raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
-    presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
-    view = await service.set_manual(uid, presence, _actor(request))
+    view = await _choose(request, uid)
     return web.json_response(presence_json(view))
+
+
+#: What a body choosing a presence may hold.
+CHOICE_FIELDS = {"state", "subtype", "message", "expires", "message_expires", "status"}
+
+
+async def _choose(request: web.Request, uid: str) -> PresenceView:
+    """A chosen presence from the body: state (subtype, message) or a named status,
+    with its end and its message's end (absent: the status's duration, else the
+    state's ``expire_after``)."""
+    service = presence_api(request)
+    body = await _json_body(request, CHOICE_FIELDS)
+    now = datetime.now(UTC)
+    end = _parse_expires("expires", body.get("expires"), now)
+    if "status" in body:
+        if not isinstance(body["status"], str):
+            raise InvalidInput("status must be a status id (GET /v1/statuses)")
+        status = statuses.find(service.statuses, body["status"])
+        chosen = status.presence
+        presence = parse_presence(body.get("state", chosen.state.value),
+                                  body.get("subtype", chosen.subtype),
+                                  body.get("message", chosen.message))
+        if end is None and status.duration is not None:
+            end = now + status.duration
+    elif "state" not in body:
+        raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)}) or "
+                           "'status'")
+    else:
+        presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
+    message_end = _parse_expires("message_expires", body.get("message_expires"), now)
+    return await service.set_manual(uid, presence, _actor(request), end=end,
+                                    message_end=message_end)
+
+
+async def list_statuses(request: web.Request) -> web.Response:
+    return web.json_response({"statuses": [s.json() for s in presence_api(request).statuses]})
 
 
 async def delete_presence(request: web.Request) -> web.Response:
@@ -103,6 +136,7 @@ async def get_history(request: web.Request) -> web.Response:
                     "source": h.source,
                     "actor": h.actor,
                     "reason": h.reason,
+                    "activity": h.activity,
                 }
                 for h in rows
             ],
@@ -143,28 +177,23 @@ def _seconds(field: str, raw: object) -> timedelta:
     return timedelta(seconds=raw)
 
 
-def _parse_expires(raw: object, now: datetime) -> datetime:
+def _parse_expires(field: str, raw: object, now: datetime) -> datetime | None:
+    """A date-time or seconds from now (None: not given)."""
+    if raw is None:
+        return None
     if isinstance(raw, (bool, int, float)):
-        return now + _seconds("expires", raw)
+        return now + _seconds(field, raw)
     if not isinstance(raw, str):
-        raise InvalidInput("expires must be an ISO 8601 date-time or a number of seconds")
-    when = _parse_time("expires", raw, now)
+        raise InvalidInput(f"{field} must be an ISO 8601 date-time or a number of seconds")
+    when = _parse_time(field, raw, now)
     if when <= now:
-        raise InvalidInput("expires is in the past")
+        raise InvalidInput(f"{field} is in the past")
     return when
 
 
 async def put_me(request: web.Request) -> web.Response:
     """Self-publish; with ``expires`` the presence reverts by itself at that time."""
-    service = presence_api(request)
-    uid = _own_user(request)
-    body = await _json_body(request, {"state", "subtype", "message", "expires"})
-    if "state" not in body:
-        raise InvalidInput(f"missing field 'state' (one of {', '.join(STATE_NAMES)})")
-    presence = parse_presence(body["state"], body.get("subtype"), body.get("message"))
-    now = datetime.now(UTC)
-    end = _parse_expires(body["expires"], now) if body.get("expires") is not None else None
-    view = await service.set_manual(uid, presence, _actor(request), end=end)
+    view = await _choose(request, _own_user(request))
     return web.json_response(presence_json(view))
 
 

@@ -75,7 +75,7 @@ async def test_clear_and_list(daemon: RunningDaemon, fake: FakeAsterisk) -> None
     res = await cli(daemon.url, "list", "--state", "away", "--json")
     assert [p["user"] for p in json.loads(res.out)] == ["2001"]
     table = (await cli(daemon.url, "list")).out.splitlines()
-    assert table[0].split()[:4] == ["USER", "NAME", "STATE", "SUBTYPE"]
+    assert table[0].split()[:4] == ["USER", "NAME", "STATE", "ACTIVITY"]
     state_at = table[0].index("STATE")
     assert [(line.split()[0], line[state_at:].split()[0]) for line in table[1:]] == [
         ("2000", "not_set"), ("2001", "away")]

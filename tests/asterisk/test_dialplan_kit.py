@@ -3,6 +3,8 @@ Asterisk would (tests/support/dialplan.py reads and runs it)."""
 
 from __future__ import annotations
 
+import base64
+
 import re
 
 import pytest
@@ -194,6 +196,7 @@ def test_dial_routine_branches_on_dnd_away_and_xa(dialplan: Dialplan) -> None:
     conditions = " ".join(datas)
     for state in ("dnd", "away", "xa"):
         assert f'"${{state}}" = "{state}"' in conditions
+    assert '"${subtype}" != "on-the-phone"' in conditions  # a call in progress is dialled
     assert any(
         "PRESENCE_STATE(CustomPresence:${user},value)" in d
         for _l, _a, d in dialplan.contexts[DIAL_SUB]["s"].values()
@@ -357,8 +360,12 @@ exten => nodial,1,Gosub(astpresence-dial,s,1(2000))
 
 def run_dial(state: str | None, *, mailboxes: set[str] | None = None,
              globals_: dict[str, str] | None = None, exten: str = "2000") -> RunResult:
+    value = None
+    if state:
+        name, _, subtype = state.partition("/")
+        value = f"{name},{base64.b64encode(subtype.encode()).decode()},,e"
     ast = DialplanSim(kit_dialplan(extra=CALLER),
-                       presence={"2000": f"{state},,,e"} if state else None,
+                       presence={"2000": value} if value else None,
                        mailboxes=mailboxes)
     ast.globals.update(globals_ or {})
     return ast.run(Channel(name="PJSIP/2001-00000002", endpoint="2001"), "calls", exten)
@@ -367,12 +374,16 @@ def run_dial(state: str | None, *, mailboxes: set[str] | None = None,
 @pytest.mark.parametrize(("state", "away_action", "boxes", "result", "app", "data"), [
     ("dnd", None, {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,b"),
     ("dnd", None, set(), "BUSY", "Playtones", "busy"),
-    ("away", None, {"2000@default"}, "BUSY", "Playtones", "busy"),
-    ("xa", None, {"2000@default"}, "BUSY", "Playtones", "busy"),
+    ("dnd/focus", None, {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,b"),
+    ("dnd/on-the-phone", None, {"2000@default"}, "DIALED", "Dial", "PJSIP/2000,30,"),
+    ("away", None, {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,u"),
+    ("xa", None, {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,u"),
+    ("away", None, set(), "UNAVAILABLE", None, None),
+    ("away", "unavailable", {"2000@default"}, "UNAVAILABLE", None, None),
     ("away", "busy", {"2000@default"}, "BUSY", "Playtones", "busy"),
     ("away", "voicemail", {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,u"),
     ("xa", "voicemail", {"2000@default"}, "VOICEMAIL", "VoiceMail", "2000@default,u"),
-    ("xa", "voicemail", set(), "BUSY", "Playtones", "busy"),
+    ("xa", "voicemail", set(), "UNAVAILABLE", None, None),
     ("available", "voicemail", {"2000@default"}, "DIALED", "Dial", "PJSIP/2000,30,"),
     ("chat", None, set(), "DIALED", "Dial", "PJSIP/2000,30,"),
     ("unavailable", None, set(), "DIALED", "Dial", "PJSIP/2000,30,"),
@@ -380,14 +391,17 @@ def run_dial(state: str | None, *, mailboxes: set[str] | None = None,
     (None, None, set(), "DIALED", "Dial", "PJSIP/2000,30,"),
 ])
 def test_dial_routine(state: str | None, away_action: str | None, boxes: set[str],
-                      result: str, app: str, data: str) -> None:
+                      result: str, app: str | None, data: str | None) -> None:
     globals_ = {"ASTPRESENCE_AWAY_ACTION": away_action} if away_action else {}
     res = run_dial(state, mailboxes=boxes, globals_=globals_)
     assert res.ended == "hangup" and not res.frames, "the routine returned to the caller"
     assert res.chan.vars["ASTPRESENCE_DIAL_RESULT"] == result
     assert res.chan.vars["AFTER_RETURN"] == result
     assert res.chan.vars["GOSUB_RETVAL"] == result
-    assert data in res.app_calls(app)
+    if app is not None:
+        assert data in res.app_calls(app)
+    else:  # absent: nothing played, nothing dialled; the caller ends with cause 20
+        assert not (res.app_calls("Playtones") or res.app_calls("VoiceMail"))
     if result != "DIALED":
         assert res.app_calls("Dial") == []
     if result == "BUSY":
@@ -398,9 +412,10 @@ def test_dial_routine_voicemail_context_and_busy_seconds() -> None:
     res = run_dial("dnd", mailboxes={"2000@staff"},
                    globals_={"ASTPRESENCE_VM_CONTEXT": "staff"})
     assert res.app_calls("VoiceMail") == ["2000@staff,b"]
-    res = run_dial("away", globals_={"ASTPRESENCE_BUSY_SECONDS": "12"})
+    busy = {"ASTPRESENCE_AWAY_ACTION": "busy"}
+    res = run_dial("away", globals_={**busy, "ASTPRESENCE_BUSY_SECONDS": "12"})
     assert res.app_calls("Wait")[-1] == "12"
-    res = run_dial("away", globals_={"ASTPRESENCE_BUSY_SECONDS": "1;Hangup"})
+    res = run_dial("away", globals_={**busy, "ASTPRESENCE_BUSY_SECONDS": "1;Hangup"})
     assert res.app_calls("Wait")[-1] == "5"
 
 

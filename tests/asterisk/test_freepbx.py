@@ -21,7 +21,7 @@ from tests.conftest import Starter
 from tests.support.fakeami import FakeAsterisk, Hint
 
 DND = Presence(State.DND)
-ON_PHONE = Presence(State.UNAVAILABLE, "on-the-phone")
+ON_PHONE = Presence(State.DND, "on-the-phone")  # a call reads as busy (docs/presence-rules.md)
 
 
 def freepbx(fake: FakeAsterisk) -> None:

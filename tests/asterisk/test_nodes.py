@@ -50,6 +50,7 @@ async def fakes() -> AsyncIterator[dict[str, FakeAsterisk]]:
 
 async def start(daemons: Starter, fakes: dict[str, FakeAsterisk], tmp_path: Path,
                 **rules: Any) -> RunningDaemon:
+    rules.setdefault("registered", False)  # these tests count writes
     d = await daemons(nodes_config(fakes, tmp_path / "p.db",
                                    rules=RuleConfig.from_mapping(rules)), wait=False)
     await until(lambda: d.service.synced, timeout=10, what="every server synced")
@@ -146,7 +147,7 @@ async def test_a_call_on_any_server_overlays_the_presence_everywhere(
     # 2000's second phone is registered to b only; c knows PJSIP/2000 as unavailable.
     await fakes["c"].external_device_change("PJSIP/2000", "UNAVAILABLE")
     await fakes["b"].external_device_change("PJSIP/2000b", "INUSE")
-    on_phone = Presence(State.UNAVAILABLE, "on-the-phone")
+    on_phone = Presence(State.DND, "on-the-phone")
     await everywhere(fakes, "2000", on_phone, "the call on b shown everywhere")
     await fakes["b"].external_device_change("PJSIP/2000b", "NOT_INUSE")
     await everywhere(fakes, "2000", Presence(State.AVAILABLE), "back after the call")

@@ -141,21 +141,21 @@ def test_the_outbox_runs_every_kind_from_the_table() -> None:
     assert {f.kind for f in outbox.failures()} == {k.name for k in KINDS}
     outbox.synced = True
     outbox.mark("2000")
-    writes = outbox.take(lambda uid: DND)
+    writes = outbox.take(lambda uid: (DND, DND))
     sent = {name: batch for name, batch in writes.items() if batch}
     assert set(sent) == {"presence", "mirror", "freepbx_dnd"}  # no queue member: no pause
     for name, batch in sent.items():
         outbox.refused(KIND_BY_NAME[name], batch[0], "refused")
     assert {f.kind: len(f) for f in outbox.failures()} == {
         "presence": 1, "mirror": 1, "freepbx_dnd": 1, "queue_pause": 0}
-    assert not any(outbox.take(lambda uid: DND).values())  # waiting for the retry
+    assert not any(outbox.take(lambda uid: (DND, DND)).values())  # waiting for the retry
     clock.now += 2
-    assert {n for n, b in outbox.take(lambda uid: DND).items() if b} == set(sent)  # retried
+    assert {n for n, b in outbox.take(lambda uid: (DND, DND)).items() if b} == set(sent)  # retried
     outbox.link_lost()  # nothing in flight survives; nothing is sent until a login
     outbox.mark("2000")
-    assert not any(outbox.take(lambda uid: DND).values())
+    assert not any(outbox.take(lambda uid: (DND, DND)).values())
     for kind in KINDS:  # the login (sync.py): Asterisk read again, every value tried again
         outbox.tracker(kind.name).reset()
     outbox.synced = True
     outbox.mark("2000")
-    assert {n for n, b in outbox.take(lambda uid: DND).items() if b} == set(sent)
+    assert {n for n, b in outbox.take(lambda uid: (DND, DND)).items() if b} == set(sent)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from astpresence.cli.kit import format_hints
 from astpresence.cli.main import main
-from astpresence.cli.sources import parse_duration, parse_when
+from astpresence.cli.common import parse_duration, parse_when
 from astpresence.asterisk.codec import decode_presence_value
 from astpresence.app.config import load_config
 from astpresence.app.settings import ConfigError

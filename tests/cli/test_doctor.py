@@ -918,7 +918,7 @@ async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Pat
         {"node": "a", "role": "leader", "api": "http://h:1", "since": now, "seen": now}))
     await conn.close()
     ready = await store_check(pg)
-    assert ready.ok and "schema version 3; HA group: a (leader, seen 0 s ago)" in ready.detail
+    assert ready.ok and "schema version 4; HA group: a (leader, seen 0 s ago)" in ready.detail
     down = await store_check(replace(pg, db_url=Secret("postgresql://u:pw@127.0.0.1:1/x")))
     assert not down.ok and "u:***@" in down.detail and "pw" not in down.detail
     assert "pg_hba.conf" in down.fix

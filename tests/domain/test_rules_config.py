@@ -19,7 +19,10 @@ from tests.support.rules import (
 
 def test_default_config() -> None:
     c = RuleConfig()
-    assert c.on_phone == Presence(S.UNAVAILABLE, "on-the-phone")
+    assert c.projection == "standard"
+    assert c.on_phone == Presence(S.DND, "on-the-phone") and c.call_keeps_message
+    assert c.registered == Presence(S.AVAILABLE)
+    assert c.expire_after == {}
     assert c.offline == Presence(S.UNAVAILABLE, "offline")
     assert c.offline_after == timedelta(seconds=60)
     assert c.call_states == {D.INUSE, D.BUSY, D.RINGINUSE, D.ONHOLD}
@@ -31,7 +34,7 @@ def test_default_config() -> None:
     assert c.mirror_prefix == "presence-"
     assert dict(c.mirror_map) == {
         S.DND: D.BUSY,
-        S.UNAVAILABLE: D.BUSY,
+        S.UNAVAILABLE: D.UNAVAILABLE,
         S.AWAY: D.ONHOLD,
         S.XA: D.ONHOLD,
     }
@@ -39,6 +42,27 @@ def test_default_config() -> None:
     assert c.pause_reason_prefix == "astpresence:"
     assert RuleConfig.from_mapping({}) == c == DEFAULT_RULES
     hash(c)
+
+
+def test_the_legacy_projection_is_one_setting() -> None:
+    """projection = "legacy": a call reads unavailable (no message kept), nothing chosen
+    reads not_set, an unavailable user's mirror is BUSY; other keys still apply."""
+    c = RuleConfig.from_mapping({"projection": "legacy", "mirror_map": {"away": "UNAVAILABLE"}})
+    assert c.on_phone == Presence(S.UNAVAILABLE, "on-the-phone")
+    assert not c.call_keeps_message and c.registered is None
+    assert dict(c.mirror_map) == {S.DND: D.BUSY, S.UNAVAILABLE: D.BUSY,
+                                  S.AWAY: D.UNAVAILABLE, S.XA: D.ONHOLD}
+    assert RuleConfig.from_mapping({"projection": "legacy"}) == RuleConfig.legacy()
+    c = RuleConfig.from_mapping({"projection": "legacy", "on_phone": True})
+    assert c.on_phone == Presence(S.UNAVAILABLE, "on-the-phone")  # true: this projection's
+
+
+def test_expire_after_takes_durations_by_state() -> None:
+    c = RuleConfig.from_mapping({"expire_after": {"dnd": "1d", "away": 5400}})
+    assert c.expire_after == {S.DND: timedelta(days=1), S.AWAY: timedelta(minutes=90)}
+    for bad in ({"dnd": "soon"}, {"dnd": 0}, {"nap": "1h"}, "1d", {"dnd": "400d"}):
+        with pytest.raises(InvalidInput, match="rules.expire_after"):
+            RuleConfig.from_mapping({"expire_after": bad})
 
 
 def test_from_mapping_full() -> None:
@@ -80,6 +104,11 @@ def test_from_mapping_true_overlay_means_default() -> None:
 
 
 BAD_VALUES = [
+    ("projection", "modern"),
+    ("call_keeps_message", "yes"),
+    ("registered", {"state": "not_set"}),
+    ("registered", "available"),
+    ("expire_after", {"dnd": -1}),
     ("on_phone", "yes"),
     ("on_phone", {"subtype": "x"}),
     ("on_phone", {"state": "busy"}),

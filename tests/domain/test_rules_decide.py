@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import pytest
 
 from astpresence.domain.model import NOT_SET, Presence
 from astpresence.domain.rules import (
-    DEFAULT_RULES,
     PRECEDENCE,
     RULE_KEYS,
     Decision,
@@ -26,6 +26,7 @@ from tests.support.rules import (
     D,
     ELEVEN,
     IDLE,
+    LEGACY,
     NINE,
     OFFLINE,
     ON_PHONE,
@@ -88,7 +89,7 @@ DECIDE_CASES = [
         "overridable-empty-protects-available",
         m=AVAIL,
         d=CALL,
-        config=RuleConfig(overridable_manual=frozenset()),
+        config=replace(LEGACY, overridable_manual=frozenset()),
         expected=AVAIL.presence,
         rule="manual-protected",
     ),
@@ -96,7 +97,7 @@ DECIDE_CASES = [
         "overridable-with-dnd-lets-call-through",
         m=manual(S.DND),
         d=CALL,
-        config=RuleConfig(overridable_manual=frozenset({S.DND})),
+        config=replace(LEGACY, overridable_manual=frozenset({S.DND})),
         expected=ON_PHONE,
         rule="on-the-phone",
     ),
@@ -145,7 +146,7 @@ DECIDE_CASES = [
         "on-phone-disabled",
         m=AVAIL,
         d=CALL,
-        config=RuleConfig(on_phone=None),
+        config=replace(LEGACY, on_phone=None),
         expected=AVAIL.presence,
         rule="manual",
     ),
@@ -154,7 +155,7 @@ DECIDE_CASES = [
         m=AVAIL,
         t=(CAL,),
         d=CALL,
-        config=RuleConfig(on_phone=None),
+        config=replace(LEGACY, on_phone=None),
         expected=AWAY_MEETING,
         rule="timed:calendar",
     ),
@@ -162,7 +163,7 @@ DECIDE_CASES = [
         "on-phone-custom-presence",
         m=AVAIL,
         d=CALL,
-        config=RuleConfig(on_phone=Presence(S.DND, "call", "On a call")),
+        config=replace(LEGACY, on_phone=Presence(S.DND, "call", "On a call")),
         expected=Presence(S.DND, "call", "On a call"),
         rule="on-the-phone",
     ),
@@ -170,7 +171,7 @@ DECIDE_CASES = [
         "on-phone-custom-call-states",
         m=AVAIL,
         d=dev(D.RINGING),
-        config=RuleConfig(call_states=frozenset({D.RINGING})),
+        config=replace(LEGACY, call_states=frozenset({D.RINGING})),
         expected=ON_PHONE,
         rule="on-the-phone",
     ),
@@ -247,7 +248,7 @@ DECIDE_CASES = [
         "offline-disabled",
         m=AVAIL,
         d=dev(D.UNAVAILABLE, since=NINE),
-        config=RuleConfig(offline=None),
+        config=replace(LEGACY, offline=None),
         expected=AVAIL.presence,
         rule="manual",
     ),
@@ -255,7 +256,7 @@ DECIDE_CASES = [
         "offline-after-300-not-yet",
         m=AVAIL,
         d=dev(D.UNAVAILABLE, since=at(10, 25, 1)),
-        config=RuleConfig(offline_after=timedelta(seconds=300)),
+        config=replace(LEGACY, offline_after=timedelta(seconds=300)),
         expected=AVAIL.presence,
         rule="manual",
     ),
@@ -263,7 +264,7 @@ DECIDE_CASES = [
         "offline-after-300-reached",
         m=AVAIL,
         d=dev(D.UNAVAILABLE, since=at(10, 25)),
-        config=RuleConfig(offline_after=timedelta(seconds=300)),
+        config=replace(LEGACY, offline_after=timedelta(seconds=300)),
         expected=OFFLINE,
         rule="offline",
     ),
@@ -400,7 +401,7 @@ DECIDE_CASES = [
             timed(S.AWAY, "cal", since=at(8)),
             timed(S.XA, "travel", since=at(8, 30), source="travel"),
         ),
-        config=RuleConfig(timed_priority=("calendar",)),
+        config=replace(LEGACY, timed_priority=("calendar",)),
         expected=Presence(S.AWAY, "", "cal"),
         rule="timed:calendar",
     ),
@@ -411,7 +412,7 @@ DECIDE_CASES = [
             timed(S.AWAY, "cal", since=at(8, 30)),
             timed(S.XA, "travel", since=at(8), source="travel"),
         ),
-        config=RuleConfig(timed_priority=("travel", "calendar")),
+        config=replace(LEGACY, timed_priority=("travel", "calendar")),
         expected=Presence(S.XA, "", "travel"),
         rule="timed:travel",
     ),
@@ -432,7 +433,7 @@ DECIDE_CASES = [
             timed(S.AWAY, "cal", start=at(12), end=at(13)),
             timed(S.XA, "travel", source="travel"),
         ),
-        config=RuleConfig(timed_priority=("calendar",)),
+        config=replace(LEGACY, timed_priority=("calendar",)),
         expected=Presence(S.XA, "", "travel"),
         rule="timed:travel",
     ),
@@ -462,7 +463,7 @@ DECIDE_CASES = [
         "auto-feature-off-ignored",
         m=AVAIL,
         a=auto(),
-        config=DEFAULT_RULES,
+        config=LEGACY,
         expected=AVAIL.presence,
         rule="manual",
     ),
@@ -508,7 +509,9 @@ def test_decide(
     config: RuleConfig,
     expected: Decision,
 ) -> None:
-    assert decide(m, t, d, a, now, config) == expected
+    got = decide(m, t, d, a, now, config)
+    assert (got.presence, got.source, got.rule) == (expected.presence, expected.source,
+                                                    expected.rule)
 
 
 def test_precedence_constant_matches_docs() -> None:
@@ -519,6 +522,7 @@ def test_precedence_constant_matches_docs() -> None:
         "timed:",
         "auto:missed-calls",
         "manual",
+        "registered",
         "default",
     )
     docs = (Path(__file__).resolve().parents[2] / "docs" / "presence-rules.md").read_text("utf-8")
@@ -535,7 +539,7 @@ def test_call_end_restores_exactly_the_same_objects_value() -> None:
     during = decide(m, (), dev(D.INUSE, D.NOT_INUSE), None, TEN)
     after = decide(m, (), IDLE, None, at(10, 5))
     assert during.rule == "on-the-phone"
-    assert before == after == Decision(m.presence, "manual", "manual")
+    assert before == after == Decision(m.presence, "manual", "manual", m.presence)
     assert m.presence == Presence(S.CHAT, "lunch-ish", "ping me, maybe")
 
 

@@ -74,7 +74,7 @@ def test_auto_contribution() -> None:
     ("state", "expected"),
     [
         pytest.param(S.DND, "BUSY", id="dnd"),
-        pytest.param(S.UNAVAILABLE, "BUSY", id="unavailable"),
+        pytest.param(S.UNAVAILABLE, "UNAVAILABLE", id="unavailable"),
         pytest.param(S.AWAY, "ONHOLD", id="away"),
         pytest.param(S.XA, "ONHOLD", id="xa"),
         pytest.param(S.AVAILABLE, "INVALID", id="available"),

@@ -23,6 +23,7 @@ from astpresence.domain.rules import (
     DeviceView,
     RuleConfig,
     all_unavailable,
+    call_presence,
     decide,
     in_window,
     next_change_at,
@@ -86,6 +87,8 @@ configs = st.builds(
     ),
     timed_priority=st.sampled_from([(), ("calendar",), ("focus", "travel")]),
     missed_calls_away=st.sampled_from([0, 2]),
+    registered=st.sampled_from([None, Presence(S.AVAILABLE)]),
+    call_keeps_message=st.booleans(),
 )
 PROTECTED = [S.DND, S.AWAY, S.XA, S.UNAVAILABLE]
 
@@ -119,7 +122,7 @@ def test_prop_rule1_protected_manual_is_never_overridden(
     assume(since <= now)
     m = SourceRecord("2000", "manual", p, since, "api")
     decision = decide(m, t, d, a, now, config)
-    assert decision == Decision(p, "manual", "manual-protected")
+    assert decision == Decision(p, "manual", "manual-protected", p, decision.activity)
     assert decision.presence is p
 
 
@@ -145,15 +148,20 @@ def test_prop_rule2_call_overlay_then_exact_return(
     assume(m is None or not in_window(m, now) or m.presence.state in config.overridable_manual)
     in_call = replace(d, states=(*d.states, call))
     during = decide(m, t, in_call, a, now, config)
+    ended = decide(m, t, _without_calls(in_call), a, now, config)
     if config.on_phone is None:
         assert during.rule != "on-the-phone"
     else:
-        assert during == Decision(config.on_phone, "device", "on-the-phone")
+        assert (during.presence, during.source, during.rule) == (
+            call_presence(ended.chosen, config), "device", "on-the-phone")
+    assert during.activity in ("on-the-phone", "on-hold")
     # With the overlay off, or the call over, the result is what the other
     # contributions give: the overlay hid it without altering it.
     hidden = decide(m, t, in_call, a, now, replace(config, on_phone=None))
-    ended = decide(m, t, _without_calls(in_call), a, now, config)
-    assert hidden == ended
+    assert replace(hidden, activity="") == replace(ended, activity="")
+    # What the person chose is the same during the call: nothing that follows it
+    # (queue pause, FreePBX DND, the mirror, routing) sees the call.
+    assert during.chosen == ended.chosen
 
 
 @FAST
@@ -182,7 +190,9 @@ def test_prop_rule3_offline_overlay(
     d = DeviceView(states, since)
     decision = decide(m, t, d, a, now, config)
     if config.offline is not None and now - since >= config.offline_after:
-        assert decision == Decision(config.offline, "device", "offline")
+        assert (decision.presence, decision.source, decision.rule) == (config.offline, "device",
+                                                                       "offline")
+        assert decision.activity == "offline"
     else:
         assert decision == decide(m, t, d, a, now, replace(config, offline=None))
         assert decision.rule != "offline"
@@ -286,6 +296,7 @@ def test_prop_source_matches_rule(
         "on-the-phone": "device",
         "offline": "device",
         "auto:missed-calls": "auto",
+        "registered": "device",
         "default": "default",
     }.get(decision.rule, decision.rule.removeprefix("timed:"))
     assert decision.source == expected_source
@@ -415,3 +426,36 @@ def test_all_unavailable() -> None:
     assert not all_unavailable(())
     assert not all_unavailable((D.INVALID,))
     assert not all_unavailable((D.UNAVAILABLE, D.NOT_INUSE))
+
+
+@FAST
+@given(
+    m=st.none() | manuals,
+    t=timed_lists,
+    d=devices,
+    call=call_states,
+    a=st.none() | autos,
+    now=times,
+)
+def test_prop_a_call_never_reads_offline_nor_moves_a_behaviour(
+    m: SourceRecord | None,
+    t: tuple[SourceRecord, ...],
+    d: DeviceView,
+    call: DeviceState,
+    a: SourceRecord | None,
+    now: datetime,
+) -> None:
+    """With the standard projection a call never writes an offline state (unless the
+    person chose unavailable), and never pauses a queue member, switches FreePBX DND
+    or changes what routing reads as the person's choice."""
+    from astpresence.domain.behaviours import pause_wanted
+
+    config = RuleConfig(missed_calls_away=2)
+    in_call = replace(d, states=(*d.states, call), unavailable_since=None)
+    during = decide(m, t, in_call, a, now, config)
+    ended = decide(m, t, _without_calls(in_call), a, now, config)
+    if during.presence.state is S.UNAVAILABLE:
+        assert during.rule == "manual-protected" and during.chosen == during.presence
+    assert during.chosen == ended.chosen
+    assert pause_wanted(during.chosen.state, config) == pause_wanted(ended.chosen.state, config)
+    assert (during.chosen.state is S.DND) == (ended.chosen.state is S.DND)

@@ -117,7 +117,9 @@ def test_track_unavailable_since(
             id="suppressed-calendar-end-changes-nothing",
         ),
         pytest.param(
-            AVAIL, (CAL,), CALL, None, NINE, DEFAULT_RULES, None, id="call-hides-calendar"
+            # The call still hides the meeting from Asterisk, but what the person
+            # "chose" (the calendar decides) changes when it starts.
+            AVAIL, (CAL,), CALL, None, NINE, DEFAULT_RULES, TEN, id="call-over-calendar-start"
         ),
         pytest.param(
             AVAIL,
@@ -140,14 +142,15 @@ def test_track_unavailable_since(
             id="already-offline",
         ),
         pytest.param(
+            # Without the overlay the presence stays, but the activity turns offline.
             AVAIL,
             (),
             dev(D.UNAVAILABLE, since=at(9, 59, 50)),
             None,
             TEN,
             RuleConfig(offline=None),
-            None,
-            id="offline-disabled",
+            at(10, 0, 50),
+            id="offline-overlay-off-activity-still-offline",
         ),
         pytest.param(
             AVAIL,

@@ -43,6 +43,9 @@ def fake_value(fake: FakeAsterisk, user: str) -> Presence:
 
 async def start(daemons: Starter, fake: FakeAsterisk, tmp_path: Path,
                 **rules: Any) -> RunningDaemon:
+    """The daemon on ``[rules]`` as given; a registered idle phone's "available"
+    (rule registered) is off unless asked for: these tests count writes."""
+    rules.setdefault("registered", False)
     return await daemons(make_config(fake, tmp_path / "p.db",
                                           rules=RuleConfig.from_mapping(rules)))
 
@@ -61,17 +64,21 @@ async def test_on_the_phone_and_back_exactly(
     await d.service.set_manual("2000", before, "api")
     await until(lambda: fake_value(fake, "2000") == before)
     await fake.external_device_change("PJSIP/2000", "INUSE")
-    on_phone = Presence(State.UNAVAILABLE, "on-the-phone")
+    # Busy, not gone: dnd / on-the-phone, the chosen message kept.
+    on_phone = Presence(State.DND, "on-the-phone", before.message)
     await until(lambda: fake_value(fake, "2000") == on_phone, what="on-the-phone")
     view = d.service.view("2000")
     assert (view.source, view.rule) == ("device", "on-the-phone")
+    assert (view.chosen, view.activity) == (before, "on-the-phone")
     await fake.external_device_change("PJSIP/2000", "NOT_INUSE")
     await until(lambda: fake_value(fake, "2000") == before, what="previous presence")
     assert setvars(fake, "2000") == [before, on_phone, before]  # each written once
     assert d.service.nodes["asterisk"].adopted == 0
+    assert (d.service.view("2000").chosen, d.service.view("2000").activity) == (before, "")
     hist = await d.service.history("2000", 10)
     assert [h.reason.split(":")[0] for h in hist] == ["manual", "on-the-phone", "manual"]
     assert hist[1].source == "device" and "PJSIP/2000 INUSE" in hist[1].reason
+    assert [h.activity for h in hist] == ["", "on-the-phone", ""]
 
 
 async def test_chosen_dnd_is_never_overridden_by_a_call(
@@ -208,7 +215,8 @@ async def test_blf_mirror_device(fake: FakeAsterisk, tmp_path: Path, daemons: St
     # After sync every user's mirror is set to the neutral INVALID (2000 had none).
     await until(lambda: mirror_writes(fake, "2000") == ["INVALID"], what="initial mirror")
     assert mirror_writes(fake, "2001") == []  # already INVALID in Asterisk
-    expected = {"dnd": "BUSY", "unavailable": "BUSY", "away": "ONHOLD", "xa": "ONHOLD",
+    # An unavailable (offline) person never lights a key busy.
+    expected = {"dnd": "BUSY", "unavailable": "UNAVAILABLE", "away": "ONHOLD", "xa": "ONHOLD",
                 "available": "INVALID", "chat": "INVALID", "not_set": "INVALID"}
     for state, device_state in expected.items():
         await d.service.set_manual("2001", Presence(State(state)), "api")
@@ -221,6 +229,17 @@ async def test_blf_mirror_device(fake: FakeAsterisk, tmp_path: Path, daemons: St
     await until(lambda: fake.devices.get("Custom:presence-2001") == "INVALID")
     await barrier(d, fake)
     assert d.service.view("2001").presence == Presence(State.AVAILABLE)
+    # A call adds nothing to the mirror (the phone's own device shows it); what the
+    # person chose still does.
+    await fake.external_device_change("PJSIP/2001", "INUSE")
+    await until(lambda: d.service.view("2001").activity == "on-the-phone", what="the call")
+    await d.service.set_manual("2001", Presence(State.AWAY), "api")
+    await until(lambda: fake.devices.get("Custom:presence-2001") == "ONHOLD", what="away")
+    await d.service.set_manual("2001", Presence(State.AVAILABLE), "api")
+    await barrier(d, fake)
+    assert fake.devices.get("Custom:presence-2001") == "INVALID"
+    assert fake_value(fake, "2001").subtype == "on-the-phone"  # the presence shows the call
+    await fake.external_device_change("PJSIP/2001", "NOT_INUSE")
     res = await cli(d.url, "dialplan", "hints")
     assert res.code == 0
     assert "exten => 2000,hint,PJSIP/2000&Custom:presence-2000,CustomPresence:2000" in res.out

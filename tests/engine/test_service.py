@@ -10,6 +10,7 @@ import pytest
 
 from astpresence.domain.model import NOT_SET, Presence, State, parse_device_state
 from astpresence.engine.errors import UnknownUser
+from astpresence.domain.rules import RuleConfig
 from astpresence.engine.service import ASTERISK, MANUAL, PresenceService
 from astpresence.asterisk.nodes import attach_nodes
 from astpresence.domain.records import UserRecord
@@ -30,8 +31,14 @@ HINTS = [
 ]
 
 
+#: These tests follow the writes and echoes of what people choose: a registered idle
+#: phone's "available" (rule registered) would add a write of its own to each.
+QUIET = RuleConfig(registered=None)
+
+
 def build(store: MemoryStore, *args: Any, **kwargs: Any) -> PresenceService:
     """The engine with its Asterisk side attached, as the daemon wires it."""
+    kwargs.setdefault("rules_config", QUIET)
     svc = PresenceService(store, *args, **kwargs)
     attach_nodes(svc, store, retry_clock=kwargs.get("retry_clock", time.monotonic))
     return svc

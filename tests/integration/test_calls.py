@@ -35,8 +35,12 @@ async def test_phone_in_use_overlays_and_restores(ami: Any, chosen: Any) -> None
     """A ``Custom:`` phone device in use (as a phone's own device state would be)."""
     await set_device_state(ami, IT_DEVICE, "INUSE")
     view = await wait_view(chosen, "2000", source="device")
-    assert (view["state"], view["subtype"]) == ("unavailable", "on-the-phone")
-    await wait_presence(ami, "2000", Presence(State.UNAVAILABLE, "on-the-phone"))
+    # Busy, not gone: dnd / on-the-phone with the chosen message; what was chosen and
+    # what is going on are shown beside it.
+    assert (view["state"], view["subtype"], view["message"]) == ("dnd", "on-the-phone",
+                                                                 CHOSEN.message)
+    assert (view["chosen"], view["activity"]) == (CHOSEN.as_dict(), "on-the-phone")
+    await wait_presence(ami, "2000", Presence(State.DND, "on-the-phone", CHOSEN.message))
 
     await set_device_state(ami, IT_DEVICE, "NOT_INUSE")
     view = await wait_view(chosen, "2000", source="manual")
@@ -51,8 +55,8 @@ async def test_a_real_call_overlays_and_restores(dialplan: Server, ami: Any,
     (core_local reports it in use while the call lasts)."""
     await originate(ami, IT_LOCAL_DEVICE, wait=3, sync=False)
     view = await wait_view(chosen, "2000", source="device")
-    assert (view["state"], view["subtype"]) == ("unavailable", "on-the-phone")
-    await wait_presence(ami, "2000", Presence(State.UNAVAILABLE, "on-the-phone"))
+    assert (view["state"], view["subtype"]) == ("dnd", "on-the-phone")
+    await wait_presence(ami, "2000", Presence(State.DND, "on-the-phone", CHOSEN.message))
     # the ;1 half hangs up after its Wait(3): the call ends by itself
     view = await wait_view(chosen, "2000", source="manual")
     assert view["message"] == CHOSEN.message

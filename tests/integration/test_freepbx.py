@@ -58,10 +58,11 @@ async def test_star78_and_star79_switch_dnd(freepbx: Any, daemon_factory: Any) -
     assert view["source"] == "manual"
     await wait_presence(ami, EXT, Presence(State.DND))
     # off removes that dnd and the other sources decide again (docs/presence-rules.md,
-    # "FreePBX DND"): with nothing else known of 2004, the default
+    # "FreePBX DND"): nothing else chosen, 2004's phone is registered: available
     await dnd_code(ami, "*79")
-    await wait_view(daemon, EXT, state="not_set", source="default")
-    await wait_presence(ami, EXT, Presence(State.NOT_SET))
+    view = await wait_view(daemon, EXT, state="available", source="device")
+    assert view["rule"] == "registered"
+    await wait_presence(ami, EXT, Presence(State.AVAILABLE))
 
 
 async def test_dnd_sync_writes_freepbx_dnd(freepbx: Any, daemon_factory: Any) -> None:

@@ -90,15 +90,18 @@ async def call_routed(ami: Any, exten: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(("state", "result", "dialstatus", "cause"), [
     (State.AVAILABLE, "DIALED", "ANSWER", "16"),
-    # no voicemail box for 2001 on the test server: dnd falls back to busy
+    # no voicemail box for 2001 on the test server: a chosen dnd falls back to busy
+    # (486), away and xa to absent (480, cause 20: DIALSTATUS CHANUNAVAIL)
     (State.DND, "BUSY", "BUSY", "17"),
-    (State.AWAY, "BUSY", "BUSY", "17"),
-    (State.XA, "BUSY", "BUSY", "17"),
+    (State.AWAY, "UNAVAILABLE", "CHANUNAVAIL", "20"),
+    (State.XA, "UNAVAILABLE", "CHANUNAVAIL", "20"),
+    # astpresence's reading of a call in progress: dialled, the phone decides
+    (Presence(State.DND, "on-the-phone"), "DIALED", "ANSWER", "16"),
 ])
-async def test_astpresence_dial_routes_a_real_call(dialplan: Server, ami: Any, state: State,
-                                                   result: str, dialstatus: str,
-                                                   cause: str) -> None:
-    await set_in_asterisk(ami, "2001", Presence(state))
+async def test_astpresence_dial_routes_a_real_call(dialplan: Server, ami: Any,
+                                                   state: State | Presence, result: str,
+                                                   dialstatus: str, cause: str) -> None:
+    await set_in_asterisk(ami, "2001", state if isinstance(state, Presence) else Presence(state))
     got = await call_routed(ami, "2001")
     assert got == {"result": result, "dialstatus": dialstatus, "cause": cause}
 

@@ -19,7 +19,7 @@ from .conftest import (IT_CONFIG, IT_DEVICE, Server, asterisk_cli, connect, even
 
 pytestmark = pytest.mark.timeout(180)
 
-ON_THE_PHONE = Presence(State.UNAVAILABLE, "on-the-phone")
+ON_THE_PHONE = Presence(State.DND, "on-the-phone")  # a call reads as busy
 
 
 @pytest.fixture

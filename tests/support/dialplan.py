@@ -387,6 +387,8 @@ class DialplanSim:
             presence = decode_presence_value(raw)
             if what == "value":
                 return presence.state.value
+            if what in ("subtype", "message") and len(parts) == 2:  # plain text, as read
+                return str(getattr(presence, what))
             raise AssertionError(f"PRESENCE_STATE field {what} not modelled")
         if fname == "VM_INFO":
             box, what = split_args(args)

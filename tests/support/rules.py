@@ -63,9 +63,13 @@ IDLE = dev(D.NOT_INUSE)
 CALL = dev(D.INUSE)
 AVAIL = manual(S.AVAILABLE, "", "at desk")
 CAL = timed()
-AUTO_ON = RuleConfig(missed_calls_away=3)
-ON_PHONE = DEFAULT_RULES.on_phone
-OFFLINE = DEFAULT_RULES.offline
+#: The case table runs on the legacy projection (before 0.2): it shows that a site
+#: that sets projection = "legacy" gets exactly the old behaviour. The standard
+#: projection has its own table (tests/domain/test_projection.py).
+LEGACY = RuleConfig.from_mapping({"projection": "legacy"})
+AUTO_ON = RuleConfig.from_mapping({"projection": "legacy", "missed_calls_away": 3})
+ON_PHONE = LEGACY.on_phone
+OFFLINE = LEGACY.offline
 AWAY_MEETING = Presence(S.AWAY, "", "Meeting")
 assert ON_PHONE is not None and OFFLINE is not None
 

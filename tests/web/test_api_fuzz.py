@@ -99,7 +99,8 @@ def _request(doc: dict[str, Any], path: str, item: dict[str, Any], op: dict[str,
             value = rng.choice([_valid_value(doc, param["schema"], rng), rng.choice(STRINGS)])
             query.append((param["name"], str(value)))
     if query:
-        url += "?" + urllib.parse.urlencode(query)
+        # A lone surrogate goes out as the bytes it would be (not UTF-8): hostile too.
+        url += "?" + urllib.parse.urlencode(query, errors="surrogatepass")
     return url, _body(doc, op, rng)
 
 

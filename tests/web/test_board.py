@@ -25,6 +25,8 @@ from astpresence.web.auth import Privacy
 from astpresence.domain.rules import DEFAULT_RULES
 from astpresence.domain.records import UserRecord
 from tests.support.board_browser import CHROMIUM, Chromium
+from astpresence.domain.model import Presence, State
+from astpresence.domain.statuses import Status
 from tests.support.e2e import RunningDaemon, make_config, seed, start_daemon
 from tests.support.fakeami import FakeAsterisk
 
@@ -102,6 +104,10 @@ class Env:
                          what="presence loaded")
 
 
+#: The catalogue the board's picker offers ([[statuses]]).
+LUNCH = Status("lunch", "Lunch", Presence(State.AWAY, "", "At lunch"), timedelta(hours=1), 1)
+
+
 @pytest.fixture
 async def env(fake_ami: FakeAsterisk, tmp_path: Path,
               request: pytest.FixtureRequest) -> AsyncIterator[Env]:
@@ -115,7 +121,8 @@ async def env(fake_ami: FakeAsterisk, tmp_path: Path,
     # One team: a user token sees its teammates' subtype and message too.
     users = getattr(request, "param", USERS)  # parametrize("env", [...], indirect=True)
     config = replace(make_config(fake_ami, db, users=users, rules=rules),
-                     privacy=Privacy(groups={"team": frozenset({"2000", "2001"})}))
+                     privacy=Privacy(groups={"team": frozenset({"2000", "2001"})}),
+                     statuses=(LUNCH,))
     running = await start_daemon(config)
     browser: Chromium | None = None
     e: Env | None = None
@@ -154,18 +161,21 @@ async def test_tiles_follow_changes_live(env: Env) -> None:
     assert await b.evaluate("document.getElementById('conn').textContent") == "Connected"
 
     # Phones unplugged (seed): not_set at first, offline once offline_after passed.
+    # Offline is what is going on (the activity), beside what was chosen (nothing).
     await b.wait_for(f"{tile('2001', 'data-status')} === 'offline'", 6, "2001 offline")
-    assert await b.evaluate(tile("2001", "data-state")) == "unavailable"
+    assert await b.evaluate(tile("2001", "data-state")) == "not_set"
+    assert await b.evaluate(tile("2001", "data-effective")) == "unavailable"
     assert await b.evaluate(tile("2001", "data-colour")) == "grey"
-    assert await b.evaluate(tile("2001", "state-text")) == "Offline"
+    assert await b.evaluate(tile("2001", "state-text")) == "Not set"
+    assert await b.evaluate(tile("2001", "activity")) == "Offline"
 
     # A change made on the PBX (a phone's feature code) ...
     await env.fake.external_presence_change("2001", "dnd", "", "Busy")
     await b.wait_for(f"{tile('2001', 'data-state')} === 'dnd'", what="2001 dnd")
-    assert await b.evaluate(tile("2001", "data-colour")) == "red"
+    assert await b.evaluate(tile("2001", "data-colour")) == "grey"  # dnd, but offline
     assert await b.evaluate(tile("2001", "message")) == "Busy"
     assert await b.evaluate(tile("2001", "state-text")) == "Do not disturb"
-    assert "is now do not disturb: Busy" in await b.evaluate(
+    assert "is now do not disturb, offline: Busy" in await b.evaluate(
         "document.getElementById('announcer').textContent")
 
     # ... one made by an operator through the API ...
@@ -173,22 +183,28 @@ async def test_tiles_follow_changes_live(env: Env) -> None:
                                  {"state": "away", "subtype": "lunch", "message": "<i>13:30</i>"})
     assert status == 200, body
     await b.wait_for(f"{tile('2001', 'data-state')} === 'away'", what="2001 away")
-    assert await b.evaluate(tile("2001", "data-colour")) == "yellow"
+    assert await b.evaluate(tile("2001", "data-colour")) == "grey"  # still offline
     assert await b.evaluate(tile("2001", "subtype")) == "lunch"
     assert await b.evaluate(tile("2001", "message")) == "<i>13:30</i>"
 
-    # ... and what the phones do: 2000 picks up (on the phone is red).
+    # ... and what the phones do: 2000, available "back at 3", picks up. The tile
+    # keeps what 2000 chose and shows the call beside it (Asterisk gets dnd /
+    # on-the-phone with the message kept).
+    status, body = await env.api("PUT", "/v1/presence/2000",
+                                 {"state": "available", "message": "back at 3"})
+    assert status == 200, body
     await env.fake.external_device_change("PJSIP/2000", "INUSE")
     await b.wait_for(f"{tile('2000', 'data-status')} === 'on-the-phone'", what="on the phone")
-    assert await b.evaluate(tile("2000", "data-state")) == "unavailable"
+    assert await b.evaluate(tile("2000", "data-state")) == "available"
+    assert await b.evaluate(tile("2000", "data-effective")) == "dnd"
     assert await b.evaluate(tile("2000", "data-colour")) == "red"
-    assert await b.evaluate(tile("2000", "state-text")) == "On the phone"
+    assert await b.evaluate(tile("2000", "state-text")) == "Available"
+    assert await b.evaluate(tile("2000", "activity")) == "On the phone"
+    assert await b.evaluate(tile("2000", "message")) == "back at 3"
     await env.fake.external_device_change("PJSIP/2000", "NOT_INUSE")
-    await b.wait_for(f"{tile('2000', 'data-state')} === 'not_set'", what="2000 back to not_set")
-    assert await b.evaluate(tile("2000", "data-colour")) == "grey"
-    status, body = await env.api("PUT", "/v1/presence/2000", {"state": "available"})
-    assert status == 200, body
-    await b.wait_for(f"{tile('2000', 'data-colour')} === 'green'", what="2000 available")
+    await b.wait_for(f"{tile('2000', 'data-colour')} === 'green'", what="2000 off the phone")
+    assert await b.evaluate(tile("2000", "data-effective")) == "available"
+    assert await b.evaluate(tile("2000", "activity")) == ""
     assert await b.evaluate(tile("2000", "state-text")) == "Available"
 
     assert await b.evaluate("window.__sameDocument === true"), "the page reloaded"
@@ -238,6 +254,23 @@ async def test_set_own_presence_from_the_board(env: Env) -> None:
     await b.wait_for(f"{tile('2000', 'data-status')} === 'offline'", what="cleared")
     assert await b.evaluate(tile("2000", "data-colour")) == "grey"
     assert (await env.api("GET", "/v1/presence/2000"))[1]["source"] != "manual"
+
+    # A named status from the picker: its state, words and duration at once.
+    assert await b.evaluate("document.getElementById('my-status').closest('.field').hidden") \
+        is False
+    assert await b.evaluate(
+        "[...document.querySelectorAll('#my-status option')].map(o => o.textContent)"
+    ) == ["Custom", "Lunch (1 h)"]
+    await b.select("#my-status", "lunch")
+    await b.click("#my-submit")
+    await b.wait_for(f"{tile('2000', 'data-state')} === 'away'", what="lunch")
+    assert await b.evaluate(tile("2000", "message")) == "At lunch"
+    status, sources = await env.api("GET", "/v1/presence/2000/sources")
+    manual = [s for s in sources["sources"] if s["source"] == "manual"]
+    assert len(manual) == 1 and manual[0]["end"] is not None  # an hour, from the status
+    await b.select("#my-status", "")
+    await b.click("#my-clear")
+    await b.wait_for(f"{tile('2000', 'data-status')} === 'offline'", what="cleared again")
 
     # The token survives a reload (localStorage); signing out forgets it.
     await b.reload()

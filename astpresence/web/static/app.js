@@ -39,30 +39,53 @@
 
   // -- pure helpers (no DOM) ----------------------------------------------
 
-  /** "offline", "on-the-phone" or the plain state: what the tile says. */
+  const ACTIVITY_LABELS = {
+    "on-the-phone": "On the phone",
+    ringing: "Ringing",
+    "on-hold": "On hold",
+    offline: "Offline",
+    meeting: "In a meeting",
+    "out-of-office": "Out of office",
+  };
+
+  /** What the person chose, apart from a call or offline overlay (servers before
+   * 0.2 send no "chosen": the effective presence is all there is). */
+  function chosenOf(p) {
+    return p.chosen || { state: p.state, subtype: p.subtype, message: p.message };
+  }
+
+  /** What is going on now: on-the-phone, ringing, on-hold, offline, meeting... or "". */
+  function activityOf(p) {
+    if (typeof p.activity === "string") return p.activity;
+    if (p.rule === "offline" || p.rule === "on-the-phone") return p.rule;
+    return "";
+  }
+
+  function activityLabel(p) {
+    const activity = activityOf(p);
+    return ACTIVITY_LABELS[activity] || activity.replace(/-/g, " ");
+  }
+
+  /** "offline", "on-the-phone" or the chosen state: what the filter and colour use. */
   function statusOf(p) {
-    if (p.state === "unavailable" && (p.rule === "offline" || p.subtype === "offline")) {
-      return "offline";
-    }
-    if (p.rule === "on-the-phone" ||
-        (p.state === "unavailable" && p.subtype === "on-the-phone")) {
-      return "on-the-phone";
-    }
-    return p.state;
+    const activity = activityOf(p);
+    if (activity === "offline" || activity === "on-the-phone") return activity;
+    return chosenOf(p).state;
   }
 
   function colourOf(p) {
     const status = statusOf(p);
     if (status === "offline") return "grey";
     if (status === "on-the-phone") return "red";
-    return COLOURS[p.state] || "grey";
+    return COLOURS[chosenOf(p).state] || "grey";
   }
 
+  /** The chosen state's name; the activity beside it, if any. */
   function statusLabel(p) {
-    const status = statusOf(p);
-    if (status === "offline") return "Offline";
-    if (status === "on-the-phone") return "On the phone";
-    return STATE_LABELS[p.state] || p.state;
+    const chosen = chosenOf(p);
+    const label = STATE_LABELS[chosen.state] || chosen.state;
+    const activity = activityLabel(p);
+    return activity ? `${label}, ${activity.toLowerCase()}` : label;
   }
 
   function formatSince(iso) {
@@ -114,6 +137,7 @@
     mySubtype: $("my-subtype"),
     myMessage: $("my-message"),
     myExpiry: $("my-expiry"),
+    myStatus: $("my-status"),
     mySubmit: $("my-submit"),
     myClear: $("my-clear"),
     myError: $("my-error"),
@@ -299,10 +323,12 @@
     try {
       const me = await api("GET", "v1/me");
       const users = await api("GET", "v1/users");
+      const catalogue = await api("GET", "v1/statuses");
       if (gen !== S.gen) return;
       S.me = me;
       storeToken(token);
       showApp();
+      setStatuses(catalogue.statuses || []);
       setUsers(users.users || []);
       openSocket(gen);
     } catch (err) {
@@ -336,6 +362,22 @@
     el.whoami.textContent = `Signed in as ${who} · ${tok.role || "?"}`;
     el.whoami.hidden = false;
     el.mine.hidden = !user;
+  }
+
+  /** The named statuses ([[statuses]]) in the picker of my presence. */
+  function setStatuses(list) {
+    const keep = el.myStatus.firstElementChild; // "Custom"
+    el.myStatus.replaceChildren(keep);
+    for (const s of list) {
+      const option = document.createElement("option");
+      option.value = s.id;
+      const hours = s.duration ? s.duration / 3600 : 0;
+      const lasts = !hours ? "" : hours >= 24 ? ` (${Math.round(hours / 24)} d)`
+        : hours >= 1 ? ` (${Math.round(hours)} h)` : ` (${Math.round(hours * 60)} min)`;
+      option.textContent = `${s.label}${lasts}`;
+      el.myStatus.append(option);
+    }
+    el.myStatus.closest(".field").hidden = list.length === 0;
   }
 
   function myId() {
@@ -576,10 +618,13 @@
     const user = S.users.get(uid) || { id: uid };
     const p = S.presence.get(uid) || NOT_SET;
     const status = statusOf(p);
+    const chosen = chosenOf(p);
     li.dataset.user = uid;
-    li.dataset.state = p.state;
+    li.dataset.state = chosen.state;
+    li.dataset.effective = p.state;
     li.dataset.colour = colourOf(p);
     li.dataset.status = status;
+    li.dataset.activity = activityOf(p);
     li.classList.toggle("me", uid === myId());
 
     const q = (sel) => li.querySelector(sel);
@@ -596,10 +641,13 @@
     vm.hidden = waiting === 0;
     vm.textContent = waiting ? `\u2709 ${waiting}` : "";
     vm.title = waiting === 1 ? "1 new voicemail message" : `${waiting} new voicemail messages`;
-    q(".tile-state-text").textContent = statusLabel(p);
-    // Overlays put their own name in the subtype; the label already says it.
-    q(".tile-subtype").textContent = p.subtype === status ? "" : p.subtype;
-    q(".tile-message").textContent = p.message;
+    // The chosen state, its words, and beside them what is going on now.
+    q(".tile-state-text").textContent = STATE_LABELS[chosen.state] || chosen.state;
+    const activity = q(".tile-activity");
+    activity.textContent = activityLabel(p);
+    activity.hidden = activity.textContent === "";
+    q(".tile-subtype").textContent = chosen.subtype === activityOf(p) ? "" : chosen.subtype;
+    q(".tile-message").textContent = chosen.message;
     const since = q(".tile-since");
     if (p.since) {
       since.dateTime = p.since;
@@ -657,10 +705,11 @@
     const p = S.presence.get(uid);
     // Only what was set by hand: overlays (on the phone, offline) and timed
     // entries are not something to pick again in this form.
-    if (p.source === "manual" && STATE_LABELS[p.state]) {
-      el.myState.value = p.state;
-      el.mySubtype.value = p.subtype;
-      el.myMessage.value = p.message;
+    const chosen = chosenOf(p);
+    if (p.source === "manual" || (p.rule === "on-the-phone" && STATE_LABELS[chosen.state])) {
+      el.myState.value = chosen.state;
+      el.mySubtype.value = chosen.subtype;
+      el.myMessage.value = chosen.message;
     }
     S.formFilled = true;
   }
@@ -669,11 +718,9 @@
     ev.preventDefault();
     el.myError.textContent = "";
     el.myResult.textContent = "";
-    const body = {
-      state: el.myState.value,
-      subtype: el.mySubtype.value,
-      message: el.myMessage.value,
-    };
+    const body = el.myStatus.value
+      ? { status: el.myStatus.value } // a named status: its state, words and duration
+      : { state: el.myState.value, subtype: el.mySubtype.value, message: el.myMessage.value };
     const expiry = el.myExpiry.value.trim();
     if (expiry !== "") {
       const minutes = Number(expiry);
