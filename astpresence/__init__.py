@@ -1,3 +1,3 @@
 """astpresence: the presence server Asterisk never had."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
