@@ -170,6 +170,12 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+def user_view(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The shape of a command that shows something of one USER: the argument, ``--json``
+    and the click context, in that order (``def f(ctx, user, as_json)``)."""
+    return click.argument("user")(json_option(click.pass_context(command)))
+
+
 def _cli_token_from_config() -> str | None:
     path = os.environ.get("ASTPRESENCE_CONFIG")
     if not path:

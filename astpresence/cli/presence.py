@@ -25,13 +25,12 @@ from astpresence.cli.common import (
     _user,
     fail,
     json_option,
+    user_view,
 )
 
 
 @click.command()
-@click.argument("user")
-@json_option
-@click.pass_context
+@user_view
 def get(ctx: click.Context, user: str, as_json: bool) -> None:
     """Show one user's presence."""
     p = _client(ctx).request("GET", f"/v1/presence/{_user(user)}")
@@ -115,9 +114,7 @@ def _duration_text(seconds: float) -> str:
 
 
 @click.command()
-@click.argument("user")
-@json_option
-@click.pass_context
+@user_view
 def clear(ctx: click.Context, user: str, as_json: bool) -> None:
     """Clear USER's manual presence."""
     p = _client(ctx).request("DELETE", f"/v1/presence/{_user(user)}")

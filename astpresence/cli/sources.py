@@ -19,6 +19,7 @@ from astpresence.cli.common import (
     _user,
     fail,
     json_option,
+    user_view,
     parse_duration,
     parse_when,
 )
@@ -79,9 +80,7 @@ def source_clear(ctx: click.Context, user: str, name: str) -> None:
 
 
 @source.command(name="list")
-@click.argument("user")
-@json_option
-@click.pass_context
+@user_view
 def source_list(ctx: click.Context, user: str, as_json: bool) -> None:
     """Show every contribution to USER's presence and the result."""
     data = _client(ctx).request("GET", f"/v1/presence/{_user(user)}/sources")

@@ -25,7 +25,7 @@ class InvalidInput(ValueError):
     """A value from outside broke a rule; the message names the rule."""
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """The seven presence states of Asterisk's CustomPresence provider."""
 
     NOT_SET = "not_set"
@@ -35,9 +35,6 @@ class State(str, enum.Enum):
     XA = "xa"
     CHAT = "chat"
     DND = "dnd"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 STATE_NAMES: tuple[str, ...] = tuple(s.value for s in State)
@@ -140,7 +137,7 @@ def parse_presence(state: object, subtype: object = None, message: object = None
     )
 
 
-class DeviceState(str, enum.Enum):
+class DeviceState(enum.StrEnum):
     """Asterisk device states (``DeviceStateChange`` ``State`` header)."""
 
     UNKNOWN = "UNKNOWN"
@@ -152,9 +149,6 @@ class DeviceState(str, enum.Enum):
     RINGING = "RINGING"
     RINGINUSE = "RINGINUSE"
     ONHOLD = "ONHOLD"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # How Asterisk aggregates the devices of a hint joined with '&': the

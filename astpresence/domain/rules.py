@@ -305,15 +305,11 @@ def call_presence(chosen: Presence, config: RuleConfig = DEFAULT_RULES) -> Prese
     return overlay
 
 
-def next_change_at(
-    manual: SourceRecord | None,
-    timed: Sequence[SourceRecord],
-    devices: DeviceView,
-    auto: SourceRecord | None,
-    now: datetime,
-    config: RuleConfig = DEFAULT_RULES,
-) -> datetime | None:
-    """The earliest instant after ``now`` at which :func:`decide` changes by itself.
+def next_change_at(manual: SourceRecord | None, timed: Sequence[SourceRecord],
+                   devices: DeviceView, auto: SourceRecord | None, now: datetime,
+                   config: RuleConfig = DEFAULT_RULES) -> datetime | None:
+    """The earliest instant after ``now`` at which :func:`decide` changes by itself
+    (the inputs are :func:`decide`'s).
 
     "By itself" means with the same inputs, only time moving: a window starts
     or ends, or the offline threshold is reached. None if the decision stays

@@ -19,17 +19,8 @@ from astpresence.engine.ports import PresenceAPI
 from astpresence.asterisk.retry import Failures
 
 from astpresence.web.stream import STREAMS_KEY
-from astpresence.web.http import (
-    CONFIG_KEY,
-    HA_KEY,
-    NotFound,
-    SOURCES_KEY,
-    presence_api,
-    STATUS_KEY,
-    STORE_KEY,
-    _json_body,
-    principal,
-)
+from astpresence.web.http import (CONFIG_KEY, HA_KEY, NotFound, SOURCES_KEY, presence_api,
+    STATUS_KEY, STORE_KEY, _json_body, principal)
 
 logger = logging.getLogger(__name__)
 

@@ -26,15 +26,8 @@ from astpresence.web.openapi import HISTORY_MAX, MAX_TTL_SECONDS
 from astpresence.domain import statuses
 from astpresence.domain.records import PresenceView, SourceRecord, presence_json
 
-from astpresence.web.http import (
-    MAX_TTL,
-    presence_api,
-    _actor,
-    _json_body,
-    _require_details,
-    _visible,
-    principal,
-)
+from astpresence.web.http import (MAX_TTL, presence_api, _actor, _json_body, _require_details,
+    _visible, principal)
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from astpresence.cli.common import (
     _table,
     _user,
     json_option,
+    user_view,
 )
 from astpresence.sources.calendars.fetch import FETCH_TIMEOUT
 
@@ -64,9 +65,7 @@ def _calendar_human(data: dict[str, Any]) -> str:
 
 
 @calendar.command(name="show")
-@click.argument("user")
-@json_option
-@click.pass_context
+@user_view
 def calendar_show(ctx: click.Context, user: str, as_json: bool) -> None:
     """USER's feeds, the entries of the next days and the presence each causes."""
     data = _client(ctx).request("GET", f"/v1/calendars/{_user(user)}")
@@ -74,9 +73,7 @@ def calendar_show(ctx: click.Context, user: str, as_json: bool) -> None:
 
 
 @calendar.command(name="refresh")
-@click.argument("user")
-@json_option
-@click.pass_context
+@user_view
 def calendar_refresh(ctx: click.Context, user: str, as_json: bool) -> None:
     """Fetch USER's feeds now (waits for them), then show as 'calendar show'."""
     uid = _user(user)
