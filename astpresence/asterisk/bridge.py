@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,16 +77,9 @@ class LinkStatus:
 
 
 class AMIBridge:
-    def __init__(
-        self,
-        config: AMIConfig,
-        service: PresenceService,
-        *,
-        client_factory: Callable[..., AMIClient] = AMIClient,
-        sync: AsteriskSync,
-        metrics: Metrics | None = None,
-        ari: AriClient | None = None,
-    ) -> None:
+    def __init__(self, config: AMIConfig, service: PresenceService, *,
+                 client_factory: Callable[..., AMIClient] = AMIClient, sync: AsteriskSync,
+                 metrics: Metrics | None = None, ari: AriClient | None = None) -> None:
         self._metrics = metrics or Metrics()
         self._ari = ari  # mirror writes go here when rules.mirror_via == "ari"
         self._config = config
@@ -112,6 +106,10 @@ class AMIBridge:
             "QueueMemberRemoved": self._on_queue_member,
             "MessageWaiting": self._on_message_waiting,
         }
+        # Labels from a fixed set: Asterisk (or anyone on the link) must not be able to
+        # grow /metrics with made-up event names. Looked up once, not per event.
+        self._counts = {name: self._metrics.events.labels(name)
+                        for name in [*self._handlers, "other"]}
 
     # -- link loop -------------------------------------------------------
 
@@ -242,18 +240,14 @@ class AMIBridge:
 
     # -- events ----------------------------------------------------------
 
-    async def _dispatch(self, msg: Message) -> None:
+    def _dispatch(self, msg: Message) -> Awaitable[None] | None:
+        """A plain call for what needs no await (every event of a presence change)."""
         name = msg.event or ""
-        # Labels from a fixed set: Asterisk (or anyone on the link) must not be
-        # able to grow /metrics with made-up event names.
-        self._metrics.events.labels(name if name in self._handlers else "other").inc()
+        (self._counts.get(name) or self._counts["other"]).inc()
         handler = self._handlers.get(name)
-        if handler is not None:
-            result = handler(msg)
-            if result is not None:
-                await result
+        return None if handler is None else handler(msg)
 
-    async def _on_presence_state_change(self, msg: Message) -> None:
+    def _on_presence_state_change(self, msg: Message) -> None:
         try:
             change = presence_change(msg)
         except InvalidInput as exc:
@@ -261,21 +255,22 @@ class AMIBridge:
                            clip(msg.get("Presentity")), exc)
             return
         if change is not None:
-            await self._sync.on_presence_change(*change)
+            self._sync.on_presence_change(*change)
 
-    async def _on_hint_event(self, msg: Message) -> None:
+    def _on_hint_event(self, msg: Message) -> Awaitable[None] | None:
         user = hint_user(msg)
-        if user is not None:
-            await self._sync.on_hint(user)
+        if user is None or self._sync.users.get(user.id) == user:
+            return None  # not a hint of a user, or one known as it is
+        return self._sync.on_hint(user)
 
-    async def _on_device_state_change(self, msg: Message) -> None:
+    def _on_device_state_change(self, msg: Message) -> None:
         try:
             change = device_change(msg)
         except InvalidInput as exc:
             self._log.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
             return
         if change is not None:
-            await self._sync.on_device_change(*change)
+            self._sync.on_device_change(*change)
 
     def _on_message_waiting(self, msg: Message) -> None:
         try:
@@ -307,35 +302,62 @@ class AMIBridge:
                 # Wake for new work, or when a refused write is due again.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(outbox.wakeup.wait(), outbox.next_retry_in())
-                writes = self._sync.take_all()
-                jobs = [self._send(link, KIND_BY_NAME[name], w)
-                        for name, batch in writes.items() for w in batch]
-                for job in jobs:
-                    await sem.acquire()
-                    task = asyncio.create_task(self._bounded(job, sem))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                for name, batch in self._sync.take_all().items():
+                    kind = KIND_BY_NAME[name]
+                    for write in batch:
+                        await sem.acquire()
+                        self._start(link, kind, write, sem, tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    @staticmethod
-    async def _bounded(job: Awaitable[None], sem: asyncio.Semaphore) -> None:
+    def _start(self, link: Link, kind: WriteKind[Any, Any, Any], write: Any,
+               sem: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
+        """Send one write. A send function that puts a single action in flight returns
+        its future: no task then (the hot path); one that needs several awaits gets a
+        task. Either way ``sem`` is released when the write is settled."""
+        try:
+            job = kind.send(link, write)
+        except Exception as exc:  # a plain function refused before anything was sent
+            sem.release()
+            self._settle(kind, write, exc)
+            return
+        if isinstance(job, asyncio.Future):
+            job.add_done_callback(functools.partial(self._settled, kind, write, sem))
+            return
+        task = asyncio.create_task(self._awaited(kind, write, job, sem))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _awaited(self, kind: WriteKind[Any, Any, Any], write: Any, job: Awaitable[Any],
+                       sem: asyncio.Semaphore) -> None:
+        error: Exception | None = None
         try:
             await job
+        except (*REFUSALS, AMIError) as exc:
+            error = exc
         finally:
             sem.release()
+        self._settle(kind, write, error)
 
-    async def _send(self, link: Link, kind: WriteKind[Any, Any, Any], write: Any) -> None:
-        try:
-            await kind.send(link, write)
+    def _settled(self, kind: WriteKind[Any, Any, Any], write: Any, sem: asyncio.Semaphore,
+                 future: asyncio.Future[Any]) -> None:
+        sem.release()
+        if not future.cancelled():
+            self._settle(kind, write, future.exception())
+
+    def _settle(self, kind: WriteKind[Any, Any, Any], write: Any,
+                error: BaseException | None) -> None:
+        if error is None:
             self._sync.outbox.written(kind, write)
-        except REFUSALS as exc:
-            self._sync.outbox.refused(kind, write, str(exc))
-        except AMIError as exc:
+        elif isinstance(error, REFUSALS):
+            self._sync.outbox.refused(kind, write, str(error))
+        elif isinstance(error, AMIError):
             # Link lost: the resync after the next login decides what to write.
-            self._log.debug("%s not confirmed: %s", kind.what(write), exc)
+            self._log.debug("%s not confirmed: %s", kind.what(write), error)
+        else:
+            self._log.error("%s failed: %r", kind.what(write), error)
 
     def _cards_progress(self, text: str) -> None:
         self.status.cards = text

@@ -14,6 +14,7 @@ Asterisk's ``ast_escape_c`` (main/utils.c), e.g. ``C:\\\\temp \\"quoted\\"``
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 
 from astpresence.domain.model import InvalidInput, Presence, parse_presence
@@ -54,11 +55,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_presence_value(presence: Presence) -> str:
     """The ``Value:`` of a Setvar on ``PRESENCE_STATE``, always with option ``e``.
 
     The presence is validated again here so that no caller can smuggle an
-    unchecked value onto the wire.
+    unchecked value onto the wire. Cached: a site writes a few values over and
+    over (a refused value raises, and exceptions are not cached).
     """
     checked = parse_presence(presence.state.value, presence.subtype, presence.message)
     return f"{checked.state.value},{_b64(checked.subtype)},{_b64(checked.message)},e"

@@ -58,15 +58,14 @@ class AsteriskSync:
         self.adopted = 0  # changes made elsewhere and adopted
         self.echoes = 0  # our own writes seen back
 
-    async def on_presence_change(self, uid: str, presence: Presence) -> None:
+    def on_presence_change(self, uid: str, presence: Presence) -> None:
         """A live ``PresenceStateChange``: our echo or a change made elsewhere."""
         if uid not in self.users:
             return  # not a user: nothing is stored for it
         batch = Batch()
         batch.put_asterisk.append((self.node, uid, presence))
         if self.outbox.presence.seen(uid, presence):
-            self.echoes += 1
-            logger.debug("echo of our write for %s: %s", uid, presence.state.value)
+            self.echoes += 1  # no log line here: there is one echo per change
             self.outbox.mark(uid)
             self._engine.note_written(uid, batch)
         else:
@@ -78,7 +77,7 @@ class AsteriskSync:
             self._engine.adopt(uid, presence, batch, reason="changed in Asterisk")
         self._engine.store_later(batch)
 
-    async def on_device_change(self, device: str, state: DeviceState) -> None:
+    def on_device_change(self, device: str, state: DeviceState) -> None:
         """A live ``DeviceStateChange``."""
         self.devices.set(device, state, self.node)
         owner = self.devices.mirror_owner(device)

@@ -9,6 +9,7 @@ is refused here with :class:`~astpresence.domain.model.InvalidInput` or ``None``
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -45,6 +46,12 @@ def parse_hint(hint: str) -> tuple[tuple[str, ...], str | None]:
     return devices, provider
 
 
+#: The translations below are pure and see the same few strings again and again (a
+#: user's provider and hint at every change): kept, as many as a large site has.
+TRANSLATIONS_KEPT = 16_384
+
+
+@functools.lru_cache(maxsize=TRANSLATIONS_KEPT)
 def user_id_from_provider(provider: str | None) -> str | None:
     """``CustomPresence:2000`` -> ``2000``; None for other providers and unusable ids."""
     if not provider or not provider.startswith(PRESENCE_PROVIDER):
@@ -55,6 +62,7 @@ def user_id_from_provider(provider: str | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=TRANSLATIONS_KEPT)
 def user_from_hint(exten: str, context: str, hint: str) -> UserRecord | None:
     devices, provider = parse_hint(hint)
     uid = user_id_from_provider(provider)

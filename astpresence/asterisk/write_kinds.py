@@ -12,6 +12,7 @@ bridge's writer go through the table and name no kind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -87,7 +88,9 @@ class WriteKind(Generic[K, V, W]):
     wanted: Callable[[Wanting, str, Target], Iterable[W]]
     key: Callable[[W], K]
     value: Callable[[W], V]
-    send: Callable[[Link, W], Awaitable[None]]
+    #: Sends one write: a coroutine (run as a task), or the future of the one action
+    #: it has put in flight (no task: what the hot path's kind does).
+    send: Callable[[Link, W], Awaitable[Any]]
     #: The write as the log names it ("writing presence of 2000").
     what: Callable[[W], str]
     #: True: a successful action means Asterisk holds the value (no echo to wait for).
@@ -103,13 +106,20 @@ def _presence_wanted(outbox: Wanting, uid: str, want: Target) -> list[PresenceWr
     return [PresenceWrite(uid, want.effective)]
 
 
-async def _send_presence(link: Link, write: PresenceWrite) -> None:
+def _send_presence(link: Link, write: PresenceWrite) -> asyncio.Future[Any]:
+    """One Setvar, in flight when this returns: the future, no task (the hot path)."""
+    value = encode_presence_value(write.presence)
     started = time.perf_counter()
-    await link.client.send_action("Setvar", {
-        "Variable": f"PRESENCE_STATE(CustomPresence:{write.user})",
-        "Value": encode_presence_value(write.presence)})
-    link.metrics.setvar_seconds.observe(time.perf_counter() - started)
-    link.log.debug("wrote presence of %s: %s", write.user, write.presence.state.value)
+    future = link.client.submit("Setvar", (
+        ("Variable", f"PRESENCE_STATE(CustomPresence:{write.user})"), ("Value", value)))
+    observe = link.metrics.setvar_seconds.observe
+
+    def timed(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            observe(time.perf_counter() - started)
+
+    future.add_done_callback(timed)
+    return future
 
 
 # -- the BLF mirror: DEVICE_STATE(Custom:<prefix><user>) ---------------------------

@@ -10,8 +10,10 @@ def dnd_device(pattern: str, uid: str) -> str:
 
 def dnd_user(pattern: str, device: str) -> str | None:
     """Whose DND device ``device`` is by its name (None: not one, or no pattern)."""
+    if not pattern:
+        return None
     prefix, _, suffix = pattern.partition("{user}")
-    if not pattern or not device.startswith(prefix) or not device.endswith(suffix):
+    if not device.startswith(prefix) or not device.endswith(suffix):
         return None
     uid = device[len(prefix):len(device) - len(suffix)]
     return uid or None

@@ -64,13 +64,16 @@ def validate_text(field: str, value: object) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidInput(f"{field} must be a string")
-    for ch in value:
-        if _is_forbidden(ch):
-            raise InvalidInput(
-                f"{field} contains control character U+{ord(ch):04X}; "
-                "control characters (CR, LF, TAB...) are not allowed"
-            )
-    size = len(value.encode("utf-8"))
+    if value.isascii() and value.isprintable():
+        size = len(value)  # the common case, checked in C: no control character
+    else:
+        for ch in value:
+            if _is_forbidden(ch):
+                raise InvalidInput(
+                    f"{field} contains control character U+{ord(ch):04X}; "
+                    "control characters (CR, LF, TAB...) are not allowed"
+                )
+        size = len(value.encode("utf-8"))
     if size > MAX_TEXT_BYTES:
         raise InvalidInput(
             f"{field} is {size} bytes of UTF-8; the limit is {MAX_TEXT_BYTES} bytes "
@@ -87,6 +90,8 @@ def normalise_text(text: str) -> str:
     dropped and the rest is cut at a UTF-8 character boundary, so the value
     can be written back (after a call, say) instead of being refused forever.
     """
+    if text.isascii() and text.isprintable() and len(text) <= MAX_TEXT_BYTES:
+        return text
     clean = "".join(ch for ch in text if not _is_forbidden(ch))
     raw = clean.encode("utf-8")
     if len(raw) > MAX_TEXT_BYTES:

@@ -330,8 +330,11 @@ def next_change_at(manual: SourceRecord | None, timed: Sequence[SourceRecord],
             pass  # beyond datetime.max: never
     # decide() is constant between consecutive instants, so the first instant
     # where it differs from now is the next change.
+    ahead = sorted(t for t in instants if t > now)
+    if not ahead:
+        return None  # most changes: nothing timed at all, and no second decide()
     current = decide(manual, timed, devices, auto, now, config)
-    for instant in sorted(t for t in instants if t > now):
+    for instant in ahead:
         if decide(manual, timed, devices, auto, instant, config) != current:
             return instant
     return None

@@ -52,12 +52,14 @@ class Devices:
         self._by_node: dict[str, dict[str, DeviceState]] = {}
         self._full_logged = False
         self._index: dict[str, set[str]] | None = None  # device -> users
+        self._phones: dict[str, tuple[str, ...]] = {}  # uid -> its phones (is_phone)
         self._unavailable_since: dict[str, datetime] = {}
         self._missed: dict[str, int] = {}
         self._ring: dict[str, CallEnd] = {}  # uid -> ANSWERED or MISSED while ringing
 
     def users_changed(self) -> None:
         self._index = None
+        self._phones.clear()
 
     def users_of(self, device: str) -> set[str]:
         if self._index is None:
@@ -145,16 +147,15 @@ class Devices:
 
     def view(self, uid: str) -> DeviceView:
         """The states of the user's own phones (see :meth:`is_phone`)."""
-        user = self._users.get(uid)
-        states: list[DeviceState] = []
-        if user is not None:
-            for device in user.devices:
-                if not self.is_phone(device):
-                    continue
-                state = self.states.get(device)
-                if state is not None:
-                    states.append(state)
-        return DeviceView(tuple(states), self._unavailable_since.get(uid))
+        phones = self._phones.get(uid)
+        if phones is None:
+            user = self._users.get(uid)
+            if user is None:
+                return DeviceView((), self._unavailable_since.get(uid))
+            phones = self._phones[uid] = tuple(d for d in user.devices if self.is_phone(d))
+        known = self.states
+        states = tuple(known[d] for d in phones if d in known)
+        return DeviceView(states, self._unavailable_since.get(uid))
 
     def note_unavailable(self, uid: str, now: datetime) -> DeviceView:
         """Note since when all of the user's devices are UNAVAILABLE (for offline)."""

@@ -99,7 +99,7 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
     view = await svc.set_manual("2000", DND, "api")
     assert (view.presence, view.source, view.actor, view.pending) == (DND, MANUAL, "api", True)
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
-    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # the echo
+    svc.nodes["asterisk"].on_presence_change("2000", DND)  # the echo
     assert svc.nodes["asterisk"].adopted == 0 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").pending is False
     assert svc.nodes["asterisk"].take_all()["presence"] == []
@@ -110,7 +110,7 @@ async def test_set_then_own_echo_is_not_adopted(store: MemoryStore) -> None:
 
 async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.nodes["asterisk"].on_presence_change("2001", AWAY)
+    svc.nodes["asterisk"].on_presence_change("2001", AWAY)
     view = svc.view("2001")
     assert (view.presence, view.source, view.actor, view.pending) == (AWAY, MANUAL, ASTERISK, False)
     assert svc.nodes["asterisk"].take_all()["presence"] == []  # nothing to write back: Asterisk has it already
@@ -121,8 +121,8 @@ async def test_change_made_elsewhere_is_adopted_as_manual(store: MemoryStore) ->
 
 async def test_change_for_non_user_is_ignored(store: MemoryStore) -> None:
     svc = await make_service(store)
-    await svc.nodes["asterisk"].on_presence_change("nobody", AWAY)
-    await svc.nodes["asterisk"].on_presence_change("Other:2000", AWAY)
+    svc.nodes["asterisk"].on_presence_change("nobody", AWAY)
+    svc.nodes["asterisk"].on_presence_change("Other:2000", AWAY)
     assert svc.nodes["asterisk"].adopted == 0
     assert svc.view("2000").presence == NOT_SET
     await svc.stop()
@@ -138,12 +138,12 @@ async def test_race_external_change_lands_before_our_echo(store: MemoryStore) ->
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
-    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone
-    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # our echo, late
+    svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone
+    svc.nodes["asterisk"].on_presence_change("2000", DND)  # our echo, late
     assert svc.nodes["asterisk"].adopted == 1 and svc.nodes["asterisk"].echoes == 1
     assert svc.view("2000").presence == AWAY
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
-    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # echo of the re-assert
+    svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # echo of the re-assert
     assert svc.nodes["asterisk"].echoes == 2 and svc.nodes["asterisk"].adopted == 1
     assert svc.nodes["asterisk"].take_all()["presence"] == [] and not svc.view("2000").pending
     await svc.stop()
@@ -153,8 +153,8 @@ async def test_race_external_change_after_our_echo(store: MemoryStore) -> None:
     svc = await make_service(store)
     await svc.set_manual("2000", DND, "api")
     svc.nodes["asterisk"].take_all()["presence"]
-    await svc.nodes["asterisk"].on_presence_change("2000", DND)  # echo
-    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone, later
+    svc.nodes["asterisk"].on_presence_change("2000", DND)  # echo
+    svc.nodes["asterisk"].on_presence_change("2000", AWAY)  # phone, later
     assert svc.view("2000").presence == AWAY
     assert svc.nodes["asterisk"].take_all()["presence"] == []
     await svc.stop()
@@ -166,10 +166,10 @@ async def test_two_quick_writes_stale_echo_does_not_revert(store: MemoryStore) -
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", DND)]
     await svc.set_manual("2000", AWAY, "api")
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
-    await svc.nodes["asterisk"].on_presence_change("2000", DND)
+    svc.nodes["asterisk"].on_presence_change("2000", DND)
     assert svc.view("2000").presence == AWAY and svc.nodes["asterisk"].adopted == 0
     assert svc.nodes["asterisk"].take_all()["presence"] == []  # AWAY is still in flight
-    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
+    svc.nodes["asterisk"].on_presence_change("2000", AWAY)
     assert svc.nodes["asterisk"].adopted == 0 and not svc.view("2000").pending
     await svc.stop()
 
@@ -205,7 +205,7 @@ async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None
     svc.nodes["asterisk"].outbox.refused(PRESENCE, PresenceWrite("2000", DND), "Variable not set")
     await svc.set_manual("2000", AWAY, "api")
     assert svc.nodes["asterisk"].take_all()["presence"] == [("2000", AWAY)]
-    await svc.nodes["asterisk"].on_presence_change("2000", AWAY)
+    svc.nodes["asterisk"].on_presence_change("2000", AWAY)
     assert "2000" not in svc.nodes["asterisk"].outbox.presence.failures and not svc.view("2000").pending
     # After a new login everything is tried at once.
     await svc.set_manual("2000", XA, "api")
@@ -220,7 +220,7 @@ async def test_refused_write_is_retried_with_backoff(store: MemoryStore) -> None
 async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -> None:
     svc = await make_service(store)
     dirty = Presence(State.AWAY, "a\tb", "line1\r\nX-Forged: 1" + "é" * 200)
-    await svc.nodes["asterisk"].on_presence_change("2000", dirty)
+    svc.nodes["asterisk"].on_presence_change("2000", dirty)
     got = svc.view("2000").presence
     assert got.subtype == "ab" and got.message.startswith("line1X-Forged: 1")
     assert len(got.message.encode()) <= 255 and got.message.endswith("é")
@@ -234,7 +234,7 @@ async def test_unwritable_text_from_asterisk_is_normalised(store: MemoryStore) -
 async def test_presentities_that_are_not_users_are_not_stored(store: MemoryStore) -> None:
     svc = await make_service(store)
     for i in range(100):
-        await svc.nodes["asterisk"].on_presence_change(f"ghost{i}", DND)
+        svc.nodes["asterisk"].on_presence_change(f"ghost{i}", DND)
     await svc.drain()
     assert "ghost1" not in await store.load_asterisk()
     assert "ghost1" not in svc.users

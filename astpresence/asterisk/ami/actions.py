@@ -90,6 +90,12 @@ class Actions:
     def done(self, action_id: str) -> None:
         self._pending.pop(action_id, None)
 
+    def expire(self, action_id: str, timeout: float) -> None:
+        """No answer within ``timeout``: the action fails with :class:`ActionTimeout`."""
+        pending = self._pending.pop(action_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(ActionTimeout(pending.action, timeout))
+
     def abandon(self, action_id: str) -> None:
         self._abandoned.append(action_id)
 
@@ -111,6 +117,8 @@ class Actions:
                 logger.debug("AMI response for unknown ActionID %s dropped", action_id)
             else:
                 _on_response(pending, item)
+                if pending.future.done():  # answered (a list goes on until Complete)
+                    del self._pending[action_id]  # type: ignore[arg-type]
             return None
         if item.event is None:
             logger.warning("AMI frame without Response or Event dropped: %r", item.headers[:3])

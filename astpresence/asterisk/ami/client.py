@@ -15,7 +15,9 @@ Design:
   wire order. A failing handler is logged and the next event is handled.
 - One *pinger* task sends ``Ping`` every ``ping_interval`` and declares the
   link lost when no answer comes within ``ping_interval``: a server that keeps
-  the socket open but stops answering is detected within two intervals.
+  the socket open but stops answering is detected within two intervals (pinger.py).
+- Actions leave through :class:`~astpresence.asterisk.ami.outgoing.Outgoing`: one
+  socket write per loop turn, one timer for all those with the default timeout.
 
 How actions meet their answers, and the Asterisk facts that relies on: actions.py.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import secrets
@@ -49,6 +50,8 @@ from astpresence.asterisk.ami.frames import (
     Message,
     encode_action,
 )
+from astpresence.asterisk.ami.outgoing import Outgoing
+from astpresence.asterisk.ami.pinger import keep_alive
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +80,10 @@ class AMIClient:
     (after a login, state has to be rebuilt from Asterisk anyway).
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        username: str,
-        secret: str,
-        *,
-        on_event: EventHandler | None = None,
-        ping_interval: float = 10.0,
-        action_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        max_line: int = DEFAULT_MAX_LINE,
-        max_frame: int = DEFAULT_MAX_FRAME,
-    ) -> None:
+    def __init__(self, host: str, port: int, username: str, secret: str, *,
+                 on_event: EventHandler | None = None, ping_interval: float = 10.0,
+                 action_timeout: float = 10.0, connect_timeout: float = 10.0,
+                 max_line: int = DEFAULT_MAX_LINE, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if ping_interval <= 0 or action_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("ping_interval, action_timeout and connect_timeout must be > 0")
         self.host = host
@@ -106,6 +99,7 @@ class AMIClient:
 
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._out: Outgoing | None = None
         self._actions = Actions()
         self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._held_back = False  # the reader waits for room in _events
@@ -152,7 +146,10 @@ class AMIClient:
             await self._abort()
             raise
         self._logged_in = True
-        self._pinger_task = self._start_task(self._ping_loop(), "pinger")
+        self._pinger_task = self._start_task(keep_alive(
+            self.ping_interval, self._closed,
+            lambda: self.send_action("Ping", timeout=self.ping_interval), self._busy, self._end),
+            "pinger")
         logger.info("AMI connected to %s:%d as user %s", self.host, self.port, self.username)
 
     async def send_action(
@@ -165,9 +162,25 @@ class AMIClient:
         (default ``action_timeout``) and :class:`AMIConnectionError` if the
         link is or gets lost.
         """
+        if timeout is None:
+            return await self.submit(action, headers)
         result = await self._request(action, headers, timeout, is_list=False)
         assert isinstance(result, Message)
         return result
+
+    def submit(self, action: str, headers: Headers = ()) -> asyncio.Future[Message]:
+        """Send one action without waiting (no task, no timer of its own); the future
+        resolves as :meth:`send_action` returns or raises (default timeout). Actions
+        submitted in one loop turn leave in one socket write (outgoing.py)."""
+        action_id, data = self._encode(action, headers)
+        out = self._out
+        if self._closed.is_set() or out is None:
+            raise AMIConnectionError(str(self._close_error or "link lost: not connected"))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._actions.add(action_id, action, future, False)
+        out.write(data)
+        out.watch(action_id, future)
+        return future
 
     async def send_list_action(
         self, action: str, headers: Headers = (), *, timeout: float | None = None
@@ -196,10 +209,11 @@ class AMIClient:
 
     async def close(self) -> None:
         """End the session; idempotent. Pending actions fail with AMIConnectionError."""
-        if not self._closed.is_set() and self._writer is not None and self._logged_in:
+        if not self._closed.is_set() and self._out is not None and self._logged_in:
             # Polite but not waited for: a stalled server must not delay close.
             with contextlib.suppress(Exception):
-                self._writer.write(encode_action("Logoff", [("ActionID", self._next_id())]))
+                self._out.write(encode_action("Logoff", [("ActionID", self._next_id())]))
+                self._out.flush()
         self._end(None)
         await self._cancel_tasks()
         if self._writer is not None:
@@ -216,6 +230,7 @@ class AMIClient:
                 f"cannot connect to AMI at {self.host}:{self.port}: {exc}"
             ) from None
         self._reader, self._writer = reader, writer
+        self._out = Outgoing(writer, self.action_timeout, self._end, self._actions.expire)
         self.banner, leftover = await read_banner(reader, self._parser, self.host, self.port)
         logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
         return leftover
@@ -245,31 +260,30 @@ class AMIClient:
     async def _request(
         self, action: str, headers: Headers, timeout: float | None, *, is_list: bool
     ) -> Message | list[Message]:
-        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-        if any(key.lower() == "actionid" for key, _ in pairs):
-            raise ValueError("ActionID is set by AMIClient; do not pass one")
-        action_id = self._next_id()
-        data = encode_action(action, [*pairs, ("ActionID", action_id)])
-        if self._closed.is_set() or self._writer is None:
+        action_id, data = self._encode(action, headers)
+        out = self._out
+        if self._closed.is_set() or out is None:
             raise AMIConnectionError(str(self._close_error or "link lost: not connected"))
         wait = self.action_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         pending = self._actions.add(action_id, action, loop.create_future(), is_list)
         try:
             async with asyncio.timeout(wait):
-                self._writer.write(data)
-                await self._writer.drain()
+                out.write(data)
                 return await pending.future
         except TimeoutError:
             if is_list:
                 self._actions.abandon(action_id)
             raise ActionTimeout(action, wait) from None
-        except (ConnectionError, OSError) as exc:
-            # drain() on a broken socket; the reader will notice as well.
-            self._end(f"write failed: {exc}")
-            raise AMIConnectionError(str(self._close_error or f"link lost: {exc}")) from None
         finally:
             self._actions.done(action_id)
+
+    def _encode(self, action: str, headers: Headers) -> tuple[str, bytes]:
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        if any(key.lower() == "actionid" for key, _ in pairs):
+            raise ValueError("ActionID is set by AMIClient; do not pass one")
+        action_id = self._next_id()
+        return action_id, encode_action(action, [*pairs, ("ActionID", action_id)])
 
     # -- tasks ------------------------------------------------------------
 
@@ -326,6 +340,7 @@ class AMIClient:
 
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        events = self._events
         turn = loop.time()
         while True:
             # Queue.get() does not yield while events wait, nor does a handler that
@@ -334,7 +349,10 @@ class AMIClient:
             if loop.time() - turn > DISPATCH_SLICE:
                 await asyncio.sleep(0)
                 turn = loop.time()
-            event = await self._events.get()
+            try:
+                event = events.get_nowait()  # no coroutine per event while they wait
+            except asyncio.QueueEmpty:
+                event = await events.get()
             if event is _STOP:
                 return
             handler = self._on_event
@@ -342,32 +360,14 @@ class AMIClient:
                 continue
             try:
                 result = handler(event)
-                if inspect.isawaitable(result):
+                if result is not None:
                     await result
             except Exception:
                 logger.exception("AMI event handler failed for event %s", event.event)
 
-    async def _ping_loop(self) -> None:
-        while not self._closed.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.ping_interval):
-                    await self._closed.wait()
-                return
-            try:
-                await self.send_action("Ping", timeout=self.ping_interval)
-            except ActionTimeout:
-                if self._held_back:
-                    # The answer waits in the socket behind events we have no room for
-                    # yet: the server is talking, we are the slow side. Not a dead link.
-                    logger.debug("Ping unanswered while %d events wait: the link is busy",
-                                 self._events.qsize())
-                    continue
-                self._end(f"no answer to Ping within {self.ping_interval:g} s")
-                return
-            except ActionError:
-                pass  # an answer, even a refusal, proves the link is alive
-            except AMIConnectionError:
-                return
+    def _busy(self) -> int | None:
+        """Events waiting while the reader is held back (None: it is not)."""
+        return self._events.qsize() if self._held_back else None
 
     # -- end of link --------------------------------------------------------
 
@@ -384,6 +384,8 @@ class AMIClient:
         self._closed.set()
         error = self._close_error or AMIConnectionError("link lost: closed by client")
         self._actions.fail_all(error)
+        if self._out is not None:
+            self._out.close()
         if self._writer is not None:
             self._writer.close()
         # Events already read are still handed out, then the dispatcher ends.

@@ -276,25 +276,53 @@ def encode_action(action: str, headers: HeaderInput = ()) -> bytes:
     Checking here, at the one place bytes are produced, means no caller can put
     unchecked user text on the wire.
     """
-    lines = [("Action", action), *_pairs(headers)]
-    parts: list[bytes] = []
-    for key, value in lines:
-        if not key or any(c in key for c in ":\r\n\0 ") or not key.isascii():
-            raise ActionEncodeError(f"invalid AMI header name {key!r}")
+    lines = []
+    for key, value in [("Action", action), *_pairs(headers)]:
+        if key not in _GOOD_KEYS:
+            _check_key(key)
         if not isinstance(value, str):
             raise ActionEncodeError(f"AMI header {key} value must be text")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ActionEncodeError(f"AMI header {key} contains CR, LF or NUL")
-        try:
-            line = f"{key}: {value}".encode()
-        except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8
-            raise ActionEncodeError(f"AMI header {key} is not valid Unicode text") from None
-        if len(line) > MAX_ACTION_LINE:
+        line = f"{key}: {value}"
+        # A character is at most 4 bytes of UTF-8: only long lines need counting.
+        if len(line) * 4 > MAX_ACTION_LINE and _utf8_size(key, line) > MAX_ACTION_LINE:
             raise ActionEncodeError(
-                f"AMI header {key} is {len(line)} bytes; Asterisk refuses lines over "
-                f"~1 KiB (limit used: {MAX_ACTION_LINE})"
+                f"AMI header {key} is {_utf8_size(key, line)} bytes; Asterisk refuses lines "
+                f"over ~1 KiB (limit used: {MAX_ACTION_LINE})"
             )
-        parts.append(line)
-    parts.append(b"")
-    parts.append(b"")
-    return CRLF.join(parts)
+        lines.append(line)
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode()
+    except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8
+        bad = next(k for k, v in [("Action", action), *_pairs(headers)] if not _encodes(v))
+        raise ActionEncodeError(f"AMI header {bad} is not valid Unicode text") from None
+
+
+#: Header names already checked (a handful: Action, ActionID, Variable, ...), at most
+#: :data:`_MAX_GOOD_KEYS` of them.
+_GOOD_KEYS: set[str] = set()
+_MAX_GOOD_KEYS = 256
+
+
+def _check_key(key: str) -> None:
+    if not key or any(c in key for c in ":\r\n\0 ") or not key.isascii():
+        raise ActionEncodeError(f"invalid AMI header name {key!r}")
+    if len(_GOOD_KEYS) < _MAX_GOOD_KEYS:
+        _GOOD_KEYS.add(key)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8_size(key: str, line: str) -> int:
+    try:
+        return len(line.encode())
+    except UnicodeEncodeError:
+        raise ActionEncodeError(f"AMI header {key} is not valid Unicode text") from None
