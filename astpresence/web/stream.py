@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -15,11 +14,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from astpresence.web.auth import AuthError, Principal, Privacy, check_token, project
+from astpresence.web.auth import AuthError, Principal, check_token, project
+from astpresence.web.messages import Viewer, link_json
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
-from astpresence.engine.events import Event, LinkEvent
-from astpresence.domain.records import PresenceView, presence_json
+from astpresence.domain.records import presence_json
 from astpresence.engine.ports import PresenceAPI
 from astpresence.engine.errors import UnknownUser
 
@@ -42,48 +41,6 @@ WS_AUTH_TIMEOUT = 10.0
 MAX_PENDING_WEBSOCKETS = 256
 #: How often open streams are checked against tokens revoked in the database.
 REVOCATION_CHECK = 0.5
-
-
-# -- events ---------------------------------------------------------------------
-
-CHANGED_FIELDS = ("state", "subtype", "message", "source", "name", "voicemail")
-
-
-def link_json(event: LinkEvent | None) -> dict[str, Any]:
-    """``{"type": "link", "state": "down" | "synced", ...}``; None: never synced yet."""
-    if event is None:
-        return {"type": "link", "state": "down", "since": None, "asterisk": None,
-                "reason": "not synced with Asterisk yet", "node": None}
-    return {"type": "link", "state": event.state, "since": event.since.isoformat(),
-            "asterisk": event.asterisk, "reason": event.reason, "node": event.node}
-
-
-@functools.lru_cache(maxsize=256)
-def _projected(view: PresenceView, mode: str) -> dict[str, Any]:
-    """Rendered once per view and visibility, not once per client (fan-out)."""
-    return project(presence_json(view), mode)
-
-
-class _Viewer:
-    """One WebSocket client's subscription and visibility."""
-
-    def __init__(self, who: Principal, privacy: Privacy, users: set[str] | None) -> None:
-        self.who = who
-        self.privacy = privacy
-        self.users = users  # None = everyone
-
-    def render(self, event: Event) -> dict[str, Any] | None:
-        if isinstance(event, LinkEvent):
-            return link_json(event)
-        if self.users is not None and event.user not in self.users:
-            return None
-        mode = self.privacy.view_mode(self.who, event.user)
-        old, new = _projected(event.old, mode), _projected(event.new, mode)
-        changed = [f for f in CHANGED_FIELDS if old[f] != new[f]]
-        if not changed:
-            return None  # nothing this viewer may see changed
-        return {"type": "presence", "seq": event.seq, "user": event.user, "presence": new,
-                "changed": changed}
 
 
 def _parse_subscribe(raw: object, service: PresenceAPI) -> set[str] | None:
@@ -198,7 +155,7 @@ async def _start_revocation_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hello(ws: web.WebSocketResponse, request: web.Request,
-                 service: PresenceAPI) -> tuple[Principal, _Viewer, int | None] | str:
+                 service: PresenceAPI) -> tuple[Principal, Viewer, int | None] | str:
     """Read and check the first message: (who, viewer, resume), or why it was refused."""
     try:
         first = await ws.receive(timeout=WS_AUTH_TIMEOUT)
@@ -219,7 +176,7 @@ async def _hello(ws: web.WebSocketResponse, request: web.Request,
         if not isinstance(token, str):
             raise AuthError("missing token")
         who = await check_token(request.app[STORE_KEY], token)
-        viewer = _Viewer(who, request.app[PRIVACY_KEY],
+        viewer = Viewer(who, request.app[PRIVACY_KEY],
                          _parse_subscribe(hello.get("subscribe"), service))
         resume = hello.get("resume")
         if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)
@@ -287,7 +244,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                 for event in backlog:
                     out = viewer.render(event)
                     if out is not None:
-                        await ws.send_json(out)
+                        await ws.send_str(out)
         close_code, reason = await _pump(ws, sub, viewer, service, ended)
     except (ConnectionError, RuntimeError, asyncio.CancelledError):
         # RuntimeError: aiohttp refuses to send on a socket closing under us
@@ -306,7 +263,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
+async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: Viewer,
                 service: PresenceAPI, ended: StreamEnd) -> tuple[int, str]:
     """Send events until the client leaves or misbehaves: (close code, reason).
 
@@ -325,7 +282,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
                 return  # never one more event than a revoked token allows
             out = viewer.render(event)
             if out is not None:
-                await ws.send_json(out)
+                await ws.send_str(out)
             if sub.overflowed and sub.queue.empty():
                 outcome = (1011, "client too slow; reconnect and resume")
                 return
@@ -360,20 +317,20 @@ async def _stop(*tasks: asyncio.Future[Any]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _flush_and_end(ws: web.WebSocketResponse, sub: Any, viewer: _Viewer,
+async def _flush_and_end(ws: web.WebSocketResponse, sub: Any, viewer: Viewer,
                          ended: StreamEnd) -> tuple[int, str]:
     """The stream was ended on our side (a revoked token, shutdown): what may still
     go out goes, then the notice."""
     while ended.flush and not sub.queue.empty():
         out = viewer.render(sub.queue.get_nowait())
         if out is not None:
-            await ws.send_json(out)
+            await ws.send_str(out)
     if ended.notice is not None:
         await ws.send_json(ended.notice)
     return ended.code, ended.reason
 
 
-def _client_message(msg: Any, viewer: _Viewer,
+def _client_message(msg: Any, viewer: Viewer,
                     service: PresenceAPI) -> tuple[int, str] | None:
     """A client's message: a new subscription (None: go on), or why the stream ends."""
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
