@@ -29,6 +29,7 @@ target at least half of its throughput.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ def seed(fake: BenchFake, ids: list[str]) -> None:
 
 
 async def one_run(kind: str, n: int, rate: float | None, workdir: Path,
-                  db_url: str = "") -> dict[str, Any]:
+                  db_url: str = "", loop: str = "") -> dict[str, Any]:
     """One fresh fake + daemon (or raw client); returns throughput and latencies."""
     ids = users(n)
     fake = BenchFake()
@@ -64,10 +65,12 @@ async def one_run(kind: str, n: int, rate: float | None, workdir: Path,
     raw: RawClient | None = None
     try:
         if kind == "daemon":
-            daemon = DaemonProcess(fake.port, workdir, db_url=db_url)
+            daemon = DaemonProcess(fake.port, workdir, db_url=db_url, env_extra=(
+                {"ASTPRESENCE_EVENT_LOOP": loop} if loop else {}))
             await daemon.start()
             await daemon.wait_synced(timeout=60)
-            await daemon.profile(f"e2e-{'full' if rate is None else 'paced'}-{n}")
+            await daemon.profile(f"e2e-{'full' if rate is None else 'paced'}-{n}"
+                                 f"{'-postgres' if db_url else ''}")
         else:
             raw = await RawClient.start("echo", fake.port, n)
             await raw.expect("ready", timeout=30)
@@ -113,6 +116,9 @@ async def run(quick: bool) -> list[Row]:
         for kind in ("daemon", "raw"):
             for label, rate in (("full", None), ("paced", PACED_RATE)):
                 out[f"{kind}-{label}"] = await one_run(kind, n, rate, Path(tmp) / f"{kind}-{label}")
+        if uvloop_installed():  # the daemon runs uvloop: asyncio's loop for comparison
+            out["asyncio-full"] = await one_run("daemon", n, None, Path(tmp) / "asyncio",
+                                                loop="asyncio")
         server = PostgresServer()
         try:
             await asyncio.to_thread(server.start)
@@ -140,6 +146,7 @@ async def run(quick: bool) -> list[Row]:
     t, ok = at_most(dp["p99"], 20)
     rows.append(Row(SCENARIO, f"latency p99 @ {PACED_RATE:.0f} ev/s", dp["p99"], "ms", t, ok,
                     rp["p99"], ratio(dp["p99"], rp["p99"])))
+    rows.extend(cpu_rows(out, n))
     t, ok = at_least(pg["changes_per_s"], 0.5 * df["changes_per_s"])
     rows.append(Row(SCENARIO, "changes/s on PostgreSQL, full speed", pg["changes_per_s"],
                     "changes/s", f">= 0.5x SQLite ({t.removeprefix('>= ')})", ok,
@@ -147,4 +154,41 @@ async def run(quick: bool) -> list[Row]:
                     note="the same run with [store] url on a local PostgreSQL (fsync on); "
                          "baseline = the SQLite daemon above"))
     rows[-1].extra = out
+    return rows
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def cpu_rows(out: dict[str, dict[str, Any]], n: int) -> list[Row]:
+    """The issue's targets as ratios to the raw client, and the CPU behind them."""
+    df, dp, rf, rp = out["daemon-full"], out["daemon-paced"], out["raw-full"], out["raw-paced"]
+    full = ratio(df["changes_per_s"], rf["changes_per_s"])
+    paced = ratio(dp["p99"], rp["p99"])
+    t, ok = at_least(full or 0, 0.6)
+    rows = [Row(SCENARIO, "full speed / raw echo client", full, "ratio", t, ok,
+                note="changes/s of the daemon over those of bench/rawami.py, same run")]
+    t, ok = at_most(paced or 0, 3.0)
+    rows.append(Row(SCENARIO, f"p99 @ {PACED_RATE:.0f} ev/s / raw echo client", paced,
+                    "ratio", t, ok))
+    for label, key in (("full speed", "full"), (f"@ {PACED_RATE:.0f} ev/s", "paced")):
+        mine, raw = out[f"daemon-{key}"], out[f"raw-{key}"]
+        if mine["cpu_per_1000"] is None:
+            continue  # no /proc
+        rows.append(Row(SCENARIO, f"daemon CPU per change, {label}", mine["cpu_per_1000"],
+                        "ms", baseline=raw["cpu_per_1000"],
+                        ratio=ratio(mine["cpu_per_1000"], raw["cpu_per_1000"]),
+                        note="CPU time of the daemon process (every thread) over the "
+                             f"{n:,} changes; baseline = the raw client's"))
+    if "asyncio-full" in out and out["asyncio-full"]["cpu_per_1000"] is not None:
+        std = out["asyncio-full"]
+        rows.append(Row(SCENARIO, "presence changes/s, full speed, asyncio's loop",
+                        std["changes_per_s"], "changes/s", baseline=df["changes_per_s"],
+                        ratio=ratio(std["changes_per_s"], df["changes_per_s"]),
+                        note="the daemon with ASTPRESENCE_EVENT_LOOP=asyncio; baseline = "
+                             "the same daemon on uvloop (installed, so the default)"))
+        rows.append(Row(SCENARIO, "daemon CPU per change, full speed, asyncio's loop",
+                        std["cpu_per_1000"], "ms", baseline=df["cpu_per_1000"],
+                        ratio=ratio(std["cpu_per_1000"], df["cpu_per_1000"])))
     return rows

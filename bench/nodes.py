@@ -110,6 +110,10 @@ async def one_run(servers: int, n: int, workdir: Path) -> dict[str, Any]:
                 "daemon_cpu": ((cpu_after - cpu_before) / span
                                if cpu_after is not None and cpu_before is not None else None),
                 "fakes_cpu": (fake_after - fake_before) / span,
+                # ms of daemon CPU per change (a change written to two servers here)
+                "cpu_ms_per_change": (1000 * (cpu_after - cpu_before) / n
+                                      if cpu_after is not None and cpu_before is not None
+                                      else None),
                 "send_rate": n / max(1e-9, sent[-1] - sent[0])}
     finally:
         code = await daemon.stop()
@@ -149,4 +153,10 @@ async def run(quick: bool) -> list[Row]:
                         f"{r['p99']:.1f}" for r in threes) + " ms; one server: " + ", ".join(
                         f"{r['p99']:.1f}" for r in ones) + " ms"))
     rows[-1].extra = {"three": threes, "one": ones}
+    if three["cpu_ms_per_change"] is not None and one["cpu_ms_per_change"] is not None:
+        rows.append(Row(SCENARIO, "daemon CPU per change, 3 servers", three["cpu_ms_per_change"],
+                        "ms", baseline=one["cpu_ms_per_change"],
+                        ratio=ratio(three["cpu_ms_per_change"], one["cpu_ms_per_change"]),
+                        note="CPU of the daemon process over the run / changes; baseline = "
+                             "one server (one write per change instead of two)"))
     return rows

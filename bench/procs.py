@@ -67,6 +67,8 @@ def proc_cpu_seconds(pid: int) -> float | None:
 
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASTPRESENCE_")}
+    if os.environ.get("BENCH_EVENT_LOOP"):  # auto (the default), asyncio or uvloop
+        env["ASTPRESENCE_EVENT_LOOP"] = os.environ["BENCH_EVENT_LOOP"]
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -237,7 +239,8 @@ class DaemonProcess:
             return None
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self._profiler = await asyncio.create_subprocess_exec(
-            "py-spy", "record", "--pid", str(self.pid), "--nonblocking", "--rate", "250",
+            "py-spy", "record", "--pid", str(self.pid), "--nonblocking", "--rate",
+            os.environ.get("BENCH_PYSPY_RATE", "250"),
             "--format", "raw", "--output", str(Path(out_dir) / f"{name}.txt"),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

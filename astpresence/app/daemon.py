@@ -37,6 +37,7 @@ from astpresence.app.config import node_secret_var
 from astpresence.app.config_view import config_json
 from astpresence.app.settings import Config, default_db_path
 from astpresence.app.lock import DaemonLock, LockFailed, take_database
+from astpresence.app.loop import event_loop_factory
 from astpresence.app.metrics import Metrics
 from astpresence.engine.service import PresenceService
 from astpresence.store.base import Store, StoreError
@@ -364,10 +365,11 @@ def serve(config: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
         logger.info(
-            "astpresence starting: AMI %s, store %s",
+            "astpresence starting: AMI %s, store %s, event loop %s",
             ", ".join(f"{n.host}:{n.port} as {n.username}" + (f" ({n.name})" if config.nodes
                                                              else "")
-                      for n in config.asterisk_servers), store_name(config))
+                      for n in config.asterisk_servers), store_name(config),
+            type(loop).__module__.split(".")[0])
         if not config.nodes and not config.ami.secret.value:
             logger.warning("no AMI secret configured (ami.secret / ASTPRESENCE_AMI_SECRET)")
         for node in config.nodes:
@@ -393,4 +395,6 @@ def serve(config: Config) -> int:
     # sixth of the CPU at full load (bench/README.md, scenario 2). Collect the
     # young generation less often: fewer promotions, hence far fewer full ones.
     gc.set_threshold(GC_THRESHOLD, 10, 10)
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main())
+

@@ -69,6 +69,8 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "parser / raw baseline": ">= 0.50",
         "presence changes/s, full speed": ">= 5,000",
         "latency p99 @ 1000 ev/s": "<= 20.0",
+        "full speed / raw echo client": ">= 0.60",
+        "p99 @ 1000 ev/s / raw echo client": "<= 3.00",
         "login -> synced, cold store": "<= 3.00",
         "login -> synced, warm store": "<= 3.00",
         "peak RSS, cold store": "<= 150",
