@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
+
+@dataclass(eq=False)
 class UnknownUser(LookupError):
-    def __init__(self, uid: str) -> None:
-        super().__init__(f"unknown user {uid!r}")
-        self.uid = uid
+    uid: str
+
+    def __str__(self) -> str:
+        return f"unknown user {self.uid!r}"
 
 
+@dataclass(eq=False)
 class UnknownSource(LookupError):
-    def __init__(self, uid: str, name: str) -> None:
-        super().__init__(f"user {uid!r} has no source {name!r}")
-        self.uid = uid
-        self.name = name
+    uid: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"user {self.uid!r} has no source {self.name!r}"
