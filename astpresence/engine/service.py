@@ -23,7 +23,7 @@ from astpresence.domain import rules, statuses
 from astpresence.engine.reads import Reads
 from astpresence.engine.broadcast import EVENT_SEQ, Broadcast
 from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
-from astpresence.engine.commit import GroupCommitter, log_store_failure
+from astpresence.engine.commit import GroupCommitter
 from astpresence.engine.devices import Devices
 from astpresence.engine.events import EventHub, LinkEvent
 from astpresence.engine.ports import AsteriskNode
@@ -339,9 +339,7 @@ class PresenceService(Reads):
         about a thousand events/s at most. Queued batches are committed in
         order, many per transaction; :meth:`history` and shutdown wait for them.
         """
-        fut = self._committer.enqueue(batch)
-        if fut is not None:
-            fut.add_done_callback(log_store_failure)
+        self._committer.enqueue(batch)  # a failure is logged by the committer
 
     def adopt(self, uid: str, presence: Presence, batch: Batch, *, reason: str) -> None:
         """Take a value set elsewhere as the person's manual choice.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from astpresence.engine.commit import GroupCommitter
 from astpresence.store.base import Batch
 from tests.support.memory_store import MemoryStore
@@ -50,5 +52,61 @@ async def test_a_waited_for_change_does_not_linger() -> None:
         await asyncio.wait_for(committer.submit(meta("from-a-client")), 5)
         assert store.commits == [2]
         assert await store.get_meta("from-asterisk") == "x"
+    finally:
+        await committer.stop()
+
+
+class FailingStore(CountingStore):
+    async def commit(self, batch: Batch) -> list[int]:
+        self.commits.append(len(batch.meta))
+        raise RuntimeError("disk full")
+
+
+async def test_a_transaction_holds_at_most_max_batches() -> None:
+    store = CountingStore()
+    await store.open()
+    committer = GroupCommitter(store, max_batches=2, linger=60)
+    committer.start()
+    try:
+        for i in range(5):
+            committer.enqueue(meta(f"k{i}"))
+        await committer.drain()
+        assert store.commits == [2, 2, 1]
+        assert [await store.get_meta(f"k{i}") for i in range(5)] == ["x"] * 5
+    finally:
+        await committer.stop()
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_others() -> None:
+    store = CountingStore()
+    await store.open()
+    committer = GroupCommitter(store, linger=60)
+    committer.start()
+    try:
+        first = asyncio.ensure_future(committer.submit(meta("a")))
+        second = asyncio.ensure_future(committer.submit(meta("b")))
+        await asyncio.sleep(0)  # both queued in the same group
+        first.cancel()
+        await asyncio.wait_for(second, 5)  # still told, not cancelled
+        assert await store.get_meta("a") == "x"  # the cancelled one's change was kept
+        assert store.commits == [2]
+    finally:
+        await committer.stop()
+
+
+async def test_a_failed_commit_is_logged_once_and_every_waiter_learns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = FailingStore()
+    await store.open()
+    committer = GroupCommitter(store, linger=60)
+    committer.start()
+    try:
+        for i in range(3):
+            committer.enqueue(meta(f"k{i}"))  # from Asterisk: nobody waits
+        with pytest.raises(RuntimeError, match="disk full"):
+            await asyncio.wait_for(committer.submit(meta("api")), 5)
+        failures = [r for r in caplog.records if "store write failed" in r.getMessage()]
+        assert len(failures) == 1
+        assert "4 change(s) not stored" in failures[0].getMessage()
     finally:
         await committer.stop()
