@@ -259,7 +259,7 @@ class AMIBridge:
 
     def _on_hint_event(self, msg: Message) -> Awaitable[None] | None:
         user = hint_user(msg)
-        if user is None or self._sync.users.get(user.id) == user:
+        if user is None or self._sync.knows(user):
             return None  # not a hint of a user, or one known as it is
         return self._sync.on_hint(user)
 

@@ -113,12 +113,16 @@ class AsteriskSync:
                    batch: Batch) -> None:
         call_step(self._engine, uid, states, now, batch)
 
+    def knows(self, user: UserRecord) -> bool:
+        """``user`` is known exactly as this hint names it (nothing to do)."""
+        return self.users.get(user.id) == user
+
     async def on_hint(self, user: UserRecord) -> None:
         """A hint seen in ExtensionStatus/PresenceStatus: maybe a new user.
 
         Capped (``max_users``); users whose hint is gone leave at the next sync.
         """
-        if self.users.get(user.id) == user:
+        if self.knows(user):
             return
         refused = self.users.refused
         if self.users.add_hint_user(user, self.node):

@@ -117,8 +117,9 @@ class Actions:
                 logger.debug("AMI response for unknown ActionID %s dropped", action_id)
             else:
                 _on_response(pending, item)
-                if pending.future.done():  # answered (a list goes on until Complete)
-                    del self._pending[action_id]  # type: ignore[arg-type]
+                # Answered: no longer waiting (a list action goes on until Complete).
+                if pending.future.done() and action_id is not None:
+                    del self._pending[action_id]
             return None
         if item.event is None:
             logger.warning("AMI frame without Response or Event dropped: %r", item.headers[:3])
