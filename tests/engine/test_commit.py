@@ -77,13 +77,28 @@ async def test_a_transaction_holds_at_most_max_batches() -> None:
         assert [await store.get_meta(f"k{i}") for i in range(5)] == ["x"] * 5
 
 
+class HeldStore(CountingStore):
+    """Holds each commit until released, and says when one has begun (a barrier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit(self, batch: Batch) -> list[int]:
+        self.begun.set()
+        await self.release.wait()
+        return await super().commit(batch)
+
+
 async def test_a_cancelled_waiter_does_not_cancel_the_others() -> None:
-    store = CountingStore()
+    store = HeldStore()
     async with running(store, linger=60) as committer:
         first = asyncio.ensure_future(committer.submit(meta("a")))
         second = asyncio.ensure_future(committer.submit(meta("b")))
-        await asyncio.sleep(0)  # both queued in the same group
+        await asyncio.wait_for(store.begun.wait(), 5)  # both are in the commit under way
         first.cancel()
+        store.release.set()
         await asyncio.wait_for(second, 5)  # still told, not cancelled
         assert await store.get_meta("a") == "x"  # the cancelled one's change was kept
         assert store.commits == [2]
