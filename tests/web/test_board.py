@@ -304,8 +304,11 @@ async def test_set_own_presence_from_the_board(env: Env) -> None:
 async def test_filter_and_screenshot(env: Env) -> None:
     b = env.browser
     await env.sign_in()
+    # 2001's phone is plugged in, so the state filter below does not race the 2 s
+    # offline overlay (an unplugged phone's tile reads "offline", whatever was chosen).
+    await env.fake.external_device_change("PJSIP/2001", "NOT_INUSE")
     await env.fake.external_presence_change("2001", "dnd", "meeting", "Until 15:00")
-    await b.wait_for(f"{tile('2001', 'data-state')} === 'dnd'", what="2001 dnd")
+    await b.wait_for(f"{tile('2001', 'data-status')} === 'dnd'", what="2001 dnd, not offline")
 
     for text, shown in [("bob", "2001"), ("ALICE", "2000"), ("2000", "2000"), ("20", "2000,2001"),
                         ("nobody", "")]:
@@ -321,6 +324,7 @@ async def test_filter_and_screenshot(env: Env) -> None:
     await b.select("#filter-state", "offline")
     assert await b.evaluate(visible_tiles()) == "2000"
     # Filters apply to live changes too (not_set by hand loses to the offline overlay).
+    await env.fake.external_device_change("PJSIP/2001", "UNAVAILABLE")
     await env.fake.external_presence_change("2001", "not_set", "", "")
     await b.wait_for(f"{visible_tiles()} === '2000,2001'", what="2001 now matches the filter")
     await b.select("#filter-state", "")
