@@ -37,6 +37,10 @@ from astpresence.domain.rules import RuleConfig
 from astpresence.engine.metrics import Metrics
 from astpresence.engine.users import UserDirectory
 
+#: What Asterisk answers a DBDel of a key that is not there: main/db.c says "could
+#: not be deleted" (seen on Asterisk 22); older fakes and forks say "not found".
+ABSENT = ("could not be deleted", "not found")
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 W = TypeVar("W")
@@ -199,7 +203,7 @@ async def _send_dnd(link: Link, write: DndWrite) -> None:
         try:
             await client.send_action("DBDel", {"Family": "DND", "Key": write.user})
         except ActionError as exc:
-            if "not found" not in str(exc).lower():
+            if not any(text in str(exc).lower() for text in ABSENT):
                 raise  # already off in astdb is fine
     # The user's DND device, then FreePBX's per-device ones (Custom:DEVDND<id>).
     for device in (write.device, *link.per_device_dnd(write.user)):

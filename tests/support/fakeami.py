@@ -641,7 +641,8 @@ class FakeAsterisk:
         elif not key:
             await self._reply(session, _error(m, "No key specified."))
         elif self.astdb.pop((family, key), None) is None:
-            await self._reply(session, _error(m, "Database entry not found"))
+            # what Asterisk 22 answers for a key that is not there (seen on the lab's)
+            await self._reply(session, _error(m, "Database entry could not be deleted"))
         else:
             await self._reply(session, _response(m, "Success", "Key deleted successfully"))
         return True
