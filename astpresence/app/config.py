@@ -16,8 +16,8 @@ from typing import Any
 from astpresence.sources.plugin import SourcePlugin
 from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.settings import AMIConfig
-from astpresence.domain.model import Secret
-from astpresence.domain.model import InvalidInput
+from astpresence.domain.call_settings import parse_call_settings
+from astpresence.domain.model import InvalidInput, Secret
 from astpresence.domain.rules import RuleConfig
 
 
@@ -250,7 +250,7 @@ FILE_KEYS: dict[str, Callable[[Config, object, str], Config]] = {
     **{section: _flat(section) for section in SECTIONS}, "limits": _limits,
     "asterisk": _asterisk_nodes, "users": _users, "rules": _rules,
     "presets": _presets, "statuses": _statuses, "cli": _cli,
-    "privacy": _later, "groups": _later,
+    "privacy": _later, "groups": _later, "calls": _later,
 }
 
 
@@ -292,6 +292,12 @@ def _from_file(path: Path, cfg: Config) -> Config:
             cfg = parse(cfg, data[key], where)
     cfg = replace(cfg, privacy=_parse_privacy(data, raw_users_levels(data, where), where))
     cfg = _one_catalogue(cfg, where)
+    if "calls" in data:  # after the catalogue: a rule may name a status
+        try:
+            cfg = replace(cfg, calls=parse_call_settings(
+                data["calls"], [s.id for s in cfg.statuses], f"{where} [calls]"))
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from None
     if "ari" in data and not cfg.ari.url:
         raise ConfigError(f"{where} ari.url: expected http(s)://host:port/ari, got ''")
     _check_ari_mirror(cfg, where)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
@@ -36,6 +37,7 @@ _SHOWN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
     (enum.Enum, lambda v: v.value),
     (timedelta, lambda v: v.total_seconds()),
     (Presence, lambda v: v.as_dict()),
+    (re.Pattern, lambda v: v.pattern),
 )
 
 

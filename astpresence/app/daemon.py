@@ -72,7 +72,7 @@ class Daemon:
                                        mailbox_pattern=config.cards.mailbox,
                                        read_names=config.cards.names,
                                        nodes=[n.name for n in config.asterisk_servers],
-                                       status_catalogue=config.statuses)
+                                       status_catalogue=config.statuses, call_settings=config.calls)
         #: The ports the engine is handed: each Asterisk server's side.
         self.nodes = attach_nodes(self.service, self.store)
         self.metrics = Metrics()

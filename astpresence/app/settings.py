@@ -22,6 +22,7 @@ from astpresence.domain.model import (
 )
 from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
 from astpresence.domain.records import UserRecord
+from astpresence.domain.call_settings import CallSettings
 from astpresence.domain.statuses import Status, check_catalogue, parse_status
 from astpresence.engine.users import DEFAULT_MAX_USERS
 
@@ -147,6 +148,8 @@ class Config:
     write_burst: int = 40
     freepbx: FreepbxConfig = FreepbxConfig()
     cards: CardsConfig = CardsConfig()
+    #: Call handling per person and status ([calls]; off without the section).
+    calls: CallSettings = CallSettings()
     ha: HaConfig = HaConfig()
     #: Users found in hints, at most (a flood of made-up presentities stops there).
     max_users: int = DEFAULT_MAX_USERS

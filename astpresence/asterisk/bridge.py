@@ -32,6 +32,7 @@ from astpresence.engine.metrics import Metrics
 from astpresence.domain.model import DEFAULT_NODE, InvalidInput
 from astpresence.engine.service import PresenceService
 from astpresence.asterisk.sync import AsteriskSync
+from astpresence.asterisk.call_codec import read_written
 from astpresence.asterisk.cardreads import CardReads
 from astpresence.asterisk.translate import (
     device_change,
@@ -213,6 +214,8 @@ class AMIBridge:
                               "are known")
             hint_events = []
         users = [u for u in map(hint_user, hint_events) if u is not None]
+        if self._service.calls.enabled:  # before the sync lets the writer go
+            self._sync.outbox.tracker("call_rule").reset(await read_written(client, self._log))
         counts = await self._sync.resync(presences, users, devices)
         if self._service.rules.queue_pause:
             await self._resync_queues(client)

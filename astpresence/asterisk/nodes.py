@@ -30,7 +30,7 @@ def attach_nodes(service: PresenceService, store: Store, *,
         outbox = Outbox(service.users, service.rules, members, clock=retry_clock,
                         dnd_device=devices.dnd_device_of if service.dnd_sync
                         else lambda uid: None,
-                        wants_mirror=_mirror_wanted_on(service, name))
+                        wants_mirror=_mirror_wanted_on(service, name), calls=service.calls)
         made[name] = AsteriskSync(service, store, clock, name, outbox, members)
     for name, sync in made.items():
         service.nodes[name] = sync

@@ -22,6 +22,7 @@ from astpresence.asterisk.write_kinds import KINDS, Target, WriteKind
 from astpresence.asterisk.writes import WriteTracker
 from astpresence.domain.model import Presence
 from astpresence.domain.rules import RuleConfig
+from astpresence.engine.calls import CallHandling
 from astpresence.engine.users import UserDirectory
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ class Outbox:
     def __init__(self, users: UserDirectory, config: RuleConfig, members: QueueMembers, *,
                  clock: Callable[[], float] = time.monotonic,
                  dnd_device: Callable[[str], str | None] = lambda uid: None,
-                 wants_mirror: Callable[[str], bool] = lambda uid: True) -> None:
+                 wants_mirror: Callable[[str], bool] = lambda uid: True,
+                 calls: CallHandling | None = None) -> None:
         self.users = users
         self.config = config
         self.members = members
@@ -42,6 +44,8 @@ class Outbox:
         self.dnd_device = dnd_device
         #: does this Asterisk server get the user's BLF mirror (several servers)?
         self.wants_mirror = wants_mirror
+        #: each person's call handling (the call_rule writes), None: none written
+        self.calls = calls
         self._trackers: dict[str, WriteTracker[Any, Any]] = {
             kind.name: WriteTracker(kind.name, kind.default, clock=clock) for kind in KINDS}
         self._dirty: set[str] = set()

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from astpresence.asterisk.ami.client import ActionError, ActionTimeout, AMIClient
+from astpresence.asterisk import call_codec
 from astpresence.asterisk.ari import AriClient, AriError
 from astpresence.asterisk.codec import encode_presence_value
 from astpresence.asterisk.queues import QueueMembers
 from astpresence.asterisk.writes import (
+    CallRuleWrite,
     DndWrite,
     MirrorWrite,
     PauseWrite,
@@ -34,6 +36,7 @@ from astpresence.domain import mirror
 from astpresence.domain import behaviours
 from astpresence.domain.model import NOT_SET, InvalidInput, Presence, State
 from astpresence.domain.rules import RuleConfig
+from astpresence.engine.calls import CallHandling
 from astpresence.engine.metrics import Metrics
 from astpresence.engine.users import UserDirectory
 
@@ -65,6 +68,7 @@ class Wanting(Protocol):
     config: RuleConfig
     users: UserDirectory
     members: QueueMembers
+    calls: CallHandling | None
 
     def tracker(self, kind: str) -> WriteTracker[Any, Any]: ...
 
@@ -212,6 +216,39 @@ async def _send_dnd(link: Link, write: DndWrite) -> None:
     link.log.info("FreePBX DND of %s switched %s", write.user, "on" if write.on else "off")
 
 
+# -- call handling: astdb astpresence-calls/<user>/<internal|external> -------------
+
+
+def _calls_wanted(outbox: Wanting, uid: str, want: Target) -> list[CallRuleWrite]:
+    calls = outbox.calls
+    if calls is None or not calls.enabled:
+        return []
+    state = want.chosen.state  # a call is the phone's own busy, seen by Dial
+    out = []
+    for callers, handling in calls.handling(uid, want.chosen).items():
+        try:
+            value = call_codec.encode(handling, state, calls.settings)
+        except InvalidInput as exc:  # never written; the kit routes by presence
+            logging.getLogger(__name__).warning("call handling of %s: %s", uid, exc)
+            value = ""
+        out.append(CallRuleWrite(uid, callers.value, value))
+    return out
+
+
+async def _send_call_rule(link: Link, write: CallRuleWrite) -> None:
+    """DBPut of the value, or DBDel when no rule holds (the kit's presence routing)."""
+    key = call_codec.key(write.user, write.callers)
+    if write.value:
+        await link.client.send_action("DBPut", {"Family": call_codec.FAMILY, "Key": key,
+                                                "Val": write.value})
+        return
+    try:
+        await link.client.send_action("DBDel", {"Family": call_codec.FAMILY, "Key": key})
+    except ActionError as exc:
+        if not any(text in str(exc).lower() for text in ABSENT):
+            raise  # not there is what was wanted
+
+
 #: Every kind, in the order a user's writes are sent.
 KINDS: tuple[WriteKind[Any, Any, Any], ...] = (
     WriteKind[str, Presence, PresenceWrite](
@@ -228,5 +265,9 @@ KINDS: tuple[WriteKind[Any, Any, Any], ...] = (
     WriteKind[str, bool, DndWrite](
         "freepbx_dnd", False, _dnd_wanted, lambda w: w.user, lambda w: w.on, _send_dnd,
         lambda w: f"switching FreePBX DND of {w.user} {'on' if w.on else 'off'}"),
+    WriteKind[tuple[str, str], str, CallRuleWrite](
+        "call_rule", "", _calls_wanted, lambda w: (w.user, w.callers), lambda w: w.value,
+        _send_call_rule, lambda w: f"writing call handling of {w.user} ({w.callers} callers)",
+        confirmed_by_success=True, owner=lambda outbox, key: key[0]),
 )
 KIND_BY_NAME = {kind.name: kind for kind in KINDS}

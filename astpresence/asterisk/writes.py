@@ -168,3 +168,11 @@ class DndWrite(NamedTuple):
     user: str
     device: str  # Custom:DND<user>
     on: bool
+
+
+class CallRuleWrite(NamedTuple):
+    """A person's call handling for one kind of caller, as astdb keeps it ("" = no key)."""
+
+    user: str
+    callers: str  # internal | external
+    value: str

@@ -52,7 +52,10 @@ PJSIP_PRESENCE_MODULES = (
 KIT_MODULES = (
     "func_cut",          # CUT: the digit of *37N
     "app_playtones",     # Playtones / StopPlaytones: the confirmation tones
-    "func_strings",      # REGEX, TOLOWER
+    "func_strings",      # REGEX, TOLOWER, LEN
+    "func_db",           # DB(astpresence-calls/...): call handling in astpresence-dial
+    "func_callerid",     # CALLERID(num): internal or external caller
+    "app_exec",          # ExecIf in astpresence-dial
     "func_logic",        # IF, EXISTS
     "func_channel",      # CHANNEL(endpoint): who pressed the code
     "func_global",       # GLOBAL(ASTPRESENCE_USER)

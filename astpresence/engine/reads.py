@@ -7,6 +7,7 @@ engine/ports.py ``PresenceAPI``), kept apart so each half reads in one sitting.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from astpresence.domain.model import NOT_SET, Presence
 from astpresence.domain.records import (
@@ -17,6 +18,7 @@ from astpresence.domain.records import (
     UserRecord,
 )
 from astpresence.domain.rules import DeviceView
+from astpresence.engine.calls import CallHandling
 from astpresence.engine.cards import Cards
 from astpresence.engine.commit import GroupCommitter
 from astpresence.engine.contributions import Contributions
@@ -32,6 +34,7 @@ class Reads:
 
     users: UserDirectory
     cards: Cards
+    calls: CallHandling
     contributions: Contributions
     devices: Devices
     nodes: dict[str, AsteriskNode]
@@ -114,6 +117,11 @@ class Reads:
         if eff is None:
             return NOT_SET, NOT_SET
         return eff.presence, eff.chosen or eff.presence
+
+    def call_rules(self, uid: str) -> dict[str, Any]:
+        """``uid``'s call-handling rules and what holds now (engine/calls.py)."""
+        self.require_user(uid)
+        return self.calls.view(uid, self.wanted(uid)[1])
 
     def _is_pending(self, uid: str) -> bool:
         want = self.desired(uid)

@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from astpresence.domain import rules, statuses
 from astpresence.engine.reads import Reads
 from astpresence.engine.broadcast import EVENT_SEQ, Broadcast
+from astpresence.domain.call_settings import CallSettings
+from astpresence.engine.calls import META_PREFIX, CallHandling
 from astpresence.engine.cards import DEFAULT_MAILBOX, Card, Cards
 from astpresence.engine.commit import GroupCommitter
 from astpresence.engine.devices import Devices
@@ -77,6 +80,7 @@ class PresenceService(Reads):
         read_names: bool = True,
         nodes: Sequence[str] = (DEFAULT_NODE,),
         status_catalogue: Sequence[statuses.Status] = (),
+        call_settings: CallSettings = CallSettings(),
     ) -> None:
         self._store = store
         self._clock = clock
@@ -99,6 +103,8 @@ class PresenceService(Reads):
         #: As an HA group's leader: the notices for the followers, sent with each commit.
         #: Changes to the streams, and to the followers while leading.
         self.broadcast = Broadcast(self.events)
+        #: Each person's call-handling rules (what astdb gets for the dialplan).
+        self.calls = CallHandling(call_settings, self.users, self.statuses, self.mark)
 
     def mark(self, uid: str) -> None:
         """``uid``'s wanted values may differ from what any Asterisk server holds."""
@@ -187,6 +193,15 @@ class PresenceService(Reads):
         self.contributions.drop(uid, MANUAL, batch)
         self._manual_changed(uid, batch)
         self.recompute(uid, now, batch, trigger=reason or "cleared by " + actor, actor=actor)
+
+    async def set_call_rules(self, uid: str, body: object, actor: str) -> dict[str, Any]:
+        """Replace ``uid``'s call-handling rules (``{"rules": [...]}``); stored, then
+        written to every Asterisk server. InvalidInput changes nothing."""
+        self.require_user(uid)
+        rules, entry = self.calls.prepare(uid, body, actor, self._clock())
+        await self._committer.submit(Batch(meta={META_PREFIX + uid: entry}))
+        self.calls.apply(uid, rules, entry)
+        return self.call_rules(uid)
 
     async def set_source(self, record: SourceRecord) -> PresenceView:
         """Add or replace a timed contribution (calendar...). Validated by the caller."""
@@ -323,6 +338,7 @@ class PresenceService(Reads):
         self.users_changed()
         self.contributions.replace(await self._store.load_sources())
         self._effective = {eff.user: eff for eff in await self._store.load_effective()}
+        self.calls.load(await self._store.load_meta(META_PREFIX))
         return int(await self._store.get_meta(EVENT_SEQ) or 0)
 
     # -- for the Asterisk side (sync.py) ---------------------------------

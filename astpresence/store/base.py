@@ -113,6 +113,9 @@ class Store(Protocol):
 
     async def get_meta(self, key: str) -> str | None: ...
 
+    async def load_meta(self, prefix: str) -> dict[str, str]:
+        """Every meta entry whose key starts with ``prefix``."""
+
     async def add_token(self, token: TokenRecord) -> None: ...
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:

@@ -218,6 +218,11 @@ class PostgresStore:
         rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
         return str(rows[0][0]) if rows else None
 
+    async def load_meta(self, prefix: str) -> dict[str, str]:
+        rows = await self._fetch("SELECT key, value FROM meta WHERE left(key, $1) = $2",
+                                 len(prefix), prefix)
+        return {str(r[0]): str(r[1]) for r in rows}
+
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash = $1",
                                  token_hash)

@@ -264,6 +264,11 @@ class SqliteStore:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
+    async def load_meta(self, prefix: str) -> dict[str, str]:
+        rows = await self._fetch("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                 (len(prefix), prefix))
+        return {str(k): str(v) for k, v in rows}
+
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash = ?",
                                  (token_hash,))

@@ -283,12 +283,18 @@ class DialplanSim:
     """Enough of Asterisk to run the kit: see the module docstring."""
 
     def __init__(self, dialplan: Dialplan, *, presence: dict[str, str] | None = None,
-                 mailboxes: set[str] | None = None, refuse_writes: bool = False) -> None:
+                 mailboxes: set[str] | None = None, refuse_writes: bool = False,
+                 db: dict[str, str] | None = None,
+                 dial_status: dict[str, str] | None = None) -> None:
         self.dp = dialplan
         self.globals = dict(dialplan.globals)
         # astdb family CustomPresence: user -> raw value as written
         self.astdb = dict(presence or {})
         self.mailboxes = mailboxes or set()
+        #: the rest of astdb, as "family/key" -> value (DB() reads it)
+        self.db = dict(db or {})
+        #: what Dial() of a dial string ends with (DIALSTATUS); NOANSWER otherwise
+        self.dial_status = dict(dial_status or {})
         self.refuse_writes = refuse_writes
         self.writes: list[tuple[str, str]] = []
         self.apps: list[tuple[str, str]] = []
@@ -390,6 +396,8 @@ class DialplanSim:
             if what in ("subtype", "message") and len(parts) == 2:  # plain text, as read
                 return str(getattr(presence, what))
             raise AssertionError(f"PRESENCE_STATE field {what} not modelled")
+        if fname == "DB":  # func_db: family/key, the family up to the first "/"
+            return self.db.get(args, "")
         if fname == "VM_INFO":
             box, what = split_args(args)
             assert what == "exists"
@@ -469,6 +477,14 @@ class DialplanSim:
                     break
                 _label, app, data_raw = step
                 data = self.substitute(data_raw, chan, frames, dialled)
+                if app == "ExecIf":  # app_exec: cond?App(args), only the true branch here
+                    cond, _, call = data.partition("?")
+                    if not check_condition(cond):
+                        self.apps.append((app, data))
+                        prio += 1
+                        continue
+                    app, _, rest = call.partition("(")
+                    data = rest[: rest.rindex(")")]
                 self.apps.append((app, data))
                 nxt = prio + 1
                 if app == "Set":
@@ -509,7 +525,8 @@ class DialplanSim:
                         break
                     chan.vars["VMSTATUS"] = "SUCCESS"
                 elif app == "Dial":
-                    chan.vars["DIALSTATUS"] = "NOANSWER"
+                    chan.vars["DIALSTATUS"] = self.dial_status.get(split_args(data)[0],
+                                                                   "NOANSWER")
                 elif app in ("NoOp", "Answer", "Wait", "Playtones", "StopPlaytones",
                              "Progress", "Log"):
                     pass

@@ -157,6 +157,10 @@ class MemoryStore:
         self._check_open()
         return self._meta.get(key)
 
+    async def load_meta(self, prefix: str) -> dict[str, str]:
+        self._check_open()
+        return {k: v for k, v in self._meta.items() if k.startswith(prefix)}
+
     async def add_token(self, token: TokenRecord) -> None:
         self._check_open()
         if token.id in self._tokens or any(t.hash == token.hash for t in self._tokens.values()):
