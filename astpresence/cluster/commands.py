@@ -129,6 +129,14 @@ def _card_map(answer: Answer) -> dict[str, Card]:
     return cards
 
 
+async def _call_rules(service: PresenceService, body: Answer) -> Answer:
+    return service.call_rules(body["user"])
+
+
+async def _set_call_rules(service: PresenceService, body: Answer) -> Answer:
+    return await service.set_call_rules(body["user"], body["rules"], body["actor"])
+
+
 SET_MANUAL = Command("set_manual", _encode_set_manual, _set_manual, _view)
 CLEAR_MANUAL = Command("clear_manual", lambda uid, actor: {"user": uid, "actor": actor},
                        _clear_manual, _view)
@@ -142,10 +150,17 @@ DEVICES = Command("devices", lambda uid: {"user": uid}, _devices, _device_view)
 #: Every contact card the leader read from Asterisk: user -> (name, voicemail).
 CARDS = Command("cards", lambda: {}, _cards, _card_map)
 
+#: A person's call handling (engine/calls.py): read, and replaced.
+CALL_RULES = Command("call_rules", lambda uid: {"user": uid}, _call_rules, lambda a: a)
+SET_CALL_RULES = Command("set_call_rules",
+                         lambda uid, rules, actor: {"user": uid, "rules": rules, "actor": actor},
+                         _set_call_rules, lambda a: a)
+
 #: The engine's commands by kind: writes go through the engine (durable when
 #: answered); the rest are what only the leader knows (devices, contact cards).
 COMMANDS: dict[str, Command[Any]] = {
-    c.kind: c for c in (SET_MANUAL, CLEAR_MANUAL, SET_SOURCE, DELETE_SOURCE, DEVICES, CARDS)}
+    c.kind: c for c in (SET_MANUAL, CLEAR_MANUAL, SET_SOURCE, DELETE_SOURCE, DEVICES, CARDS,
+                        CALL_RULES, SET_CALL_RULES)}
 
 
 class CommandTable:

@@ -23,6 +23,7 @@ from astpresence.web.auth import Privacy
 from astpresence.web.limits import RateLimit
 from astpresence.domain.logsafe import clip
 from astpresence.engine.metrics import Metrics
+from astpresence.web import calls
 from astpresence.web.openapi import openapi_document
 from astpresence.cluster.serving import Serving
 from astpresence.sources.plugin import RunningSource
@@ -110,7 +111,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(__version__))
+    return web.json_response(openapi_document(__version__, [(calls.PATHS, calls.SCHEMAS)]))
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -199,6 +200,7 @@ def create_app(
     add.add_post("/v1/tokens", create_token)
     add.add_delete("/v1/tokens/{id}", revoke_token)
     add.add_get("/v1/events", events)
+    calls.setup(app)
     for name, routes in source_routes():
         if name in app[SOURCES_KEY]:
             routes.setup(app)

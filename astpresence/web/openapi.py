@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from astpresence.domain.model import MAX_LABEL, MAX_TEXT_BYTES, STATE_NAMES
@@ -215,7 +216,9 @@ USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "stri
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+def openapi_document(version: str, more: Sequence[tuple[dict[str, Any], dict[str, Any]]] = ()
+                     ) -> dict[str, Any]:
+    """The OpenAPI document; ``more``: (paths, schemas) of other route modules."""
     paths: dict[str, Any] = {
         "/": {"get": op("The live presence board (HTML)", public=True)},
         "/static/{name}": {"get": {**op("Board assets", public=True), "parameters": [NAME]}},
@@ -293,6 +296,9 @@ def openapi_document(version: str) -> dict[str, Any]:
         status["properties"][name] = routes.STATUS
         status["required"] = sorted({*status["required"], name})
     schemas["Status"] = status
+    for more_paths, more_schemas in more:
+        paths.update(more_paths)
+        schemas.update(more_schemas)
     for item in paths.values():  # writes are rate-limited per token ([api] writes_per_second)
         for method in ("put", "post", "delete"):
             if method in item:
