@@ -468,7 +468,9 @@ def load_dialplan(server: Server) -> None:
     """Write the kit and the tests' contexts into the server's included file and
     reload the dialplan."""
     assert server.dialplan is not None
-    text = (KIT.read_text(encoding="utf-8") + "\n"
+    # The file is #included at the end of the lab's [internal]: its first line is
+    # still part of that context (SIP calls from the watcher endpoint land there).
+    text = ("include => it-sip\n" + KIT.read_text(encoding="utf-8") + "\n"
             + TEST_DIALPLAN.read_text(encoding="utf-8"))
     server.dialplan.write_text(text, encoding="utf-8")
     out = run_coroutine_in_thread(lambda: asterisk_cli(server, "dialplan reload"))

@@ -157,3 +157,78 @@ class Watcher(asyncio.DatagramProtocol):
             pass  # the server may be gone already; the subscription then dies with it
         if self.transport is not None:
             self.transport.close()
+
+
+_SDP = ("v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+@dataclass
+class Caller(asyncio.DatagramProtocol):
+    """A SIP phone placing one call: ``await Caller.call(server, exten)`` -> the final
+    answer's status (486, 480, ...), what the caller's phone shows. A failure answer
+    is acknowledged (RFC 3261 17.1.1.3); a 200 is acknowledged and hung up."""
+
+    server: tuple[str, int]
+    local: tuple[str, int] = ("127.0.0.2", 0)
+    answers: asyncio.Queue[SipMessage] = field(default_factory=asyncio.Queue)
+    transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def call(cls, server: tuple[str, int], exten: str, timeout: float = 30.0) -> int:
+        loop = asyncio.get_running_loop()
+        caller = cls(server)
+        await loop.create_datagram_endpoint(lambda: caller, local_addr=caller.local)
+        try:
+            return await caller._invite(exten, timeout)
+        finally:
+            assert caller.transport is not None
+            caller.transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse(data[:MAX_DATAGRAM])
+        if msg.is_request:  # e.g. the BYE after our own; nothing else is expected
+            copied = "".join(f"{k}: {v}\r\n" for k, v in msg.headers
+                             if k.lower() in ("via", "from", "to", "call-id", "cseq"))
+            assert self.transport is not None
+            self.transport.sendto(
+                f"SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n".encode(), addr)
+        else:
+            self.answers.put_nowait(msg)
+
+    async def _invite(self, exten: str, timeout: float) -> int:
+        assert self.transport is not None
+        host, port = self.server
+        lhost, lport = self.local
+        uri = f"sip:{exten}@{host}:{port}"
+        branch = f"z9hG4bK{secrets.token_hex(6)}"
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        sdp = _SDP.format(host=lhost)
+        common = (f"Max-Forwards: 70\r\nFrom: <sip:watcher@{lhost}>;tag={tag}\r\n"
+                  f"Call-ID: {call_id}\r\n")
+        self.transport.sendto((
+            f"INVITE {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {lhost}:{lport};branch={branch};rport\r\n{common}"
+            f"To: <{uri}>\r\nCSeq: 1 INVITE\r\nContact: <sip:watcher@{lhost}:{lport}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+        ).encode(), self.server)
+        async with asyncio.timeout(timeout):
+            while (answer := await self.answers.get()).status < 200:
+                pass
+        to = answer.get("To")
+        if answer.status < 300:  # answered: ACK (a new transaction) and hang up
+            for n, method in ((1, "ACK"), (2, "BYE")):
+                self.transport.sendto((
+                    f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {lhost}:{lport};branch="
+                    f"z9hG4bK{secrets.token_hex(6)};rport\r\n{common}To: {to}\r\n"
+                    f"CSeq: {n} {method}\r\nContent-Length: 0\r\n\r\n").encode(), self.server)
+        else:  # a failure: ACK in the INVITE's transaction (same branch)
+            self.transport.sendto((
+                f"ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {lhost}:{lport};branch={branch};"
+                f"rport\r\n{common}To: {to}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            ).encode(), self.server)
+        return answer.status
