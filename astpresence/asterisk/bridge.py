@@ -46,6 +46,10 @@ from astpresence.asterisk.writer import Writer
 
 logger = logging.getLogger(__name__)
 
+#: FreePBX's devices of unconditional forwarding and follow-me (Custom:CF<ext>,
+#: Custom:FOLLOWME<ext>): set by its feature codes, so the card follows them live.
+FORWARD_DEVICES = ("Custom:CF", "Custom:FOLLOWME")
+
 
 class NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Messages of one Asterisk server's link name it, when it has a name of its own."""
@@ -262,14 +266,21 @@ class AMIBridge:
             return None  # not a hint of a user, or one known as it is
         return self._sync.on_hint(user)
 
-    def _on_device_state_change(self, msg: Message) -> None:
+    def _on_device_state_change(self, msg: Message) -> Awaitable[None] | None:
         try:
             change = device_change(msg)
         except InvalidInput as exc:
             self._log.warning("ignoring DeviceStateChange for %s: %s", clip(msg.get("Device")), exc)
-            return
-        if change is not None:
-            self._sync.on_device_change(*change)
+            return None
+        if change is None:
+            return None
+        self._sync.on_device_change(*change)
+        device = change[0]
+        if device.startswith(FORWARD_DEVICES) and self._client is not None:
+            # FreePBX's *72/*73 or *21 moved its BLF device: read that forwarding again
+            return self._cards.forwarding_of(self._client, device.partition(":")[2]
+                                             .removeprefix("CF").removeprefix("FOLLOWME"))
+        return None
 
     def _on_message_waiting(self, msg: Message) -> None:
         try:

@@ -15,12 +15,16 @@ from collections.abc import Callable
 from astpresence.asterisk.ami.client import ActionError, AMIClient
 from astpresence.asterisk.sync import AsteriskSync
 from astpresence.asterisk.translate import (
+    FORWARD_FAMILIES,
     ampuser_entries,
+    forward_targets,
+    forwardings,
     endpoint_callerid,
     message_waiting,
     translated,
     voicemail_entry,
 )
+from astpresence.domain.forwarding import target
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
 from astpresence.engine.cards import Mailbox
@@ -41,20 +45,49 @@ class CardReads:
         self._mailbox_count_needed = False
 
     async def astdb(self, client: AMIClient) -> None:
-        """FreePBX's AMPUSER family: display names and each user's devices (DEVDND)."""
-        service = self._service
-        if not (service.cards.read_names or service.devices.freepbx):
-            return
+        """FreePBX's astdb: AMPUSER (display names, each user's devices for DEVDND,
+        follow-me) and the call forwarding families CF, CFB and CFU."""
         try:
             items = await client.send_list_action("DBGetTree", {"Family": "AMPUSER"})
         except ActionError as exc:
             # DBGetTree needs Asterisk 16.28/18.14/19.6+ and read=system or reporting.
-            self._log.info("astdb not read (%s): no FreePBX names or devices", exc)
-            items = []
+            self._log.info("astdb not read (%s): no FreePBX names, devices or forwarding",
+                           exc)
+            return
         entries = ampuser_entries(items)
         if entries:
             self._log.info("FreePBX astdb: %d extension(s) in AMPUSER", len(entries))
         self._sync.on_ampuser(entries)
+        targets = {family: forward_targets(
+            await client.send_list_action("DBGetTree", {"Family": family}), family)
+            for family in FORWARD_FAMILIES}
+        known = self._extensions()
+        self._sync.on_forwarding({ext: f for ext, f in forwardings(targets, entries).items()
+                                  if ext in known})
+
+    def _extensions(self) -> set[str]:
+        """The users' extensions: forwarding of any other is not kept."""
+        return {u.extension for u in self._service.users.all() if u.extension}
+
+    async def forwarding_of(self, client: AMIClient, extension: str) -> None:
+        """One extension's forwarding read again: FreePBX moved its ``Custom:CF<ext>`` or
+        ``Custom:FOLLOWME<ext>`` device (its *72/*73, *21). CFB and CFU have no device
+        of their own: they are read with it, and at each sync."""
+        if extension not in self._extensions():
+            return
+
+        async def get(family: str, key: str) -> str:
+            try:
+                answer = await client.send_list_action("DBGet", {"Family": family, "Key": key})
+            except ActionError:  # "Database entry not found"
+                return ""
+            return next((m.get("Val") or "" for m in answer if m.event == "DBGetResponse"), "")
+
+        targets = {family: {extension: value} for family in FORWARD_FAMILIES
+                   if (value := target(await get(family, extension)))}
+        followme = {extension: {f: await get("AMPUSER", f"{extension}/{f}")
+                                for f in ("followme/ddial", "followme/grplist")}}
+        self._sync.on_forwarding_of(extension, forwardings(targets, followme).get(extension))
 
     async def voicemail(self, client: AMIClient) -> None:
         """New/old counts of every app_voicemail box (one list action); MessageWaiting

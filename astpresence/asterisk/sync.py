@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from astpresence.engine.cards import Mailbox
 from astpresence.engine.devices import DEVDND_PREFIX
+from astpresence.domain.forwarding import Forwarding
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import NOT_SET, DeviceState, Presence
 from astpresence.asterisk.outbox import Outbox
@@ -54,6 +55,7 @@ class AsteriskSync:
         self.astdb_names: dict[str, str] = {}  # extension -> AMPUSER cidname
         self.callerids: dict[str, str] = {}  # user -> caller ID of a phone
         self.mailbox_counts: dict[str, Mailbox] = {}  # users' mailboxes only
+        self.forwarding: dict[str, Forwarding] = {}  # extension -> FreePBX's CF, follow-me
         self._freepbx_devices: dict[str, tuple[str, ...]] = {}  # uid -> AMPUSER/<ext>/device
         self.adopted = 0  # changes made elsewhere and adopted
         self.echoes = 0  # our own writes seen back
@@ -266,6 +268,19 @@ class AsteriskSync:
         (``Custom:DEVDND<device>``), switched with the user's DND as its *78/*79 do."""
         return tuple(f"{DEVDND_PREFIX}{d}" for d in self._freepbx_devices.get(uid, ()))
 
+    def on_forwarding(self, found: Mapping[str, Forwarding]) -> None:
+        """FreePBX's forwarding and follow-me by extension, read at a sync."""
+        self.forwarding = dict(found)
+        cards_from_nodes(self._engine)
+
+    def on_forwarding_of(self, extension: str, found: Forwarding | None) -> None:
+        """One extension's forwarding read again (its Custom:CF / FOLLOWME device moved)."""
+        if found:
+            self.forwarding[extension] = found
+        else:
+            self.forwarding.pop(extension, None)
+        cards_from_nodes(self._engine)
+
     def on_endpoint_names(self, callerids: Mapping[str, str]) -> None:
         """Caller IDs of users' phones (user -> ``"Alice Martin" <2000>``)."""
         self.callerids = dict(callerids)
@@ -303,11 +318,14 @@ def cards_from_nodes(engine: PresenceService) -> None:
     names: dict[str, str] = {}
     callerids: dict[str, str] = {}
     counts: dict[str, Mailbox] = {}
+    forwarding: dict[str, Forwarding] = {}
     for node in reversed(engine.nodes.values()):
         names.update(node.astdb_names)
         callerids.update(node.callerids)
         counts.update(node.mailbox_counts)
+        forwarding.update(node.forwarding)
     cards = engine.cards
     engine.cards_changed(cards.replace_astdb_names(names if cards.read_names else {}))
     engine.cards_changed(cards.replace_endpoint_names(callerids))
     engine.cards_changed(cards.replace_mailboxes(counts))
+    engine.cards_changed(cards.replace_forwarding(forwarding))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from astpresence.asterisk.ami.frames import Message
 from astpresence.engine.cards import Mailbox, check_mailbox
 from astpresence.asterisk.codec import presence_from_change_event
+from astpresence.domain.forwarding import Forwarding, followme_numbers, target
 from astpresence.domain.model import (
     DeviceState,
     InvalidInput,
@@ -118,8 +119,10 @@ def queue_member(msg: Message) -> QueueMember | None:
 
 
 #: astdb keys of FreePBX's AMPUSER family that astpresence reads (docs/asterisk.md,
-#: "FreePBX conventions"): the display name and the user's devices.
-AMPUSER_FIELDS = ("cidname", "device")
+#: "FreePBX conventions"): the display name, the user's devices, and follow-me.
+AMPUSER_FIELDS = ("cidname", "device", "followme/ddial", "followme/grplist")
+#: FreePBX's call forwarding families: unconditional (*72), busy (*90), unavailable (*52).
+FORWARD_FAMILIES = {"CF": "unconditional", "CFB": "busy", "CFU": "unavailable"}
 #: Devices of one FreePBX user taken from ``AMPUSER/<ext>/device``, at most.
 MAX_FREEPBX_DEVICES = 16
 
@@ -133,9 +136,39 @@ def ampuser_entries(items: list[Message]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for item in items:
         parts = (item.get("Key") or "").split("/")
-        if len(parts) != 4 or parts[0] or parts[1] != "AMPUSER" or parts[3] not in AMPUSER_FIELDS:
+        field = "/".join(parts[3:])
+        if len(parts) < 4 or parts[0] or parts[1] != "AMPUSER" or field not in AMPUSER_FIELDS:
             continue
-        out.setdefault(parts[2], {})[parts[3]] = item.get("Val") or ""
+        out.setdefault(parts[2], {})[field] = item.get("Val") or ""
+    return out
+
+
+def forward_targets(items: list[Message], family: str) -> dict[str, str]:
+    """``DBGetTree`` items of ``CF``, ``CFB`` or ``CFU`` -> {extension: destination}."""
+    out: dict[str, str] = {}
+    for item in items:
+        parts = (item.get("Key") or "").split("/")
+        if len(parts) == 3 and not parts[0] and parts[1] == family:
+            if found := target(item.get("Val") or ""):
+                out[parts[2]] = found
+    return out
+
+
+def forwardings(targets: Mapping[str, Mapping[str, str]],
+                ampuser: Mapping[str, Mapping[str, str]]) -> dict[str, Forwarding]:
+    """Per extension, what FreePBX forwards: ``targets`` (family -> {ext: destination},
+    :func:`forward_targets`) and follow-me from the AMPUSER entries."""
+    out: dict[str, Forwarding] = {}
+    exts = set(ampuser).union(*(t.keys() for t in targets.values()))
+    for ext in exts:
+        entry = ampuser.get(ext, {})
+        found = Forwarding(
+            **{kind: targets.get(family, {}).get(ext, "")
+               for family, kind in FORWARD_FAMILIES.items()},
+            followme=followme_numbers(entry.get("followme/ddial", ""),
+                                      entry.get("followme/grplist", "")))
+        if found:
+            out[ext] = found
     return out
 
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from astpresence.domain.forwarding import forwarding_from_json
 from astpresence.domain.model import InvalidInput, Presence, parse_device_state, parse_presence
 from astpresence.domain.records import PresenceView, SourceRecord, presence_json, view_from_json
 from astpresence.domain.rules import DeviceView
-from astpresence.engine.cards import Card
+from astpresence.engine.cards import NO_CARD, Card
 from astpresence.engine.errors import UnknownSource, UnknownUser
 from astpresence.engine.service import PresenceService
 from astpresence.sources.plugin import RunningSource, SourcePlugin
@@ -116,16 +117,19 @@ def _device_view(answer: Answer) -> DeviceView:
 
 async def _cards(service: PresenceService, body: Answer) -> Answer:
     cards = service.cards
-    return {"cards": {uid: list(cards.card(uid)) for uid in service.users.ids()
-                      if cards.card(uid) != ("", None)}}
+    return {"cards": {uid: [name, voicemail, forwarding.json() if forwarding else None]
+                      for uid in service.users.ids()
+                      if (card := cards.card(uid)) != NO_CARD
+                      for name, voicemail, forwarding in [card]}}
 
 
 def _card_map(answer: Answer) -> dict[str, Card]:
     cards: dict[str, Card] = {}
     for uid, card in (answer.get("cards") or {}).items():
-        if (isinstance(card, list) and len(card) == 2 and isinstance(card[0], str)
-                and (card[1] is None or isinstance(card[1], int))):
-            cards[str(uid)] = (card[0], card[1])
+        if (isinstance(card, list) and len(card) == 3 and isinstance(card[0], str)
+                and (card[1] is None or isinstance(card[1], int))
+                and not isinstance(card[1], bool)):
+            cards[str(uid)] = (card[0], card[1], forwarding_from_json(card[2]))
     return cards
 
 

@@ -74,7 +74,7 @@ class Following:
             if view.user not in engine.users:
                 return
             old = self.replica.view(view.user) or engine.stored_view(
-                view.user, *self.replica.card(view.user))
+                view.user, self.replica.card(view.user))
             self.replica.changed(view)
             if notice.seq > loaded_at:
                 engine.events.relay(notice.seq, old, view)
@@ -135,7 +135,7 @@ class FollowerAPI:
         relayed = self._replica.view(uid)
         if relayed is not None:
             return relayed
-        return self._engine.stored_view(uid, *self._replica.card(uid))
+        return self._engine.stored_view(uid, self._replica.card(uid))
 
     def views(self) -> list[PresenceView]:
         return [self.view(uid) for uid in self.users.ids()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from astpresence.domain.records import PresenceView
-from astpresence.engine.cards import Card
+from astpresence.engine.cards import NO_CARD, Card
 
 
 class Replica:
@@ -29,11 +29,11 @@ class Replica:
         return self._views.get(uid)
 
     def card(self, uid: str) -> Card:
-        return self._cards.get(uid, ("", None))
+        return self._cards.get(uid, NO_CARD)
 
     def changed(self, view: PresenceView) -> None:
         self._views[view.user] = view
-        self._cards[view.user] = (view.name, view.voicemail)
+        self._cards[view.user] = (view.name, view.voicemail, view.forwarding)
 
     def written(self, uid: str) -> None:
         """The leader's write of the user's presence landed on every Asterisk server."""
@@ -47,7 +47,8 @@ class Replica:
     def cards_read(self, cards: dict[str, Card]) -> None:
         """Every card as the leader has it (asked once the follower is in step)."""
         self._cards.update(cards)
-        for uid, (name, voicemail) in cards.items():
+        for uid, (name, voicemail, forwarding) in cards.items():
             view = self._views.get(uid)
             if view is not None:
-                self._views[uid] = replace(view, name=name, voicemail=voicemail)
+                self._views[uid] = replace(view, name=name, voicemail=voicemail,
+                                           forwarding=forwarding)

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from astpresence.domain.model import NOT_SET, InvalidInput, Presence, parse_instant, parse_presence
+from astpresence.domain.forwarding import Forwarding, forwarding_from_json
+from astpresence.domain.model import (
+    NOT_SET,
+    InvalidInput,
+    Presence,
+    normalise_text,
+    parse_instant,
+    parse_presence,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,10 @@ class PresenceView:
     chosen: Presence | None = None
     #: What is going on now: on-the-phone, ringing, on-hold, offline, meeting, ... or "".
     activity: str = ""
+    #: Forwarding FreePBX applies (CF/CFB/CFU, follow-me), part of the contact card.
+    forwarding: Forwarding | None = None
+    #: What happens to a call now by astpresence's own rules ("" when off or none).
+    calls: str = ""
 
     def __post_init__(self) -> None:
         if self.chosen is None:  # given as None: the chosen presence is the effective one
@@ -109,9 +121,11 @@ class PresenceView:
 
     @classmethod
     def unset(cls, uid: str, *, pending: bool = False, name: str = "",
-              voicemail: int | None = None) -> PresenceView:
+              voicemail: int | None = None, forwarding: Forwarding | None = None,
+              calls: str = "") -> PresenceView:
         """A user nothing was ever decided for."""
-        return cls(uid, NOT_SET, "default", "", None, pending, name=name, voicemail=voicemail)
+        return cls(uid, NOT_SET, "default", "", None, pending, name=name, voicemail=voicemail,
+                   forwarding=forwarding, calls=calls)
 
 
 def presence_json(view: PresenceView) -> dict[str, Any]:
@@ -131,6 +145,8 @@ def presence_json(view: PresenceView) -> dict[str, Any]:
         "voicemail": view.voicemail,
         "chosen": (view.chosen or view.presence).as_dict(),
         "activity": view.activity,
+        "forwarding": view.forwarding.json() if view.forwarding else None,
+        "calls": view.calls,
     }
 
 
@@ -155,7 +171,9 @@ def view_from_json(data: object) -> PresenceView:
             data.get("pending") is True, str(data["rule"]),
             str(data.get("name") or ""), voicemail,
             _chosen(data.get("chosen"), presence),
-            str(data.get("activity") or ""))
+            str(data.get("activity") or ""),
+            forwarding_from_json(data.get("forwarding")),
+            normalise_text(str(data.get("calls") or ""))[:300])
     except KeyError as exc:
         raise InvalidInput(f"a presence object without {exc}") from None
 

@@ -52,6 +52,7 @@ class CallHandling:
         self._mark = mark
         self._rules: dict[str, tuple[CallRule, ...]] = {}
         self._saved: dict[str, tuple[str, str]] = {}  # user -> (actor, ISO time)
+        self._summaries: dict[str, tuple[Presence, str]] = {}  # user -> (for, summary)
 
     @property
     def enabled(self) -> bool:
@@ -75,6 +76,22 @@ class CallHandling:
         found = catalogue.matching(self._statuses, chosen) if self._statuses else None
         status = found.id if found is not None else None
         return {c: resolve(rules, chosen.state, status, c, self.usable) for c in CALLER_KINDS}
+
+    def summary(self, uid: str, chosen: Presence) -> str:
+        """One line for the contact card ("" when off, or when no rule applies)."""
+        if not self.settings.enabled or not (uid in self._rules or self.settings.defaults):
+            return ""
+        cached = self._summaries.get(uid)
+        if cached is not None and cached[0] == chosen:
+            return cached[1]
+        now = self.handling(uid, chosen)
+        inside, outside = now[Callers.INTERNAL], now[Callers.EXTERNAL]
+        if inside == outside:
+            text = describe(inside) if inside else ""
+        else:
+            text = f"internal {describe(inside)}; external {describe(outside)}"
+        self._summaries[uid] = (chosen, text)
+        return text
 
     def view(self, uid: str, chosen: Presence) -> dict[str, Any]:
         """The API's answer: the person's rules, the site's, and what holds now."""
@@ -115,6 +132,7 @@ class CallHandling:
 
     def _set(self, uid: str, rules: tuple[CallRule, ...], entry: str) -> None:
         data = json.loads(entry)
+        self._summaries.pop(uid, None)
         if rules:
             self._rules[uid] = rules
         else:
@@ -126,6 +144,7 @@ class CallHandling:
         reads (a status removed from the catalogue) is left out with a warning."""
         self._rules.clear()
         self._saved.clear()
+        self._summaries.clear()
         for key, text in stored.items():
             uid = key[len(META_PREFIX):]
             try:

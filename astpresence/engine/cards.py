@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from astpresence.domain.forwarding import Forwarding
 from astpresence.domain.model import InvalidInput, normalise_text
 from astpresence.engine.users import UserDirectory
 
@@ -69,8 +70,10 @@ def display_name(raw: str) -> str:
     return name
 
 
-#: What a user's card shows: (display name, new voicemail messages or None).
-Card: TypeAlias = tuple[str, int | None]
+#: What a user's card shows: (display name, new voicemail messages or None, the
+#: forwarding FreePBX applies or None).
+Card: TypeAlias = tuple[str, int | None, Forwarding | None]
+NO_CARD: Card = ("", None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +93,13 @@ class Cards:
         self._astdb: dict[str, str] = {}  # user -> AMPUSER/<ext>/cidname
         self._endpoint: dict[str, str] = {}  # user -> caller ID name of a phone
         self._counts: dict[str, Mailbox] = {}  # mailbox -> counts, users' mailboxes only
+        self._forwarding: dict[str, Forwarding] = {}  # user -> FreePBX's CF/CFB/CFU/follow-me
         self._boxes: tuple[dict[str, str], dict[str, str]] | None = None
 
     # -- what users show -------------------------------------------------
 
     def card(self, uid: str) -> Card:
-        return self.name(uid), self.voicemail(uid)
+        return self.name(uid), self.voicemail(uid), self._forwarding.get(uid)
 
     def name(self, uid: str) -> str:
         user = self._users.get(uid)
@@ -142,7 +146,7 @@ class Cards:
                 mailbox_of[user.id] = box
         by_mailbox = {box: uid for uid, box in mailbox_of.items()}
         self._counts = {box: c for box, c in self._counts.items() if box in by_mailbox}
-        for table in (self._astdb, self._endpoint):
+        for table in (self._astdb, self._endpoint, self._forwarding):
             for uid in [u for u in table if u not in self._users]:
                 del table[uid]
         self._boxes = (mailbox_of, by_mailbox)
@@ -170,6 +174,16 @@ class Cards:
         before = {uid: self.card(uid) for uid in set(table) | set(fresh)}
         table.clear()
         table.update(fresh)
+        return {uid: card for uid, card in before.items() if self.card(uid) != card}
+
+    def replace_forwarding(self, by_extension: Mapping[str, Forwarding]) -> dict[str, Card]:
+        """FreePBX's forwarding of every extension (read at each sync); returns the
+        cards that changed, as they were."""
+        self._mailboxes()
+        fresh = {u.id: f for u in self._users.all()
+                 if u.extension and (f := by_extension.get(u.extension))}
+        before = {uid: self.card(uid) for uid in set(self._forwarding) | set(fresh)}
+        self._forwarding = fresh
         return {uid: card for uid, card in before.items() if self.card(uid) != card}
 
     def replace_mailboxes(self, counts: Mapping[str, Mailbox]) -> dict[str, Card]:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from astpresence.domain.forwarding import Forwarding
 from astpresence.domain.model import Presence
 from astpresence.domain.records import HistoryEntry, PresenceView, SourceRecord, UserRecord
 from astpresence.domain.rules import DeviceView, RuleConfig
@@ -72,6 +73,10 @@ class AsteriskNode(Protocol):
 
     @property
     def mailbox_counts(self) -> Mapping[str, Mailbox]: ...
+
+    @property
+    def forwarding(self) -> Mapping[str, Forwarding]:
+        """FreePBX's forwarding and follow-me, by extension."""
 
 
 class Notices(Protocol):

@@ -19,7 +19,7 @@ from astpresence.domain.records import (
 )
 from astpresence.domain.rules import DeviceView
 from astpresence.engine.calls import CallHandling
-from astpresence.engine.cards import Cards
+from astpresence.engine.cards import Card, Cards
 from astpresence.engine.commit import GroupCommitter
 from astpresence.engine.contributions import Contributions
 from astpresence.engine.devices import Devices
@@ -61,20 +61,22 @@ class Reads:
 
     def view(self, uid: str) -> PresenceView:
         self.require_user(uid)
-        name, voicemail = self.cards.card(uid)
-        return self.stored_view(uid, name, voicemail, pending=self._is_pending(uid))
+        return self.stored_view(uid, self.cards.card(uid), pending=self._is_pending(uid))
 
-    def stored_view(self, uid: str, name: str, voicemail: int | None, *,
-                    pending: bool = False) -> PresenceView:
+    def stored_view(self, uid: str, card: Card, *, pending: bool = False) -> PresenceView:
         """The view of what this engine holds for ``uid``, with the card given (a
         follower shows the leader's cards)."""
+        name, voicemail, forwarding = card
         eff = self._effective.get(uid)
         if eff is None:
-            return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail)
+            return PresenceView.unset(uid, pending=pending, name=name, voicemail=voicemail,
+                                      forwarding=forwarding,
+                                      calls=self.calls.summary(uid, NOT_SET))
         rec = self.contributions.get(uid, eff.source)
         actor = rec.actor if rec is not None else "engine"
         return PresenceView(uid, eff.presence, eff.source, actor, eff.since, pending,
-                            eff.reason, name, voicemail, eff.chosen, eff.activity)
+                            eff.reason, name, voicemail, eff.chosen, eff.activity, forwarding,
+                            self.calls.summary(uid, eff.chosen or eff.presence))
 
     def views(self) -> list[PresenceView]:
         return [self.view(uid) for uid in self.users.ids()]

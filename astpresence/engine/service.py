@@ -199,8 +199,13 @@ class PresenceService(Reads):
         written to every Asterisk server. InvalidInput changes nothing."""
         self.require_user(uid)
         rules, entry = self.calls.prepare(uid, body, actor, self._clock())
-        await self._committer.submit(Batch(meta={META_PREFIX + uid: entry}))
+        before = self.view(uid)
+        batch = Batch(meta={META_PREFIX + uid: entry})
         self.calls.apply(uid, rules, entry)
+        after = self.view(uid)
+        if after != before:  # the card's "what happens to a call now"
+            self.broadcast.change(before, after, batch)
+        await self._committer.submit(batch)
         return self.call_rules(uid)
 
     async def set_source(self, record: SourceRecord) -> PresenceView:
@@ -310,14 +315,15 @@ class PresenceService(Reads):
         self.cards.users_changed()
 
     def cards_changed(self, before: Mapping[str, Card]) -> None:
-        """Contact cards changed (name, voicemail): an event for each, like a presence
-        change, so clients need no second stream. Not history: it is not presence."""
+        """Contact cards changed (name, voicemail, forwarding): an event for each, like a
+        presence change, so clients need no second stream. Not history: it is not
+        presence."""
         batch = Batch()
-        for uid, (name, voicemail) in before.items():
+        for uid, (name, voicemail, forwarding) in before.items():
             if uid in self.users:
                 after = self.view(uid)
-                self.broadcast.change(replace(after, name=name, voicemail=voicemail), after,
-                                      batch)
+                self.broadcast.change(replace(after, name=name, voicemail=voicemail,
+                                              forwarding=forwarding), after, batch)
         self.store_later(batch)
 
     def link_changed(self, event: LinkEvent) -> None:

@@ -153,12 +153,16 @@ def project(presence: dict[str, Any], mode: str) -> dict[str, Any]:
         # "on-the-phone") says as much as the message would.
         # The voicemail count is the person's own business, like the message.
         # The chosen state shows; its text and the activity say as much as a message.
+        # Forwarding shows as on or off; where calls go (a mobile number) does not.
         chosen = presence.get("chosen") or {}
+        forwarding = presence.get("forwarding")
         return {**presence, "subtype": "", "message": "", "actor": "", "source": "",
-                "rule": "", "voicemail": None, "activity": "",
+                "rule": "", "voicemail": None, "activity": "", "calls": "",
+                "forwarding": forwarding and {"on": forwarding["on"], "unconditional": "",
+                                              "busy": "", "unavailable": "", "followme": []},
                 "chosen": {"state": chosen.get("state", presence["state"]), "subtype": "",
                            "message": ""}}
     hidden = {"state": NOT_SET.state.value, "subtype": "", "message": ""}
     return {**presence, **hidden, "source": "default", "rule": "default", "actor": "",
             "since": None, "pending": False, "voicemail": None, "activity": "",
-            "chosen": hidden}
+            "forwarding": None, "calls": "", "chosen": hidden}

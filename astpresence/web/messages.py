@@ -13,7 +13,8 @@ from astpresence.engine.events import ChangeEvent, Event, LinkEvent
 from astpresence.web.auth import Principal, Privacy, project
 
 
-CHANGED_FIELDS = ("state", "subtype", "message", "source", "name", "voicemail")
+CHANGED_FIELDS = ("state", "subtype", "message", "source", "name", "voicemail", "forwarding",
+                  "calls")
 
 
 def link_json(event: LinkEvent | None) -> dict[str, Any]:

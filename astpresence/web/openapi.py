@@ -97,9 +97,21 @@ SCHEMAS: dict[str, Any] = {
                          "description": "what is going on now: on-the-phone, ringing, "
                                         "on-hold, offline, a calendar entry's subtype "
                                         "(meeting, out-of-office), or empty"},
+            "forwarding": {
+                "oneOf": [{"type": "null"}, obj({
+                    "on": {"type": "array", "items": {"type": "string", "enum": [
+                        "unconditional", "busy", "unavailable", "followme"]}},
+                    "unconditional": STR, "busy": STR, "unavailable": STR,
+                    "followme": {"type": "array", "items": STR}})],
+                "description": "call forwarding FreePBX applies (*72 and the like, "
+                               "follow-me); null when none"},
+            "calls": {"type": "string",
+                      "description": "what happens to a call now by the person's "
+                                    "call-handling rules, or empty"},
         },
         "description": "A viewer who may see the state only gets empty subtype, message, "
-                       "source, rule and actor, and no voicemail count",
+                       "source, rule, actor and calls, no voicemail count, and forwarding "
+                       "without its destinations",
     },
     "PresenceValue": obj({"state": ref("State"), "subtype": STR, "message": STR}),
     "PresenceList": list_of("presence", ref("Presence")),

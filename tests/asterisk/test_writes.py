@@ -132,22 +132,30 @@ def test_the_outbox_runs_every_kind_from_the_table() -> None:
     from astpresence.engine.devices import Devices
     from astpresence.engine.users import UserDirectory
 
+    from astpresence.domain.call_settings import CallSettings
+    from astpresence.domain.calls import parse_rules
+    from astpresence.engine.calls import CallHandling
+
     DND = Presence(State.DND)
     clock = Clock()
     rules = replace(DEFAULT_RULES, mirror=True)
     users = UserDirectory([UserRecord("2000", devices=("PJSIP/2000",))])
+    calls = CallHandling(CallSettings(True, parse_rules({"rules": [
+        {"when": "dnd", "action": "busy"}]}, ())), users, (), mark=lambda uid: None)
     outbox = Outbox(users, rules, QueueMembers(users, Devices(users, rules)), clock=clock,
-                    dnd_device=lambda uid: f"Custom:DND{uid}")
+                    dnd_device=lambda uid: f"Custom:DND{uid}", calls=calls)
     assert {f.kind for f in outbox.failures()} == {k.name for k in KINDS}
     outbox.synced = True
     outbox.mark("2000")
     writes = outbox.take(lambda uid: (DND, DND))
     sent = {name: batch for name, batch in writes.items() if batch}
-    assert set(sent) == {"presence", "mirror", "freepbx_dnd"}  # no queue member: no pause
+    # no queue member: no pause; a rule for each kind of caller
+    assert set(sent) == {"presence", "mirror", "freepbx_dnd", "call_rule"}
+    assert len(sent["call_rule"]) == 2
     for name, batch in sent.items():
         outbox.refused(KIND_BY_NAME[name], batch[0], "refused")
     assert {f.kind: len(f) for f in outbox.failures()} == {
-        "presence": 1, "mirror": 1, "freepbx_dnd": 1, "queue_pause": 0}
+        "presence": 1, "mirror": 1, "freepbx_dnd": 1, "queue_pause": 0, "call_rule": 1}
     assert not any(outbox.take(lambda uid: (DND, DND)).values())  # waiting for the retry
     clock.now += 2
     assert {n for n, b in outbox.take(lambda uid: (DND, DND)).items() if b} == set(sent)  # retried

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from astpresence.engine.events import EventHub, LinkEvent
+from astpresence.domain.forwarding import Forwarding
 from astpresence.domain.model import InvalidInput, Presence, State
 from astpresence.domain.records import PresenceView
 from astpresence.cluster.notices import (
@@ -100,7 +101,7 @@ def test_a_follower_numbers_as_the_leader_and_forgets_across_a_gap() -> None:
 
 def test_a_replica_shows_what_the_leader_told() -> None:
     replica = Replica()
-    assert replica.view("2000") is None and replica.card("2000") == ("", None)
+    assert replica.view("2000") is None and replica.card("2000") == ("", None, None)
     told = PresenceView("2000", Presence(State.DND), "manual", "a", None, True,
                         name="Al", voicemail=2)
     replica.changed(told)
@@ -110,9 +111,10 @@ def test_a_replica_shows_what_the_leader_told() -> None:
                                                 None, False, name="Al", voicemail=2)
     assert replica.pending_users() == []
     replica.written("2001")  # never told: nothing to clear
-    replica.cards_read({"2000": ("Alice", 3), "2001": ("Bea", None)})
+    replica.cards_read({"2000": ("Alice", 3, Forwarding("2002")), "2001": ("Bea", None, None)})
     view = replica.view("2000")
     assert view is not None and (view.name, view.voicemail) == ("Alice", 3)
-    assert replica.card("2001") == ("Bea", None) and replica.view("2001") is None
+    assert view.forwarding == Forwarding("2002")
+    assert replica.card("2001") == ("Bea", None, None) and replica.view("2001") is None
     replica.clear()
-    assert replica.view("2000") is None and replica.card("2001") == ("", None)
+    assert replica.view("2000") is None and replica.card("2001") == ("", None, None)

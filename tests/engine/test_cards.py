@@ -69,9 +69,9 @@ def test_names_config_wins_then_astdb_then_caller_id() -> None:
     cards = Cards(users)
     changed = cards.replace_endpoint_names({u: f'"Phone {u}" <{u}>' for u in
                                             ("2000", "2001", "2002")})
-    assert changed == {"2000": ("", None), "2001": ("", None)}  # 2002's config name stays
+    assert changed == {"2000": ("", None, None), "2001": ("", None, None)}  # 2002's name stays
     assert cards.replace_astdb_names({"2001": "Bea Astdb", "2002": "Ignored"}) == {
-        "2001": ("Phone 2001", None)}
+        "2001": ("Phone 2001", None, None)}
     assert [cards.name(u) for u in ("2000", "2001", "2002")] == [
         "Phone 2000", "Bea Astdb", "From Config"]
     assert [cards.needs_endpoint_name(u) for u in ("2000", "2001", "2002")] == [
@@ -79,12 +79,13 @@ def test_names_config_wins_then_astdb_then_caller_id() -> None:
     # Mailboxes follow the extension; counts of mailboxes no user has are not kept.
     assert cards.replace_mailboxes({"2000@default": Mailbox(2, 1),
                                     "9999@default": Mailbox(5, 0)}) == {"2000": ("Phone 2000",
-                                                                                 None)}
-    assert cards.card("2000") == ("Phone 2000", 2)
+                                                                                 None, None)}
+    assert cards.card("2000") == ("Phone 2000", 2, None)
     assert cards.voicemail("2001") is None  # no box listed: unknown, not 0
     assert cards.mailbox_changed("9999@default", Mailbox(6, 0)) == {}
     assert cards.mailbox_changed("2000@default", Mailbox(2, 1)) == {}  # same: no event
-    assert cards.mailbox_changed("2000@default", Mailbox(0, 3)) == {"2000": ("Phone 2000", 2)}
+    assert cards.mailbox_changed("2000@default", Mailbox(0, 3)) == {
+        "2000": ("Phone 2000", 2, None)}
 
 
 @pytest.mark.parametrize(("toml", "error"), [
@@ -196,9 +197,9 @@ async def test_config_names_win_and_mailboxes_come_from_the_config(
     fake_ami.mailboxes["500@sales"] = (7, 0)
     with caplog.at_level(logging.WARNING, logger="astpresence.asterisk.sync"):
         d = await started(daemons, fake_ami, tmp_path, users=users)
-    assert d.service.cards.card("2000") == ("Alice (Sales)", 7)
+    assert d.service.cards.card("2000") == ("Alice (Sales)", 7, None)
     # A mailbox Asterisk does not have: a warning, no count (not a made-up 0).
-    assert d.service.cards.card("2002") == ("", None)
+    assert d.service.cards.card("2002") == ("", None, None)
     assert "no voicemail box 2999@default" in caplog.text
 
 
@@ -213,8 +214,8 @@ async def test_no_voicemail_or_endpoints_or_astdb_is_fine(
                       cards=CardsConfig(mailbox="{extension}@default"))
     # Without app_voicemail, MailboxCount asks for the mailboxes the config sets;
     # the pattern's <ext>@default boxes would be app_voicemail's: none.
-    assert d.service.cards.card("2001") == ("", 4)
-    assert d.service.cards.card("2000") == ("", None)
+    assert d.service.cards.card("2001") == ("", 4, None)
+    assert d.service.cards.card("2000") == ("", None, None)
     assert [m.get("Mailbox") for m in fake_ami.actions
             if m.get("Action") == "MailboxCount"] == ["500@sales"]
     assert d.service.synced
@@ -223,7 +224,7 @@ async def test_no_voicemail_or_endpoints_or_astdb_is_fine(
 async def test_names_off(fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
     pbx(fake_ami)
     d = await started(daemons, fake_ami, tmp_path, cards=CardsConfig(names=False, mailbox=""))
-    assert [d.service.cards.card(u) for u in ("2000", "2001")] == [("", None), ("", None)]
+    assert [d.service.cards.card(u) for u in ("2000", "2001")] == [("", None, None), ("", None, None)]
     assert not [m for m in fake_ami.actions if m.get("Action") in (
         "PJSIPShowEndpoint", "VoicemailUsersList")]
 

@@ -17,7 +17,7 @@ from astpresence.domain.calls import ForwardPolicy
 from astpresence.domain.model import Presence, State
 from astpresence.web.auth import Role
 from tests.conftest import Starter
-from tests.support.api import call
+from tests.support.api import Stream, call
 from tests.support.e2e import cli, make_config
 from tests.support.fakeami import FakeAsterisk, Hint
 
@@ -110,3 +110,29 @@ def test_rule_words(words: str, rule: dict[str, Any]) -> None:
 def test_rule_words_that_do_not_read(words: str) -> None:
     with pytest.raises(click.UsageError):
         parse_words(words)
+
+
+async def test_the_card_says_what_happens_to_a_call_and_streams_hear_of_it(
+        running: Any) -> None:
+    alice = await running.make_token(Role.USER, "2000")
+    bob = await running.make_token(Role.USER, "2001")  # sees 2000's state only
+    await running.service.set_manual("2000", Presence(State.AWAY), "api")
+    own = await Stream.open(running, {"token": alice, "subscribe": ["2000"]})
+    other = await Stream.open(running, {"token": bob, "subscribe": ["2000"]})
+    try:
+        assert (await own.next())["type"] == "hello"
+        assert (await other.next())["type"] == "hello"
+        assert (await call(running, "PUT", "/v1/me/call-handling", alice, RULES))[0] == 200
+        ev = await own.next()
+        assert ev["changed"] == ["calls"]
+        assert ev["presence"]["calls"] == (
+            "internal calls go to voicemail; external calls are forwarded to 0171234567 "
+            "after 20 s")
+        # bob may not see where calls go: he was sent nothing (the next message he
+        # gets is the next change he may see)
+        await running.service.set_manual("2000", Presence(State.DND), "api")
+        ev = await other.next()
+        assert ev["changed"] == ["state"] and ev["presence"]["calls"] == ""
+    finally:
+        await own.close()
+        await other.close()
