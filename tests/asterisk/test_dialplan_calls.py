@@ -141,3 +141,36 @@ def test_a_value_astpresence_never_writes_routes_by_presence(bad: str) -> None:
     res = run(bad, presence=None)  # no rule, no presence: dialled as before
     assert outcome(res) == ("DIALED", "", [f"{PHONE},30,"])
     assert res.chan.vars["ASTPRESENCE_DIAL_RULE"] == ""
+
+
+@pytest.mark.parametrize(("db", "dial", "expected"), [
+    # *72: FreePBX's unconditional forward comes before astpresence's rule
+    ({"CF/2000": "2002", "astpresence-calls/2000/internal": "v1|busy|||"}, {},
+     ("FORWARDED", "2002", ["Local/2002@from-internal,30,"], "freepbx")),
+    # busy / unanswered after ringing: CFB / CFU before the rule's own step
+    ({"CFB/2000": "2003", "astpresence-calls/2000/internal": "v1|ring,10|voicemail,u||"},
+     {PHONE: "BUSY"},
+     ("FORWARDED", "2003", [f"{PHONE},10,", "Local/2003@from-internal,30,"], "freepbx")),
+    ({"CFU/2000": "2004"}, {PHONE: "CHANUNAVAIL"},
+     ("FORWARDED", "2004", [f"{PHONE},30,", "Local/2004@from-internal,30,"], "freepbx")),
+    # no rule, nothing of FreePBX's for this outcome: dialled as before
+    ({"CFB/2000": "2003"}, {PHONE: "NOANSWER"}, ("DIALED", "", [f"{PHONE},30,"], "")),
+    # a CF value that is not a destination is ignored, the rule holds
+    ({"CF/2000": "20 02", "astpresence-calls/2000/internal": "v1|busy|||"}, {},
+     ("BUSY", "", [], "internal")),
+])
+def test_freepbx_forwarding_is_never_overruled(db: dict[str, str], dial: dict[str, str],
+                                               expected: tuple[str, str, list[str], str]
+                                               ) -> None:
+    ast = DialplanSim(kit_dialplan(extra=CALLER), presence={"2000": "available,,,e"}, db=db,
+                      dial_status=dial)
+    res = ast.run(Channel(name="PJSIP/2001-00000002", endpoint="2001", callerid="2001"),
+                  "calls", "2000")
+    assert (*outcome(res), res.chan.vars["ASTPRESENCE_DIAL_RULE"]) == expected
+
+
+def test_the_forward_context_is_a_setting() -> None:
+    ast = DialplanSim(kit_dialplan(extra=CALLER), db={"CF/2000": "2002"})
+    ast.globals["ASTPRESENCE_CF_CONTEXT"] = "ext-local"
+    res = ast.run(Channel(), "calls", "2000")
+    assert res.app_calls("Dial") == ["Local/2002@ext-local,30,"]

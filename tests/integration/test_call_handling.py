@@ -152,3 +152,35 @@ async def test_the_sip_answer_a_caller_sees(away_2001: Any, ami: Any, it: Server
     await written(ami, "2001", "external", f"v1|{rule.split()[1]}|||")
     await set_global(ami, "IT_PHONE", ANSWERS)
     assert await Caller.call(it.sip, "772001") == status
+
+
+async def test_a_freepbx_forward_wins_and_is_shown_never_fought(away_2001: Any,
+                                                                ami: Any) -> None:
+    await rules_set(away_2001, "2001", "away busy")
+    await written(ami, "2001", "internal", "v1|busy|||")
+    await set_global(ami, "ASTPRESENCE_CF_CONTEXT", "it-forwarded")
+    try:
+        await originate(ami, "Local/*722002@it-freepbx", {"AMPUSER": "2001"}, wait=1)
+
+        async def shown() -> dict[str, Any] | None:
+            got = await away_2001.get("2001")
+            return got if (got.get("forwarding") or {}).get("unconditional") == "2002" \
+                else None
+        view = await eventually(shown, "the *72 forward on the card")
+        assert view["forwarding"]["on"] == ["unconditional"]
+        got = await call(ami, "2001", phone=ANSWERS, caller="internal")
+        assert (got["result"], got["target"], got["rule"]) == ("FORWARDED", "2002", "freepbx")
+        # the daemon wrote nothing of FreePBX's, and kept its own rule
+        assert await astdb_get(ami, "CF", "2001") == "2002"
+        await written(ami, "2001", "internal", "v1|busy|||")
+        await originate(ami, "Local/*73@it-freepbx", {"AMPUSER": "2001"}, wait=1)
+
+        async def cleared() -> bool | None:
+            return True if (await away_2001.get("2001")).get("forwarding") is None else None
+        await eventually(cleared, "the forward gone from the card")
+        got = await call(ami, "2001", phone=ANSWERS, caller="internal")
+        assert (got["result"], got["rule"]) == ("BUSY", "internal")
+    finally:
+        await set_global(ami, "ASTPRESENCE_CF_CONTEXT", "")
+        with contextlib.suppress(ActionError):
+            await ami.send_action("DBDel", {"Family": "CF", "Key": "2001"})
