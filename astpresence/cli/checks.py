@@ -21,11 +21,12 @@ CHECK_MODULES = "modules"
 CHECK_USERS = "users from hints"
 CHECK_MIRROR = "mirror in hints"
 CHECK_FREEPBX = "freepbx"
+CHECK_CALLS = "call handling"
 CHECK_ARI = "ari"
 CHECK_STORE = "store"
 #: Every check, in the order they are reported.
 CHECK_NAMES = (CHECK_REACHABLE, CHECK_LOGIN, CHECK_PERMISSIONS, CHECK_MODULES, CHECK_USERS,
-               CHECK_MIRROR, CHECK_FREEPBX, CHECK_ARI, CHECK_STORE)
+               CHECK_MIRROR, CHECK_FREEPBX, CHECK_CALLS, CHECK_ARI, CHECK_STORE)
 
 NEEDS_LOGIN = "skipped: needs a working login"
 

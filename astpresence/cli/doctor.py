@@ -82,6 +82,7 @@ from astpresence.cli.checks import (
 )
 from astpresence.cli.permissions import _permissions_check, judge_permissions, required_permissions
 from astpresence.cli.hints import AmpuserProbe, HintEntry, freepbx_check, mirror_check, users_check
+from astpresence.cli.calls_check import calls_check
 from astpresence.cli.probes import _Events, _Probes, _Reply, _ask, _ask_list, _probe_write
 from astpresence.cli.services import _setting, ari_check, store_check
 
@@ -335,6 +336,7 @@ async def _ami_checks(config: Config, ami: AMIConfig) -> list[Check]:
         probes.modules = await _check_modules(client, config, probes)
         await _list_hints(client, probes)
         await _probe_ampuser(client, probes)
+        calls = await calls_check(client, config)
         # A barrier: every event written before this answer has been handed
         # to the handler (the client dispatches in wire order).
         await _ask(client, "Ping")
@@ -373,6 +375,7 @@ async def _ami_checks(config: Config, ami: AMIConfig) -> list[Check]:
         checks.append(users_check(probes.hints, config.users))
         checks.append(mirror_check(config, probes.hints))
         checks.append(freepbx_check(config, probes.hints, probes.ampuser))
+    checks.append(calls)
     logger.debug("doctor: %d checks, failed: %s", len(checks),
                  ", ".join(c.name for c in checks if not c.ok) or "none")
     return checks

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import pytest
 from aiohttp import web
@@ -42,6 +42,7 @@ from astpresence.cli.checks import (
     CHECK_LOGIN,
     CHECK_MIRROR,
     CHECK_MODULES,
+    CHECK_CALLS,
     CHECK_NAMES,
     CHECK_PERMISSIONS,
     CHECK_REACHABLE,
@@ -727,8 +728,8 @@ async def test_cli_all_pass_exits_0(fakes: Fakes) -> None:
     assert res.code == 0, res.out + res.err
     lines = res.out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        *(f"[ OK ] {n}" for n in CHECK_NAMES[:-2]), f"[SKIP] {CHECK_ARI}",
-        f"[ OK ] {CHECK_STORE}"]
+        *(f"[ OK ] {n}" for n in CHECK_NAMES[:-3]), f"[SKIP] {CHECK_CALLS}",
+        f"[SKIP] {CHECK_ARI}", f"[ OK ] {CHECK_STORE}"]
     assert SECRET not in res.out + res.err
 
 
@@ -767,7 +768,7 @@ async def test_cli_json(plain: FakeAsterisk) -> None:
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == list(CHECK_NAMES)
     assert set(data["checks"][0]) == {"name", "ok", "status", "detail", "fix"}
-    assert [c["status"] for c in data["checks"]] == ["ok"] * 7 + ["skip", "ok"]
+    assert [c["status"] for c in data["checks"]] == ["ok"] * 7 + ["skip", "skip", "ok"]
 
 
 async def test_cli_unreachable_exits_1() -> None:
@@ -922,3 +923,24 @@ async def test_store_check(plain: FakeAsterisk, postgres_url: str, tmp_path: Pat
     down = await store_check(replace(pg, db_url=Secret("postgresql://u:pw@127.0.0.1:1/x")))
     assert not down.ok and "u:***@" in down.detail and "pw" not in down.detail
     assert "pg_hba.conf" in down.fix
+
+
+@pytest.mark.parametrize(("dialplan", "ok", "words"), [
+    ({}, False, "astpresence-dial is not loaded (Did not find context astpresence-dial)"),
+    ({"astpresence-dial": [("s", "NoOp", "astpresence-dial: ${ARG1}"),
+                           ("s", "Dial", "${ARG2}")]}, False, "predates call handling"),
+    ({"astpresence-dial": [("s", "Set", "LOCAL(rule)=${DB(astpresence-calls/${user}/x)}")]},
+     True, "astpresence-dial loaded; astdb astpresence-calls holds 1 rule(s)"),
+])
+async def test_call_handling_check(plain: FakeAsterisk, dialplan: dict[str, Any], ok: bool,
+                                   words: str) -> None:
+    from dataclasses import replace
+
+    from astpresence.domain.call_settings import CallSettings
+
+    plain.dialplan.update(dialplan)
+    plain.astdb[("astpresence-calls", "2000/internal")] = "v1|busy|||"
+    checks = await run_checks(replace(config_for(plain), calls=CallSettings(enabled=True)))
+    check = by_name(checks)[CHECK_CALLS]
+    assert check.ok is ok and words in check.detail, check
+    assert ok or "dialplan reload" in check.fix

@@ -47,6 +47,14 @@ async def test_doctor_passes_on_a_good_server(dialplan: Server, tmp_path: Path) 
     assert "dialplan kit loaded" in checks["modules"]["detail"]
 
 
+async def test_doctor_checks_call_handling(dialplan: Server, tmp_path: Path) -> None:
+    code, report = await doctor(dialplan, tmp_path, "[calls]\n")
+    check = by_name(report)["call handling"]
+    assert code == 0 and check["status"] == "ok", check
+    assert "astpresence-dial loaded" in check["detail"]
+    assert "astpresence-calls holds" in check["detail"]
+
+
 async def test_doctor_names_an_unloaded_module(dialplan: Server, ami: Any,
                                                tmp_path: Path) -> None:
     """The kit calls CUT(): with func_cut unloaded doctor fails and says how to load it."""

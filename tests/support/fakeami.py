@@ -221,6 +221,8 @@ class FakeAsterisk:
         self.variables: dict[str, str] = {}  # global variables set with Setvar
         #: astdb beside the families the fake keeps elsewhere: (family, key) -> value
         self.astdb: dict[tuple[str, str], str] = {}
+        #: dialplan the fake lists with ShowDialPlan: context -> [(exten, app, data)]
+        self.dialplan: dict[str, list[tuple[str, str, str]]] = {}
         #: PJSIP endpoints: name -> caller ID (name, number) as pjsip.conf sets them
         self.endpoints: dict[str, tuple[str | None, str | None]] = {}
         #: app_voicemail boxes: "2000@default" -> (new, old)
@@ -474,6 +476,7 @@ class FakeAsterisk:
             "dbdel": self._dbdel,
             "dbget": self._dbget,
             "dbgettree": self._dbgettree,
+            "showdialplan": self._showdialplan,
             "pjsipshowendpoints": self._pjsipshowendpoints,
             "pjsipshowendpoint": self._pjsipshowendpoint,
             "voicemailuserslist": self._voicemailuserslist,
@@ -673,6 +676,21 @@ class FakeAsterisk:
                  if not prefix or k == prefix or k.startswith(prefix + "/")]
         await self._send_list(session, m, "Result will follow", "DBGetTreeResponse", items,
                               "DBGetTreeComplete", id_last=True)
+        return True
+
+    async def _showdialplan(self, session: _Session, m: Message) -> bool:
+        # main/pbx.c manager_show_dialplan(): ListDialplan events, ActionID after Event;
+        # "Did not find context X" when there is none (seen on the lab's Asterisk 22).
+        context, exten = m.get("Context") or "", m.get("Extension") or ""
+        if context and context not in self.dialplan:
+            await self._reply(session, _error(m, f"Did not find context {context}"))
+            return True
+        items = [[("Context", ctx), ("Extension", ext), ("Priority", str(n)),
+                  ("Application", app), ("AppData", data), ("Registrar", "pbx_config")]
+                 for ctx, steps in self.dialplan.items() if not context or ctx == context
+                 for n, (ext, app, data) in enumerate(steps, 1) if not exten or ext == exten]
+        await self._send_list(session, m, "Success", "ListDialplan", items,
+                              "ShowDialPlanComplete")
         return True
 
     async def _pjsipshowendpoints(self, session: _Session, m: Message) -> bool:
