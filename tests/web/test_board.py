@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from astpresence.domain.call_settings import CallSettings
+from astpresence.domain.calls import ForwardPolicy
 from astpresence.web.auth import Privacy
 from astpresence.domain.rules import DEFAULT_RULES
 from astpresence.domain.records import UserRecord
@@ -104,6 +107,9 @@ class Env:
                          what="presence loaded")
 
 
+#: Call handling on: forwards to colleagues, and to numbers starting 017.
+CALLS = CallSettings(True, (), ForwardPolicy(True, (re.compile(r"017[0-9]{5,12}"),)))
+
 #: The catalogue the board's picker offers ([[statuses]]).
 LUNCH = Status("lunch", "Lunch", Presence(State.AWAY, "", "At lunch"), timedelta(hours=1), 1)
 
@@ -122,7 +128,7 @@ async def env(fake_ami: FakeAsterisk, tmp_path: Path,
     users = getattr(request, "param", USERS)  # parametrize("env", [...], indirect=True)
     config = replace(make_config(fake_ami, db, users=users, rules=rules),
                      privacy=Privacy(groups={"team": frozenset({"2000", "2001"})}),
-                     statuses=(LUNCH,))
+                     statuses=(LUNCH,), calls=CALLS)
     running = await start_daemon(config)
     browser: Chromium | None = None
     e: Env | None = None
@@ -333,10 +339,13 @@ async def test_filter_and_screenshot(env: Env) -> None:
     await b.wait_for(f"{tile('2001', 'data-state')} === 'dnd'", what="2001 dnd again")
     await b.evaluate("document.activeElement.blur()")
     await b.wait_for("document.getAnimations().length === 0", what="tiles done flashing")
+    layout = await b.evaluate("document.documentElement.clientWidth")
     shot = await b.screenshot(env.tmp_path / "board.png")
     assert shot.startswith(b"\x89PNG\r\n\x1a\n") and len(shot) > 5000
     width, height = struct.unpack(">II", shot[16:24])  # the IHDR chunk
-    assert width == 1280 and height > 300, (width, height)
+    # As wide as the window's layout (1280, less a scrollbar when the page is taller
+    # than the window): nothing sticks out sideways.
+    assert width == layout and layout >= 1280 - 20 and height > 300, (width, layout, height)
 
     # Phone width: one column, nothing wider than the screen.
     await b.viewport(390, 844, mobile=True)
@@ -427,3 +436,48 @@ async def test_contact_cards_names_and_voicemail(env: Env, fake_ami: FakeAsteris
     # The config's name still wins for 2001, and 2001 has no mailbox: no badge.
     assert await b.evaluate(
         "document.querySelector('li[data-user=\"2001\"] .tile-voicemail').hidden")
+
+
+async def test_my_calls_and_the_forwarding_on_the_cards(env: Env, fake_ami: FakeAsterisk
+                                                        ) -> None:
+    b = env.browser
+    await env.sign_in()
+    await b.wait_for("!document.getElementById('calls').hidden", what="my calls panel")
+    assert await b.evaluate("document.getElementById('calls-now').textContent") == (
+        "Now: calls follow presence.")
+    assert await b.evaluate("document.getElementById('calls-details').open") is False
+    await b.click("#calls-details summary")  # folded until asked for
+    # "When I'm away, send calls to my mobile after 20 seconds"
+    await b.select("#calls-when", "away")
+    await b.select("#calls-action", "forward")
+    await b.fill("#calls-to", "01711234567")
+    await b.fill("#calls-after", "20")
+    await b.click("#calls-add")
+    await b.click("#calls-save")
+    await b.wait_for("document.getElementById('calls-result').textContent === 'Saved.'",
+                     what="saved")
+    status, got = await env.api("GET", "/v1/users/2000/call-handling")
+    assert status == 200 and got["rules"] == [
+        {"when": "away", "action": "forward", "to": "01711234567", "after": 20}], got
+    assert await b.evaluate("document.querySelector('#calls-rules li span').textContent") == (
+        "When I'm away, calls go to 01711234567 after 20 s")
+    # Away: the card says where calls go now.
+    await env.api("PUT", "/v1/presence/2000", {"state": "away"})
+    await b.wait_for(f"{tile('2000', 'calls')} === "
+                     "'calls are forwarded to 01711234567 after 20 s'", what="calls line")
+    # The site's policy refuses a premium number: shown, nothing saved.
+    await b.fill("#calls-to", "0900123456")
+    await b.fill("#calls-after", "")
+    await b.click("#calls-add")
+    await b.click("#calls-save")
+    error = await b.wait_for("document.getElementById('calls-error').textContent",
+                             what="refusal")
+    assert "not allowed by this site's policy" in error, error
+    assert len((await env.api("GET", "/v1/users/2000/call-handling"))[1]["rules"]) == 1
+    # FreePBX's *72 on 2001 shows on 2001's card, live.
+    fake_ami.astdb[("CF", "2001")] = "2000"
+    await fake_ami.external_device_change("Custom:CF2001", "BUSY")
+    await b.wait_for(f"{tile('2001', 'forwarding')} === '\\u21aa Forwarded to 2000'",
+                     what="forwarding line")
+    assert await b.evaluate(
+        "document.querySelector('li[data-user=\"2001\"] .tile-forwarding').hidden") is False

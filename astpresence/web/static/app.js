@@ -296,6 +296,7 @@
     S.token = null;
     S.me = null;
     resetBoard();
+    document.dispatchEvent(new CustomEvent("astpresence:session", { detail: null }));
     showSignIn(message);
     el.token.value = "";
     el.token.focus();
@@ -331,6 +332,10 @@
       setStatuses(catalogue.statuses || []);
       setUsers(users.users || []);
       openSocket(gen);
+      // Other panels of the page (calls.js) start with the session.
+      document.dispatchEvent(new CustomEvent("astpresence:session", {
+        detail: { api, me, statuses: catalogue.statuses || [], current: () => gen === S.gen },
+      }));
     } catch (err) {
       if (gen !== S.gen) return;
       if (err.status === 401) {
@@ -648,6 +653,16 @@
     activity.hidden = activity.textContent === "";
     q(".tile-subtype").textContent = chosen.subtype === activityOf(p) ? "" : chosen.subtype;
     q(".tile-message").textContent = chosen.message;
+    // Forwarding FreePBX applies (*72, follow-me), and where calls go by the
+    // person's own call-handling rules; a viewer who may not see where only
+    // learns that calls are forwarded.
+    const fwd = p.forwarding;
+    const forwarding = q(".tile-forwarding");
+    forwarding.textContent = fwd && fwd.on && fwd.on.length ? forwardingText(fwd) : "";
+    forwarding.hidden = forwarding.textContent === "";
+    const calls = q(".tile-calls");
+    calls.textContent = p.calls || "";
+    calls.hidden = calls.textContent === "";
     const since = q(".tile-since");
     if (p.since) {
       since.dateTime = p.since;
@@ -658,6 +673,21 @@
     }
     applyFilter(li);
     return li;
+  }
+
+  function forwardingText(fwd) {
+    const parts = [];
+    if (fwd.on.includes("unconditional")) {
+      parts.push(fwd.unconditional ? `Forwarded to ${fwd.unconditional}` : "Calls forwarded");
+    }
+    if (fwd.on.includes("busy")) parts.push(fwd.busy ? `if busy: ${fwd.busy}` : "if busy: forwarded");
+    if (fwd.on.includes("unavailable")) {
+      parts.push(fwd.unavailable ? `if unavailable: ${fwd.unavailable}` : "if unavailable: forwarded");
+    }
+    if (fwd.on.includes("followme")) {
+      parts.push(fwd.followme.length ? `follow-me: ${fwd.followme.join(", ")}` : "follow-me on");
+    }
+    return `\u21aa ${parts.join("; ")}`;
   }
 
   function reorder() {
