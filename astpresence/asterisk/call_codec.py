@@ -5,6 +5,9 @@ One key per person and kind of caller, in astpresence's own family::
     astpresence-calls/<user>/internal
     astpresence-calls/<user>/external
 
+and ``astpresence-calls/<user>/show``, the name callers see with the callee's
+presence when that is on (letters, digits, spaces and . ' - only).
+
 Its value is a version and four steps, joined by ``|``::
 
     v1|<on the call>|<if busy>|<if no answer>|<if not registered>
@@ -41,12 +44,24 @@ from astpresence.domain.calls import CALLER_KINDS, Action, CallRule, Greeting, H
 from astpresence.domain.model import InvalidInput, State
 
 FAMILY = "astpresence-calls"
+#: The third key per person: the name shown to callers with the callee's presence
+#: (domain/calls.py shown_name; absent: nothing shown).
+SHOW = "show"
 VERSION = "v1"
 _STEP = r"forward,[0-9]{1,3},[01],[^,|]+,[^,|]+|voicemail,[bu]|busy|unavailable"
 #: Every value :func:`encode` may produce.
 VALUE = re.compile(rf"{VERSION}\|(default|ring,[0-9]{{1,3}}|{_STEP})(\|({_STEP})?){{3}}")
 #: A value is at most this long (a DBPut line stays well under AMI's limits).
 MAX_VALUE = 900
+
+
+#: What a ``show`` value may hold (domain/calls.py shown_name makes it so).
+SHOWN = re.compile(r"[^\W_][\w .'-]{0,39}")
+
+
+def shown(name: str) -> str:
+    """``name`` if it is a safe ``show`` value, else "" (nothing shown)."""
+    return name if SHOWN.fullmatch(name) and "_" not in name else ""
 
 
 def key(uid: str, callers: str) -> str:
@@ -86,7 +101,7 @@ def written(items: list[Message]) -> dict[tuple[str, str], str]:
 
     main/db.c prints the whole key (``/astpresence-calls/2000/internal``); keys
     of any other shape are not ours and are left alone."""
-    kinds = {c.value for c in CALLER_KINDS}
+    kinds = {c.value for c in CALLER_KINDS} | {SHOW}
     out: dict[tuple[str, str], str] = {}
     for item in items:
         parts = (item.get("Key") or "").split("/")

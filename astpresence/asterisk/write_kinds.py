@@ -232,6 +232,9 @@ def _calls_wanted(outbox: Wanting, uid: str, want: Target) -> list[CallRuleWrite
             logging.getLogger(__name__).warning("call handling of %s: %s", uid, exc)
             value = ""
         out.append(CallRuleWrite(uid, callers.value, value))
+    # The name callers see with the callee's presence ("" = not shown); it changes with
+    # the name or the setting, never with presence.
+    out.append(CallRuleWrite(uid, call_codec.SHOW, call_codec.shown(calls.display(uid))))
     return out
 
 

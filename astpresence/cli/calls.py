@@ -75,6 +75,9 @@ def _human(answer: dict[str, Any]) -> str:
     now = answer["now"]
     lines += [f"now, {kind} callers: {now[kind]['summary']}" for kind in ("internal",
                                                                           "external")]
+    shown = answer.get("shown_to_callers")
+    lines.append(f"callers see: {shown} (and the presence)" if shown
+                 else "callers are not told the presence")
     return "\n".join(lines)
 
 
@@ -98,10 +101,14 @@ def show(ctx: click.Context, user: str, as_json: bool) -> None:
 @click.argument("rules", nargs=-1)
 @click.option("--json-rules", "json_rules", metavar="JSON",
               help="The rules as the API takes them: '[{\"when\": \"away\", ...}]'.")
+@click.option("--show-presence", type=click.Choice(["on", "off", "site"]), default="site",
+              show_default=True,
+              help="Callers see USER's presence on their display: on, off, or as the "
+                   "site's [calls] show_presence says.")
 @json_option
 @click.pass_context
 def set_(ctx: click.Context, user: str, rules: tuple[str, ...], json_rules: str | None,
-         as_json: bool) -> None:
+         show_presence: str, as_json: bool) -> None:
     """Replace USER's rules with RULES, tried in order (see 'calls --help')."""
     if json_rules is not None and rules:
         raise click.UsageError("give RULES or --json-rules, not both")
@@ -114,8 +121,9 @@ def set_(ctx: click.Context, user: str, rules: tuple[str, ...], json_rules: str 
         if not rules:
             raise click.UsageError("give at least one rule (or 'calls clear USER')")
         parsed = [parse_words(r) for r in rules]
+    show = {"on": True, "off": False, "site": None}[show_presence]
     answer = _client(ctx).request("PUT", f"/v1/users/{_user(user)}/call-handling",
-                                  {"rules": parsed})
+                                  {"rules": parsed, "show_presence": show})
     _emit(answer, as_json, _human(answer))
 
 
@@ -124,7 +132,8 @@ def set_(ctx: click.Context, user: str, rules: tuple[str, ...], json_rules: str 
 @json_option
 @click.pass_context
 def clear(ctx: click.Context, user: str, as_json: bool) -> None:
-    """Remove USER's own rules (the site's defaults stay)."""
-    answer = _client(ctx).request("PUT", f"/v1/users/{_user(user)}/call-handling",
-                                  {"rules": []})
+    """Remove USER's own rules (the site's defaults, and USER's --show-presence, stay)."""
+    client, path = _client(ctx), f"/v1/users/{_user(user)}/call-handling"
+    kept = client.request("GET", path).get("show_presence")
+    answer = client.request("PUT", path, {"rules": [], "show_presence": kept})
     _emit(answer, as_json, _human(answer))

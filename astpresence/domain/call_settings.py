@@ -10,6 +10,7 @@ forward_allow = ["^0[1-9][0-9]{6,14}$"]     # and to numbers matching one of the
 defaults = [                                # after each person's own rules
   { when = "dnd", action = "voicemail", greeting = "busy" },
 ]
+show_presence = false                       # callers see "Alice Martin (In a meeting)"
 ```
 """
 
@@ -28,7 +29,8 @@ DEFAULT_DIAL = "Local/{to}@from-internal"
 #: comma, bar, semicolon, ``$``, brackets or spaces: it is stored in astdb between
 #: commas and bars (asterisk/call_codec.py) and handed to Dial() as one argument.
 _DIAL = re.compile(r"[A-Za-z0-9/@:._+*#&=-]*\{to\}[A-Za-z0-9/@:._+*#&=-]*")
-_KEYS = frozenset({"forward_dial", "forward_users", "forward_allow", "defaults"})
+_KEYS = frozenset({"forward_dial", "forward_users", "forward_allow", "defaults",
+                   "show_presence"})
 #: Patterns in forward_allow, at most, and each one's length.
 MAX_PATTERNS, MAX_PATTERN = 32, 200
 
@@ -40,6 +42,9 @@ class CallSettings:
     defaults: tuple[CallRule, ...] = ()
     policy: ForwardPolicy = field(default_factory=ForwardPolicy)
     forward_dial: str = DEFAULT_DIAL
+    #: Callers see the callee's name and presence on their display (each person may
+    #: choose otherwise: ``show_presence`` in their call handling).
+    show_presence: bool = False
 
     def dial(self, to: str) -> str:
         return self.forward_dial.replace("{to}", to)
@@ -49,7 +54,8 @@ class CallSettings:
         return {"enabled": self.enabled, "forward_dial": self.forward_dial,
                 "forward_users": self.policy.users,
                 "forward_allow": [p.pattern for p in self.policy.allow],
-                "defaults": [r.json() for r in self.defaults]}
+                "defaults": [r.json() for r in self.defaults],
+                "show_presence": self.show_presence}
 
 
 def _pattern(raw: object, where: str) -> re.Pattern[str]:
@@ -62,6 +68,14 @@ def _pattern(raw: object, where: str) -> re.Pattern[str]:
         raise InvalidInput(f"{where}: not a regular expression ({exc})") from None
 
 
+def _dial(dial: object, where: str) -> str:
+    if not isinstance(dial, str) or len(dial) > 100 or not _DIAL.fullmatch(dial) \
+            or dial.count("{to}") != 1:
+        raise InvalidInput(f"{where} forward_dial: expected a dial string with {{to}} once, "
+                           f"like {DEFAULT_DIAL!r} (letters, digits and / @ : . _ + * # & = -)")
+    return dial
+
+
 def parse_call_settings(raw: object, statuses: Iterable[str], where: str) -> CallSettings:
     """The ``[calls]`` table; InvalidInput naming the key otherwise."""
     if not isinstance(raw, Mapping):
@@ -70,14 +84,10 @@ def parse_call_settings(raw: object, statuses: Iterable[str], where: str) -> Cal
     if unknown:
         raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)} "
                            f"(expected: {', '.join(sorted(_KEYS))})")
-    dial = raw.get("forward_dial", DEFAULT_DIAL)
-    if not isinstance(dial, str) or len(dial) > 100 or not _DIAL.fullmatch(dial) \
-            or dial.count("{to}") != 1:
-        raise InvalidInput(f"{where} forward_dial: expected a dial string with {{to}} once, "
-                           f"like {DEFAULT_DIAL!r} (letters, digits and / @ : . _ + * # & = -)")
-    users = raw.get("forward_users", True)
-    if not isinstance(users, bool):
-        raise InvalidInput(f"{where} forward_users: expected true or false")
+    dial = _dial(raw.get("forward_dial", DEFAULT_DIAL), where)
+    users, show = raw.get("forward_users", True), raw.get("show_presence", False)
+    if not isinstance(users, bool) or not isinstance(show, bool):
+        raise InvalidInput(f"{where} forward_users, show_presence: expected true or false")
     allow = raw.get("forward_allow", [])
     if not isinstance(allow, list) or len(allow) > MAX_PATTERNS:
         raise InvalidInput(f"{where} forward_allow: expected a list of at most "
@@ -89,4 +99,4 @@ def parse_call_settings(raw: object, statuses: Iterable[str], where: str) -> Cal
     policy = ForwardPolicy(users, tuple(_pattern(p, f"{where} forward_allow[{i}]")
                                         for i, p in enumerate(allow)))
     rules = tuple(parse_rule(r, names, f"{where} defaults[{i}]") for i, r in enumerate(defaults))
-    return CallSettings(True, rules, policy, dial)
+    return CallSettings(True, rules, policy, dial, show)

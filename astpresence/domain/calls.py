@@ -176,10 +176,25 @@ def parse_rule(raw: object, statuses: Iterable[str], where: str) -> CallRule:
 def parse_rules(body: object, statuses: Iterable[str], where: str = "call handling"
                 ) -> tuple[CallRule, ...]:
     """``{"rules": [...]}`` -> the rules, in order."""
-    if not isinstance(body, dict) or set(body) != {"rules"} or not isinstance(body["rules"],
-                                                                              list):
-        raise InvalidInput(f"{where}: expected an object with one field, 'rules' (a list)")
-    rules = body["rules"]
+    return parse_body(body, statuses, where)[0]
+
+
+def parse_body(body: object, statuses: Iterable[str], where: str = "call handling"
+               ) -> tuple[tuple[CallRule, ...], bool | None]:
+    """``{"rules": [...], "show_presence": true|false|null}`` -> (the rules, whether
+    callers see the person's presence on their display; None: the site's choice)."""
+    if not isinstance(body, dict) or "rules" not in body or not set(body) <= {
+            "rules", "show_presence"} or not isinstance(body["rules"], list):
+        raise InvalidInput(f"{where}: expected an object with 'rules' (a list) and, "
+                           "optionally, 'show_presence'")
+    show = body.get("show_presence")
+    if show is not None and not isinstance(show, bool):
+        raise InvalidInput(f"{where}: 'show_presence' is true, false or null (the site's "
+                           "setting)")
+    return _rule_list(body["rules"], statuses, where), show
+
+
+def _rule_list(rules: list[Any], statuses: Iterable[str], where: str) -> tuple[CallRule, ...]:
     if len(rules) > MAX_RULES:
         raise InvalidInput(f"{where}: {len(rules)} rules; at most {MAX_RULES}")
     names = tuple(statuses)
@@ -216,6 +231,21 @@ def check_policy(rules: Iterable[CallRule], policy: ForwardPolicy,
             raise InvalidInput(f"{where}, rule {i + 1}: forwarding to {rule.to!r} is not "
                                "allowed by this site's policy ([calls] forward_users, "
                                "forward_allow)")
+
+
+# -- callers told why ----------------------------------------------------------------
+
+#: A name on the caller's display, at most (phones show about that many characters).
+MAX_SHOWN = 40
+
+
+def shown_name(name: str, uid: str) -> str:
+    """The callee's name as the kit puts it on the caller's display: letters, digits,
+    spaces and . ' - only (it travels in astdb, a dial plan ``Set`` and a SIP display
+    name), at most :data:`MAX_SHOWN` characters; the user id when nothing is left."""
+    kept = "".join(c if c.isalnum() or c in ".'-" else " " for c in name)
+    text = " ".join(kept.split())[:MAX_SHOWN].strip()
+    return text or uid
 
 
 # -- which rules hold now ----------------------------------------------------------

@@ -25,9 +25,10 @@ from astpresence.domain.calls import (
     Handling,
     check_policy,
     describe,
+    parse_body,
     parse_rule,
-    parse_rules,
     resolve,
+    shown_name,
 )
 from astpresence.domain.model import InvalidInput, Presence
 from astpresence.engine.users import UserDirectory
@@ -44,15 +45,18 @@ class CallsOff(InvalidInput):
 
 class CallHandling:
     def __init__(self, settings: CallSettings, users: UserDirectory,
-                 statuses: Sequence[catalogue.Status], mark: Callable[[str], None]) -> None:
+                 statuses: Sequence[catalogue.Status], mark: Callable[[str], None],
+                 name: Callable[[str], str] = lambda uid: "") -> None:
         self.settings = settings
         self._users = users
+        self._name = name  # the contact card's display name
         self._statuses = tuple(statuses)
         self._status_ids = tuple(s.id for s in statuses)
         self._mark = mark
         self._rules: dict[str, tuple[CallRule, ...]] = {}
         self._saved: dict[str, tuple[str, str]] = {}  # user -> (actor, ISO time)
         self._summaries: dict[str, tuple[Presence, str]] = {}  # user -> (for, summary)
+        self._show: dict[str, bool] = {}  # user -> their own show_presence
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +97,12 @@ class CallHandling:
         self._summaries[uid] = (chosen, text)
         return text
 
+    def display(self, uid: str) -> str:
+        """What the kit shows callers before the callee's presence ("" when not shown)."""
+        if not self.settings.enabled or not self._show.get(uid, self.settings.show_presence):
+            return ""
+        return shown_name(self._name(uid), uid)
+
     def view(self, uid: str, chosen: Presence) -> dict[str, Any]:
         """The API's answer: the person's rules, the site's, and what holds now."""
         actor, at = self._saved.get(uid, ("", ""))
@@ -102,6 +112,8 @@ class CallHandling:
             "rules": [r.json() for r in self._rules.get(uid, ())],
             "defaults": [r.json() for r in self.settings.defaults],
             "updated_by": actor or None, "updated_at": at or None,
+            "show_presence": self._show.get(uid),
+            "shown_to_callers": self.display(uid) or None,
             "now": {c.value: {"summary": describe(h),
                               "rules": {on: r.json() for on in ("call", "busy", "no_answer",
                                                                 "unregistered")
@@ -119,10 +131,10 @@ class CallHandling:
         if not self.settings.enabled:
             raise CallsOff("call handling is off on this site: an admin enables it with a "
                            "[calls] section in the config")
-        rules = parse_rules(body, self._status_ids)
+        rules, show = parse_body(body, self._status_ids)
         check_policy(rules, self.settings.policy, self._users.__contains__)
-        entry = json.dumps({"rules": [r.json() for r in rules], "actor": actor,
-                            "at": now.isoformat()}, separators=(",", ":"))
+        entry = json.dumps({"rules": [r.json() for r in rules], "show_presence": show,
+                            "actor": actor, "at": now.isoformat()}, separators=(",", ":"))
         return rules, entry
 
     def apply(self, uid: str, rules: tuple[CallRule, ...], entry: str) -> None:
@@ -133,6 +145,11 @@ class CallHandling:
     def _set(self, uid: str, rules: tuple[CallRule, ...], entry: str) -> None:
         data = json.loads(entry)
         self._summaries.pop(uid, None)
+        show = data.get("show_presence")
+        if isinstance(show, bool):
+            self._show[uid] = show
+        else:
+            self._show.pop(uid, None)
         if rules:
             self._rules[uid] = rules
         else:
@@ -145,6 +162,7 @@ class CallHandling:
         self._rules.clear()
         self._saved.clear()
         self._summaries.clear()
+        self._show.clear()
         for key, text in stored.items():
             uid = key[len(META_PREFIX):]
             try:

@@ -104,7 +104,8 @@ class PresenceService(Reads):
         #: Changes to the streams, and to the followers while leading.
         self.broadcast = Broadcast(self.events)
         #: Each person's call-handling rules (what astdb gets for the dialplan).
-        self.calls = CallHandling(call_settings, self.users, self.statuses, self.mark)
+        self.calls = CallHandling(call_settings, self.users, self.statuses, self.mark,
+                                  name=self.cards.name)
 
     def mark(self, uid: str) -> None:
         """``uid``'s wanted values may differ from what any Asterisk server holds."""
@@ -321,6 +322,8 @@ class PresenceService(Reads):
         batch = Batch()
         for uid, (name, voicemail, forwarding) in before.items():
             if uid in self.users:
+                if self.calls.enabled:
+                    self.mark(uid)  # the name callers may see with the presence
                 after = self.view(uid)
                 self.broadcast.change(replace(after, name=name, voicemail=voicemail,
                                               forwarding=forwarding), after, batch)

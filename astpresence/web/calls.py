@@ -45,7 +45,7 @@ async def _show(request: web.Request, uid: str) -> web.Response:
 
 
 async def _replace(request: web.Request, uid: str) -> web.Response:
-    body = await _json_body(request, {"rules"})
+    body = await _json_body(request, {"rules", "show_presence"})
     answer = await request.app[SERVING_KEY].call(
         "set_call_rules", {"user": uid, "rules": body, "actor": _actor(request)})
     return web.json_response(answer)
@@ -92,13 +92,21 @@ _NOW = obj({"summary": STR, "rules": {"type": "object", "additionalProperties": 
 SCHEMAS: dict[str, Any] = {
     "CallRule": _RULE,
     "CallRulesInput": obj({"rules": {"type": "array", "maxItems": MAX_RULES,
-                                     "items": ref("CallRule")}}),
+                                     "items": ref("CallRule")}},
+                          {"show_presence": {"type": ["boolean", "null"],
+                                             "description": "callers see this person's "
+                                             "presence on their display; null or absent: "
+                                             "the site's [calls] show_presence"}}),
     "CallHandling": obj({
         "user": STR, "enabled": {"type": "boolean"},
         "rules": {"type": "array", "items": ref("CallRule")},
         "defaults": {"type": "array", "items": ref("CallRule")},
         "updated_by": {"type": ["string", "null"]},
         "updated_at": {"type": ["string", "null"], "format": "date-time"},
+        "show_presence": {"type": ["boolean", "null"]},
+        "shown_to_callers": {"type": ["string", "null"],
+                             "description": "the name callers see with the presence, "
+                                            "or null when it is not shown"},
         "now": obj({"internal": _NOW, "external": _NOW})}),
 }
 

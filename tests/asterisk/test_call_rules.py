@@ -176,3 +176,29 @@ async def test_site_defaults_come_after_the_persons_rules(
     answer: dict[str, Any] = d.service.call_rules("2001")
     assert answer["rules"] == [] and answer["defaults"][0] == {"when": "xa",
                                                                "action": "unavailable"}
+
+
+async def test_callers_told_why_site_wide_and_per_person(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    from astpresence.domain.records import UserRecord
+
+    pbx(fake_ami)
+    config = replace(make_config(fake_ami, tmp_path / "p.db",
+                                 users=(UserRecord("2000", name='Zoë "<b>" Müller',
+                                                   origin="config"),)),
+                     calls=replace(ON, show_presence=True))
+    d = await daemons(config)
+    # every person's name, once, whatever their presence; no rule needed
+    await until(lambda: held(fake_ami).get("2000/show") == "Zoë b Müller")
+    await until(lambda: held(fake_ami).get("2001/show") == "2001")  # no name: the id
+    mark = len(fake_ami.actions)
+    await d.service.set_manual("2000", Presence(State.AWAY), "api")
+    await barrier(d, fake_ami)
+    assert db_writes(fake_ami, mark) == []  # presence does not change the name
+    # 2001 does not want callers told: the key goes; the others stay
+    view = await d.service.set_call_rules("2001", {"rules": [], "show_presence": False}, "api")
+    assert view["show_presence"] is False and view["shown_to_callers"] is None
+    await until(lambda: "2001/show" not in held(fake_ami))
+    assert held(fake_ami)["2002/show"] == "2002"
+    with pytest.raises(InvalidInput, match="show_presence"):
+        await d.service.set_call_rules("2001", {"rules": [], "show_presence": "yes"}, "api")

@@ -174,3 +174,28 @@ def test_the_forward_context_is_a_setting() -> None:
     ast.globals["ASTPRESENCE_CF_CONTEXT"] = "ext-local"
     res = ast.run(Channel(), "calls", "2000")
     assert res.app_calls("Dial") == ["Local/2002@ext-local,30,"]
+
+
+@pytest.mark.parametrize(("presence", "shown"), [
+    ("away,,,e", "Alice Martin (Away)"),
+    ("xa,,,e", "Alice Martin (Away)"),
+    ("dnd,bWVldGluZw==,,e", "Alice Martin (In a meeting)"),  # base64("meeting")
+    ("dnd,,,e", "Alice Martin (Do not disturb)"),
+    ("away,b3V0LW9mLW9mZmljZQ==,,e", "Alice Martin (Out of office)"),
+    ("available,bWVldGluZw==,,e", None),  # nothing to tell
+    ("chat,,,e", None),
+    (None, None),
+])
+def test_callers_told_why(presence: str | None, shown: str | None) -> None:
+    ast = DialplanSim(kit_dialplan(extra=CALLER),
+                      presence={"2000": presence} if presence else None,
+                      db={"astpresence-calls/2000/show": "Alice Martin"})
+    res = ast.run(Channel(name="PJSIP/2001-00000002", endpoint="2001", callerid="2001"),
+                  "calls", "2000")
+    assert res.chan.connected.get("name") == shown
+
+
+def test_nobody_told_without_the_key() -> None:
+    ast = DialplanSim(kit_dialplan(extra=CALLER), presence={"2000": "dnd,,,e"})
+    res = ast.run(Channel(), "calls", "2000")
+    assert res.chan.connected == {}

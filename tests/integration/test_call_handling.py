@@ -41,6 +41,7 @@ async def call(ami: Any, exten: str, *, phone: str, caller: str) -> dict[str, st
     names = {"result": f"IT_RESULT_{exten}", "target": f"IT_TARGET_{exten}",
              "rule": f"IT_RULE_{exten}", "dialstatus": f"IT_DIALSTATUS_{exten}",
              "cause": f"IT_CAUSE_{exten}", "started": f"IT_STARTED_{exten}",
+             "shown": f"IT_SHOWN_{exten}",
              "forwarded": "IT_FORWARDED_2002"}
     for name in names.values():
         await set_global(ami, name, "")
@@ -184,3 +185,16 @@ async def test_a_freepbx_forward_wins_and_is_shown_never_fought(away_2001: Any,
         await set_global(ami, "ASTPRESENCE_CF_CONTEXT", "")
         with contextlib.suppress(ActionError):
             await ami.send_action("DBDel", {"Family": "CF", "Key": "2001"})
+
+
+async def test_callers_told_why_on_their_display(away_2001: Any, ami: Any) -> None:
+    result = await away_2001.cli("calls", "set", "2001", "away busy", "--show-presence", "on")
+    assert result.returncode == 0, result.stderr
+    await written(ami, "2001", "show", "2001")  # no name known for 2001: its id
+    got = await call(ami, "2001", phone=ANSWERS, caller="internal")
+    assert (got["result"], got["shown"]) == ("BUSY", "2001 (Away)")
+    result = await away_2001.cli("calls", "set", "2001", "away busy", "--show-presence", "off")
+    assert result.returncode == 0, result.stderr
+    await written(ami, "2001", "show", None)
+    got = await call(ami, "2001", phone=ANSWERS, caller="internal")
+    assert got["result"] == "BUSY" and got["shown"] != "2001 (Away)"

@@ -258,6 +258,8 @@ class Channel:
     endpoint: str | None = "2000"  # None: not a PJSIP channel (e.g. Local)
     callerid: str = "2000"
     vars: dict[str, str] = field(default_factory=dict)
+    #: connected line updates sent to this channel's phone (CONNECTEDLINE writes)
+    connected: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -425,6 +427,9 @@ class DialplanSim:
             if len(parts) > 3 and parts[3] and "e" not in parts[3]:
                 return
             self.astdb[user] = value
+            return
+        if fname == "CONNECTEDLINE":  # func_callerid: sends the caller an update
+            chan.connected[arg] = value
             return
         raise AssertionError(f"writing {fname}() not modelled")
 

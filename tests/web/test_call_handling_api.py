@@ -65,7 +65,8 @@ async def test_operators_edit_anyones_and_unknown_users_are_404(running: Any) ->
      "not allowed by this site's policy"),
     ({"rules": [{"when": "away", "action": "fly"}]}, "'action' is 'fly'"),
     ({"rules": [{"when": "away", "action": "busy"}], "extra": 1}, "unknown field(s) extra"),
-    ({"rules": "away"}, "one field, 'rules'"),
+    ({"rules": "away"}, "'rules' (a list)"),
+    ({"rules": [], "show_presence": "yes"}, "'show_presence' is true, false or null"),
     ([], "must be a JSON object"),
 ])
 async def test_bad_bodies_change_nothing(running: Any, body: Any, message: str) -> None:
@@ -88,8 +89,12 @@ async def test_the_cli_sets_shows_and_clears(running: Any) -> None:
     refused = await cli(running.url, "calls", "set", "2000", "away forward to 0900123456")
     assert refused.code != 0 and "not allowed" in refused.err
     assert "Traceback" not in refused.err
+    told = await cli(running.url, "calls", "set", "2000", "away voicemail",
+                     "--show-presence", "on")
+    assert told.code == 0 and "callers see: 2000 (and the presence)" in told.out, told.err
     assert (await cli(running.url, "calls", "clear", "2000")).code == 0
     assert running.service.call_rules("2000")["rules"] == []
+    assert running.service.call_rules("2000")["show_presence"] is True  # kept by clear
 
 
 @pytest.mark.parametrize(("words", "rule"), [

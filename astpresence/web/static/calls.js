@@ -19,6 +19,7 @@
   const ON = { busy: "if busy", no_answer: "if not answered", unregistered: "if not registered" };
   let session = null; // {api, me, statuses, current}
   let rules = []; // what will be saved
+  let showPresence = null; // the person's own choice, kept as it is on save
 
   function option(value, text) {
     const o = document.createElement("option");
@@ -69,6 +70,7 @@
 
   function showAnswer(answer) {
     rules = answer.rules || [];
+    showPresence = answer.show_presence === undefined ? null : answer.show_presence;
     const now = answer.now || {};
     const inside = now.internal ? now.internal.summary : "";
     const outside = now.external ? now.external.summary : "";
@@ -125,7 +127,8 @@
     el.result.textContent = "";
     el.save.disabled = true;
     try {
-      const answer = await mine.api("PUT", "v1/me/call-handling", { rules });
+      const answer = await mine.api("PUT", "v1/me/call-handling",
+        { rules, show_presence: showPresence });
       if (session !== mine || !mine.current()) return;
       showAnswer(answer);
       el.result.textContent = "Saved.";
