@@ -12,7 +12,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import calendars, endtoend, failover, fanout, hostile, machine, nodes, parsing, resync
+from . import (calendars, calls, endtoend, failover, fanout, hostile, machine, nodes, parsing,
+               resync)
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -25,6 +26,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "failover": failover.run,
     "nodes": nodes.run,
     "hostile": hostile.run,
+    "calls": calls.run,
 }
 
 

@@ -6,7 +6,9 @@ code: split the stream on CRLFCRLF and ": ", and
 - ``echo``: answer every ``DeviceStateChange`` to INUSE with the Setvar the
   daemon would send for that user (no store, no rules, no echo tracking);
 - ``lists``: read the three lists the daemon reads after login
-  (PresenceStateList, DeviceStateList, ExtensionStateList).
+  (PresenceStateList, DeviceStateList, ExtensionStateList);
+- ``dbput``: write COUNT astdb keys of family astpresence-calls (two per user,
+  as the daemon's call handling does), pipelined, and wait for every answer.
 
 Run as ``python -m bench.rawami MODE PORT [COUNT]``; prints one JSON line per
 milestone on stdout (``ready``, ``done``) with CLOCK_MONOTONIC times.
@@ -66,6 +68,9 @@ async def main(mode: str, port: int, count: int) -> None:
         say(event="done", t=time.monotonic(), items=items)
         writer.close()
         return
+    if mode == "dbput":
+        await _dbput(reader, writer, buf, count)
+        return
     # echo
     sent = answered = 0
     next_id = 0
@@ -90,6 +95,27 @@ async def main(mode: str, port: int, count: int) -> None:
         if out:
             writer.write("".join(out).encode())
     say(event="done", t=time.monotonic(), sent=sent, answered=answered)
+    writer.close()
+
+
+async def _dbput(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, buf: bytes,
+                 count: int) -> None:
+    value = "v1|voicemail,u|||"
+    writer.write("".join(
+        f"Action: DBPut\r\nFamily: astpresence-calls\r\nKey: {10000 + i // 2}/"
+        f"{'internal' if i % 2 else 'external'}\r\nVal: {value}\r\nActionID: d{i}\r\n\r\n"
+        for i in range(count)).encode())
+    answered = 0
+    while answered < count:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        buf += data
+        frames = buf.split(b"\r\n\r\n")
+        buf = frames.pop()
+        answered += sum(1 for f in frames if f.startswith(b"Response: Success")
+                        and b"ActionID: d" in f)
+    say(event="done", t=time.monotonic(), answered=answered)
     writer.close()
 
 
