@@ -5,6 +5,7 @@ connection. Exactly one node writes to Asterisk at any time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -94,11 +95,23 @@ class Node:
 @pytest.fixture
 async def group(fake_ami: FakeAsterisk, postgres_url: str,
                 tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
+    async with started_group(fake_ami, postgres_url, tmp_path) as nodes:
+        yield nodes
+
+
+@contextlib.asynccontextmanager
+async def started_group(fake_ami: FakeAsterisk, postgres_url: str, tmp_path: Path,
+                        config: str = "") -> AsyncIterator[tuple[Node, Node, str]]:
+    """Node a leading, node b started (following soon); both stopped at the end and
+    must exit cleanly. ``config``: a TOML file both read."""
     seed(fake_ami)
     fake_ami.astdb[("AMPUSER", "2001/cidname")] = "Bea Müller"  # a card only the leader reads
     env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
                     ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB_URL=postgres_url,
                     ASTPRESENCE_HA="1", ASTPRESENCE_DB=str(tmp_path / "unused.db"))
+    if config:
+        (tmp_path / "group.toml").write_text(config, encoding="utf-8")
+        env["ASTPRESENCE_CONFIG"] = str(tmp_path / "group.toml")
     code, out, err = await run("token", "create", "--role", "admin", "--json", env=env)
     assert code == 0, err
     token = json.loads(out)["token"]
@@ -563,3 +576,31 @@ async def test_a_command_cancelled_while_stored_leaves_no_row(postgres_url: str)
     finally:
         release.set()
         await store.close()
+
+
+async def test_call_handling_asked_of_a_follower(fake_ami: FakeAsterisk, postgres_url: str,
+                                                 tmp_path: Path) -> None:
+    """The rules are the leader's: a follower forwards the read and the write; the
+    leader stores them and writes astdb; after a takeover the new leader has them."""
+    rules = {"rules": [{"when": "away", "action": "voicemail"}]}
+    async with started_group(fake_ami, postgres_url, tmp_path, "[calls]\n") as (a, b, token):
+        await b.wait_following(token)
+        code, body = await b.call("PUT", "/v1/users/2000/call-handling", token, rules)
+        assert code == 200 and body["rules"] == rules["rules"], body
+        code, body = await b.call("PUT", "/v1/users/2000/call-handling", token,
+                                  {"rules": [{"when": "away", "action": "forward",
+                                              "to": "0900123456"}]})
+        assert code == 400 and "not allowed" in body["error"], body
+        code, body = await b.call("GET", "/v1/users/2000/call-handling", token)
+        assert code == 200 and body["rules"] == rules["rules"]
+        code, _ = await b.call("PUT", "/v1/presence/2000", token, {"state": "away"})
+        assert code == 200
+        await until(lambda: fake_ami.astdb.get(("astpresence-calls", "2000/internal"))
+                    == "v1|voicemail,u|||", what="the leader's astdb write")
+        assert fake_ami.logins == 1  # only the leader talks to Asterisk
+        a.proc.kill()  # type: ignore[union-attr]
+        await a.proc.wait()  # type: ignore[union-attr]
+        await b.wait_leading(token, timeout=20)
+        code, body = await b.call("GET", "/v1/users/2000/call-handling", token)
+        assert code == 200 and body["rules"] == rules["rules"]
+        assert body["now"]["internal"]["summary"] == "calls go to voicemail"
