@@ -105,16 +105,13 @@ async def _dbput(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, buf
         f"Action: DBPut\r\nFamily: astpresence-calls\r\nKey: {10000 + i // 2}/"
         f"{'internal' if i % 2 else 'external'}\r\nVal: {value}\r\nActionID: d{i}\r\n\r\n"
         for i in range(count)).encode())
-    answered = 0
+    # Each answer carries its ActionID on a line of its own; nothing else uses d<N>.
+    answered = buf.count(b"\r\nActionID: d")
     while answered < count:
-        data = await reader.read(65536)
-        if not data:
+        line = await reader.readline()
+        if not line:
             raise ConnectionError("server closed the connection")
-        buf += data
-        frames = buf.split(b"\r\n\r\n")
-        buf = frames.pop()
-        answered += sum(1 for f in frames if f.startswith(b"Response: Success")
-                        and b"ActionID: d" in f)
+        answered += line.startswith(b"ActionID: d")
     say(event="done", t=time.monotonic(), answered=answered)
     writer.close()
 

@@ -40,6 +40,8 @@ from astpresence.engine.calls import CallHandling
 from astpresence.engine.metrics import Metrics
 from astpresence.engine.users import UserDirectory
 
+logger = logging.getLogger(__name__)
+
 #: What Asterisk answers a DBDel of a key that is not there: main/db.c says "could
 #: not be deleted" (seen on Asterisk 22); older fakes and forks say "not found".
 ABSENT = ("could not be deleted", "not found")
@@ -229,7 +231,7 @@ def _calls_wanted(outbox: Wanting, uid: str, want: Target) -> list[CallRuleWrite
         try:
             value = call_codec.encode(handling, state, calls.settings)
         except InvalidInput as exc:  # never written; the kit routes by presence
-            logging.getLogger(__name__).warning("call handling of %s: %s", uid, exc)
+            logger.warning("call handling of %s not written: %s", uid, exc)
             value = ""
         out.append(CallRuleWrite(uid, callers.value, value))
     # The name callers see with the callee's presence ("" = not shown); it changes with

@@ -85,6 +85,23 @@ async def originate(ami: Any, channel: str, variables: dict[str, str] | None = N
     await ami.send_action("Originate", headers, timeout=30.0)
 
 
+async def call_and_read(ami: Any, channel: str, names: dict[str, str], *,
+                        done_when: str = "dialstatus", timeout: float = 40.0,
+                        wait: int = 10) -> dict[str, str]:
+    """Originate ``channel`` (a calling side that records into globals) and read the
+    globals ``names`` (key -> global) once ``names[done_when]`` is set; each is
+    cleared first."""
+    for name in names.values():
+        await set_global(ami, name, "")
+    await originate(ami, channel, wait=wait, sync=False)
+
+    async def done() -> dict[str, str] | None:
+        got = {k: await get_global(ami, v) for k, v in names.items()}
+        return got if got[done_when] else None
+
+    return await eventually(done, f"the call from {channel} to end", timeout=timeout)
+
+
 async def run_feature_code(ami: Any, code: str, user: str | None) -> None:
     """Dial ``code`` in astpresence-features from a Local channel.
 

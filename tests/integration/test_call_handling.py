@@ -16,7 +16,8 @@ from astpresence.asterisk.ami.client import ActionError
 from astpresence.domain.model import Presence, State
 from tests.support.sip import Caller
 
-from .asterisk import astdb_get, get_global, originate, set_global, set_in_asterisk, wait_view
+from .asterisk import (astdb_get, call_and_read, originate, set_global, set_in_asterisk,
+                       wait_view)
 from .conftest import IT_CONFIG, Server, eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,15 +44,7 @@ async def call(ami: Any, exten: str, *, phone: str, caller: str) -> dict[str, st
              "cause": f"IT_CAUSE_{exten}", "started": f"IT_STARTED_{exten}",
              "shown": f"IT_SHOWN_{exten}",
              "forwarded": "IT_FORWARDED_2002"}
-    for name in names.values():
-        await set_global(ami, name, "")
-    await originate(ami, f"Local/{exten}@it-caller-calls", wait=30, sync=False)
-
-    async def done() -> dict[str, str] | None:
-        got = {k: await get_global(ami, v) for k, v in names.items()}
-        return got if got["dialstatus"] else None
-
-    return await eventually(done, f"the call to {exten} to end", timeout=40)
+    return await call_and_read(ami, f"Local/{exten}@it-caller-calls", names, wait=30)
 
 
 async def rules_set(daemon: Any, user: str, *rules: str) -> None:

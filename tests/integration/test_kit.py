@@ -9,9 +9,9 @@ import pytest
 from astpresence.asterisk.codec import encode_presence_value
 from astpresence.domain.model import Presence, State
 
-from .asterisk import (get_global, originate, presence_in_asterisk, run_feature_code,
-                       set_global, set_in_asterisk, wait_presence, wait_view)
-from .conftest import Server, eventually
+from .asterisk import (call_and_read, presence_in_asterisk, run_feature_code, set_global,
+                       set_in_asterisk, wait_presence, wait_view)
+from .conftest import Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,15 +77,7 @@ async def call_routed(ami: Any, exten: str) -> dict[str, str]:
     and read back what the kit returned and what the calling side saw."""
     names = {"result": f"IT_RESULT_{exten}", "dialstatus": f"IT_DIALSTATUS_{exten}",
              "cause": f"IT_CAUSE_{exten}"}
-    for name in names.values():
-        await set_global(ami, name, "")
-    await originate(ami, f"Local/{exten}@it-caller", wait=10, sync=False)
-
-    async def done() -> dict[str, str] | None:
-        got = {k: await get_global(ami, v) for k, v in names.items()}
-        return got if got["dialstatus"] else None
-
-    return await eventually(done, f"the routed call to {exten} to end")
+    return await call_and_read(ami, f"Local/{exten}@it-caller", names, timeout=15)
 
 
 @pytest.mark.parametrize(("state", "result", "dialstatus", "cause"), [
