@@ -13,8 +13,11 @@ from astpresence.engine.events import ChangeEvent, Event, LinkEvent
 from astpresence.web.auth import Principal, Privacy, project
 
 
+#: What a change event names as changed. ``chosen`` and ``activity`` too: under an
+#: overlay (a call, offline) the effective fields stay put while the person's choice
+#: or a source's (idle, a calendar) moves, and clients show that choice.
 CHANGED_FIELDS = ("state", "subtype", "message", "source", "name", "voicemail", "forwarding",
-                  "calls")
+                  "calls", "chosen", "activity")
 
 
 def link_json(event: LinkEvent | None) -> dict[str, Any]:

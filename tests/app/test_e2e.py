@@ -200,7 +200,7 @@ async def _watch_and_listen(daemon: RunningDaemon, fake: FakeAsterisk,
             assert resp.status == 200
         event = await asyncio.wait_for(ws.receive_json(), 5)
         assert event["user"] == "2000" and event["presence"]["state"] == "away"
-        assert event["changed"] == ["state", "message", "source"]
+        assert event["changed"] == ["state", "message", "source", "chosen"]
         await fake.external_presence_change("2000", "dnd")
         event2 = await asyncio.wait_for(ws.receive_json(), 5)
         assert event2["seq"] == event["seq"] + 1

@@ -161,7 +161,7 @@ async def test_names_and_voicemail_in_the_api_and_live(
         await barrier(d, fake_ami)
         await d.service.set_manual("2002", Presence(State.AWAY), "api")
         ev = await stream.next()  # the next event is the presence change
-        assert (ev["user"], ev["changed"]) == ("2002", ["state", "source"])
+        assert (ev["user"], ev["changed"]) == ("2002", ["state", "source", "chosen"])
         assert d.service.view("2000").voicemail == 4
     finally:
         await stream.close()

@@ -161,7 +161,7 @@ async def test_events_follow_visibility_and_subscriptions(daemon: RunningDaemon)
         ev = await s_all.next()
         assert ev["user"] == "2001" and visible(ev["presence"]) == ("dnd", "", "")
         # Subtype, message, what set it and the rule are not alice's to see.
-        assert ev["changed"] == ["state"]
+        assert ev["changed"] == ["state", "chosen"]
         assert (ev["presence"]["source"], ev["presence"]["rule"], ev["presence"]["actor"]) == (
             "", "", "")
         await svc.set_manual("2001", Presence(State.DND, "meeting", "still secret"), "api")
@@ -174,7 +174,7 @@ async def test_events_follow_visibility_and_subscriptions(daemon: RunningDaemon)
         await svc.set_manual("2002", Presence(State.AWAY, "", "hidden"), "api")  # blocked
         await svc.set_manual("2000", Presence(State.CHAT, "", "me"), "api")
         ev = await s_all.next()  # the two invisible changes were not sent
-        assert ev["user"] == "2000" and ev["changed"] == ["state", "message", "source"]
+        assert ev["user"] == "2000" and ev["changed"] == ["state", "message", "source", "chosen"]
         ev_one = await s_one.next()
         assert ev_one["seq"] == ev["seq"] and ev_one["presence"]["message"] == "me"
         # Nothing else was sent: the next message is the next change.

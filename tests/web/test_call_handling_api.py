@@ -137,7 +137,7 @@ async def test_the_card_says_what_happens_to_a_call_and_streams_hear_of_it(
         # gets is the next change he may see)
         await running.service.set_manual("2000", Presence(State.DND), "api")
         ev = await other.next()
-        assert ev["changed"] == ["state"] and ev["presence"]["calls"] == ""
+        assert ev["changed"] == ["state", "chosen"] and ev["presence"]["calls"] == ""
     finally:
         await own.close()
         await other.close()
