@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from astpresence.sources.calendars.plugin import PLUGIN as CALENDARS
 from astpresence.sources.plugin import SourcePlugin
+from astpresence.sources.sessions.plugin import PLUGIN as SESSIONS
 
 SOURCES: tuple[SourcePlugin, ...] = (
     CALENDARS,
+    SESSIONS,
 )
