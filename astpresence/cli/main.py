@@ -21,6 +21,7 @@ from astpresence.app.config import load_config
 from astpresence.app.settings import ConfigError
 from astpresence.domain.logsafe import OneLineFormatter, clip
 from astpresence.app.systemd import JournalFormatter, logs_to_journal
+from astpresence.cli.agent import agent
 from astpresence.cli.calls import calls
 from astpresence.cli.kit import dialplan, service
 from astpresence.cli.presence import clear, get, history, list_, set_, statuses, watch
@@ -218,6 +219,7 @@ main.add_command(dialplan)
 main.add_command(service)
 main.add_command(token)
 main.add_command(calls)
+main.add_command(agent)
 # Each source's own commands (sources/plugin.py: its ``cli`` module), by name like an
 # entry point.
 for _plugin in SOURCES:

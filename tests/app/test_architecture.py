@@ -33,7 +33,9 @@ ALLOWED = {
     "web": {"domain", "store", "engine", "asterisk", "cluster", "sources", "web"},
     "app": {"domain", "store", "engine", "asterisk", "cluster", "sources", "web", "app"},
     "cli": {"domain", "store", "engine", "asterisk", "cluster", "sources", "web", "app",
-            "cli"},
+            "agent", "cli"},
+    # the desktop agent: a client of the API (the engine's backoff is all it borrows)
+    "agent": {"domain", "engine", "agent"},
     "": {"cli"},  # astpresence/__main__.py
     "version": set(),
 }
