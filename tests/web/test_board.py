@@ -24,6 +24,7 @@ import pytest
 
 from astpresence.domain.call_settings import CallSettings
 from astpresence.domain.calls import ForwardPolicy
+from astpresence.sources.sessions.model import SessionRules
 from astpresence.web.auth import Privacy
 from astpresence.domain.rules import DEFAULT_RULES
 from astpresence.domain.records import UserRecord
@@ -110,6 +111,9 @@ class Env:
 #: Call handling on: forwards to colleagues, and to numbers starting 017.
 CALLS = CallSettings(True, (), ForwardPolicy(True, (re.compile(r"017[0-9]{5,12}"),)))
 
+#: A board tab is a session; idle turns away after a second here (5 min by default).
+SESSIONS = SessionRules(idle_away_after=timedelta(seconds=1), idle_xa_after=timedelta(hours=1))
+
 #: The catalogue the board's picker offers ([[statuses]]).
 LUNCH = Status("lunch", "Lunch", Presence(State.AWAY, "", "At lunch"), timedelta(hours=1), 1)
 
@@ -128,7 +132,7 @@ async def env(fake_ami: FakeAsterisk, tmp_path: Path,
     users = getattr(request, "param", USERS)  # parametrize("env", [...], indirect=True)
     config = replace(make_config(fake_ami, db, users=users, rules=rules),
                      privacy=Privacy(groups={"team": frozenset({"2000", "2001"})}),
-                     statuses=(LUNCH,), calls=CALLS)
+                     statuses=(LUNCH,), calls=CALLS, sources={"sessions": SESSIONS})
     running = await start_daemon(config)
     browser: Chromium | None = None
     e: Env | None = None
@@ -481,3 +485,24 @@ async def test_my_calls_and_the_forwarding_on_the_cards(env: Env, fake_ami: Fake
                      what="forwarding line")
     assert await b.evaluate(
         "document.querySelector('li[data-user=\"2001\"] .tile-forwarding').hidden") is False
+
+
+async def test_the_board_tab_is_a_session(env: Env) -> None:
+    b = env.browser
+    await env.sign_in()
+    source: Any = env.running.daemon.sources["sessions"]
+    await b.wait_for("document.documentElement.dataset.session === 'active'",
+                     what="the tab's session active")
+    [tab] = source.of("2000")
+    assert (tab.kind.value, tab.activity.value) == ("board", "active")
+    # The tab is hidden (another tab in front): idle at once, away after the
+    # server's idle_away_after (1 s here).
+    await b.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, "
+                     "get: () => true}); document.dispatchEvent(new Event('visibilitychange'))")
+    await b.wait_for("document.documentElement.dataset.session === 'idle'", what="idle")
+    await b.wait_for(f"{tile('2000', 'data-state')} === 'away'", 5, "away after idle")
+    # Back to the tab: active again, and the presence is what it was.
+    await b.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, "
+                     "get: () => false}); document.dispatchEvent(new Event('visibilitychange'))")
+    await b.wait_for("document.documentElement.dataset.session === 'active'", what="active")
+    await b.wait_for(f"{tile('2000', 'data-state')} !== 'away'", 5, "idle over")
