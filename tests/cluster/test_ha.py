@@ -604,3 +604,45 @@ async def test_call_handling_asked_of_a_follower(fake_ami: FakeAsterisk, postgre
         code, body = await b.call("GET", "/v1/users/2000/call-handling", token)
         assert code == 200 and body["rules"] == rules["rules"]
         assert body["now"]["internal"]["summary"] == "calls go to voicemail"
+
+
+async def test_sessions_through_a_follower_and_a_takeover(fake_ami: FakeAsterisk,
+                                                          postgres_url: str,
+                                                          tmp_path: Path) -> None:
+    """A session opened on a follower lives on the leader; after a takeover the client
+    is told its session is unknown (404), opens a new one and goes on."""
+    async with started_group(fake_ami, postgres_url, tmp_path) as (a, b, admin):
+        await b.wait_following(admin)
+        code, out, err = await run("token", "create", "--role", "user", "--user", "2000",
+                                   "--json", env=b.env)
+        assert code == 0, err
+        alice = json.loads(out)["token"]
+        code, body = await b.call("POST", "/v1/me/sessions", alice, {"kind": "desktop"})
+        assert code == 201, body
+        sid = body["session"]["id"]
+        code, body = await b.call("PUT", f"/v1/me/sessions/{sid}", alice,
+                                  {"state": "idle", "idle_seconds": 400})
+        assert code == 200, body
+
+        async def away(node: Node) -> bool:
+            _, view = await node.call("GET", "/v1/presence/2000", admin)
+            return bool(view["chosen"] == {"state": "away", "subtype": "idle", "message": ""})
+        await eventually(lambda: away(a), "the leader to have the idle session")
+        await eventually(lambda: away(b), "the follower to show it")
+        code, body = await a.call("GET", "/v1/users/2000/sessions", admin)
+        assert [s["id"] for s in body["sessions"]] == [sid]
+        a.proc.kill()  # type: ignore[union-attr]
+        await a.proc.wait()  # type: ignore[union-attr]
+        await b.wait_leading(admin, timeout=20)
+        code, _ = await b.call("PUT", f"/v1/me/sessions/{sid}", alice, {"state": "active"})
+        assert code == 404  # the new leader never had it: open a new one
+        code, body = await b.call("POST", "/v1/me/sessions", alice, {"kind": "desktop"})
+        assert code == 201
+        code, _ = await b.call("PUT", f"/v1/me/sessions/{body['session']['id']}", alice,
+                               {"state": "locked"})
+        assert code == 200
+
+        async def away_from_desk() -> bool:
+            _, view = await b.call("GET", "/v1/presence/2000", admin)
+            return bool(view["chosen"]["subtype"] == "away-from-desk")
+        await eventually(away_from_desk, "the new leader to take the locked session")

@@ -167,3 +167,18 @@ def test_the_section_is_checked(raw: dict[str, Any], message: str) -> None:
 
     with pytest.raises(InvalidInput, match=message):
         parse_section(raw, "astpresence.toml")
+
+
+async def test_a_contribution_left_from_before_a_restart_goes(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter) -> None:
+    rules = replace(RULES, expire_after=timedelta(seconds=1))
+    d = await start(daemons, fake_ami, tmp_path, rules)
+    alice = await d.make_token(Role.USER, "2000")
+    sid = await opened(d, alice)
+    await call(d, "PUT", f"/v1/me/sessions/{sid}", alice, {"state": "locked"})
+    assert state(d)[:2] == ("xa", "away-from-desk")
+    await d.stop()  # the daemon restarts; the desktop that locked is gone for good
+    d = await start(daemons, fake_ami, tmp_path, rules)
+    assert state(d)[:2] == ("xa", "away-from-desk")  # as stored, for expire_after
+    await until(lambda: d.service.contributions.get("2000", "sessions") is None, timeout=5,
+                what="the stale contribution to go")

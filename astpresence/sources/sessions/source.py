@@ -174,7 +174,15 @@ class SessionSource:
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Apply each person's contribution when a threshold or an expiry comes."""
+        """Apply each person's contribution when a threshold or an expiry comes.
+
+        A contribution stored by an earlier leader (or before a restart) has no
+        session here: its clients get a 404 and open new ones within
+        ``expire_after``; whatever is still without a session then goes."""
+        start = self._clock() + self.rules.expire_after
+        for uid in self.service.users.ids():
+            if self.service.contributions.get(uid, SOURCE) is not None:
+                self._due.setdefault(uid, start)
         while not stop.is_set():
             now = self._clock()
             for uid in [u for u, due in self._due.items() if due <= now]:
