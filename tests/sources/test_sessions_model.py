@@ -120,3 +120,17 @@ def test_properties(raw: list[tuple[Activity, float, float]], now: float, phone:
             assert live and all(s.activity is not Activity.ACTIVE for s in live)
     due = next_change(sessions, at(now), RULES)
     assert due is None or due > at(now) or not live
+
+
+def test_due_times_keep_the_earliest_and_stay_bounded() -> None:
+    from astpresence.sources.sessions.source import DueTimes
+
+    due = DueTimes()
+    assert due.set("a", at(5)) and not due.set("b", at(7)) and due.set("c", at(1))
+    assert due.next() == at(1)
+    for i in range(10_000):  # a flood of reports moving one person's time
+        due.set("a", at(5 + i / 1000))
+    assert len(due._heap) <= 2 * 3 + 1024
+    assert due.pop_due(at(6)) == ["c"] and due.next() == at(7)
+    due.drop("b")
+    assert due.pop_due(at(100)) == ["a"] and due.next() is None

@@ -10,6 +10,7 @@ person's limit closes their stalest.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 from dataclasses import replace
@@ -56,7 +57,7 @@ class SessionSource:
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._by_user: dict[str, dict[str, None]] = {}  # user -> session ids, oldest first
-        self._due: dict[str, datetime] = {}  # user -> when to look again
+        self._due = DueTimes()  # user -> when to look again
         self._wake = asyncio.Event()
         self.reports = 0
 
@@ -93,11 +94,12 @@ class SessionSource:
             await self.apply(uid)
             raise UnknownSession(sid)
         self._sessions[sid] = updated = session.reported(activity, idle_seconds, now)
+        due = self._due.get(uid)
         if (updated.activity, updated.idle_since) != (session.activity, session.idle_since) \
-                or self._due.get(uid) is None or self._due[uid] <= now:
+                or due is None or due <= now:
             await self.apply(uid)
-        else:
-            self._reschedule(uid, now)
+        # else a heartbeat: nothing changes before the time already set, which then
+        # looks again (no work per heartbeat but the report itself)
         return updated
 
     async def close(self, uid: str, sid: str) -> None:
@@ -162,16 +164,19 @@ class SessionSource:
             for session in mine:
                 if session is not last:
                     self._drop(session.id)
-            self._due[uid] = now + timedelta(seconds=TICK)
+            self._set_due(uid, now + timedelta(seconds=TICK))
             return
         due = next_change(mine, now, self.rules)
         if due is None:
-            self._due.pop(uid, None)
+            self._due.drop(uid)
             if not mine:
                 self._by_user.pop(uid, None)
         else:
-            self._due[uid] = due
-            self._wake.set()
+            self._set_due(uid, due)
+
+    def _set_due(self, uid: str, due: datetime) -> None:
+        if self._due.set(uid, due):
+            self._wake.set()  # earlier than anything the loop waits for
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply each person's contribution when a threshold or an expiry comes.
@@ -181,14 +186,14 @@ class SessionSource:
         ``expire_after``; whatever is still without a session then goes."""
         start = self._clock() + self.rules.expire_after
         for uid in self.service.users.ids():
-            if self.service.contributions.get(uid, SOURCE) is not None:
-                self._due.setdefault(uid, start)
+            if self.service.contributions.get(uid, SOURCE) is not None \
+                    and self._due.get(uid) is None:
+                self._due.set(uid, start)
         while not stop.is_set():
-            now = self._clock()
-            for uid in [u for u, due in self._due.items() if due <= now]:
+            for uid in self._due.pop_due(self._clock()):
                 await self.apply(uid)
-            now = self._clock()
-            wait = min([TICK, *((due - now).total_seconds() for due in self._due.values())])
+            nxt = self._due.next()
+            wait = TICK if nxt is None else min(TICK, (nxt - self._clock()).total_seconds())
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()),
                        asyncio.ensure_future(stop.wait())}
@@ -198,6 +203,7 @@ class SessionSource:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
 
     # -- status -----------------------------------------------------------------
 
@@ -222,3 +228,42 @@ class _Gauge(Collector):
             if state in {a.value for a in Activity}:
                 family.add_metric([state], count)
         yield family
+
+
+class DueTimes:
+    """When to look at each person again, earliest first: a heap, with entries made
+    stale by a newer time skipped when they come up, and rebuilt once stale ones
+    outnumber the live ones (so it never holds more than about twice the people)."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, str]] = []
+
+    def get(self, uid: str) -> datetime | None:
+        return self._at.get(uid)
+
+    def set(self, uid: str, due: datetime) -> bool:
+        """True when ``due`` is now the earliest of all."""
+        self._at[uid] = due
+        heapq.heappush(self._heap, (due, uid))
+        if len(self._heap) > 2 * len(self._at) + 1024:
+            self._heap = [(t, u) for u, t in self._at.items()]
+            heapq.heapify(self._heap)
+        return self._heap[0] == (due, uid)
+
+    def drop(self, uid: str) -> None:
+        self._at.pop(uid, None)
+
+    def pop_due(self, now: datetime) -> list[str]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            due, uid = heapq.heappop(self._heap)
+            if self._at.get(uid) == due:
+                del self._at[uid]
+                out.append(uid)
+        return out
+
+    def next(self) -> datetime | None:
+        while self._heap and self._at.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
