@@ -123,5 +123,8 @@ class Store(Protocol):
 
     async def list_tokens(self) -> list[TokenRecord]: ...
 
+    async def revoked_tokens(self) -> set[str]:
+        """The ids of revoked tokens (what a stream's revocation check needs)."""
+
     async def revoke_token(self, token_id: str, at: datetime) -> bool:
         """Mark revoked; False if there is no such token or it was revoked already."""

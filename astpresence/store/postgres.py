@@ -232,6 +232,10 @@ class PostgresStore:
         rows = await self._fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id")
         return [_token(r) for r in rows]
 
+    async def revoked_tokens(self) -> set[str]:
+        rows = await self._fetch("SELECT id FROM tokens WHERE revoked_at IS NOT NULL")
+        return {str(r[0]) for r in rows}
+
     # -- writes -------------------------------------------------------------
 
     async def _run(self, work: Any) -> Any:

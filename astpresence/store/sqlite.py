@@ -280,6 +280,10 @@ class SqliteStore:
         tokens: list[TokenRecord] = self._decode("tokens", rows, _token)
         return tokens
 
+    async def revoked_tokens(self) -> set[str]:
+        rows = await self._fetch("SELECT id FROM tokens WHERE revoked_at IS NOT NULL")
+        return {str(r[0]) for r in rows}
+
     # -- writes -------------------------------------------------------------
 
     async def add_token(self, token: TokenRecord) -> None:

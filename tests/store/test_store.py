@@ -304,6 +304,27 @@ async def test_meta(store: Store) -> None:
     assert await store.get_meta("k1") == ""
 
 
+async def test_meta_by_prefix(store: Store) -> None:
+    """Call handling keeps each person's rules under calls/<user> (engine/calls.py)."""
+    await store.commit(Batch(meta={"calls/2000": "a", "calls/2001": "b", "callsx": "c",
+                                   "last_sync": "d", "calls%": "e", "calls_": "f"}))
+    assert await store.load_meta("calls/") == {"calls/2000": "a", "calls/2001": "b"}
+    assert await store.load_meta("calls%") == {"calls%": "e"}  # no LIKE wildcards
+    assert await store.load_meta("nothing/") == {}
+
+
+async def test_revoked_token_ids(store: Store) -> None:
+    from astpresence.web.auth import Role, new_token
+
+    now = datetime.now(timezone.utc)
+    records = [new_token(Role.USER, str(2000 + i), "t", now)[1] for i in range(3)]
+    for record in records:
+        await store.add_token(record)
+    assert await store.revoked_tokens() == set()
+    assert await store.revoke_token(records[1].id, now)
+    assert await store.revoked_tokens() == {records[1].id}
+
+
 async def test_empty_batch_is_a_no_op(store: Store) -> None:
     assert await store.commit(Batch()) == []
     assert await store.commit(Batch(history=[hist("alice", NOT_SET)])) == [1]

@@ -176,6 +176,10 @@ class MemoryStore:
         self._check_open()
         return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
 
+    async def revoked_tokens(self) -> set[str]:
+        self._check_open()
+        return {t.id for t in self._tokens.values() if t.revoked_at is not None}
+
     async def revoke_token(self, token_id: str, at: datetime) -> bool:
         self._check_open()
         token = self._tokens.get(token_id)
