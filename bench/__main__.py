@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import (calendars, calls, endtoend, failover, fanout, hostile, machine, nodes, parsing,
-               resync)
+               resync, sessions)
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "nodes": nodes.run,
     "hostile": hostile.run,
     "calls": calls.run,
+    "sessions": sessions.run,
 }
 
 

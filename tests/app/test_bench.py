@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The quick run takes about 40 s alone; a loaded CI machine needs more.
 pytestmark = pytest.mark.timeout(150)
 SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes", "hostile",
-             "calls"}
+             "calls", "sessions"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,7 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "daemon peak RSS": "<= 300",
         "AMI writes per presence change": "1 to 2",
         "rules written again after a reconnect": "<= 0.00",
+        "report -> presence event p99": "<= 50.0",
     }
 
 
