@@ -296,7 +296,11 @@ def openapi_document(version: str, more: Sequence[tuple[dict[str, Any], dict[str
                 "(the hello carries the current one as \"link\", the oldest down one when "
                 "there are several servers, and each server's as \"links\"), and "
                 "{\"type\":\"shutdown\"} before the daemon closes "
-                "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close."),
+                "the stream (1001). Errors: {\"type\":\"error\",\"error\"} then close. "
+                "A user's stream may carry a client session: \"session\": {\"client\", "
+                "\"kind\"} in the first message opens one (the hello has it), "
+                "{\"session\": {\"state\", \"idle_seconds\"}} reports, the open socket "
+                "is its heartbeat and closing it closes the session."),
         }},
     }
     schemas = dict(SCHEMAS)

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from astpresence.web.auth import AuthError, Principal, check_token, project
 from astpresence.web.messages import Viewer, link_json
+from astpresence.web.stream_session import StreamSession
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import InvalidInput
 from astpresence.domain.records import presence_json
@@ -26,6 +27,7 @@ from astpresence.web.http import (
     MAX_BODY,
     METRICS_KEY,
     PRIVACY_KEY,
+    SERVING_KEY,
     presence_api,
     STORE_KEY,
     _error,
@@ -154,9 +156,13 @@ async def _start_revocation_watch(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+Hello = tuple[Principal, Viewer, int | None, object]
+
+
 async def _hello(ws: web.WebSocketResponse, request: web.Request,
-                 service: PresenceAPI) -> tuple[Principal, Viewer, int | None] | str:
-    """Read and check the first message: (who, viewer, resume), or why it was refused."""
+                 service: PresenceAPI) -> Hello | str:
+    """Read and check the first message: (who, viewer, resume, the session asked for or
+    None), or why it was refused."""
     try:
         first = await ws.receive(timeout=WS_AUTH_TIMEOUT)
     except asyncio.TimeoutError:
@@ -169,7 +175,7 @@ async def _hello(ws: web.WebSocketResponse, request: web.Request,
         hello = json.loads(first.data, parse_constant=_no_constant)
         if not isinstance(hello, dict):
             raise InvalidInput("first message must be a JSON object")
-        unknown = set(hello) - {"token", "subscribe", "resume"}
+        unknown = set(hello) - {"token", "subscribe", "resume", "session"}
         if unknown:
             raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}")
         token = hello.get("token")
@@ -184,7 +190,40 @@ async def _hello(ws: web.WebSocketResponse, request: web.Request,
             raise InvalidInput("resume must be a non-negative integer (the last seq seen)")
     except (ValueError, RecursionError, InvalidInput, AuthError, UnknownUser) as exc:
         return str(exc) if not isinstance(exc, RecursionError) else "message nested too deeply"
-    return who, viewer, resume
+    return who, viewer, resume, hello.get("session")
+
+
+async def _catch_up(ws: web.WebSocketResponse, service: PresenceAPI, viewer: Viewer,
+                    who: Principal, resume: int) -> None:
+    """What a resuming client missed: the events since ``resume``, or a snapshot
+    (``stale``) when they are no longer kept."""
+    backlog = service.events.events_since(resume)
+    if backlog is None:
+        await ws.send_json({
+            "type": "snapshot", "stale": True, "seq": service.events.seq,
+            "presence": [project(presence_json(v), viewer.privacy.view_mode(who, v.user))
+                         for v in service.views()
+                         if viewer.users is None or v.user in viewer.users],
+        })
+        return
+    for event in backlog:
+        out = viewer.render(event)
+        if out is not None:
+            await ws.send_str(out)
+
+
+async def _refused(ws: web.WebSocketResponse, request: web.Request,
+                   reason: str) -> web.WebSocketResponse:
+    """The first message did not do (``reason``; "": the client left): say so, close."""
+    request.app[STREAMS_KEY].sockets.discard(ws)
+    if not reason:
+        logger.info("WebSocket client %s left before its first message", request.remote)
+    else:
+        logger.info("WebSocket client %s refused: %s", request.remote, clip(reason))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_json({"type": "error", "error": reason})
+    await ws.close(code=1008, message=close_reason(reason))
+    return ws
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
@@ -213,16 +252,13 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     finally:
         streams.waiting.discard(ws)
     if isinstance(checked, str):
-        streams.sockets.discard(ws)
-        if not checked:
-            logger.info("WebSocket client %s left before its first message", request.remote)
-        else:
-            logger.info("WebSocket client %s refused: %s", request.remote, clip(checked))
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_json({"type": "error", "error": checked})
-        await ws.close(code=1008, message=close_reason(checked))
-        return ws
-    who, viewer, resume = checked
+        return await _refused(ws, request, checked)
+    who, viewer, resume, asked = checked
+    try:
+        session = None if asked is None else await StreamSession.start(
+            request.app[SERVING_KEY], who, asked)
+    except (InvalidInput, UnknownUser) as exc:
+        return await _refused(ws, request, str(exc))
 
     sub = service.events.subscribe()  # before reading the backlog: nothing falls in between
     metrics.websockets.inc()
@@ -230,22 +266,11 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     try:
         await ws.send_json({"type": "hello", "seq": service.events.seq,
                             "token": who.to_json(), "link": link_json(service.events.link),
-                            "links": [link_json(e) for e in service.events.links.values()]})
+                            "links": [link_json(e) for e in service.events.links.values()],
+                            **({"session": session.opened} if session else {})})
         if resume is not None:
-            backlog = service.events.events_since(resume)
-            if backlog is None:
-                await ws.send_json({
-                    "type": "snapshot", "stale": True, "seq": service.events.seq,
-                    "presence": [project(presence_json(v), viewer.privacy.view_mode(who, v.user))
-                                 for v in service.views()
-                                 if viewer.users is None or v.user in viewer.users],
-                })
-            else:
-                for event in backlog:
-                    out = viewer.render(event)
-                    if out is not None:
-                        await ws.send_str(out)
-        close_code, reason = await _pump(ws, sub, viewer, service, ended)
+            await _catch_up(ws, service, viewer, who, resume)
+        close_code, reason = await _pump(ws, sub, viewer, service, ended, session)
     except (ConnectionError, RuntimeError, asyncio.CancelledError):
         # RuntimeError: aiohttp refuses to send on a socket closing under us
         # (a revoked token, shutdown).
@@ -256,6 +281,8 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         streams.unbind(who.token_id, ended)
         service.events.unsubscribe(sub)
         metrics.websockets.dec()
+        if session is not None:
+            await session.close()  # the socket closed: so does its session
     if not ws.closed:
         if close_code != 1000:
             logger.info("WebSocket client %s dropped: %s", request.remote, clip(reason))
@@ -264,7 +291,8 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: Viewer,
-                service: PresenceAPI, ended: StreamEnd) -> tuple[int, str]:
+                service: PresenceAPI, ended: StreamEnd,
+                session: StreamSession | None = None) -> tuple[int, str]:
     """Send events until the client leaves or misbehaves: (close code, reason).
 
     Events go out from a task of their own that just awaits the queue; this
@@ -300,7 +328,7 @@ async def _pump(ws: web.WebSocketResponse, sub: Any, viewer: Viewer,
             if not reader.done():
                 sender.result()  # the sender ended: raise what ended it
                 return outcome
-            refused = _client_message(reader.result(), viewer, service)
+            refused = await _incoming(reader.result(), viewer, service, session)
             if refused is not None:
                 await _stop(sender)
                 if refused[0] == 1008:
@@ -328,6 +356,16 @@ async def _flush_and_end(ws: web.WebSocketResponse, sub: Any, viewer: Viewer,
     if ended.notice is not None:
         await ws.send_json(ended.notice)
     return ended.code, ended.reason
+
+
+async def _incoming(msg: Any, viewer: Viewer, service: PresenceAPI,
+                    session: StreamSession | None) -> tuple[int, str] | None:
+    """A client message: a session report when the stream carries a session, else a
+    new subscription. None: go on; else why the stream ends."""
+    report = session.message(msg) if session is not None else None
+    if session is None or report is None:
+        return _client_message(msg, viewer, service)
+    return await session.report(report)
 
 
 def _client_message(msg: Any, viewer: Viewer,

@@ -182,3 +182,39 @@ async def test_a_contribution_left_from_before_a_restart_goes(
     assert state(d)[:2] == ("xa", "away-from-desk")  # as stored, for expire_after
     await until(lambda: d.service.contributions.get("2000", "sessions") is None, timeout=5,
                 what="the stale contribution to go")
+
+
+async def test_a_session_carried_by_the_event_stream(fake_ami: FakeAsterisk, tmp_path: Path,
+                                                    daemons: Starter) -> None:
+    import aiohttp
+
+    d = await start(daemons, fake_ami, tmp_path, replace(RULES, expire_after=timedelta(
+        seconds=3)))
+    alice = await d.make_token(Role.USER, "2000")
+    source: Any = d.daemon.sources["sessions"]
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(d.url + "/v1/events") as ws:
+            await ws.send_json({"token": alice, "subscribe": ["2000"],
+                                "session": {"client": "desk client", "kind": "api"}})
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello" and hello["session"]["session"]["kind"] == "api"
+            await ws.send_json({"session": {"state": "locked"}})
+            await until(lambda: state(d)[:2] == ("xa", "away-from-desk"))
+            # the open socket is the heartbeat: alive past expire_after (3 s)
+            sid = source.of("2000")[0].id
+            await until(lambda: source.of("2000")[0].last_report
+                        > source.of("2000")[0].opened + timedelta(seconds=1.5), timeout=5,
+                        what="a renewal by the server")
+            assert source.of("2000")[0].id == sid and state(d)[:2] == ("xa", "away-from-desk")
+            await ws.send_json({"session": {"state": "sleeping"}})  # refused: stream ends
+            refused = await ws.receive_json(timeout=5)
+            while refused["type"] == "presence":  # the lock's own event came first
+                refused = await ws.receive_json(timeout=5)
+            assert refused["type"] == "error" and "state" in refused["error"]
+        # the socket closed: so did the session (no phone registered: offline)
+        await until(lambda: state(d)[:2] == ("unavailable", "offline"), what="closed")
+        operator = await d.make_token(Role.OPERATOR)
+        async with http.ws_connect(d.url + "/v1/events") as ws:
+            await ws.send_json({"token": operator, "subscribe": ["*"], "session": {}})
+            answer = await ws.receive_json(timeout=5)
+            assert answer["type"] == "error" and "belong to a user" in answer["error"]

@@ -9,7 +9,7 @@ The bus is ``dbus-daemon --session`` on a socket of the test's own; the agent is
 pointed at it as its system bus.
 
 No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus
-signatures from the annotations themselves.
+signatures from the annotations themselves (the constants below, evaluated).
 """
 
 import asyncio
@@ -20,6 +20,9 @@ from typing import Any
 
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
+
+#: D-Bus type signatures, as annotations (dbus-fast reads them).
+S, O, U, B, T, SO = "s", "o", "u", "b", "t", "so"
 
 LOGIND = "org.freedesktop.login1"
 SESSION_ID = "7"
@@ -32,19 +35,19 @@ class Manager(ServiceInterface):  # type: ignore[misc]
         super().__init__("org.freedesktop.login1.Manager")
 
     @method()
-    def GetSession(self, session_id: "s") -> "o":  # type: ignore[name-defined]  # noqa: F821,N802
+    def GetSession(self, session_id: S) -> O:  # noqa: N802
         return SESSION_PATH
 
     @method()
-    def GetSessionByPID(self, pid: "u") -> "o":  # type: ignore[name-defined]  # noqa: F821,N802
+    def GetSessionByPID(self, pid: U) -> O:  # noqa: N802
         return SESSION_PATH
 
     @signal()
-    def PrepareForShutdown(self, start: bool) -> "b":  # type: ignore[name-defined]  # noqa: F821,N802
+    def PrepareForShutdown(self, start: bool) -> B:  # noqa: N802
         return start
 
     @signal()
-    def SessionRemoved(self, session_id: str, path: str) -> "so":  # type: ignore[name-defined]  # noqa: F821,N802
+    def SessionRemoved(self, session_id: str, path: str) -> SO:  # noqa: N802
         return [session_id, path]
 
 
@@ -56,19 +59,19 @@ class Session(ServiceInterface):  # type: ignore[misc]
         self._locked = False
 
     @dbus_property(access=PropertyAccess.READ)
-    def Id(self) -> "s":  # type: ignore[name-defined]  # noqa: F821,N802
+    def Id(self) -> S:  # noqa: N802
         return SESSION_ID
 
     @dbus_property(access=PropertyAccess.READ)
-    def IdleHint(self) -> "b":  # type: ignore[name-defined]  # noqa: F821,N802
+    def IdleHint(self) -> B:  # noqa: N802
         return self._idle
 
     @dbus_property(access=PropertyAccess.READ)
-    def IdleSinceHint(self) -> "t":  # type: ignore[name-defined]  # noqa: F821,N802
+    def IdleSinceHint(self) -> T:  # noqa: N802
         return self._idle_since
 
     @dbus_property(access=PropertyAccess.READ)
-    def LockedHint(self) -> "b":  # type: ignore[name-defined]  # noqa: F821,N802
+    def LockedHint(self) -> B:  # noqa: N802
         return self._locked
 
     def set_idle(self, idle: bool, seconds_ago: float = 0.0) -> None:

@@ -224,6 +224,9 @@ async def test_set_own_presence_from_the_board(env: Env) -> None:
     b = env.browser
     await env.sign_in()
     await b.wait_for("!document.getElementById('mine').hidden", what="my presence form")
+    # 2000's phone is plugged in for now, so the colour below does not race the 2 s
+    # offline overlay (an unplugged phone's tile is grey whatever was chosen).
+    await env.fake.external_device_change("PJSIP/2000", "NOT_INUSE")
 
     await b.select("#my-state", "away")
     await b.fill("#my-subtype", "lunch")
@@ -260,6 +263,7 @@ async def test_set_own_presence_from_the_board(env: Env) -> None:
 
     # Clear: back to what the rules give without a manual state (phone unplugged
     # for longer than offline_after: offline).
+    await env.fake.external_device_change("PJSIP/2000", "UNAVAILABLE")
     await b.click("#my-clear")
     await b.wait_for(f"{tile('2000', 'data-status')} === 'offline'", what="cleared")
     assert await b.evaluate(tile("2000", "data-colour")) == "grey"

@@ -85,6 +85,8 @@ async def answer(source: SessionSource, body: dict[str, Any]) -> dict[str, Any]:
             session = await source.report(uid, str(body.get("id")),
                                           parse_activity(body.get("state")),
                                           parse_idle_seconds(body.get("idle_seconds")))
+        elif op == "touch":  # a heartbeat that repeats nothing (a stream's session)
+            session = await source.touch(uid, str(body.get("id")))
         elif op == "close":
             await source.close(uid, str(body.get("id")))
             return {"closed": True}

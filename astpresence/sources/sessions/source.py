@@ -102,6 +102,17 @@ class SessionSource:
         # looks again (no work per heartbeat but the report itself)
         return updated
 
+    async def touch(self, uid: str, sid: str) -> Session:
+        """Alive, nothing else to say (a stream's session while its socket is open)."""
+        session = self._mine(uid, sid)
+        now = self._clock()
+        if not session.alive(now, self.rules):
+            self._drop(sid)
+            await self.apply(uid)
+            raise UnknownSession(sid)
+        self._sessions[sid] = touched = replace(session, last_report=now)
+        return touched
+
     async def close(self, uid: str, sid: str) -> None:
         """Closed (logout, shutdown): it ends now, as if its last report had expired."""
         session = self._mine(uid, sid)
