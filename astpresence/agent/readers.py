@@ -3,8 +3,10 @@ locked. One small interface, :class:`Reader`, per system:
 
 - Linux: systemd-logind's session object over D-Bus (``IdleHint``,
   ``IdleSinceHint``, ``LockedHint`` of ``org.freedesktop.login1.Session``;
-  ``PrepareForShutdown`` and ``SessionRemoved`` of the manager end the session).
-  Tested against a private dbus-daemon with a logind stand-in.
+  ``PrepareForShutdown`` and ``SessionRemoved`` of the manager end the session),
+  else the freedesktop screensaver on the session bus (``GetActive``,
+  ``GetSessionIdleTime``, ``ActiveChanged``). Both tested against a private
+  dbus-daemon with stand-ins.
 - macOS: ``ioreg -c IOHIDSystem`` (``HIDIdleTime``, nanoseconds): idle only, no
   lock state. The parsing is tested; the command itself only on a Mac.
 - Windows: ``GetLastInputInfo``: idle only. Not tested here (no Windows).
@@ -135,6 +137,86 @@ class LogindReader:
             self._bus = None
 
 
+#: The freedesktop screensaver (KDE, Xfce, GNOME's compatibility name), on the
+#: person's session bus: the fallback where logind has no idle or lock state.
+SCREENSAVER = "org.freedesktop.ScreenSaver"
+SCREENSAVER_PATH = "/org/freedesktop/ScreenSaver"
+
+
+class ScreenSaverReader:
+    """``GetActive`` (the screen locked or blanked) and ``GetSessionIdleTime``
+    (seconds without input) of ``org.freedesktop.ScreenSaver``, asked at each read;
+    its ``ActiveChanged`` signal reports a lock at once. Idle after ``idle_after``."""
+
+    def __init__(self, bus_address: str | None = None, idle_after: float = 60.0) -> None:
+        self.changed = asyncio.Event()
+        self.ending = asyncio.Event()
+        self._address = bus_address or os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        self._idle_after = idle_after
+        self._bus: Any = None
+        self._saver: Any = None
+
+    async def open(self) -> None:
+        try:
+            from dbus_fast.aio import MessageBus
+        except ImportError:
+            raise ReaderError("dbus-fast is not installed: pip install "
+                              "'astpresence[agent]'") from None
+        if not self._address:
+            raise ReaderError("no session bus (DBUS_SESSION_BUS_ADDRESS is not set)")
+        try:
+            self._bus = await MessageBus(bus_address=self._address).connect()
+            introspection = await self._bus.introspect(SCREENSAVER, SCREENSAVER_PATH)
+            self._saver = self._bus.get_proxy_object(
+                SCREENSAVER, SCREENSAVER_PATH, introspection).get_interface(SCREENSAVER)
+            await self._saver.call_get_active()
+        except Exception as exc:  # noqa: BLE001 - any D-Bus failure: no screensaver
+            await self.close()
+            raise ReaderError(f"no {SCREENSAVER} on the session bus: {exc}") from None
+        self._saver.on_active_changed(lambda active: self.changed.set())
+        logger.info("reading %s on the session bus", SCREENSAVER)
+
+    async def read(self) -> Reading:
+        if await self._saver.call_get_active():
+            return Reading("locked")
+        idle = float(await self._saver.call_get_session_idle_time())
+        return Reading("idle", idle) if idle >= self._idle_after else Reading("active")
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            self._bus.disconnect()
+            self._bus = None
+
+
+class FallbackReader:
+    """logind first; where it cannot tell, the screensaver on the session bus."""
+
+    def __init__(self, first: Reader, second: Reader) -> None:
+        self._readers = (first, second)
+        self._chosen: Reader = first
+        self.changed = asyncio.Event()
+        self.ending = asyncio.Event()
+
+    async def open(self) -> None:
+        errors = []
+        for reader in self._readers:
+            try:
+                await reader.open()
+            except ReaderError as exc:
+                errors.append(str(exc))
+                continue
+            self._chosen = reader
+            self.changed, self.ending = reader.changed, reader.ending
+            return
+        raise ReaderError("; ".join(errors))
+
+    async def read(self) -> Reading:
+        return await self._chosen.read()
+
+    async def close(self) -> None:
+        await self._chosen.close()
+
+
 _HID_IDLE = re.compile(r'"HIDIdleTime"\s*=\s*(\d+)')
 
 
@@ -192,7 +274,12 @@ def _windows_idle() -> float:  # pragma: no cover - Windows only
 
 
 def reader_for(kind: str, bus_address: str | None = None) -> Reader:
-    """``auto``: logind on Linux, else the system's idle time; or ``logind``/``poll``."""
-    if kind == "logind" or (kind == "auto" and sys.platform.startswith("linux")):
+    """``auto``: on Linux logind, else the freedesktop screensaver; elsewhere the
+    system's idle time. Or one by name: ``logind``, ``screensaver``, ``poll``."""
+    if kind == "logind":
         return LogindReader(bus_address)
+    if kind == "screensaver":
+        return ScreenSaverReader(bus_address)
+    if kind == "auto" and sys.platform.startswith("linux"):
+        return FallbackReader(LogindReader(bus_address), ScreenSaverReader())
     return PollingReader()

@@ -77,12 +77,15 @@ async def _run(api: str, token: str, reader_kind: str, bus: str | None, client: 
                                            "admins [default: astpresence agent on HOST].")
 @click.option("--interval", type=click.FloatRange(5, 300), default=DEFAULT_INTERVAL,
               show_default=True, help="Seconds between reports when nothing changes.")
-@click.option("--reader", "reader_kind", type=click.Choice(["auto", "logind", "poll"]),
+@click.option("--reader", "reader_kind",
+              type=click.Choice(["auto", "logind", "screensaver", "poll"]),
               default="auto", show_default=True,
-              help="Where idle and lock state come from: logind (Linux), poll (the "
-                   "system's idle time: macOS, Windows), auto: the system's own.")
-@click.option("--bus", metavar="ADDRESS", help="The D-Bus address of logind [default: the "
-                                               "system bus, DBUS_SYSTEM_BUS_ADDRESS].")
+              help="Where idle and lock state come from: logind, the freedesktop "
+                   "screensaver (Linux), poll (the system's idle time: macOS, Windows); "
+                   "auto: logind, else the screensaver, on Linux; poll elsewhere.")
+@click.option("--bus", metavar="ADDRESS",
+              help="The D-Bus address to ask [default: the system bus for logind, "
+                   "the session bus for the screensaver].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]),
               default="info", show_default=True, help="How much to log (to stderr).")
 @click.pass_context

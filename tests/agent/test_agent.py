@@ -116,3 +116,34 @@ def test_macos_idle_time_from_ioreg() -> None:
               '  | |   "HIDParameters" = {"HIDKeyboardModifierMappingPairs"=()}\n')
     assert hid_idle_seconds(sample) == pytest.approx(123.456789)
     assert hid_idle_seconds("no such key") is None
+
+
+async def test_the_screensaver_when_logind_cannot_tell(
+        fake_ami: FakeAsterisk, tmp_path: Path, daemons: Starter,
+        logind: LogindStandIn) -> None:
+    from astpresence.agent.readers import FallbackReader, ScreenSaverReader
+
+    saver = await logind.serve_screensaver()
+    d = await daemon(daemons, fake_ami, tmp_path)
+    token = await d.make_token(Role.USER, "2000")
+    # logind is asked on a bus where it is not: the screensaver on the session bus
+    reader = FallbackReader(LogindReader(f"unix:path={tmp_path / 'nobus'}"),
+                            ScreenSaverReader(logind.address))
+    await reader.open()
+    agent = Agent(d.url, token, reader, interval=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        source: Any = d.daemon.sources["sessions"]
+        await until(lambda: bool(source.of("2000")), what="the session open")
+        saver.lock(True)  # the screen locks: ActiveChanged
+        await until(lambda: presence(d) == ("xa", "away-from-desk"), what="locked")
+        saver.lock(False)
+        saver.idle_seconds = 400  # asked at the next report (every 0.5 s here)
+        await until(lambda: presence(d) == ("away", "idle"), what="idle")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await reader.close()
+    assert agent.counters.states[:3] == ["active", "locked", "idle"] or \
+        agent.counters.states[:4] == ["active", "locked", "active", "idle"]

@@ -218,3 +218,28 @@ async def test_a_session_carried_by_the_event_stream(fake_ami: FakeAsterisk, tmp
             await ws.send_json({"token": operator, "subscribe": ["*"], "session": {}})
             answer = await ws.receive_json(timeout=5)
             assert answer["type"] == "error" and "belong to a user" in answer["error"]
+
+
+async def test_sessions_beside_a_calendar_entry(fake_ami: FakeAsterisk, tmp_path: Path,
+                                               daemons: Starter) -> None:
+    """Two timed sources: the one set last wins (docs/presence-rules.md, rule 4),
+    unless timed_priority says otherwise; each goes when its reason does."""
+    from datetime import UTC, datetime
+
+    from astpresence.domain.records import SourceRecord
+
+    d = await start(daemons, fake_ami, tmp_path)
+    alice = await d.make_token(Role.USER, "2000")
+    sid = await opened(d, alice)
+    await call(d, "PUT", f"/v1/me/sessions/{sid}", alice, {"state": "idle", "idle_seconds": 400})
+    assert state(d) == ("away", "idle", "timed:sessions")
+    now = datetime.now(UTC)
+    await d.service.set_source(SourceRecord("2000", "calendar", Presence(State.DND, "meeting"),
+                                            now, "calendar", now, now + timedelta(hours=1)))
+    assert state(d) == ("dnd", "meeting", "timed:calendar")  # set last
+    await call(d, "PUT", f"/v1/me/sessions/{sid}", alice, {"state": "active"})
+    assert state(d) == ("dnd", "meeting", "timed:calendar")  # the meeting is still on
+    await call(d, "PUT", f"/v1/me/sessions/{sid}", alice, {"state": "locked"})
+    assert state(d) == ("xa", "away-from-desk", "timed:sessions")  # the lock came later
+    await d.service.delete_source("2000", "calendar", "calendar")
+    assert state(d)[2] == "timed:sessions"

@@ -1,4 +1,5 @@
-"""A private D-Bus daemon with a small systemd-logind stand-in, for the agent's tests.
+"""A private D-Bus daemon with a small systemd-logind stand-in (and, when asked, the
+freedesktop screensaver), for the agent's tests.
 
 The stand-in exports what the agent reads, with logind's real names
 (org.freedesktop.login1(5)): the manager (``GetSession``, ``GetSessionByPID``,
@@ -23,6 +24,7 @@ from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, m
 
 #: D-Bus type signatures, as annotations (dbus-fast reads them).
 S, O, U, B, T, SO = "s", "o", "u", "b", "t", "so"
+SCREENSAVER = "org.freedesktop.ScreenSaver"
 
 LOGIND = "org.freedesktop.login1"
 SESSION_ID = "7"
@@ -86,6 +88,31 @@ class Session(ServiceInterface):  # type: ignore[misc]
         self.emit_properties_changed({"LockedHint": locked})
 
 
+class ScreenSaver(ServiceInterface):  # type: ignore[misc]
+    """org.freedesktop.ScreenSaver as KDE and Xfce export it on the session bus."""
+
+    def __init__(self) -> None:
+        super().__init__(SCREENSAVER)
+        self.active = False
+        self.idle_seconds = 0
+
+    @method()
+    def GetActive(self) -> B:  # noqa: N802
+        return self.active
+
+    @method()
+    def GetSessionIdleTime(self) -> U:  # noqa: N802
+        return self.idle_seconds
+
+    @signal()
+    def ActiveChanged(self, active: bool) -> B:  # noqa: N802
+        return active
+
+    def lock(self, active: bool) -> None:
+        self.active = active
+        self.ActiveChanged(active)
+
+
 class LogindStandIn:
     """``async with LogindStandIn(tmp) as logind:`` -> ``logind.address`` for the agent."""
 
@@ -113,6 +140,14 @@ class LogindStandIn:
         self._bus.export(SESSION_PATH, self.session)
         await self._bus.request_name(LOGIND)
         return self
+
+    async def serve_screensaver(self) -> ScreenSaver:
+        """The screensaver on the same bus (the agent is pointed at it as the session
+        bus); logind can be left out by never asking for it."""
+        saver = ScreenSaver()
+        self._bus.export("/org/freedesktop/ScreenSaver", saver)
+        await self._bus.request_name(SCREENSAVER)
+        return saver
 
     async def __aexit__(self, *exc: object) -> None:
         if self._bus is not None:
