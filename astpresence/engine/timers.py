@@ -78,6 +78,19 @@ def backoff_delay(attempt: int, steps: tuple[float, ...] = BACKOFF,
     return base * (rng or random).uniform(0.8, 1.2)
 
 
+async def woken_within(wake: asyncio.Event, stop: asyncio.Event, delay: float) -> None:
+    """Wait until ``wake`` or ``stop`` is set, or ``delay`` seconds (at least 10 ms) have
+    passed; ``wake`` is cleared first (a timer loop's "something changed")."""
+    wake.clear()
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=max(delay, 0.01),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 async def stopped_within(stop: asyncio.Event, delay: float) -> bool:
     """Wait ``delay`` seconds or until ``stop``; True when stopped."""
     with contextlib.suppress(TimeoutError):

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from astpresence.domain.calls import MAX_RULES, MAX_SECONDS
-from astpresence.web.auth import Forbidden
-from astpresence.web.http import SERVING_KEY, _actor, _json_body, presence_api, principal
+from astpresence.web.http import (SERVING_KEY, _actor, _json_body, own_user, presence_api,
+                                  principal)
 from astpresence.web.openapi import STR, USER, obj, op, ref
 
 
@@ -26,10 +26,7 @@ def setup(app: web.Application) -> None:
 
 
 def _own(request: web.Request) -> str:
-    uid = principal(request).user
-    if uid is None:
-        raise Forbidden("this token is not tied to a user; use /v1/users/{user}/call-handling")
-    return uid
+    return own_user(request, "/v1/users/{user}/call-handling")
 
 
 def _theirs(request: web.Request) -> str:

@@ -117,6 +117,16 @@ def presence_api(request: web.Request) -> PresenceAPI:
     return request.app[SERVING_KEY].api
 
 
+def own_user(request: web.Request, elsewhere: str) -> str:
+    """The token's own user (a known one); 403 for a token tied to none, naming
+    ``elsewhere``, the path to use instead."""
+    uid = principal(request).user
+    if uid is None:
+        raise Forbidden(f"this token is not tied to a user; use {elsewhere}")
+    presence_api(request).require_user(uid)
+    return uid
+
+
 def _visible(request: web.Request, presence: dict[str, Any]) -> dict[str, Any]:
     mode = request.app[PRIVACY_KEY].view_mode(principal(request), presence["user"])
     return project(presence, mode)

@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from astpresence.domain import rules
-from astpresence.web.auth import Forbidden
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import (
     STATE_NAMES,
@@ -27,7 +26,7 @@ from astpresence.domain import statuses
 from astpresence.domain.records import PresenceView, SourceRecord, presence_json
 
 from astpresence.web.http import (MAX_TTL, presence_api, _actor, _json_body, _require_details,
-    _visible, principal)
+    _visible, own_user, principal)
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +140,7 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 def _own_user(request: web.Request) -> str:
-    uid = principal(request).user
-    if uid is None:
-        raise Forbidden("this token is not tied to a user; use /v1/presence/{user}")
-    presence_api(request).require_user(uid)
-    return uid
+    return own_user(request, "/v1/presence/{user}")
 
 
 async def get_me(request: web.Request) -> web.Response:

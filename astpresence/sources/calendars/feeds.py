@@ -41,6 +41,8 @@ from astpresence.sources.calendars.graph import busy_from_graph
 from astpresence.sources.calendars.metrics import FeedStates
 from astpresence.sources.calendars.ics import local_zone
 from astpresence.engine.service import PresenceService, utcnow
+from astpresence.engine.aligning import align
+from astpresence.engine.timers import woken_within
 from astpresence.sources.calendars.settings import FeedConfig
 from astpresence.sources.calendars.worker import PARSE_TIMEOUT, ParseFailed, ParserPool
 
@@ -248,15 +250,7 @@ class CalendarFeeds:
                     mono = time.monotonic()
                     pending = [f.next_due - mono for f in self.feeds if not f.running]
                     wait = min([TICK, *pending, *(d - mono for d in self._due.values())])
-                    self._wake.clear()
-                    waiters = {asyncio.ensure_future(self._wake.wait()),
-                               asyncio.ensure_future(stop.wait())}
-                    try:
-                        await asyncio.wait(waiters, timeout=max(wait, 0.01),
-                                           return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for waiter in waiters:
-                            waiter.cancel()
+                    await woken_within(self._wake, stop, wait)
             finally:
                 # the workers first: a parse under way is killed, never waited for
                 await self.parser.close()
@@ -349,18 +343,14 @@ class CalendarFeeds:
             return 1.0  # not a user yet (the first sync is still to come): look again soon
         now = self._clock()
         want = self.desired(uid, now)
-        have = service.contributions.get(uid, SOURCE)
+        have = await align(service, uid, SOURCE, want, lambda a, b: (
+            a.presence, a.start, a.end) == (b.presence, b.start, b.end))
         if want is None:
-            if have is not None and have.actor == SOURCE:
-                await service.delete_source(uid, SOURCE, SOURCE)
             return TICK
-        if have is None or (have.presence, have.start, have.end) != (
-                want.presence, want.start, want.end):
-            if have is None or have.start != want.start or have.presence != want.presence:
-                logger.info("calendar of %s: %s from %s to %s", uid, want.presence.state.value,
-                            want.start.isoformat() if want.start else "-",
-                            want.end.isoformat() if want.end else "-")
-            await service.set_source(want)
+        if have is None or have.start != want.start or have.presence != want.presence:
+            logger.info("calendar of %s: %s from %s to %s", uid, want.presence.state.value,
+                        want.start.isoformat() if want.start else "-",
+                        want.end.isoformat() if want.end else "-")
         assert want.end is not None
         return min(max((want.end - now).total_seconds() - 0.05, 0.01), TICK * 12)
 

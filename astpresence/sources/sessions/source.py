@@ -24,6 +24,8 @@ from prometheus_client.registry import Collector
 from astpresence.domain.model import DeviceState, InvalidInput
 from astpresence.domain.records import SourceRecord
 from astpresence.engine.service import PresenceService, utcnow
+from astpresence.engine.aligning import align
+from astpresence.engine.timers import woken_within
 from astpresence.sources.sessions.model import (
     Activity,
     Kind,
@@ -156,14 +158,12 @@ class SessionSource:
             return
         now = self._clock()
         want = self.desired(uid, now)
-        have = service.contributions.get(uid, SOURCE)
-        if want is None:
-            if have is not None and have.actor == SOURCE:
-                await service.delete_source(uid, SOURCE, SOURCE)
-        elif have is None or (have.presence, have.start) != (want.presence, want.start):
+        have = await align(service, uid, SOURCE, want,
+                           lambda a, b: (a.presence, a.start) == (b.presence, b.start))
+        if want is not None and (have is None or (have.presence, have.start)
+                                 != (want.presence, want.start)):
             logger.info("sessions of %s: %s since %s", uid, want.presence.state.value,
                         want.start.isoformat() if want.start else "-")
-            await service.set_source(want)
         self._reschedule(uid, now)
 
     def _reschedule(self, uid: str, now: datetime) -> None:
@@ -205,15 +205,7 @@ class SessionSource:
                 await self.apply(uid)
             nxt = self._due.next()
             wait = TICK if nxt is None else min(TICK, (nxt - self._clock()).total_seconds())
-            self._wake.clear()
-            waiters = {asyncio.ensure_future(self._wake.wait()),
-                       asyncio.ensure_future(stop.wait())}
-            try:
-                await asyncio.wait(waiters, timeout=max(wait, 0.01),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            await woken_within(self._wake, stop, wait)
 
 
     # -- status -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from astpresence.web.http import (
     SERVING_KEY,
     NotFound,
     _json_body,
+    own_user,
     presence_api,
     principal,
 )
@@ -41,11 +42,7 @@ def setup(app: web.Application) -> None:
 
 
 def _own(request: web.Request) -> str:
-    uid = principal(request).user
-    if uid is None:
-        raise Forbidden("sessions belong to a user: this token is not tied to one")
-    presence_api(request).require_user(uid)
-    return uid
+    return own_user(request, "a user's token: sessions belong to a user")
 
 
 async def _ask(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
