@@ -55,15 +55,12 @@ def parse_section(raw: object, where: str) -> SessionRules:
     return rules
 
 
-def session_json(session: Session, *, full: bool, now: Any) -> dict[str, Any]:
-    """A session as the API shows it: everything to the person and to admins; to
-    others, only how long ago the person was active, to the minute (Synapse's
-    ``last_active_ago``)."""
+def session_json(session: Session, now: Any) -> dict[str, Any]:
+    """A session as the API shows it to the person and admins (web.py cuts it down to
+    ``last_active_ago``, to the minute, for others)."""
     ago = None
     if session.last_active is not None:
         ago = max(0, int((now - session.last_active).total_seconds()))
-    if not full:
-        return {"last_active_ago": None if ago is None else ago // 60 * 60}
     return {"id": session.id, "client": session.client, "kind": session.kind.value,
             "state": session.activity.value, "opened": session.opened.isoformat(),
             "last_report": session.last_report.isoformat(),
@@ -92,12 +89,12 @@ async def answer(source: SessionSource, body: dict[str, Any]) -> dict[str, Any]:
             return {"closed": True}
         elif op == "list":
             source.service.require_user(uid)
-            return {"sessions": [session_json(s, full=True, now=now) for s in source.of(uid)]}
+            return {"sessions": [session_json(s, now) for s in source.of(uid)]}
         else:
             raise InvalidInput(f"unknown session operation {str(op)[:20]!r}")
     except UnknownSession:
         return {"unknown_session": True}
-    return {"session": session_json(session, full=True, now=now),
+    return {"session": session_json(session, now),
             "expire_after": source.rules.expire_after.total_seconds()}
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from astpresence.domain.model import DeviceState, InvalidInput
+from astpresence.domain.device_rules import is_registered
+from astpresence.domain.model import InvalidInput
 from astpresence.domain.records import SourceRecord
 from astpresence.engine.service import PresenceService, utcnow
 from astpresence.engine.aligning import align
@@ -43,8 +44,6 @@ MAX_PER_USER = 16
 MAX_SESSIONS = 100_000
 #: The longest the timer waits without a reason (a clock jump is caught by then).
 TICK = 30.0
-#: Devices that say nothing about a phone being registered.
-_NOT_REGISTERED = (DeviceState.UNAVAILABLE, DeviceState.INVALID, DeviceState.UNKNOWN)
 
 
 class UnknownSession(LookupError):
@@ -61,7 +60,6 @@ class SessionSource:
         self._by_user: dict[str, dict[str, None]] = {}  # user -> session ids, oldest first
         self._due = DueTimes()  # user -> when to look again
         self._wake = asyncio.Event()
-        self.reports = 0
 
     def now(self) -> datetime:
         return self._clock()
@@ -89,7 +87,6 @@ class SessionSource:
     async def report(self, uid: str, sid: str, activity: Activity, idle_seconds: float
                      ) -> Session:
         session = self._mine(uid, sid)
-        self.reports += 1
         now = self._clock()
         if not session.alive(now, self.rules):
             self._drop(sid)
@@ -139,12 +136,9 @@ class SessionSource:
 
     # -- the contribution -------------------------------------------------------
 
-    def _phone_registered(self, uid: str) -> bool:
-        states = self.service.device_view(uid).states
-        return any(s not in _NOT_REGISTERED for s in states)
-
     def desired(self, uid: str, now: datetime) -> SourceRecord | None:
-        found = presence_from(self.of(uid), now, self.rules, self._phone_registered(uid))
+        found = presence_from(self.of(uid), now, self.rules,
+                              is_registered(self.service.device_view(uid)))
         if found is None:
             return None
         presence, since = found
