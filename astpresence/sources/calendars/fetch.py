@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,23 +20,29 @@ from xml.etree.ElementTree import Element
 import aiohttp
 from defusedxml import ElementTree as SafeXML
 
+from astpresence.sources.msgraph import (
+    RemoteError as FeedError,
+    Unauthorized,
+    json_object as _json,
+    m365_token,
+    read_limited,
+    retry_after as _retry_after,
+)
+
+__all__ = ["FeedError", "Unauthorized", "m365_token", "read_limited"]
+
 #: One fetch of a feed (all its requests, and parsing it) takes at most this long.
 FETCH_TIMEOUT = 60.0
 #: A feed's body, at most (config ``max_bytes``).
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 #: Graph pages followed for one refresh, at most.
 MAX_PAGES = 50
-#: Throttled (429/503) requests retried, at most, and the longest Retry-After honoured.
+#: Throttled (429/503) requests retried, at most.
 MAX_RETRIES = 3
-MAX_RETRY_AFTER = 60.0
 
 DAV = "{DAV:}"
 CALDAV = "{urn:ietf:params:xml:ns:caldav}"
 CS = "{http://calendarserver.org/ns/}"
-
-
-class FeedError(Exception):
-    """A feed could not be read; the message says why, for that feed only."""
 
 
 @dataclass(frozen=True)
@@ -62,20 +67,6 @@ def safe_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{parts.hostname}{port}/..."
     return "file"
-
-
-async def read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The body, or FeedError once it passes ``max_bytes`` (read no further)."""
-    if resp.content_length is not None and resp.content_length > max_bytes:
-        raise FeedError(f"feed is {resp.content_length} bytes, more than the limit of "
-                        f"{max_bytes} (max_bytes)")
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > max_bytes:
-            raise FeedError(f"feed is larger than the limit of {max_bytes} bytes (max_bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _status_error(status: int) -> FeedError:
@@ -199,56 +190,6 @@ async def caldav_events(session: aiohttp.ClientSession, url: str, start: datetim
 # -- Microsoft Graph ------------------------------------------------------------
 
 
-async def m365_token(session: aiohttp.ClientSession, authority: str, tenant: str,
-                     client_id: str, secret: str) -> tuple[str, float]:
-    """OAuth 2.0 client credentials (the tenant's v2.0 token endpoint): (token, lifetime s)."""
-    url = f"{authority.rstrip('/')}/{tenant}/oauth2/v2.0/token"
-    form = {"grant_type": "client_credentials", "client_id": client_id,
-            "client_secret": secret, "scope": "https://graph.microsoft.com/.default"}
-    try:
-        async with session.post(url, data=form) as resp:
-            body = await read_limited(resp, 1024 * 1024)
-            if resp.status in (400, 401):
-                raise FeedError(f"the tenant refused the app's credentials (HTTP {resp.status}"
-                                f"{_oauth_error(body)})")
-            if resp.status != 200:
-                raise _status_error(resp.status)
-    except aiohttp.ClientError as exc:
-        raise FeedError(f"token endpoint unreachable: {type(exc).__name__}") from None
-    except TimeoutError:
-        raise FeedError("token endpoint unreachable: timed out") from None
-    data = await asyncio.to_thread(_json, body)
-    token = data.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise FeedError("the token endpoint answered without an access_token")
-    lifetime = data.get("expires_in", 3600)
-    return token, float(lifetime) if isinstance(lifetime, (int, float)) else 3600.0
-
-
-def _oauth_error(body: bytes) -> str:
-    try:
-        code = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return ""
-    return f": {str(code)[:60]}" if code else ""
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise FeedError("the answer is not JSON") from None
-    except RecursionError:
-        raise FeedError("the answer is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise FeedError("the answer is not a JSON object")
-    return data
-
-
-class Unauthorized(FeedError):
-    """Graph refused the token (401): get a new one once."""
-
-
 async def m365_calendar_view(session: aiohttp.ClientSession, graph: str, mailbox: str,
                              token: str, start: datetime, end: datetime, *,
                              max_bytes: int = DEFAULT_MAX_BYTES,
@@ -312,11 +253,3 @@ async def _graph_get(session: aiohttp.ClientSession, url: str, headers: dict[str
         except TimeoutError:
             raise FeedError("Graph unreachable: timed out") from None
     raise FeedError("Microsoft Graph keeps throttling")
-
-
-def _retry_after(raw: str | None, attempt: int) -> float:
-    try:
-        wait = float(raw) if raw is not None else 2.0 ** attempt
-    except ValueError:
-        wait = 2.0 ** attempt
-    return min(max(wait, 0.0), MAX_RETRY_AFTER)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,39 +15,12 @@ from astpresence.sources.calendars.entries import (
     check_template,
 )
 from astpresence.sources.calendars.fetch import DEFAULT_MAX_BYTES
+from astpresence.sources.msgraph import M365_AUTHORITY, M365_GRAPH
+from astpresence.sources.settings_reader import Credential, Reader
+
+__all__ = ["Credential", "M365_AUTHORITY", "M365_GRAPH"]
 
 KINDS = ("ics", "caldav", "m365")
-M365_AUTHORITY = "https://login.microsoftonline.com"
-M365_GRAPH = "https://graph.microsoft.com/v1.0"
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A secret by reference: the name of an environment variable or a file's path.
-    Read when needed (so it can be rotated), never kept in the config or shown."""
-
-    env: str = ""
-    file: str = ""
-
-    @property
-    def set(self) -> bool:
-        return bool(self.env or self.file)
-
-    def read(self) -> str:
-        """The secret, or InvalidInput naming the reference (never the value)."""
-        if self.env:
-            value = os.environ.get(self.env)
-            if not value:
-                raise InvalidInput(f"environment variable {self.env} is not set")
-            return value
-        if self.file:
-            try:
-                with open(self.file, encoding="utf-8") as f:
-                    return f.read().strip()
-            except OSError as exc:
-                raise InvalidInput(f"cannot read {self.file}: {exc.strerror or exc}") from None
-        return ""
 
 
 @dataclass(frozen=True)
@@ -136,52 +107,7 @@ def parse_feed(table: Mapping[str, Any], where: str) -> FeedConfig:
                       graph=get.url("graph", M365_GRAPH), **common)
 
 
-class _Getter:
-    def __init__(self, table: Mapping[str, Any], where: str) -> None:
-        self.table, self.where = table, where
-
-    def text(self, key: str, default: str | None) -> str:
-        if key not in self.table:
-            if default is None:
-                raise InvalidInput(f"{self.where}: missing '{key}'")
-            return default
-        raw = self.table[key]
-        if not isinstance(raw, str) or not raw or not raw.isprintable() or len(raw) > 2000:
-            raise InvalidInput(f"{self.where}.{key}: expected a non-empty single-line string")
-        return raw
-
-    def url(self, key: str, default: str) -> str:
-        text = self.text(key, default)
-        if not text.startswith(("http://", "https://")):
-            raise InvalidInput(f"{self.where}.{key}: expected an http(s) URL")
-        return text
-
-    def flag(self, key: str, default: bool) -> bool:
-        raw = self.table.get(key, default)
-        if not isinstance(raw, bool):
-            raise InvalidInput(f"{self.where}.{key}: expected true or false, got {raw!r}")
-        return raw
-
-    def number(self, key: str, default: float, low: float, high: float, *,
-               integer: bool = False) -> float:
-        raw = self.table.get(key, default)
-        kinds = (int,) if integer else (int, float)
-        if isinstance(raw, bool) or not isinstance(raw, kinds) or not low <= raw <= high:
-            raise InvalidInput(f"{self.where}.{key}: expected a number {low:g}-{high:g}, "
-                               f"got {raw!r}")
-        return float(raw)
-
-    def credential(self, prefix: str) -> Credential:
-        env, file = self.table.get(f"{prefix}_env"), self.table.get(f"{prefix}_file")
-        if env is not None and file is not None:
-            raise InvalidInput(f"{self.where}: {prefix}_env or {prefix}_file, not both")
-        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
-            raise InvalidInput(f"{self.where}.{prefix}_env: expected an environment "
-                               "variable's name")
-        if file is not None and (not isinstance(file, str) or not file or "\0" in file):
-            raise InvalidInput(f"{self.where}.{prefix}_file: expected a file's path")
-        return Credential(env or "", file or "")
-
+class _Getter(Reader):
     def presence(self, prefix: str, default: Any) -> Any:
         state = self.table.get(f"{prefix}_state", default.state.value)
         subtype = self.table.get(f"{prefix}_subtype", default.subtype)
@@ -191,6 +117,7 @@ class _Getter:
             return parse_presence(state, subtype, message)
         except InvalidInput as exc:
             raise InvalidInput(f"{self.where}.{prefix}: {exc}") from None
+
 
 
 #: One feed's parse may take this long before its worker is killed (``[limits]
