@@ -103,6 +103,10 @@ class Reads:
         await self._committer.drain()  # changes from Asterisk are stored without waiting
         return await self._store.history(uid, limit)
 
+    async def load_meta(self, prefix: str) -> dict[str, str]:
+        """The store's meta entries under ``prefix`` (a source's own bookkeeping)."""
+        return await self._store.load_meta(prefix)
+
     def pending_users(self) -> list[str]:
         return [uid for uid in self._effective if uid in self.users and self._is_pending(uid)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,12 @@ async def woken_within(wake: asyncio.Event, stop: asyncio.Event, delay: float) -
     """Wait until ``wake`` or ``stop`` is set, or ``delay`` seconds (at least 10 ms) have
     passed; ``wake`` is cleared first (a timer loop's "something changed")."""
     wake.clear()
+    await woken_or(wake, stop, delay)
+
+
+async def woken_or(wake: asyncio.Event, stop: asyncio.Event, delay: float) -> None:
+    """:func:`woken_within` without clearing ``wake`` first (the caller cleared it before
+    its work, so a wake during the work is not lost)."""
     waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())}
     try:
         await asyncio.wait(waiters, timeout=max(delay, 0.01),
@@ -96,3 +103,42 @@ async def stopped_within(stop: asyncio.Event, delay: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), delay)
     return stop.is_set()
+
+
+class DueTimes:
+    """When to look at each person again, earliest first: a heap, with entries made
+    stale by a newer time skipped when they come up, and rebuilt once stale ones
+    outnumber the live ones (so it never holds more than about twice the people)."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, str]] = []
+
+    def get(self, uid: str) -> datetime | None:
+        return self._at.get(uid)
+
+    def set(self, uid: str, due: datetime) -> bool:
+        """True when ``due`` is now the earliest of all."""
+        self._at[uid] = due
+        heapq.heappush(self._heap, (due, uid))
+        if len(self._heap) > 2 * len(self._at) + 1024:
+            self._heap = [(t, u) for u, t in self._at.items()]
+            heapq.heapify(self._heap)
+        return self._heap[0] == (due, uid)
+
+    def drop(self, uid: str) -> None:
+        self._at.pop(uid, None)
+
+    def pop_due(self, now: datetime) -> list[str]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            due, uid = heapq.heappop(self._heap)
+            if self._at.get(uid) == due:
+                del self._at[uid]
+                out.append(uid)
+        return out
+
+    def next(self) -> datetime | None:
+        while self._heap and self._at.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None

@@ -8,8 +8,10 @@ from __future__ import annotations
 from astpresence.sources.calendars.plugin import PLUGIN as CALENDARS
 from astpresence.sources.plugin import SourcePlugin
 from astpresence.sources.sessions.plugin import PLUGIN as SESSIONS
+from astpresence.sources.teams.plugin import PLUGIN as TEAMS
 
 SOURCES: tuple[SourcePlugin, ...] = (
     CALENDARS,
     SESSIONS,
+    TEAMS,
 )

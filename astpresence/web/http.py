@@ -31,6 +31,9 @@ MAX_TTL = timedelta(seconds=MAX_TTL_SECONDS)
 #: RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON = 123
 PUBLIC_PATHS = {"/v1/openapi.json"}
+#: Webhooks: requests from other services that carry no token of ours; each route
+#: checks its caller itself (Graph's clientState, ...).
+HOOKS_PREFIX = "/v1/hooks/"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'none'",

@@ -18,6 +18,7 @@ from astpresence.store.base import StoreError
 
 from astpresence.web.http import (
     HA_KEY,
+    HOOKS_PREFIX,
     Handler,
     MAX_BODY,
     NOT_IN_STEP_PATHS,
@@ -104,7 +105,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if not path.startswith("/v1/") or path in PUBLIC_PATHS or path == "/v1/events":
+    if not path.startswith("/v1/") or path in PUBLIC_PATHS or path == "/v1/events" \
+            or path.startswith(HOOKS_PREFIX):
         return await handler(request)  # /v1/events authenticates in its first message
     who = request[PRINCIPAL_KEY] = await authenticate(request.app[STORE_KEY],
                                                     request.headers.get("Authorization"))

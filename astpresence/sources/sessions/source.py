@@ -10,7 +10,6 @@ person's limit closes their stalest.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import secrets
 from dataclasses import replace
@@ -26,7 +25,7 @@ from astpresence.domain.model import InvalidInput
 from astpresence.domain.records import SourceRecord
 from astpresence.engine.service import PresenceService, utcnow
 from astpresence.engine.aligning import align
-from astpresence.engine.timers import woken_within
+from astpresence.engine.timers import DueTimes, woken_within
 from astpresence.sources.sessions.model import (
     Activity,
     Kind,
@@ -225,42 +224,3 @@ class _Gauge(Collector):
             if state in {a.value for a in Activity}:
                 family.add_metric([state], count)
         yield family
-
-
-class DueTimes:
-    """When to look at each person again, earliest first: a heap, with entries made
-    stale by a newer time skipped when they come up, and rebuilt once stale ones
-    outnumber the live ones (so it never holds more than about twice the people)."""
-
-    def __init__(self) -> None:
-        self._at: dict[str, datetime] = {}
-        self._heap: list[tuple[datetime, str]] = []
-
-    def get(self, uid: str) -> datetime | None:
-        return self._at.get(uid)
-
-    def set(self, uid: str, due: datetime) -> bool:
-        """True when ``due`` is now the earliest of all."""
-        self._at[uid] = due
-        heapq.heappush(self._heap, (due, uid))
-        if len(self._heap) > 2 * len(self._at) + 1024:
-            self._heap = [(t, u) for u, t in self._at.items()]
-            heapq.heapify(self._heap)
-        return self._heap[0] == (due, uid)
-
-    def drop(self, uid: str) -> None:
-        self._at.pop(uid, None)
-
-    def pop_due(self, now: datetime) -> list[str]:
-        out = []
-        while self._heap and self._heap[0][0] <= now:
-            due, uid = heapq.heappop(self._heap)
-            if self._at.get(uid) == due:
-                del self._at[uid]
-                out.append(uid)
-        return out
-
-    def next(self) -> datetime | None:
-        while self._heap and self._at.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None

@@ -1,0 +1,226 @@
+"""Teams presence both ways, end to end: the daemon in-process against the fake AMI
+and the fake Graph (tests/support/teams_graph.py), over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from astpresence.sources.settings_reader import Credential
+from astpresence.sources.teams.mapping import TeamsPresence
+from astpresence.sources.teams.settings import TeamsSettings
+from astpresence.sources.teams.source import TeamsSource
+from astpresence.web.auth import Role
+from tests.conftest import Starter
+from tests.support.api import call
+from tests.support.calendar_servers import free_port
+from tests.support.e2e import RunningDaemon, barrier, make_config, until
+from tests.support.fakeami import FakeAsterisk, Hint
+from tests.support.teams_graph import TeamsGraphServer
+
+ALICE = "alice@contoso.com"
+BOB = "7d1c0a52-3b7e-4f0e-9a59-2c1d7e5b9f10"
+
+
+@pytest.fixture
+async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TeamsGraphServer]:
+    server = TeamsGraphServer("contoso.onmicrosoft.com", "app-1234", "s3cret-value")
+    monkeypatch.setenv("TEAMS_SECRET", "s3cret-value")
+    await server.start()
+    server.add(ALICE)
+    server.add("bob@contoso.com", BOB)
+    yield server
+    await server.stop()
+
+
+def settings(graph: TeamsGraphServer, port: int, **changes: Any) -> TeamsSettings:
+    return replace(TeamsSettings(
+        tenant="contoso.onmicrosoft.com", client_id="app-1234",
+        secret=Credential(env="TEAMS_SECRET"), authority=graph.url, graph=graph.graph,
+        poll=5, notification_url=f"http://127.0.0.1:{port}/v1/hooks/teams",
+        max_requests=1000, users={"2000": ALICE, "2001": BOB}), **changes)
+
+
+async def start(daemons: Starter, fake: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+                **changes: Any) -> RunningDaemon:
+    fake.hints[:] = [Hint(u, "ext-local", [f"PJSIP/{u}", f"Custom:DND{u}"],
+                          f"CustomPresence:{u}") for u in ("2000", "2001")]
+    fake.devices.update({"PJSIP/2000": "NOT_INUSE", "PJSIP/2001": "NOT_INUSE",
+                         "Custom:DND2000": "UNAVAILABLE", "Custom:DND2001": "UNAVAILABLE"})
+    port = free_port()
+    config = replace(make_config(fake, tmp_path / "p.db"), listen_port=port,
+                     sources={"teams": settings(graph, port, **changes)},
+                     writes_per_second=1000.0, write_burst=1000)
+    d = await daemons(config)
+    await until(lambda: teams(d).directory.oid("2000") is not None, what="UPN resolved")
+    return d
+
+
+async def raw(d: RunningDaemon, method: str, path: str, body: bytes | Any = None,
+              token: str | None = None) -> tuple[int, str]:
+    """A request whose answer may be text or empty (the webhook, /metrics)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, bytes) else None
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.request(method, d.url + path, data=data,
+                                json=None if data is not None else body) as resp:
+            return resp.status, await resp.text()
+
+
+def teams(d: RunningDaemon) -> TeamsSource:
+    source = d.daemon.sources["teams"]
+    assert isinstance(source, TeamsSource)
+    return source
+
+
+def alice(graph: TeamsGraphServer) -> str:
+    return next(p.oid for p in graph.people.values() if p.upn == ALICE)
+
+
+async def test_a_desk_phone_call_shows_in_teams_and_clears(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    oid = alice(graph)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    assert graph.shown(oid) == ("Available", "Available")
+    await fake_ami.external_device_change("PJSIP/2000", "INUSE")
+    await until(lambda: graph.shown(oid) == ("Busy", "InACall"), timeout=2.0,
+                what="InACall in Teams")
+    # The notification of that change comes back: seen, not adopted as Teams' own
+    await until(lambda: teams(d).seen.get("2000", (None,))[0]
+                == TeamsPresence("Busy", "InACall"), what="the echo read")
+    assert d.service.contributions.get("2000", "teams") is None
+    assert d.service.view("2000").presence.subtype == "on-the-phone"
+    await fake_ami.external_device_change("PJSIP/2000", "NOT_INUSE")
+    await until(lambda: graph.shown(oid) == ("Available", "Available"), timeout=2.0,
+                what="the session cleared")
+    assert not graph.people[oid].sessions
+    writes = [(w[2], w[3].get("availability")) for w in graph.writes if w[1] == oid]
+    assert writes == [("setPresence", "Busy"), ("clearPresence", None)]
+    body = graph.writes[0][3]
+    assert body["sessionId"] == "app-1234" and body["activity"] == "InACall"
+    assert body["expirationDuration"] == "PT600S"
+
+
+async def test_teams_dnd_reaches_the_hint_and_leaves_it(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    graph.set_client(BOB, "DoNotDisturb", "Presenting")
+    await until(lambda: fake_ami.presences.get("2001", ("",))[0] == "dnd",
+                timeout=2.0, what="dnd in the hint")
+    view = d.service.view("2001")
+    assert (view.presence.subtype, view.rule, view.activity) == (
+        "presenting", "timed:teams", "presenting")
+    # nothing of Teams' own goes back to Teams
+    assert not [w for w in graph.writes if w[1] == BOB]
+    graph.set_client(BOB, "Available", "Available")
+    await until(lambda: d.service.contributions.get("2001", "teams") is None,
+                timeout=2.0, what="the Teams entry gone")
+    assert d.service.view("2001").presence.state.value != "dnd"
+
+
+async def test_freepbx_dnd_sets_the_preferred_presence_and_clears_it(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    oid = alice(graph)
+    await fake_ami.freepbx_dnd("2000", True)  # *78
+    await until(lambda: graph.shown(oid) == ("DoNotDisturb", "DoNotDisturb"), timeout=2.0,
+                what="preferred DND")
+    assert graph.people[oid].preferred is not None
+    await until(lambda: teams(d).seen.get("2000", (None,))[0]
+                == TeamsPresence("DoNotDisturb", "DoNotDisturb"), what="the echo read")
+    assert d.service.contributions.get("2000", "teams") is None  # not adopted
+    await fake_ami.freepbx_dnd("2000", False)  # *79
+    await until(lambda: graph.people[oid].preferred is None, timeout=2.0, what="cleared")
+    assert graph.shown(oid) == ("Available", "Available")
+    kinds = [w[2] for w in graph.writes if w[1] == oid]
+    assert kinds == ["setUserPreferredPresence", "clearUserPreferredPresence"]
+
+
+async def test_a_chosen_state_with_an_end_and_a_message(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    oid = alice(graph)
+    token = await d.make_token(Role.USER, "2000")
+    status, body = await call(d, "PUT", "/v1/me/presence", token,
+                              {"state": "away", "message": "Lunch, back at 2",
+                               "expires": (datetime.now(UTC) + timedelta(days=30)).isoformat()})
+    assert status == 200, body
+    await until(lambda: graph.people[oid].message == "Lunch, back at 2", timeout=2.0,
+                what="status message")
+    assert graph.shown(oid) == ("Away", "Away")
+    preferred = next(w[3] for w in graph.writes if w[2] == "setUserPreferredPresence")
+    assert preferred["expirationDuration"].startswith("PT") and \
+        86400 * 29 < int(preferred["expirationDuration"][2:-1]) <= 86400 * 30
+    status, body = await call(d, "DELETE", "/v1/me/presence", token)
+    assert status == 200, body
+    await until(lambda: graph.people[oid].preferred is None and graph.people[oid].message == "",
+                timeout=2.0, what="cleared with the message")
+
+
+async def test_polling_when_notifications_stop(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="", poll=5)
+    assert teams(d).status_json()["polling"] is True
+    graph.set_client(BOB, "Away", "Away")
+    await until(lambda: d.service.view("2001").presence.state.value == "away", timeout=8.0,
+                what="adopted by polling within a poll period")
+    assert not graph.subs
+    assert teams(d).status_json()["subscriptions"] == 0
+
+
+async def test_notifications_are_checked_and_the_handshake_answered(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    sub = next(iter(graph.subs.values()))
+    status, text = await raw(d, "POST", "/v1/hooks/teams?validationToken=abc%20123")
+    assert (status, text) == (200, "abc 123")
+    forged = {"value": [{"subscriptionId": sub.id, "clientState": "guess",
+                         "resourceData": {"id": BOB}}]}
+    reads = teams(d).reads
+    status, _ = await raw(d, "POST", "/v1/hooks/teams", forged)
+    assert status == 202
+    status, text = await raw(d, "POST", "/v1/hooks/teams", {"value": "x"})
+    assert status == 400, text
+    status, text = await raw(d, "POST", "/v1/hooks/teams", b"{" * 100)
+    assert status == 400, text
+    await barrier(d, fake_ami)
+    assert teams(d).reads == reads and teams(d).subscriptions.refused == 1
+    # the link, for an operator; the secret and the clientState nowhere
+    status, body = await call(d, "GET", "/v1/teams", d.token)
+    assert status == 200 and body["status"]["users_resolved"] == 2, body
+    assert [r["object_id"] for r in body["map"]] == [alice(graph), BOB]
+    for path in ("/v1/teams", "/v1/status", "/v1/config", "/metrics"):
+        status, shown = await raw(d, "GET", path, token=d.token)
+        assert status == 200, path
+        assert "s3cret-value" not in str(shown) and sub.client_state not in str(shown), path
+    user = await d.make_token(Role.USER, "2000")
+    status, body = await call(d, "GET", "/v1/teams", user)
+    assert status == 403, body
+
+
+async def test_a_lost_subscription_is_made_again(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    first = next(iter(graph.subs))
+    graph.lifecycle(first, "subscriptionRemoved")
+    await until(lambda: bool(graph.subs) and first not in graph.subs, what="made again")
+    graph.set_client(BOB, "Busy", "InAMeeting")
+    await until(lambda: d.service.view("2001").presence.subtype == "in-a-meeting", timeout=2.0,
+                what="notified through the new subscription")
