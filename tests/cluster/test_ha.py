@@ -103,19 +103,22 @@ async def group(fake_ami: FakeAsterisk, postgres_url: str,
 async def started_group(fake_ami: FakeAsterisk, postgres_url: str, tmp_path: Path,
                         config: str = "") -> AsyncIterator[tuple[Node, Node, str]]:
     """Node a leading, node b started (following soon); both stopped at the end and
-    must exit cleanly. ``config``: a TOML file both read."""
+    must exit cleanly. ``config``: a TOML file both read ("@A_URL@", "@B_URL@": the
+    nodes' API addresses)."""
     seed(fake_ami)
     fake_ami.astdb[("AMPUSER", "2001/cidname")] = "Bea Müller"  # a card only the leader reads
     env = clean_env(ASTPRESENCE_AMI_PORT=str(fake_ami.port),
                     ASTPRESENCE_AMI_SECRET=fake_ami.secret, ASTPRESENCE_DB_URL=postgres_url,
                     ASTPRESENCE_HA="1", ASTPRESENCE_DB=str(tmp_path / "unused.db"))
     if config:
-        (tmp_path / "group.toml").write_text(config, encoding="utf-8")
         env["ASTPRESENCE_CONFIG"] = str(tmp_path / "group.toml")
+    a, b = Node("node-a", env, tmp_path), Node("node-b", env, tmp_path)
+    if config:  # "@A_URL@" and "@B_URL@" stand for the nodes' API addresses
+        text = config.replace("@A_URL@", a.url).replace("@B_URL@", b.url)
+        (tmp_path / "group.toml").write_text(text, encoding="utf-8")
     code, out, err = await run("token", "create", "--role", "admin", "--json", env=env)
     assert code == 0, err
     token = json.loads(out)["token"]
-    a, b = Node("node-a", env, tmp_path), Node("node-b", env, tmp_path)
     await a.start()
     await a.wait_leading(token)
     await b.start()

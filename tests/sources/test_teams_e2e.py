@@ -224,3 +224,39 @@ async def test_a_lost_subscription_is_made_again(
     graph.set_client(BOB, "Busy", "InAMeeting")
     await until(lambda: d.service.view("2001").presence.subtype == "in-a-meeting", timeout=2.0,
                 what="notified through the new subscription")
+
+
+async def test_no_ping_pong_over_100_alternating_changes(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    """Fifty *78/*79 on the desk phone and fifty DND/Available in the Teams client,
+    interleaved: each side's writes are the other's echo or a real change, and the
+    two settle; nothing is written after the last change but what it asks for."""
+    d = await start(daemons, fake_ami, graph, tmp_path)
+    oid = alice(graph)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    for i in range(50):
+        await fake_ami.freepbx_dnd("2000", i % 2 == 0)  # *78, *79, ...; ends with *79
+        graph.set_client(oid, *(("DoNotDisturb", "Presenting") if i % 2 == 0
+                                else ("Available", "Available")))  # ends Available
+        if i % 5 == 4:
+            await barrier(d, fake_ami)  # now and then the daemon catches up mid-way
+    await barrier(d, fake_ami)
+    source = teams(d)
+    await until(lambda: not source.outbound._dirty and not source.outbound._inflight
+                and graph.people[oid].preferred is None
+                and d.service.view("2000").presence.state.value != "dnd", what="settled")
+    writes = len(graph.writes)
+    assert writes <= 50  # only the phone's changes went to Teams, coalesced
+    assert {w[2] for w in graph.writes} <= {"setUserPreferredPresence",
+                                            "clearUserPreferredPresence"}
+    history = len(await d.service.history("2000", 1000))
+    # a full read and a round trip later, nothing moved on either side
+    reads = source.reads
+    source.read_all_soon()
+    await until(lambda: source.reads > reads, what="a full read")
+    await barrier(d, fake_ami)
+    assert len(graph.writes) == writes and graph.shown(oid) == ("Available", "Available")
+    assert len(await d.service.history("2000", 1000)) == history
+    assert d.service.view("2000").presence.state.value != "dnd"
+    assert d.service.contributions.get("2000", "teams") is None

@@ -85,6 +85,7 @@ class TeamsGraphServer(GraphServer):
         self.people: dict[str, TeamsUser] = {}
         self.subs: dict[str, Sub] = {}
         self.throttle_kinds: dict[str, int] = {}  # path tail -> 429s still to give
+        self.forbidden_kinds: set[str] = set()  # path tails the app lacks permission for
         self.writes: list[tuple[datetime, str, str, dict[str, Any]]] = []
         self.calls: list[tuple[float, str]] = []  # (monotonic time, path tail)
         self.notified: list[dict[str, Any]] = []
@@ -196,6 +197,10 @@ class TeamsGraphServer(GraphServer):
         if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}},
                                      status=401)
+        if kind in self.forbidden_kinds:
+            return web.json_response({"error": {"code": "Forbidden",
+                                                "message": "Insufficient privileges"}},
+                                     status=403)
         if self.throttle_kinds.get(kind, 0) > 0:
             self.throttle_kinds[kind] -= 1
             return web.json_response({"error": {"code": "TooManyRequests"}}, status=429,

@@ -114,7 +114,7 @@ def _status_message(item: dict[str, object]) -> str:
     text = str(message["content"])[:4096]
     if str(message.get("contentType", "text")).lower() == "html":
         text = _TAG.sub(" ", text)
-    return normalise_text(" ".join(text.split()))
+    return " ".join(normalise_text(" ".join(text.split())).split())
 
 
 def from_teams(reported: TeamsPresence, table: Mapping[str, str]) -> Presence | None:

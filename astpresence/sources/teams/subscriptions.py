@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from astpresence.engine.timers import BACKOFF
 from astpresence.sources.msgraph import RemoteError
 from astpresence.sources.teams.graph import BATCH, Missing, TeamsGraph
 
@@ -31,8 +32,6 @@ LIFETIME = timedelta(minutes=55)
 RENEW_BEFORE = timedelta(minutes=10)
 #: Renewals of successive subscriptions this far apart.
 SPREAD = timedelta(seconds=5)
-#: A failed creation is tried again this much later.
-RETRY = timedelta(seconds=60)
 
 
 @dataclass
@@ -51,6 +50,7 @@ class Subscriptions:
         self.groups: list[tuple[str, ...]] = []
         self.live: dict[int, Subscription] = {}
         self._retry_at: dict[int, datetime] = {}
+        self._failures: dict[int, int] = {}  # a group's failures in a row (the backoff)
         self.error = ""
         self.last_notification: datetime | None = None
         self.notifications = 0
@@ -73,7 +73,8 @@ class Subscriptions:
             i in self.live and self.live[i].expires > now for i in range(len(self.groups)))
 
     def next_due(self) -> datetime | None:
-        times = [self._renew_at(i, s) for i, s in self.live.items()]
+        times = [max(self._renew_at(i, s), self._retry_at.get(i, s.expires - LIFETIME))
+                 for i, s in self.live.items()]
         times += [t for i, t in self._retry_at.items() if i not in self.live]
         return min(times, default=None)
 
@@ -84,10 +85,11 @@ class Subscriptions:
         """Make what is missing and renew what is due."""
         now = self._clock()
         for index, ids in enumerate(self.groups):
+            if self._retry_at.get(index, now) > now:
+                continue  # failed a moment ago: its backoff first
             sub = self.live.get(index)
             if sub is None:
-                if self._retry_at.get(index, now) <= now:
-                    await self._create(index, ids)
+                await self._create(index, ids)
             elif now >= self._renew_at(index, sub):
                 await self._renew(index, sub)
 
@@ -96,17 +98,15 @@ class Subscriptions:
         try:
             answer = await self.graph.subscribe(list(ids), self.url, self.client_state, expires)
         except RemoteError as exc:
-            self.error = f"subscribing failed: {exc}"
-            self._retry_at[index] = self._clock() + RETRY
-            logger.warning("teams: %s; polling meanwhile", self.error)
+            self._failed(index, f"subscribing failed: {exc}")
             return
         sid = answer.get("id")
         if not isinstance(sid, str) or not sid or len(sid) > 100:
-            self.error = "subscribing failed: Graph answered without an id"
-            self._retry_at[index] = self._clock() + RETRY
+            self._failed(index, "subscribing failed: Graph answered without an id")
             return
         self.live[index] = Subscription(sid, ids, _expiry(answer, expires))
         self._retry_at.pop(index, None)
+        self._failures.pop(index, None)
         self.error = ""
         logger.info("teams: subscribed to the presence of %d people (until %s)", len(ids),
                     self.live[index].expires.isoformat(timespec="seconds"))
@@ -121,12 +121,20 @@ class Subscriptions:
             await self._create(index, sub.ids)
             return
         except RemoteError as exc:
-            self.error = f"renewing failed: {exc}"
-            logger.warning("teams: %s", self.error)
-            self._retry_at[index] = self._clock() + RETRY
+            self._failed(index, f"renewing failed: {exc}")
             return
         sub.expires = _expiry(answer, expires)
         self.renewals += 1
+        self._retry_at.pop(index, None)
+        self._failures.pop(index, None)
+
+    def _failed(self, index: int, error: str) -> None:
+        """Try again after 1, 2, 4, ... 32 s (a renewal: while the subscription lasts)."""
+        failures = self._failures[index] = self._failures.get(index, 0) + 1
+        wait = BACKOFF[min(failures, len(BACKOFF)) - 1]
+        self._retry_at[index] = self._clock() + timedelta(seconds=wait)
+        self.error = error
+        logger.warning("teams: %s (again in %g s; polling meanwhile)", error, wait)
 
     def known(self, item: dict[str, Any]) -> bool:
         """Is this notification ours (this run's clientState, a live subscription)?"""
