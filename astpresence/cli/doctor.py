@@ -85,6 +85,7 @@ from astpresence.cli.hints import AmpuserProbe, HintEntry, freepbx_check, mirror
 from astpresence.cli.calls_check import calls_check
 from astpresence.cli.probes import _Events, _Probes, _Reply, _ask, _ask_list, _probe_write
 from astpresence.cli.services import _setting, ari_check, store_check
+from astpresence.sources.registry import SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,18 @@ async def run_checks(config: Config) -> list[Check]:
         each = await asyncio.gather(*(_ami_checks(config, s) for s in servers))
         ami = [replace(c, name=f"{s.name}: {c.name}") for s, checks in zip(servers, each)
                for c in checks]
-    return [*ami, await ari_check(config), await store_check(config)]
+    return [*ami, await ari_check(config), await store_check(config),
+            *await _source_checks(config)]
+
+
+async def _source_checks(config: Config) -> list[Check]:
+    """Each configured source's own checks (sources/plugin.py ``doctor``)."""
+    out = []
+    for plugin in SOURCES:
+        settings = config.sources.get(plugin.name, plugin.default)
+        if plugin.doctor is not None and plugin.configured(settings):
+            out += [Check(c.name, c.ok, c.detail, c.fix) for c in await plugin.doctor(settings)]
+    return out
 
 
 async def _ami_checks(config: Config, ami: AMIConfig) -> list[Check]:

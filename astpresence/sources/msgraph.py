@@ -8,6 +8,8 @@ the source: never the secret, never a token, never the body.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -101,3 +103,20 @@ def retry_after(raw: str | None, attempt: int) -> float:
     if wait != wait:  # NaN
         wait = 2.0 ** attempt
     return min(max(wait, 0.0), MAX_RETRY_AFTER)
+
+
+def token_roles(token: str) -> frozenset[str] | None:
+    """The application permissions an access token carries (its ``roles`` claim), or
+    None when it is not a JWT. Read to say what is missing, never trusted for
+    anything: Graph checks the token itself."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 65536:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    roles = payload.get("roles") if isinstance(payload, dict) else None
+    if not isinstance(roles, list):
+        return frozenset()
+    return frozenset(str(r)[:100] for r in roles[:100])

@@ -32,6 +32,16 @@ from astpresence.engine.service import PresenceService
 SourceCommand = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One of a source's ``astpresence doctor`` checks (the CLI shows it as its own)."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
 class RunningSource(Protocol):
     """A source at work, built by :attr:`SourcePlugin.start`."""
 
@@ -65,6 +75,10 @@ class SourcePlugin:
     show: Callable[[Any], Any] = repr
     #: What its followers may ask of the leader: command kind -> handler.
     commands: Mapping[str, SourceCommand] = field(default_factory=dict)
+    #: ``astpresence doctor``'s checks of it, when it is configured (read-only).
+    doctor: Callable[[Any], Awaitable[list[DoctorCheck]]] | None = None
+    #: Is it configured (its settings differ from "off")?
+    configured: Callable[[Any], bool] = bool
     #: The module of its routes (``routes(app)``, ``paths()``, ``schemas()``), or "".
     web: str = ""
     #: The module of its CLI commands (``commands()``), or "".

@@ -165,3 +165,27 @@ async def test_a_notification_url_that_does_not_answer_means_polling(
         assert not graph.subs
     finally:
         await g.close()
+
+
+async def test_the_doctor_says_what_is_missing(graph: TeamsGraphServer) -> None:
+    from astpresence.sources.teams.doctor import check
+
+    graph.add("a@contoso.com")
+    base = replace(TeamsSettings(
+        tenant="contoso", client_id="app", secret=Credential(env="TEAMS_SECRET"),
+        authority=graph.url, graph=graph.graph),
+        users={"2000": "a@contoso.com", "2001": "ghost@contoso.com"})
+    checks = {c.name: c for c in await check(base)}
+    assert checks["teams token"].ok and checks["teams permissions"].ok
+    assert not checks["teams users"].ok
+    assert "ghost@contoso.com): no such user in the tenant" in checks["teams users"].detail
+    graph.roles = ["Presence.Read.All"]  # read only, and no User.Read.All
+    checks = {c.name: c for c in await check(replace(base, users={"2000": "a@contoso.com"}))}
+    perms = checks["teams permissions"]
+    assert not perms.ok and "Presence.ReadWrite.All, User.Read.All" in perms.fix
+    assert "admin consent" in perms.fix
+    reading = replace(base, sync="from_teams", users={"2000": "7d1c0a52-3b7e-4f0e-9a59-2c1d7e5b9f10"})
+    assert {c.name: c for c in await check(reading)}["teams permissions"].ok
+    bad = await check(replace(base, secret=Credential(env="NOT_SET_ANYWHERE")))
+    assert [(c.name, c.ok) for c in bad] == [("teams token", False)]
+    assert "environment variable NOT_SET_ANYWHERE" in bad[0].fix

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 import sys
 import uuid
@@ -188,6 +190,8 @@ class GraphServer(_App):
         self.padding = 0  # bytes of filler in each page (a huge answer)
         self.tokens: set[str] = set()
         self.token_requests = 0
+        #: The application permissions granted (the token's ``roles`` claim).
+        self.roles = ["Calendars.Read", "Presence.ReadWrite.All", "User.Read.All"]
         self.app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
         self.app.router.add_get("/v1.0/users/{mailbox}/calendarView", self._view)
 
@@ -204,7 +208,8 @@ class GraphServer(_App):
                 self.client_id or form.get("client_secret") != self.secret
                 or form.get("scope") != "https://graph.microsoft.com/.default"):
             return web.json_response({"error": "invalid_client"}, status=401)
-        token = uuid.uuid4().hex
+        token = jwt_shaped({"aud": "https://graph.microsoft.com", "tid": self.tenant,
+                            "appid": self.client_id, "roles": self.roles})
         self.tokens.add(token)
         return web.json_response({"token_type": "Bearer", "expires_in": 3599,
                                   "access_token": token})
@@ -235,6 +240,15 @@ class GraphServer(_App):
             query["$skip"] = str(skip + self.page_size)
             body["@odata.nextLink"] = str(request.url.with_query(query))
         return web.json_response(body)
+
+
+def jwt_shaped(claims: dict[str, Any]) -> str:
+    """An access token shaped as Entra ID issues them (header.claims.signature,
+    base64url); the signature is random: only the fake Graph checks it, by value."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    return ".".join([part(json.dumps({"typ": "JWT", "alg": "RS256"}).encode()),
+                     part(json.dumps(claims).encode()), part(uuid.uuid4().bytes)])
 
 
 def ics_event(uid: str, start: datetime, end: datetime, summary: str = "Meeting",

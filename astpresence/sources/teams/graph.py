@@ -26,8 +26,9 @@ from astpresence.sources.msgraph import (
     m365_token,
     read_limited,
     retry_after,
+    token_roles,
 )
-from astpresence.sources.teams.settings import TeamsSettings
+from astpresence.sources.teams.settings import TeamsSettings, is_object_id
 
 #: Ids in one getPresencesByUserId request and in one subscription (Graph's limit).
 BATCH = 650
@@ -54,6 +55,26 @@ class Forbidden(RemoteError):
 
 class Missing(RemoteError):
     """No such user or subscription (HTTP 404)."""
+
+
+def required(settings: TeamsSettings) -> set[str]:
+    """The application permissions ``settings`` needs."""
+    need = {WRITE_PERMISSION} if settings.writes else set()
+    if settings.reads and not settings.writes:
+        need.add("Presence.Read.All")
+    if any(not is_object_id(ref) for ref in settings.users.values()):
+        need.add("User.Read.All")
+    return need
+
+
+def missing(settings: TeamsSettings, stats: GraphStats) -> list[str]:
+    """What the token lacks of :func:`required` (when it says), and what Graph refused."""
+    granted = stats.roles
+    lacking = set(stats.missing)
+    if granted is not None:
+        lacking |= {p for p in required(settings) if p not in granted
+                    and not (p == "Presence.Read.All" and WRITE_PERMISSION in granted)}
+    return sorted(lacking)
 
 
 class Budget:
@@ -98,6 +119,7 @@ class GraphStats:
         self.token_ok: bool | None = None  # None: never asked
         self.last_error = ""
         self.missing: set[str] = set()  # permissions Graph said the app lacks
+        self.roles: frozenset[str] | None = None  # what the token says is granted
         #: Request times of the last minute (for "requests per minute").
         self.recent: collections.deque[float] = collections.deque(maxlen=100_000)
 
@@ -134,7 +156,8 @@ class TeamsGraph:
                 connector=aiohttp.TCPConnector(limit=32))
         return self._session
 
-    async def _bearer(self) -> str:
+    async def bearer(self) -> str:
+        """A token (cached until shortly before it runs out)."""
         async with self._token_lock:
             if self._token and self._clock() < self._token_until:
                 return self._token
@@ -148,6 +171,7 @@ class TeamsGraph:
                 raise RemoteError(f"no token: {exc}") from None
             self.stats.tokens += 1
             self.stats.token_ok = True
+            self.stats.roles = token_roles(token)
             # a new one five minutes (or a tenth of its life) before it runs out
             self._token = token
             self._token_until = self._clock() + max(lifetime - min(300.0, lifetime / 10), 1.0)
@@ -171,7 +195,7 @@ class TeamsGraph:
                     body: dict[str, Any] | None) -> dict[str, Any]:
         for attempt in range(TRIES):
             await self.budget.take()
-            token = await self._bearer()
+            token = await self.bearer()
             self.stats.requests[kind] += 1
             self.stats.recent.append(self._clock())
             try:

@@ -9,6 +9,7 @@ from typing import Any
 from astpresence.domain.model import InvalidInput
 from astpresence.engine.service import PresenceService
 from astpresence.sources.plugin import SourcePlugin
+from astpresence.sources.teams.doctor import check
 from astpresence.sources.teams.settings import TeamsSettings, parse_section, show
 from astpresence.sources.teams.source import TeamsSource
 
@@ -37,6 +38,8 @@ PLUGIN = SourcePlugin(
     start=_start,
     show=show,
     commands={"teams": answer},
+    doctor=check,
+    configured=lambda settings: bool(settings.enabled),
     web="astpresence.sources.teams.web",
     cli="astpresence.sources.teams.cli",
 )

@@ -33,7 +33,7 @@ from astpresence.engine.service import PresenceService, utcnow
 from astpresence.engine.timers import woken_or, woken_within
 from astpresence.sources.msgraph import RemoteError
 from astpresence.sources.teams.directory import TeamsDirectory
-from astpresence.sources.teams.graph import BATCH, TeamsGraph
+from astpresence.sources.teams.graph import BATCH, TeamsGraph, missing
 from astpresence.sources.teams.mapping import TeamsPresence, from_teams, parse_presence
 from astpresence.sources.teams.metrics import TeamsCollector
 from astpresence.sources.teams.outbound import Outbound
@@ -239,7 +239,8 @@ class TeamsSource:
                     stats.per_minute(self._mono()),
                 "throttled": stats.throttled, "failures": sum(stats.failures.values()),
                 "last_error": stats.last_error,
-                "missing_permissions": sorted(stats.missing),
+                "granted": sorted(stats.roles) if stats.roles is not None else None,
+                "missing_permissions": missing(s, stats),
                 **self.subscriptions.status_json(), **self.outbound.status_json()}
 
     def map_json(self) -> list[dict[str, Any]]:
