@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import (calendars, calls, endtoend, failover, fanout, hostile, machine, nodes, parsing,
-               resync, sessions)
+               resync, sessions, teams)
 from .report import Row, table
 
 #: name -> run(quick); in the order they run.
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[bool], Any]] = {
     "hostile": hostile.run,
     "calls": calls.run,
     "sessions": sessions.run,
+    "teams": teams.run,
 }
 
 

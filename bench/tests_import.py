@@ -16,7 +16,8 @@ from tests.support.fakeami import (
     captured_server_bytes,
 )
 from tests.support.postgres import PostgresServer
+from tests.support.teams_graph import TeamsGraphServer
 from tests.support.wire import encode_message
 
-__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "PostgresServer",
+__all__ = ["CAPTURE_DIR", "ROOT", "FakeAsterisk", "Hint", "PostgresServer", "TeamsGraphServer",
            "captured_server_bytes", "encode_message"]

@@ -260,3 +260,19 @@ async def test_no_ping_pong_over_100_alternating_changes(
     assert len(await d.service.history("2000", 1000)) == history
     assert d.service.view("2000").presence.state.value != "dnd"
     assert d.service.contributions.get("2000", "teams") is None
+
+
+async def test_an_unmapped_person_s_teams_entry_goes_at_the_next_start(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="")
+    graph.set_client(BOB, "Busy", "InAMeeting")
+    teams(d).read_all_soon()
+    await until(lambda: d.service.contributions.get("2001", "teams") is not None,
+                what="adopted")
+    await d.stop()
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="",
+                    users={"2000": ALICE})
+    await until(lambda: d.service.contributions.get("2001", "teams") is None,
+                what="the entry of someone no longer mapped removed")
+    assert d.service.view("2001").rule != "timed:teams"

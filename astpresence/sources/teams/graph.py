@@ -1,9 +1,10 @@
 """The Graph requests of the Teams source, with one token, one request budget and
 Graph's throttling honoured (no presence logic here: source.py and outbound.py).
 
-Every request waits for the budget (``[teams] max_requests`` a second; Graph
-allows 1,500 presence requests per 30 s per app and tenant), and a 429/503
-pauses *every* request for its Retry-After, not just the one that got it. A
+Every request waits for its budget (``[teams] max_requests`` a second, one for
+reads and subscriptions, one for writes; Graph allows 1,500 requests per 30 s
+per app and tenant to each presence API), and a 429/503 pauses every request
+of that budget for its Retry-After, not just the one that got it. A
 401 gets a new token once. A 403 names the permission the app lacks.
 """
 
@@ -42,6 +43,9 @@ REQUEST_TIMEOUT = 20.0
 PERMISSION = {"read": "Presence.Read.All", "subscribe": "Presence.Read.All",
               "renew": "Presence.Read.All", "resolve": "User.Read.All"}
 WRITE_PERMISSION = "Presence.ReadWrite.All"
+#: The kinds of request that write (their own budget).
+WRITES = frozenset({"set_presence", "clear_presence", "preferred", "clear_preferred",
+                    "status_message"})
 
 
 class Forbidden(RemoteError):
@@ -136,7 +140,10 @@ class TeamsGraph:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.base = settings.graph.rstrip("/")
-        self.budget = Budget(settings.max_requests, clock)
+        #: Graph limits each presence API on its own (1,500 per 30 s per app and tenant):
+        #: reads and subscriptions never wait behind a queue of writes, nor the reverse.
+        self.budgets = {"read": Budget(settings.max_requests, clock),
+                        "write": Budget(settings.max_requests, clock)}
         self.stats = GraphStats()
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -193,8 +200,9 @@ class TeamsGraph:
 
     async def _call(self, kind: str, method: str, path: str,
                     body: dict[str, Any] | None) -> dict[str, Any]:
+        budget = self.budgets["write" if kind in WRITES else "read"]
         for attempt in range(TRIES):
-            await self.budget.take()
+            await budget.take()
             token = await self.bearer()
             self.stats.requests[kind] += 1
             self.stats.recent.append(self._clock())
@@ -206,7 +214,7 @@ class TeamsGraph:
                 self._token = ""  # expired or revoked early: one new token, once
             except _Throttled as exc:
                 self.stats.throttled += 1
-                self.budget.pause(retry_after(exc.after, attempt))
+                budget.pause(retry_after(exc.after, attempt))
         raise RemoteError("Microsoft Graph keeps throttling (HTTP 429)")
 
     async def _once(self, kind: str, method: str, path: str, body: dict[str, Any] | None,

@@ -43,6 +43,9 @@ from astpresence.sources.teams.subscriptions import Subscriptions
 logger = logging.getLogger(__name__)
 
 SOURCE = "teams"
+#: A read for notified people waits this long for more to join it (one request a
+#: loop turn, not one per notification).
+READ_GATHER = 0.05
 #: Ids waiting for a read, at most (notifications beyond it wait for the next full read).
 MAX_PENDING = 20_000
 
@@ -71,6 +74,7 @@ class TeamsSource:
     # -- lifecycle --------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self._forget_unmapped()
         if not self.settings.enabled:
             await stop.wait()
             return
@@ -92,6 +96,17 @@ class TeamsSource:
             if self.subscriptions.live:
                 await asyncio.wait_for(self.subscriptions.close(), 10)
             await self.graph.close()
+
+    async def _forget_unmapped(self) -> None:
+        """Teams entries of people Teams no longer reads for (unmapped, the source off
+        or writing only) go: nothing would ever end them."""
+        s = self.settings
+        for uid in self.service.users.ids():
+            record = self.service.contributions.get(uid, SOURCE)
+            if record is not None and record.actor == SOURCE and \
+                    not (s.enabled and s.reads and uid in self.directory.refs):
+                await self.service.delete_source(uid, SOURCE, SOURCE)
+                logger.info("teams: %s's Teams entry removed (no longer read from Teams)", uid)
 
     async def _resolver(self, stop: asyncio.Event) -> None:
         """Resolve the UPNs, and again now and then those that failed."""
@@ -155,6 +170,8 @@ class TeamsSource:
                 self._full_at = now + timedelta(seconds=every)
                 await self.read(self.directory.ids())
             elif self._pending:
+                if len(self._pending) < BATCH:  # a moment for more to join this request
+                    await woken_or(asyncio.Event(), stop, READ_GATHER)
                 ids = list(self._pending)
                 self._pending.clear()
                 await self.read(ids)
