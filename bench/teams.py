@@ -57,8 +57,9 @@ class Load:
         self.teams_side, self.phone_side = uids[::2], uids[1::2]
         self.sent: dict[str, tuple[float, bool]] = {}  # uid -> (when, dnd?) of a Teams change
         self.teams_lat: list[float] = []
-        self.calls: dict[str, tuple[datetime, datetime | None]] = {}  # oid -> (start, end)
-        self.calls_made = 0
+        #: Every call: [oid, start, end (None: still on), ended by the final hang-up?]
+        self.calls: list[list[Any]] = []
+        self._on: dict[str, list[Any]] = {}  # oid -> its call now
 
     async def watch(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
@@ -92,39 +93,41 @@ class Load:
                 uid = self.phone_side[(calls * 104729) % len(self.phone_side)]
                 calls += 1
                 oid = self.ids[uid]
-                if oid in self.calls and self.calls[oid][1] is None:
+                if oid in self._on:
                     continue  # still on the phone
-                self.calls[oid] = (datetime.now(UTC), None)
-                self.calls_made += 1
+                self._on[oid] = call = [oid, datetime.now(UTC), None, False]
+                self.calls.append(call)
                 await self.fake.external_device_change(f"PJSIP/{uid}", "INUSE")
                 ends.append((now + hold, uid))
             while ends and ends[0][0] <= now:
                 _, uid = ends.pop(0)
-                oid = self.ids[uid]
-                self.calls[oid] = (self.calls[oid][0], datetime.now(UTC))
+                self._on.pop(self.ids[uid])[2] = datetime.now(UTC)
                 await self.fake.external_device_change(f"PJSIP/{uid}", "NOT_INUSE")
             await asyncio.sleep(0.005)
-        for _, uid in ends:  # hang up the rest
-            oid = self.ids[uid]
-            self.calls[oid] = (self.calls[oid][0], datetime.now(UTC))
+        for _, uid in ends:  # hang up the rest at once (not timed: a burst of its own)
+            call = self._on.pop(self.ids[uid])
+            call[2], call[3] = datetime.now(UTC), True
             await self.fake.external_device_change(f"PJSIP/{uid}", "NOT_INUSE")
 
     def call_latencies(self, since: datetime) -> tuple[list[float], list[float], int]:
-        """(start -> setPresence, end -> clearPresence) in seconds, calls shown."""
-        first_set: dict[str, datetime] = {}
-        first_clear: dict[str, datetime] = {}
+        """(start -> setPresence, hang-up -> clearPresence) in seconds, and the calls that
+        showed in Teams (a setPresence while they lasted)."""
+        writes: dict[str, list[tuple[datetime, str]]] = {}
         for at, oid, action, _ in self.graph.writes:
-            if at < since:
-                continue
-            if action == "setPresence":
-                first_set.setdefault(oid, at)
-            elif action == "clearPresence":
-                first_clear.setdefault(oid, at)
-        starts = [(first_set[o] - s).total_seconds() for o, (s, _) in self.calls.items()
-                  if o in first_set and first_set[o] >= s]
-        ends = [(first_clear[o] - e).total_seconds() for o, (_, e) in self.calls.items()
-                if e is not None and o in first_clear and first_clear[o] >= e]
-        return starts, ends, len(first_set)
+            if at >= since and action in ("setPresence", "clearPresence"):
+                writes.setdefault(oid, []).append((at, action))
+        starts, ends, shown = [], [], 0
+        for oid, start, end, final in self.calls:
+            mine = writes.get(oid, [])
+            first_set = next((at for at, a in mine if a == "setPresence" and at >= start), None)
+            if first_set is not None and (end is None or first_set <= end):
+                shown += 1
+                starts.append((first_set - start).total_seconds())
+            if end is not None and not final:
+                clear = next((at for at, a in mine if a == "clearPresence" and at >= end), None)
+                if clear is not None and first_set is not None and first_set <= end:
+                    ends.append((clear - end).total_seconds())
+        return starts, ends, shown
 
 
 async def measure(n: int, seconds: float, rate: float, hold: float, budget: float,
@@ -176,7 +179,7 @@ async def measure(n: int, seconds: float, rate: float, hold: float, budget: floa
                                                "clearUserPreferredPresence", "setStatusMessage"))
     minutes = (t1 - t0) / 60
     return {"teams": load.teams_lat, "starts": starts, "ends": ends, "shown": shown,
-            "calls": load.calls_made, "missing": len(load.sent), "rss_mb": hwm / 1024,
+            "calls": len(load.calls), "missing": len(load.sent), "rss_mb": hwm / 1024,
             "writes_per_min": writes / minutes, "reads_per_min": (len(window) - writes) / minutes}
 
 

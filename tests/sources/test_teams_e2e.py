@@ -276,3 +276,20 @@ async def test_an_unmapped_person_s_teams_entry_goes_at_the_next_start(
     await until(lambda: d.service.contributions.get("2001", "teams") is None,
                 what="the entry of someone no longer mapped removed")
     assert d.service.view("2001").rule != "timed:teams"
+
+
+async def test_polling_takes_over_when_notifications_stop(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, poll=5)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    assert teams(d).status_json()["polling"] is False
+    # Graph drops the subscription and refuses new ones; nothing is delivered any more
+    graph.forbidden_kinds.add("subscriptions")
+    graph.lifecycle(next(iter(graph.subs)), "subscriptionRemoved")
+    await until(lambda: teams(d).status_json()["polling"] is True, what="polling")
+    graph.deliver = False
+    graph.set_client(BOB, "Busy", "InAConferenceCall")
+    await until(lambda: d.service.view("2001").presence.subtype == "in-a-conference-call",
+                timeout=8.0, what="adopted within a poll period")
+    assert "Presence.Read.All" in teams(d).status_json()["error"]  # why, in the status

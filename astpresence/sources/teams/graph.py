@@ -53,7 +53,7 @@ class Forbidden(RemoteError):
 
     def __init__(self, permission: str) -> None:
         super().__init__(f"Graph refused: the app needs the application permission "
-                         f"{permission} (admin consent granted)")
+                         f"{permission}, with admin consent")
         self.permission = permission
 
 
