@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from astpresence.sources.plugin import DoctorCheck
+
 
 
 logger = logging.getLogger(__name__)
@@ -82,13 +84,9 @@ _FIX_LOGIN_FIRST = "fix the failed check above first"
 
 
 @dataclass(frozen=True)
-class Check:
-    """The outcome of one check; ``fix`` says what to do when ``ok`` is false."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
+class Check(DoctorCheck):
+    """The outcome of one check (name, ok, detail, fix: what to do when ``ok`` is false);
+    a source's own checks are the same values."""
 
     @property
     def status(self) -> Literal["ok", "fail", "skip"]:

@@ -42,6 +42,16 @@ class Credential:
         return ""
 
 
+def section(raw: object, where: str, name: str, keys: set[str]) -> Mapping[str, Any]:
+    """A source's top-level table, its keys all known (else InvalidInput naming them)."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{where} [{name}]: expected a table")
+    unknown = sorted(str(k) for k in raw if k not in keys)
+    if unknown:
+        raise InvalidInput(f"{where} [{name}]: unknown key(s) {', '.join(unknown)}")
+    return raw
+
+
 class Reader:
     """One table of the config; each getter names ``where.key`` in its error."""
 

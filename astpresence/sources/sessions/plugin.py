@@ -14,7 +14,6 @@ away_from_desk = "xa"
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from astpresence.domain.model import InvalidInput, Presence, parse_state
 from astpresence.domain.statuses import parse_duration
 from astpresence.engine.service import PresenceService
 from astpresence.sources.plugin import SourcePlugin
+from astpresence.sources.settings_reader import section
 from astpresence.sources.sessions.model import (
     Session,
     SessionRules,
@@ -37,11 +37,7 @@ _KEYS = {"expire_after", "idle_away_after", "idle_xa_after", "idle", "away_from_
 
 
 def parse_section(raw: object, where: str) -> SessionRules:
-    if not isinstance(raw, Mapping):
-        raise InvalidInput(f"{where} [sessions]: expected a table")
-    unknown = sorted(str(k) for k in raw if k not in _KEYS)
-    if unknown:
-        raise InvalidInput(f"{where} [sessions]: unknown key(s) {', '.join(unknown)}")
+    raw = section(raw, where, "sessions", _KEYS)
     times: dict[str, Any] = {
         key: parse_duration(raw[key], f"{where} sessions.{key}")
         for key in ("expire_after", "idle_away_after", "idle_xa_after") if key in raw}

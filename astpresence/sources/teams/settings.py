@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from astpresence.domain.model import InvalidInput, validate_user_id
 from astpresence.sources.msgraph import M365_AUTHORITY, M365_GRAPH
-from astpresence.sources.settings_reader import Credential, Reader
+from astpresence.sources.settings_reader import Credential, Reader, section
 from astpresence.sources.teams.mapping import (
     DEFAULT_FROM_TEAMS,
     DEFAULT_TO_TEAMS,
@@ -90,11 +90,7 @@ def is_object_id(ref: str) -> bool:
 
 
 def parse_section(raw: object, where: str) -> TeamsSettings:
-    if not isinstance(raw, Mapping):
-        raise InvalidInput(f"{where} [teams]: expected a table")
-    unknown = sorted(str(k) for k in raw if k not in _KEYS)
-    if unknown:
-        raise InvalidInput(f"{where} [teams]: unknown key(s) {', '.join(unknown)}")
+    raw = section(raw, where, "teams", _KEYS)
     get = Reader(raw, f"{where} teams")
     secret = get.credential("client_secret")
     if not secret.set:
