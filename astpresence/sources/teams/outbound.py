@@ -69,8 +69,9 @@ class Held:
             data = json.loads(text)
             pair = data.get("preferred")
             message = data.get("message")
-            return cls(tuple(str(p) for p in pair)[:2] if isinstance(pair, list) else None,  # type: ignore[arg-type]
-                       _when(data.get("preferred_end")),
+            preferred = (str(pair[0]), str(pair[1])) \
+                if isinstance(pair, list) and len(pair) == 2 else None
+            return cls(preferred, _when(data.get("preferred_end")),
                        message if isinstance(message, str) else None,
                        _when(data.get("call_until")))
         except (ValueError, AttributeError, TypeError):

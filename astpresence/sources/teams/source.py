@@ -126,14 +126,12 @@ class TeamsSource:
             self.outbound.mark_all()  # first, and after a fall behind
             try:
                 while not stop.is_set() and not sub.overflowed:
-                    getter = asyncio.ensure_future(sub.queue.get())
-                    stopper = asyncio.ensure_future(stop.wait())
-                    await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    stopper.cancel()
-                    if not getter.done():
-                        getter.cancel()
-                        break
-                    event = getter.result()
+                    try:
+                        event = sub.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        event = await _next_or_stop(sub.queue, stop)
+                        if event is None:
+                            break
                     if isinstance(event, ChangeEvent):
                         self.outbound.mark(event.user)
             finally:
@@ -270,3 +268,16 @@ class TeamsSource:
 
     def collectors(self) -> Iterable[Collector]:
         return [TeamsCollector(self)] if self.settings.enabled else []
+
+
+async def _next_or_stop(queue: asyncio.Queue[Any], stop: asyncio.Event) -> Any:
+    """The queue's next item, or None once ``stop`` is set first."""
+    getter = asyncio.ensure_future(queue.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not getter.done():
+            getter.cancel()
+    return getter.result() if getter.done() and not getter.cancelled() else None
