@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The quick run takes about 40 s alone; a loaded CI machine needs more.
 pytestmark = pytest.mark.timeout(150)
 SCENARIOS = {"parsing", "e2e", "resync", "fanout", "calendars", "failover", "nodes", "hostile",
-             "calls", "sessions"}
+             "calls", "sessions", "teams"}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,9 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "AMI writes per presence change": "1 to 2",
         "rules written again after a reconnect": "<= 0.00",
         "report -> presence event p99": "<= 50.0",
+        "Teams change -> presence event p99 (no budget)": "<= 2.00",
+        "call start -> setPresence p99 (no budget)": "<= 2.00",
+        "hang-up -> clearPresence p99 (no budget)": "<= 2.00",
     }
 
 

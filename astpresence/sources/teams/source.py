@@ -93,9 +93,15 @@ class TeamsSource:
                     tasks.create_task(self._reader(stop))
         finally:
             self.running = False
-            if self.subscriptions.live:
-                await asyncio.wait_for(self.subscriptions.close(), 10)
-            await self.graph.close()
+            try:
+                if self.subscriptions.live:  # a new leader makes its own
+                    async with asyncio.timeout(10):
+                        await self.subscriptions.close()
+            except TimeoutError:
+                logger.warning("teams: deleting the subscriptions timed out; they expire "
+                               "by themselves within the hour")
+            finally:
+                await self.graph.close()
 
     async def _forget_unmapped(self) -> None:
         """Teams entries of people Teams no longer reads for (unmapped, the source off
