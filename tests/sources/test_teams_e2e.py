@@ -3,6 +3,8 @@ and the fake Graph (tests/support/teams_graph.py), over real sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -293,3 +295,26 @@ async def test_polling_takes_over_when_notifications_stop(
     await until(lambda: d.service.view("2001").presence.subtype == "in-a-conference-call",
                 timeout=8.0, what="adopted within a poll period")
     assert "Presence.Read.All" in teams(d).status_json()["error"]  # why, in the status
+
+
+async def test_a_flood_of_forged_notifications_is_cut_at_the_hook(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="")
+    forged = {"value": [{"subscriptionId": "x", "clientState": "guess",
+                         "resourceData": {"id": BOB}}] * 10}
+    body = json.dumps(forged).encode()
+    async with aiohttp.ClientSession() as http:
+        async def post() -> int:
+            async with http.post(d.url + "/v1/hooks/teams", data=body) as resp:
+                return resp.status
+        started = asyncio.get_running_loop().time()
+        codes = await asyncio.gather(*(post() for _ in range(1500)))
+        took = asyncio.get_running_loop().time() - started
+    # the bucket: 400 at once, then 200 a second
+    assert codes.count(202) <= 400 + 200 * took + 1, (codes.count(202), took)
+    assert codes.count(429) >= 1
+    assert set(codes) <= {202, 429}
+    assert teams(d).subscriptions.refused == 10 * codes.count(202)
+    status, _ = await call(d, "GET", "/v1/status", d.token)  # still answering
+    assert status == 200

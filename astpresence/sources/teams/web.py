@@ -5,7 +5,8 @@
   every notification must carry the subscription's ``clientState`` (checked by
   the leader). A ``?validationToken=`` is answered with the token as plain
   text, as Graph's handshake asks (within 10 s). The body is read to 1 MB at
-  most and handed to the leader of an HA group (the ``teams`` command).
+  most and handed to the leader of an HA group (the ``teams`` command); past
+  200 requests a second (in all) the hook answers 429, which Graph retries.
 - ``GET /v1/teams``: the link to Graph and the mapping, for operators and admins.
 """
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from astpresence.domain.model import InvalidInput
 from astpresence.web.auth import Forbidden
 from astpresence.web.http import SERVING_KEY, principal
+from astpresence.web.limits import RateLimit
 from astpresence.web.openapi import STR, obj, op, ref
 
 #: A notification body, at most (Graph batches notifications).
@@ -26,12 +28,20 @@ MAX_NOTIFICATION_BYTES = 1024 * 1024
 MAX_VALIDATION_TOKEN = 1024
 
 
+#: Notification requests a second the hook takes, in all (Graph batches; a flood of
+#: forged ones gets 429 and never reaches the leader's command table).
+HOOK_RATE, HOOK_BURST = 200.0, 400
+HOOK_KEY = web.AppKey("teams_hook", RateLimit)
+
+
 def setup(app: web.Application) -> None:
+    app[HOOK_KEY] = RateLimit(HOOK_RATE, HOOK_BURST, what="too many notifications")
     app.router.add_post("/v1/hooks/teams", notifications)
     app.router.add_get("/v1/teams", teams_status)
 
 
 async def notifications(request: web.Request) -> web.Response:
+    request.app[HOOK_KEY].take("all")
     token = request.query.get("validationToken")
     if token is not None:
         if len(token) > MAX_VALIDATION_TOKEN or not token.isprintable():
