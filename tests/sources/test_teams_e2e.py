@@ -318,3 +318,26 @@ async def test_a_flood_of_forged_notifications_is_cut_at_the_hook(
     assert teams(d).subscriptions.refused == 10 * codes.count(202)
     status, _ = await call(d, "GET", "/v1/status", d.token)  # still answering
     assert status == 200
+
+
+async def test_a_notification_without_resource_data_names_its_person_in_resource(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, poll=3600)
+    await until(lambda: bool(graph.subs), what="subscribed")
+    sub = next(iter(graph.subs.values()))
+    graph.deliver = False  # this change is told below, by hand
+    graph.set_client(BOB, "Away", "BeRightBack")
+    item = {"subscriptionId": sub.id, "clientState": sub.client_state,
+            "changeType": "updated", "resource": f"communications/presences('{BOB}')"}
+    status, _ = await raw(d, "POST", "/v1/hooks/teams", {"value": [item]})
+    assert status == 202
+    await until(lambda: d.service.view("2001").presence.subtype == "be-right-back",
+                what="read from the resource's id")
+    # the map says who is not an astpresence user
+    await d.stop()
+    d = await start(daemons, fake_ami, graph, tmp_path, poll=3600,
+                    users={"2000": ALICE, "2099": BOB})
+    status, body = await call(d, "GET", "/v1/teams", d.token)
+    row = next(r for r in body["map"] if r["user"] == "2099")
+    assert row["object_id"] == BOB and "no such astpresence user" in row["error"]

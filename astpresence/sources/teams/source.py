@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -238,9 +239,8 @@ class TeamsSource:
                 if await self.subscriptions.lifecycle(event, str(item.get("subscriptionId"))):
                     self.read_all_soon()
                 continue
-            data = item.get("resourceData")
-            oid = data.get("id") if isinstance(data, dict) else None
-            if isinstance(oid, str) and self.directory.uid(oid) is not None:
+            oid = _notified_id(item)
+            if oid is not None and self.directory.uid(oid) is not None:
                 self.read_soon([oid])
         return {"accepted": accepted, "ignored": min(len(items), 1000) - accepted}
 
@@ -267,6 +267,8 @@ class TeamsSource:
     def map_json(self) -> list[dict[str, Any]]:
         rows = self.directory.rows()
         for row in rows:
+            if row["user"] not in self.service.users and not row["error"]:
+                row["error"] = "no such astpresence user (no hint, not in [[users]])"
             seen = self.seen.get(row["user"])
             row["availability"] = seen[0].availability if seen else None
             row["activity"] = seen[0].activity if seen else None
@@ -274,6 +276,20 @@ class TeamsSource:
 
     def collectors(self) -> Iterable[Collector]:
         return [TeamsCollector(self)] if self.settings.enabled else []
+
+
+_RESOURCE = re.compile(r"communications/presences\('([^')]{1,64})'\)")
+
+
+def _notified_id(item: dict[str, Any]) -> str | None:
+    """Whose presence a notification is about: ``resourceData.id``, else the id in
+    ``resource`` (``communications/presences('<id>')``)."""
+    data = item.get("resourceData")
+    oid = data.get("id") if isinstance(data, dict) else None
+    if isinstance(oid, str) and 0 < len(oid) <= 64:
+        return oid
+    found = _RESOURCE.search(str(item.get("resource", ""))[:200])
+    return found.group(1) if found else None
 
 
 async def _next_or_stop(queue: asyncio.Queue[Any], stop: asyncio.Event) -> Any:
