@@ -189,3 +189,20 @@ async def test_the_doctor_says_what_is_missing(graph: TeamsGraphServer) -> None:
     bad = await check(replace(base, secret=Credential(env="NOT_SET_ANYWHERE")))
     assert [(c.name, c.ok) for c in bad] == [("teams token", False)]
     assert "environment variable NOT_SET_ANYWHERE" in bad[0].fix
+
+
+async def test_a_changed_group_is_subscribed_anew_and_the_old_one_deleted(
+        graph: TeamsGraphServer, hook: str) -> None:
+    ids = [graph.add(f"u{i}@contoso.com").oid for i in range(3)]
+    g = client(graph)
+    subs = Subscriptions(g, hook, lambda: datetime.now(UTC))
+    try:
+        subs.watch(ids[:2])
+        await subs.tick()
+        first = set(graph.subs)
+        subs.watch(ids)  # a UPN resolved later joins the group
+        await subs.tick()
+        assert len(graph.subs) == 1 and not first & set(graph.subs)
+        assert next(iter(graph.subs.values())).ids == set(ids)
+    finally:
+        await g.close()

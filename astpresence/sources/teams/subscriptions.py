@@ -51,6 +51,7 @@ class Subscriptions:
         self.live: dict[int, Subscription] = {}
         self._retry_at: dict[int, datetime] = {}
         self._failures: dict[int, int] = {}  # a group's failures in a row (the backoff)
+        self._stale: list[str] = []  # subscriptions of groups that changed: to delete
         self.error = ""
         self.last_notification: datetime | None = None
         self.notifications = 0
@@ -62,7 +63,7 @@ class Subscriptions:
         groups = [tuple(ids[i:i + BATCH]) for i in range(0, len(ids), BATCH)]
         for index, sub in list(self.live.items()):
             if index >= len(groups) or sub.ids != groups[index]:
-                del self.live[index]
+                self._stale.append(self.live.pop(index).id)  # deleted at the next tick
         self.groups = groups
 
     @property
@@ -83,6 +84,11 @@ class Subscriptions:
 
     async def tick(self) -> None:
         """Make what is missing and renew what is due."""
+        while self._stale:
+            try:
+                await self.graph.unsubscribe(self._stale.pop())
+            except RemoteError:
+                pass  # it runs out within the hour; its notifications are refused
         now = self._clock()
         for index, ids in enumerate(self.groups):
             if self._retry_at.get(index, now) > now:
