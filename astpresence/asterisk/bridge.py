@@ -107,8 +107,9 @@ class AMIBridge:
         }
         # Labels from a fixed set: Asterisk (or anyone on the link) must not be able to
         # grow /metrics with made-up event names. Looked up once, not per event.
-        self._counts = {name: self._metrics.events.labels(name)
-                        for name in [*self._handlers, "other"]}
+        self._counts = self._metrics.events.counts
+        for name in [*self._handlers, "other"]:
+            self._counts.setdefault(name, 0)
 
     # -- link loop -------------------------------------------------------
 
@@ -246,7 +247,11 @@ class AMIBridge:
     def _dispatch(self, msg: Message) -> Awaitable[None] | None:
         """A plain call for what needs no await (every event of a presence change)."""
         name = msg.event or ""
-        (self._counts.get(name) or self._counts["other"]).inc()
+        counts = self._counts
+        if name in counts:
+            counts[name] += 1
+        else:
+            counts["other"] += 1
         handler = self._handlers.get(name)
         return None if handler is None else handler(msg)
 

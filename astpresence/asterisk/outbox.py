@@ -92,9 +92,10 @@ class Outbox:
                 else:
                     self._dirty.add(owner)
         dirty, self._dirty = self._dirty, set()
+        active = [kind for kind in KINDS if kind.active(self)]
         for uid in dirty:
             want = Target(*wanted(uid))
-            for kind in KINDS:
+            for kind in active:
                 tracker = self._trackers[kind.name]
                 out = writes[kind.name]
                 for write in kind.wanted(self, uid, want):

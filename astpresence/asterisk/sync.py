@@ -66,9 +66,13 @@ class AsteriskSync:
             return  # not a user: nothing is stored for it
         batch = Batch()
         batch.put_asterisk.append((self.node, uid, presence))
-        if self.outbox.presence.seen(uid, presence):
+        tracker = self.outbox.presence
+        if tracker.seen(uid, presence):
             self.echoes += 1  # no log line here: there is one echo per change
-            self.outbox.mark(uid)
+            if tracker.needs(uid, self._engine.desired(uid)):
+                # ours, but older than what is wanted now (a change made elsewhere
+                # arrived while it was in flight): the writer asserts the wanted one
+                self.outbox.mark(uid)
             self._engine.note_written(uid, batch)
         else:
             logger.info(

@@ -107,6 +107,9 @@ class WriteKind(Generic[K, V, W]):
     confirmed_by_success: bool = False
     #: A key's user, for a refused write that is due again (None: the key is gone).
     owner: Callable[[Wanting, K], str | None] = lambda outbox, key: str(key)
+    #: Does this server's configuration ask for the kind at all? (An inactive kind is
+    #: skipped per change; its tracker still retries what it holds.)
+    active: Callable[[Wanting], bool] = lambda outbox: True
 
 
 # -- presence: PRESENCE_STATE(CustomPresence:<user>) -------------------------------
@@ -261,18 +264,21 @@ KINDS: tuple[WriteKind[Any, Any, Any], ...] = (
         _send_presence, lambda w: f"writing presence of {w.user}"),
     WriteKind[str, str, MirrorWrite](
         "mirror", "", _mirror_wanted, lambda w: w.user, lambda w: w.state, _send_mirror,
-        lambda w: f"writing BLF mirror of {w.user} ({w.state})", confirmed_by_success=True),
+        lambda w: f"writing BLF mirror of {w.user} ({w.state})", confirmed_by_success=True,
+        active=lambda outbox: outbox.config.mirror),
     WriteKind[tuple[str, str], tuple[bool, str], PauseWrite](
         "queue_pause", (False, ""), _pause_wanted, lambda w: (w.queue, w.interface),
         lambda w: (w.paused, w.reason), _send_pause,
         lambda w: f"{'pausing' if w.paused else 'unpausing'} {w.interface} in queue "
-                  f"{w.queue} for {w.user}", owner=_pause_owner),
+                  f"{w.queue} for {w.user}", owner=_pause_owner,
+        active=lambda outbox: outbox.config.queue_pause),
     WriteKind[str, bool, DndWrite](
         "freepbx_dnd", False, _dnd_wanted, lambda w: w.user, lambda w: w.on, _send_dnd,
         lambda w: f"switching FreePBX DND of {w.user} {'on' if w.on else 'off'}"),
     WriteKind[tuple[str, str], str, CallRuleWrite](
         "call_rule", "", _calls_wanted, lambda w: (w.user, w.callers), lambda w: w.value,
         _send_call_rule, lambda w: f"writing call handling of {w.user} ({w.callers} callers)",
-        confirmed_by_success=True, owner=lambda outbox, key: key[0]),
+        confirmed_by_success=True, owner=lambda outbox, key: key[0],
+        active=lambda outbox: outbox.calls is not None and outbox.calls.enabled),
 )
 KIND_BY_NAME = {kind.name: kind for kind in KINDS}

@@ -64,7 +64,7 @@ class Devices:
     def users_of(self, device: str) -> set[str]:
         if self._index is None:
             index: dict[str, set[str]] = {}
-            for user in self._users.all():
+            for user in self._users.records():
                 for dev in user.devices:
                     index.setdefault(dev, set()).add(user.id)
             self._index = index

@@ -133,6 +133,15 @@ class UserDirectory:
     def __contains__(self, uid: object) -> bool:
         return isinstance(uid, str) and (uid in self._config or uid in self._hints)
 
+    def records(self) -> list[UserRecord]:
+        """Every user, in no particular order (cheaper than :meth:`all`: no sort)."""
+        out = []
+        for uid in self._config.keys() | self._hints.keys():
+            user = self.get(uid)
+            assert user is not None
+            out.append(user)
+        return out
+
     def ids(self) -> list[str]:
         return sorted(set(self._config) | set(self._hints), key=_natural)
 
