@@ -20,8 +20,10 @@ from astpresence.asterisk.sync import AsteriskSync
 from astpresence.asterisk.write_kinds import KIND_BY_NAME, REFUSALS, Link, WriteKind
 from astpresence.engine.metrics import Metrics
 
-#: Writes in flight at once on one link.
-MAX_CONCURRENT_WRITES = 64
+#: Writes in flight at once on one link. Asterisk answers a session's actions in
+#: order, so more in flight costs no ordering; 64 made the writer stop and resume
+#: once per answer during a burst (scenario 2: 0.41 -> 0.59 of the raw client).
+MAX_CONCURRENT_WRITES = 1024
 
 
 class Writer:
