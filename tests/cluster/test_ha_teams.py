@@ -12,19 +12,15 @@ import pytest
 from tests.cluster.test_ha import eventually, started_group
 from tests.support.e2e import until
 from tests.support.fakeami import FakeAsterisk
-from tests.support.teams_graph import TeamsGraphServer
+from tests.support.teams_graph import TeamsGraphServer, running_graph
 
 BOB = "7d1c0a52-3b7e-4f0e-9a59-2c1d7e5b9f10"
 
 
 @pytest.fixture
-async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TeamsGraphServer]:
-    server = TeamsGraphServer("contoso", "app", "pw")
-    monkeypatch.setenv("TEAMS_SECRET", "pw")
-    await server.start()
-    server.add("bob@contoso.com", BOB)
-    yield server
-    await server.stop()
+async def graph() -> AsyncIterator[TeamsGraphServer]:
+    async with running_graph({"bob@contoso.com": BOB}) as server:
+        yield server
 
 
 async def test_notifications_through_a_follower_and_a_takeover(

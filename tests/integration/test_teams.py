@@ -12,7 +12,7 @@ import pytest
 
 from astpresence.domain.model import Presence, State
 from tests.support.e2e import until
-from tests.support.teams_graph import TeamsGraphServer
+from tests.support.teams_graph import TeamsGraphServer, running_graph
 
 from .asterisk import hint_line, originate, set_device_state, set_in_asterisk, wait_presence
 from .conftest import IT_CONFIG, IT_DEVICE, IT_LOCAL_DEVICE, Server
@@ -23,13 +23,9 @@ ALICE = "2000"
 
 
 @pytest.fixture
-async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TeamsGraphServer]:
-    server = TeamsGraphServer("contoso", "app", "pw")
-    monkeypatch.setenv("TEAMS_SECRET", "pw")
-    await server.start()
-    server.add("alice@contoso.com")
-    yield server
-    await server.stop()
+async def graph() -> AsyncIterator[TeamsGraphServer]:
+    async with running_graph({"alice@contoso.com": None}) as server:
+        yield server
 
 
 def config(graph: TeamsGraphServer) -> str:

@@ -24,21 +24,16 @@ from tests.support.api import call
 from tests.support.calendar_servers import free_port
 from tests.support.e2e import RunningDaemon, barrier, make_config, until
 from tests.support.fakeami import FakeAsterisk, Hint
-from tests.support.teams_graph import TeamsGraphServer
+from tests.support.teams_graph import TeamsGraphServer, running_graph
 
 ALICE = "alice@contoso.com"
 BOB = "7d1c0a52-3b7e-4f0e-9a59-2c1d7e5b9f10"
 
 
 @pytest.fixture
-async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TeamsGraphServer]:
-    server = TeamsGraphServer("contoso.onmicrosoft.com", "app-1234", "s3cret-value")
-    monkeypatch.setenv("TEAMS_SECRET", "s3cret-value")
-    await server.start()
-    server.add(ALICE)
-    server.add("bob@contoso.com", BOB)
-    yield server
-    await server.stop()
+async def graph() -> AsyncIterator[TeamsGraphServer]:
+    async with running_graph({ALICE: None, "bob@contoso.com": BOB}, tenant="contoso.onmicrosoft.com", client_id="app-1234", secret="s3cret-value") as server:
+        yield server
 
 
 def settings(graph: TeamsGraphServer, port: int, **changes: Any) -> TeamsSettings:

@@ -16,16 +16,13 @@ from astpresence.sources.settings_reader import Credential
 from astpresence.sources.teams.graph import Forbidden, Missing, TeamsGraph
 from astpresence.sources.teams.settings import TeamsSettings
 from astpresence.sources.teams.subscriptions import LIFETIME, Subscriptions
-from tests.support.teams_graph import TeamsGraphServer
+from tests.support.teams_graph import TeamsGraphServer, running_graph
 
 
 @pytest.fixture
-async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TeamsGraphServer]:
-    server = TeamsGraphServer("contoso", "app", "pw")
-    monkeypatch.setenv("TEAMS_SECRET", "pw")
-    await server.start()
-    yield server
-    await server.stop()
+async def graph() -> AsyncIterator[TeamsGraphServer]:
+    async with running_graph({}) as server:
+        yield server
 
 
 def client(server: TeamsGraphServer, **changes: object) -> TeamsGraph:

@@ -26,9 +26,11 @@ as a person would in Teams. ``clock`` may be replaced (fake time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -333,3 +335,25 @@ class TeamsGraphServer(GraphServer):
             return refused
         self.subs.pop(request.match_info["id"], None)
         return web.Response(status=204)
+
+
+@contextlib.asynccontextmanager
+async def running_graph(people: dict[str, str | None], *, tenant: str = "contoso",
+                        client_id: str = "app", secret: str = "pw",
+                        env: str = "TEAMS_SECRET") -> AsyncIterator[TeamsGraphServer]:
+    """A fake Graph on loopback with ``people`` (UPN -> object id, None: a new one), its
+    app secret in the environment variable ``env`` for the daemon to read."""
+    before = os.environ.get(env)
+    os.environ[env] = secret
+    server = TeamsGraphServer(tenant, client_id, secret)
+    await server.start()
+    try:
+        for upn, oid in people.items():
+            server.add(upn, oid)
+        yield server
+    finally:
+        await server.stop()
+        if before is None:
+            os.environ.pop(env, None)
+        else:
+            os.environ[env] = before
