@@ -336,3 +336,24 @@ async def test_a_notification_without_resource_data_names_its_person_in_resource
     status, body = await call(d, "GET", "/v1/teams", d.token)
     row = next(r for r in body["map"] if r["user"] == "2099")
     assert row["object_id"] == BOB and "no such astpresence user" in row["error"]
+
+
+async def test_a_failed_renewal_waits_for_its_retry_and_never_hammers_graph(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter) -> None:
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="")
+    oid = alice(graph)
+    await fake_ami.external_device_change("PJSIP/2000", "INUSE")
+    await until(lambda: graph.shown(oid) == ("Busy", "InACall"), what="InACall")
+    out = teams(d).outbound
+    # the session is due for renewal now, and Graph refuses writes
+    held = out.held["2000"]
+    out.held["2000"] = replace(held, call_until=datetime.now(UTC) + timedelta(seconds=1))
+    graph.forbidden_kinds.add("setPresence")
+    tries = sum(1 for _, kind in graph.calls if kind == "setPresence")
+    out.mark("2000")
+    await until(lambda: out.failures >= 1, what="the renewal refused")
+    due = out._due.get("2000")
+    assert due is not None and due >= datetime.now(UTC) + timedelta(seconds=25)
+    assert sum(1 for _, kind in graph.calls if kind == "setPresence") == tries + 1
+    assert "Presence.ReadWrite.All" in teams(d).status_json()["missing_permissions"]

@@ -161,7 +161,11 @@ class Outbound:
                 await woken_within(self._ready, stop, 60.0)
                 continue
             del self._dirty[uid]
-            await self.sync(uid)
+            try:
+                await self.sync(uid)
+            except Exception:  # one person's trouble stops nobody else's writes
+                logger.exception("teams: writing %s's presence failed", uid)
+                self._later(uid, self._clock() + RETRY)
 
     async def _timer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -190,13 +194,14 @@ class Outbound:
             return
         self._inflight[uid] = target
         progress = [held]  # what is done so far, step by step
+        failed = False
         try:
             await self._write(oid, want, target, now, progress)
         except RemoteError as exc:
+            failed = True
             self.failures += 1
             logger.warning("teams: writing %s's presence failed: %s (again in %d s)", uid, exc,
                            RETRY.total_seconds())
-            self._later(uid, now + RETRY)
         finally:
             del self._inflight[uid]
             done = progress[0]
@@ -206,7 +211,10 @@ class Outbound:
         if done.preferred is None and held.preferred is not None \
                 or done.call_until is None and held.call_until is not None:
             self._cleared(uid)  # what Teams shows now without astpresence's part
-        self._schedule(uid, done)
+        if failed:
+            self._later(uid, now + RETRY)  # not sooner, even when a renewal is overdue
+        else:
+            self._schedule(uid, done)
 
     def _target(self, want: Want, held: Held, now: datetime) -> Held:
         seconds = self.settings.call_session

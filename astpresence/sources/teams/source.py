@@ -205,7 +205,11 @@ class TeamsSource:
                     oid, reported = parse_presence(item)
                 except InvalidInput:
                     continue  # one bad item spoils nothing else
-                await self.adopt(oid, reported)
+                try:
+                    await self.adopt(oid, reported)
+                except (InvalidInput, LookupError) as exc:  # a full user, a user gone
+                    logger.warning("teams: %s's Teams presence not taken: %s",
+                                   self.directory.uid(oid), exc)
 
     async def adopt(self, oid: str, reported: TeamsPresence) -> None:
         uid = self.directory.uid(oid)
