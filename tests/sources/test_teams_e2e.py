@@ -357,3 +357,29 @@ async def test_a_failed_renewal_waits_for_its_retry_and_never_hammers_graph(
     assert due is not None and due >= datetime.now(UTC) + timedelta(seconds=25)
     assert sum(1 for _, kind in graph.calls if kind == "setPresence") == tries + 1
     assert "Presence.ReadWrite.All" in teams(d).status_json()["missing_permissions"]
+
+
+async def test_an_unexpected_failure_restarts_the_source(
+        fake_ami: FakeAsterisk, graph: TeamsGraphServer, tmp_path: Path,
+        daemons: Starter, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from astpresence.sources.teams import source as source_module
+
+    monkeypatch.setattr(source_module, "RESTART", 0.05)
+    d = await start(daemons, fake_ami, graph, tmp_path, notification_url="", poll=5)
+    s = teams(d)
+    real = s.graph.presences
+    calls = [0]
+
+    async def broken_once(ids: list[str]) -> list[Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a bug")
+        return await real(ids)
+
+    monkeypatch.setattr(s.graph, "presences", broken_once)
+    graph.set_client(BOB, "Busy", "InAMeeting")
+    s.read_all_soon()
+    await until(lambda: d.service.view("2001").presence.subtype == "in-a-meeting",
+                timeout=8.0, what="read again after the restart")
+    assert calls[0] >= 2 and "the link to Graph failed" in caplog.text

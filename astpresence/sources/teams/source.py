@@ -47,6 +47,8 @@ SOURCE = "teams"
 #: A read for notified people waits this long for more to join it (one request a
 #: loop turn, not one per notification).
 READ_GATHER = 0.05
+#: An unexpected failure of the source's tasks: started again this much later.
+RESTART = 5.0
 #: Ids waiting for a read, at most (notifications beyond it wait for the next full read).
 MAX_PENDING = 20_000
 
@@ -85,13 +87,12 @@ class TeamsSource:
                     else f"polling every {self.settings.poll:g} s")
         try:
             await self.outbound.load()
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._resolver(stop))
-                if self.settings.writes:
-                    tasks.create_task(self.outbound.run(stop))
-                    tasks.create_task(self._follow(stop))
-                if self.settings.reads:
-                    tasks.create_task(self._reader(stop))
+            while not stop.is_set():
+                try:
+                    await self._work(stop)
+                except Exception:  # a bug, not Graph's trouble (that is handled inside)
+                    logger.exception("teams: the link to Graph failed; again in %g s", RESTART)
+                    await woken_within(asyncio.Event(), stop, RESTART)
         finally:
             self.running = False
             try:
@@ -103,6 +104,15 @@ class TeamsSource:
                                "by themselves within the hour")
             finally:
                 await self.graph.close()
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._resolver(stop))
+            if self.settings.writes:
+                tasks.create_task(self.outbound.run(stop))
+                tasks.create_task(self._follow(stop))
+            if self.settings.reads:
+                tasks.create_task(self._reader(stop))
 
     async def _forget_unmapped(self) -> None:
         """Teams entries of people Teams no longer reads for (unmapped, the source off
