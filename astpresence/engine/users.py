@@ -146,12 +146,8 @@ class UserDirectory:
         return sorted(set(self._config) | set(self._hints), key=_natural)
 
     def all(self) -> list[UserRecord]:
-        out = []
-        for uid in self.ids():
-            user = self.get(uid)
-            assert user is not None
-            out.append(user)
-        return out
+        """Every user, in natural order of their ids."""
+        return sorted(self.records(), key=lambda user: _natural(user.id))
 
 
 def _combined(a: UserRecord, b: UserRecord) -> UserRecord:

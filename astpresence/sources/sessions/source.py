@@ -85,12 +85,8 @@ class SessionSource:
 
     async def report(self, uid: str, sid: str, activity: Activity, idle_seconds: float
                      ) -> Session:
-        session = self._mine(uid, sid)
         now = self._clock()
-        if not session.alive(now, self.rules):
-            self._drop(sid)
-            await self.apply(uid)
-            raise UnknownSession(sid)
+        session = await self._alive(uid, sid, now)
         self._sessions[sid] = updated = session.reported(activity, idle_seconds, now)
         due = self._due.get(uid)
         if (updated.activity, updated.idle_since) != (session.activity, session.idle_since) \
@@ -102,12 +98,8 @@ class SessionSource:
 
     async def touch(self, uid: str, sid: str) -> Session:
         """Alive, nothing else to say (a stream's session while its socket is open)."""
-        session = self._mine(uid, sid)
         now = self._clock()
-        if not session.alive(now, self.rules):
-            self._drop(sid)
-            await self.apply(uid)
-            raise UnknownSession(sid)
+        session = await self._alive(uid, sid, now)
         self._sessions[sid] = touched = replace(session, last_report=now)
         return touched
 
@@ -121,6 +113,16 @@ class SessionSource:
 
     def of(self, uid: str) -> list[Session]:
         return [self._sessions[sid] for sid in self._by_user.get(uid, {})]
+
+    async def _alive(self, uid: str, sid: str, now: datetime) -> Session:
+        """``uid``'s session ``sid`` if it is still alive; one that expired goes (and the
+        person's contribution with it) and is :class:`UnknownSession`."""
+        session = self._mine(uid, sid)
+        if not session.alive(now, self.rules):
+            self._drop(sid)
+            await self.apply(uid)
+            raise UnknownSession(sid)
+        return session
 
     def _mine(self, uid: str, sid: str) -> Session:
         session = self._sessions.get(sid)

@@ -180,15 +180,14 @@ class Subscriptions:
         self.live.clear()
 
     def status_json(self) -> dict[str, Any]:
-        now = self._clock()
         return {"notification_url": bool(self.url), "subscriptions": len(self.live),
                 "subscriptions_needed": len(self.groups) if self.url else 0,
                 "notifications": self.notifications, "notifications_refused": self.refused,
                 "renewals": self.renewals,
                 "last_notification": (self.last_notification.isoformat()
                                       if self.last_notification else None),
-                "next_expiry": min((s.expires for s in self.live.values()),
-                                   default=now).isoformat() if self.live else None,
+                "next_expiry": (min(s.expires for s in self.live.values()).isoformat()
+                                if self.live else None),
                 "error": self.error}
 
 
