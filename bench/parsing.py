@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from astpresence.asterisk.ami.client import READ_CHUNK
+from astpresence.asterisk.ami.incoming import READ_CHUNK
 from astpresence.asterisk.ami.frames import FrameParser, Message
 
 from .report import Row, at_least

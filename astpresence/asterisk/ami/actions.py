@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from astpresence.asterisk.ami.frames import Banner, FrameError, FrameParser, Message
+from astpresence.asterisk.ami.frames import Banner, Message
 
 logger = logging.getLogger(__name__)
 
@@ -153,40 +153,3 @@ def _on_list_event(pending: _Pending, event: Message) -> None:
         pending.future.set_result(pending.items)
     else:
         pending.items.append(event)
-
-
-#: Bytes asked of the socket per read; the parser bounds what it buffers.
-READ_CHUNK = 64 * 1024
-
-
-async def read_banner(reader: asyncio.StreamReader, parser: FrameParser, host: str,
-                      port: int) -> tuple[str, list[Message | FrameError]]:
-    """Read up to Asterisk's banner line; (the banner, frames read after it).
-    AMIConnectionError when the peer is not an Asterisk AMI server."""
-    banner: str | None = None
-    leftover: list[Message | FrameError] = []
-    while banner is None:
-        try:
-            data = await reader.read(READ_CHUNK)
-        except OSError as exc:
-            raise AMIConnectionError(f"link lost while reading the banner: {exc}") from None
-        if not data:
-            raise AMIConnectionError(
-                f"{host}:{port} closed the connection before sending a banner"
-            )
-        for item in parser.feed(data):
-            if isinstance(item, Banner):
-                if not item.is_asterisk:
-                    raise AMIConnectionError(
-                        f"{host}:{port} is not an Asterisk AMI server "
-                        f"(banner {item.text[:80]!r})"
-                    )
-                banner = item.text
-            elif banner is None:
-                # FrameError for a banner line that never ended.
-                raise AMIConnectionError(
-                    f"{host}:{port} is not an Asterisk AMI server ({item})"
-                )
-            else:
-                leftover.append(item)
-    return banner, leftover

@@ -5,14 +5,15 @@ fire-and-forget tasks, and has no action timeout or ping supervision.
 
 Design:
 
-- One *reader* task reads bounded chunks, feeds the sans-IO
-  :class:`~astpresence.asterisk.ami.frames.FrameParser` and routes every frame at once:
-  responses resolve the pending action with their ``ActionID``, events that
-  carry the ``ActionID`` of a pending list action go to that list, everything
-  else is queued for the dispatcher. The reader never awaits a handler, so a
-  slow handler cannot delay the answer to a Ping.
-- One *dispatcher* task hands queued events to ``on_event`` one at a time, in
-  wire order. A failing handler is logged and the next event is handled.
+- Reads are a protocol's callbacks, not a task (incoming.py): each bounded read
+  feeds the sans-IO :class:`~astpresence.asterisk.ami.frames.FrameParser` and
+  every frame is routed at once: responses resolve the pending action with
+  their ``ActionID``, events that carry the ``ActionID`` of a pending list
+  action go to that list, everything else goes to ``on_event`` in wire order.
+  An event that finds none waiting is handled in the read's callback; the
+  others queue for one *dispatcher* task. Reading never awaits a handler, so a
+  slow handler cannot delay the answer to a Ping. A failing handler is logged
+  and the next event is handled.
 - One *pinger* task sends ``Ping`` every ``ping_interval`` and declares the
   link lost when no answer comes within ``ping_interval``: a server that keeps
   the socket open but stops answering is detected within two intervals (pinger.py).
@@ -29,7 +30,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Union
 
 from astpresence.asterisk.ami.actions import (
@@ -40,16 +41,15 @@ from astpresence.asterisk.ami.actions import (
     AMIError,
     AuthenticationError,
 )
-from astpresence.asterisk.ami.actions import READ_CHUNK, read_banner
 from astpresence.asterisk.ami.frames import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE,
-    Banner,
     FrameError,
     FrameParser,
     Message,
     encode_action,
 )
+from astpresence.asterisk.ami.incoming import EventHandler, EventQueue, Incoming, Item
 from astpresence.asterisk.ami.outgoing import Outgoing
 from astpresence.asterisk.ami.pinger import keep_alive
 
@@ -58,19 +58,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["AMIClient", "AMIConnectionError", "AMIError", "ActionError",
            "ActionTimeout", "AuthenticationError", "EventHandler"]
 
-#: Events read but not yet handled, at most. When handlers fall this far
-#: behind, the reader stops reading the socket until they catch up: TCP then
-#: holds Asterisk back instead of memory growing here.
-MAX_QUEUED_EVENTS = 10_000
-#: The event dispatcher lets other tasks run at least this often (seconds).
-DISPATCH_SLICE = 0.005
-
-EventHandler = Callable[[Message], Awaitable[None] | None]
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
-
-
-#: Sentinel put in the event queue when the link ends.
-_STOP = None
 
 
 class AMIClient:
@@ -97,14 +85,11 @@ class AMIClient:
         self._parser = FrameParser(max_line=max_line, max_frame=max_frame)
         self.banner: str | None = None
 
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._link: Incoming | None = None
         self._out: Outgoing | None = None
         self._actions = Actions()
-        self._events: asyncio.Queue[Message | None] = asyncio.Queue(MAX_QUEUED_EVENTS)
-        self._held_back = False  # the reader waits for room in _events
+        self._events = EventQueue(on_event, self._pause_reading, self._resume_reading)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reader_task: asyncio.Task[None] | None = None
         self._pinger_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._close_error: AMIConnectionError | None = None
@@ -132,9 +117,9 @@ class AMIClient:
         self._started = True
         try:
             async with asyncio.timeout(self.connect_timeout):
-                leftover = await self._open()
-                self._reader_task = self._start_task(self._read_loop(leftover), "reader")
-                self._start_task(self._dispatch_loop(), "dispatcher")
+                link = await self._open()
+                link.deliver_to(self._on_items, self._end)
+                self._start_task(self._events.run(), "dispatcher")
                 await self._login()
         except (TimeoutError, ActionTimeout):
             await self._abort()
@@ -216,24 +201,26 @@ class AMIClient:
                 self._out.flush()
         self._end(None)
         await self._cancel_tasks()
-        if self._writer is not None:
+        if self._link is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+                await asyncio.wait_for(asyncio.shield(self._link.closed), 1.0)
 
     # -- connection setup ---------------------------------------------------
 
-    async def _open(self) -> list[Message | FrameError]:
+    async def _open(self) -> Incoming:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            transport, link = await loop.create_connection(
+                lambda: Incoming(self._parser, self.host, self.port), self.host, self.port)
         except OSError as exc:
             raise AMIConnectionError(
                 f"cannot connect to AMI at {self.host}:{self.port}: {exc}"
             ) from None
-        self._reader, self._writer = reader, writer
-        self._out = Outgoing(writer, self.action_timeout, self._end, self._actions.expire)
-        self.banner, leftover = await read_banner(reader, self._parser, self.host, self.port)
+        self._link = link
+        self._out = Outgoing(transport, self.action_timeout, self._end, self._actions.expire)
+        self.banner = await link.banner()
         logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
-        return leftover
+        return link
 
     async def _login(self) -> None:
         # Never log the secret; Asterisk's own log shows only the user too.
@@ -301,35 +288,27 @@ class AMIClient:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _read_loop(self, leftover: list[Message | FrameError]) -> None:
-        reader = self._reader
-        assert reader is not None
-        events = self._events
-        for early in leftover:
-            event = self._route(early)
+    def _on_items(self, items: list[Item]) -> None:
+        """One read's frames (the link's callback): answers to their actions,
+        events on to the handler."""
+        events = []
+        for item in items:
+            event = self._route(item)
             if event is not None:
-                await events.put(event)
-        while True:
-            try:
-                data = await reader.read(READ_CHUNK)
-            except OSError as exc:
-                self._end(f"read failed: {exc}")
-                return
-            if not data:
-                self._end("server closed the connection")
-                return
-            for item in self._parser.feed(data):
-                event = self._route(item)
-                if event is None:
-                    continue
-                if events.full():  # backpressure: no more reads until there is room
-                    self._held_back = True
-                    await events.put(event)
-                    self._held_back = False
-                else:
-                    events.put_nowait(event)
+                events.append(event)
+        if events:
+            self._events.deliver(events)
 
-    def _route(self, item: Banner | Message | FrameError) -> Message | None:
+    def _pause_reading(self) -> None:
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        transport = None if self._link is None else self._link.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _route(self, item: Item) -> Message | None:
         if isinstance(item, FrameError):
             # E.g. the rest of a frame forged by an unescaped CR/LF in a
             # PresenceStatus message (tests/support/captures/escaping-and-limits.txt, inj-1).
@@ -338,36 +317,9 @@ class AMIClient:
             return None
         return self._actions.route(item)
 
-    async def _dispatch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        events = self._events
-        turn = loop.time()
-        while True:
-            # Queue.get() does not yield while events wait, nor does a handler that
-            # never suspends: under a flood the dispatcher would keep the loop for
-            # the whole backlog (seconds), and the API, pings and timers with it.
-            if loop.time() - turn > DISPATCH_SLICE:
-                await asyncio.sleep(0)
-                turn = loop.time()
-            try:
-                event = events.get_nowait()  # no coroutine per event while they wait
-            except asyncio.QueueEmpty:
-                event = await events.get()
-            if event is _STOP:
-                return
-            handler = self._on_event
-            if handler is None:
-                continue
-            try:
-                result = handler(event)
-                if result is not None:
-                    await result
-            except Exception:
-                logger.exception("AMI event handler failed for event %s", event.event)
-
     def _busy(self) -> int | None:
-        """Events waiting while the reader is held back (None: it is not)."""
-        return self._events.qsize() if self._held_back else None
+        """Events waiting while reading is held back (None: it is not)."""
+        return self._events.held_back()
 
     # -- end of link --------------------------------------------------------
 
@@ -386,14 +338,10 @@ class AMIClient:
         self._actions.fail_all(error)
         if self._out is not None:
             self._out.close()
-        if self._writer is not None:
-            self._writer.close()
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.close()
         # Events already read are still handed out, then the dispatcher ends.
-        if self._events.full():
-            self._start_task(self._events.put(_STOP), "stop")
-        else:
-            self._events.put_nowait(_STOP)
-        current = asyncio.current_task()
-        for task in (self._reader_task, self._pinger_task):
-            if task is not None and task is not current:
-                task.cancel()
+        self._events.end()
+        task = self._pinger_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()

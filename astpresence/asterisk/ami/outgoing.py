@@ -26,7 +26,7 @@ from typing import Any
 class Outgoing:
     """Coalesced writes to one transport and the deadlines of actions in flight."""
 
-    def __init__(self, writer: asyncio.StreamWriter, timeout: float,
+    def __init__(self, writer: asyncio.WriteTransport, timeout: float,
                  on_write_error: Callable[[str], None],
                  on_expired: Callable[[str, float], None]) -> None:
         self._writer = writer

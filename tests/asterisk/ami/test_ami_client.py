@@ -11,8 +11,8 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from astpresence.asterisk.ami.incoming import READ_CHUNK
 from astpresence.asterisk.ami.client import (
-    READ_CHUNK,
     AMIClient,
     AMIConnectionError,
     AMIError,
@@ -238,20 +238,19 @@ async def test_utf8_split_at_each_byte_of_a_character(
 async def test_reads_are_bounded(fake_ami: FakeAsterisk, make_client: ClientFactory) -> None:
     events = Recorder()
     client = await make_client(events)
-    assert client._reader is not None
-    asked: list[int] = []
-    read = client._reader.read
+    read: list[int] = []
+    feed = client._parser.feed
 
-    async def spy(n: int = -1) -> bytes:
-        asked.append(n)
-        return await read(n)
+    def spy(data: bytes) -> list[object]:
+        read.append(len(data))
+        return feed(data)  # type: ignore[return-value]
 
-    client._reader.read = spy  # type: ignore[method-assign]
+    client._parser.feed = spy  # type: ignore[method-assign, assignment]
     big = encode_message([("Event", "Big"), *[("Data", "x" * 10_000)] * 30])
     await fake_ami.send_raw(big)
     big_event = await events.wait_for(lambda e: e.event == "Big")
     assert len(big_event.get_all("Data")) == 30
-    assert len(asked) > 1 and all(0 < n <= READ_CHUNK for n in asked)
+    assert len(read) > 1 and all(0 < n <= READ_CHUNK for n in read)
 
 
 async def test_over_long_frame_is_refused_and_link_survives(
@@ -624,7 +623,7 @@ async def test_close_from_inside_a_handler(
 async def test_slow_handlers_hold_the_reader_back_not_memory(
         fake_ami: FakeAsterisk, make_client: ClientFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("astpresence.asterisk.ami.client.MAX_QUEUED_EVENTS", 10)
+    monkeypatch.setattr("astpresence.asterisk.ami.incoming.MAX_QUEUED_EVENTS", 10)
     gate = asyncio.Event()
     seen: list[str] = []
 
@@ -636,11 +635,15 @@ async def test_slow_handlers_hold_the_reader_back_not_memory(
     client = await make_client(slow)
     flood = b"".join(encode_message([("Event", "Flood"), ("N", str(i))]) for i in range(500))
     await fake_ami.send_raw(flood)
-    # The reader stops at the bound (the rest waits in the socket buffers)...
+    # Reading stops at the bound (the rest waits in the socket buffers)...
     async with asyncio.timeout(5):
         while client._events.qsize() < 10:
             await asyncio.sleep(0.01)
-    assert client._events.qsize() == 10 and client._events.maxsize == 10
+    assert client._events.qsize() == 10
+    # what the read that filled the queue brought waits beside it; no more is read
+    assert client._link is not None and client._link.transport is not None
+    assert not client._link.transport.is_reading()
+    assert 10 < (client._events.held_back() or 0) <= 500
     # ...and nothing is lost: released, every event arrives, in order.
     gate.set()
     async with asyncio.timeout(10):
@@ -650,12 +653,44 @@ async def test_slow_handlers_hold_the_reader_back_not_memory(
     assert (await client.send_action("Ping")).get("Ping") == "Pong"
 
 
+async def test_an_event_waits_for_the_handler_of_the_one_before(
+        fake_ami: FakeAsterisk, make_client: ClientFactory) -> None:
+    """Events are handled in the read's callback when none wait; one whose handler
+    suspends holds back those after it, whichever read brings them."""
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    def handler(event: Message) -> Awaitable[None] | None:
+        name = event.event or ""
+        if name == "Slow":
+            async def slow() -> None:
+                await gate.wait()
+                done.append(name)
+            return slow()
+        if name in ("Quick", "Last"):
+            done.append(name)
+        return None
+
+    client = await make_client(handler)
+    await fake_ami.broadcast_event([("Event", "Quick")])
+    await fake_ami.broadcast_event([("Event", "Slow")])
+    await fake_ami.broadcast_event([("Event", "Last")])
+    # a round trip: both reads are in before the Pong
+    assert (await client.send_action("Ping")).get("Ping") == "Pong"
+    assert done == ["Quick"]
+    gate.set()
+    async with asyncio.timeout(5):
+        while len(done) < 3:
+            await asyncio.sleep(0.01)
+    assert done == ["Quick", "Slow", "Last"]
+
+
 async def test_pings_do_not_end_a_link_that_is_only_busy(
         fake_ami: FakeAsterisk, make_client: ClientFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A hint flood faster than the handlers: the Ping's answer waits in the socket
     behind the events there is no room for. That is a busy link, not a dead one."""
-    monkeypatch.setattr("astpresence.asterisk.ami.client.MAX_QUEUED_EVENTS", 10)
+    monkeypatch.setattr("astpresence.asterisk.ami.incoming.MAX_QUEUED_EVENTS", 10)
     gate = asyncio.Event()
 
     async def slow(event: Message) -> None:
