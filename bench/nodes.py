@@ -79,6 +79,7 @@ async def one_run(servers: int, n: int, workdir: Path) -> dict[str, Any]:
         await daemon.start()
         await daemon.wait_synced(timeout=120)
         await settled(daemon)
+        await daemon.profile(f"nodes-{servers}")  # BENCH_PYSPY=DIR: a flame graph of the run
         if servers == 1:
             frames = [device_change_frame(f"PJSIP/{u}", "INUSE") for u in ids]
         else:
