@@ -15,8 +15,12 @@ logger = logging.getLogger(__name__)
 #: How long a batch nobody waits for (a change that came from Asterisk) may wait
 #: for others to share its transaction. At a steady 1,000 events/s, committing
 #: each alone cost a thread hop and an fsync per event, most of a core with
-#: three Asterisk servers (bench/README.md, scenario 7).
-LINGER = 0.005
+#: three Asterisk servers (bench/README.md, scenario 7); 5 ms still meant 200
+#: commits a second, 20 ms is 50 (4% less CPU per change). What it risks is
+#: small: a crash loses at most this much of what Asterisk told (Asterisk still
+#: holds it and is read again at the next start), and an HA follower, which
+#: sees committed changes, sees these up to this much later.
+LINGER = 0.02
 
 
 class _Group:
