@@ -191,13 +191,8 @@ async def test_connect_only_once(make_client: ClientFactory) -> None:
 TEXT = "été à Paris — 😀 ok"
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
-async def test_utf8_split_by_server_arrives_intact(
-    fake_ami: FakeAsterisk, make_client: ClientFactory, chunk: int
-) -> None:
-    fake_ami.hints = [Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")]
-    events = Recorder()
-    client = await make_client(events)
+def reads_of(client: AMIClient) -> list[int]:
+    """The size of each read the client's parser is fed from now on."""
     sizes: list[int] = []
     feed = client._parser.feed
 
@@ -206,6 +201,17 @@ async def test_utf8_split_by_server_arrives_intact(
         return feed(data)  # type: ignore[return-value]
 
     client._parser.feed = spy  # type: ignore[method-assign, assignment]
+    return sizes
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+async def test_utf8_split_by_server_arrives_intact(
+    fake_ami: FakeAsterisk, make_client: ClientFactory, chunk: int
+) -> None:
+    fake_ami.hints = [Hint("2000", "internal", ["PJSIP/2000"], "CustomPresence:2000")]
+    events = Recorder()
+    client = await make_client(events)
+    sizes = reads_of(client)
     fake_ami.split_writes = chunk
     fake_ami.split_delay = 0.0005
     await fake_ami.external_presence_change("2000", "away", TEXT, TEXT)
@@ -238,14 +244,7 @@ async def test_utf8_split_at_each_byte_of_a_character(
 async def test_reads_are_bounded(fake_ami: FakeAsterisk, make_client: ClientFactory) -> None:
     events = Recorder()
     client = await make_client(events)
-    read: list[int] = []
-    feed = client._parser.feed
-
-    def spy(data: bytes) -> list[object]:
-        read.append(len(data))
-        return feed(data)  # type: ignore[return-value]
-
-    client._parser.feed = spy  # type: ignore[method-assign, assignment]
+    read = reads_of(client)
     big = encode_message([("Event", "Big"), *[("Data", "x" * 10_000)] * 30])
     await fake_ami.send_raw(big)
     big_event = await events.wait_for(lambda e: e.event == "Big")
@@ -560,13 +559,19 @@ async def test_silent_server_is_detected_within_two_ping_intervals(
             await asyncio.sleep(0.01)
 
 
+async def unanswered_ping(fake_ami: FakeAsterisk, client: AMIClient) -> asyncio.Task[Message]:
+    """A Ping the stalled server has read and will not answer."""
+    fake_ami.stall()
+    task = asyncio.create_task(client.send_action("Ping", timeout=5))
+    await fake_ami.wait_for_action(lambda m: m.get("Action") == "Ping")
+    return task
+
+
 async def test_pending_action_fails_when_link_is_lost(
     fake_ami: FakeAsterisk, make_client: ClientFactory
 ) -> None:
     client = await make_client()
-    fake_ami.stall()
-    task = asyncio.create_task(client.send_action("Ping", timeout=5))
-    await fake_ami.wait_for_action(lambda m: m.get("Action") == "Ping")
+    task = await unanswered_ping(fake_ami, client)
     await fake_ami.drop_clients()
     with pytest.raises(AMIConnectionError, match="^link lost: "):
         await asyncio.wait_for(task, 2.0)
@@ -592,9 +597,7 @@ async def test_close_is_idempotent_and_fails_pending_actions(
     fake_ami: FakeAsterisk, make_client: ClientFactory
 ) -> None:
     client = await make_client()
-    fake_ami.stall()
-    task = asyncio.create_task(client.send_action("Ping", timeout=5))
-    await fake_ami.wait_for_action(lambda m: m.get("Action") == "Ping")
+    task = await unanswered_ping(fake_ami, client)
     await client.close()
     await client.close()
     with pytest.raises(AMIConnectionError, match="closed by client"):
