@@ -31,7 +31,7 @@ from astpresence.domain.records import SourceRecord
 from astpresence.engine.aligning import align
 from astpresence.engine.events import ChangeEvent
 from astpresence.engine.service import PresenceService, utcnow
-from astpresence.engine.timers import woken_or, woken_within
+from astpresence.engine.timers import stopped_within, woken_or
 from astpresence.sources.msgraph import RemoteError
 from astpresence.sources.teams.directory import TeamsDirectory
 from astpresence.sources.teams.graph import BATCH, TeamsGraph, missing
@@ -92,7 +92,7 @@ class TeamsSource:
                     await self._work(stop)
                 except Exception:  # a bug, not Graph's trouble (that is handled inside)
                     logger.exception("teams: the link to Graph failed; again in %g s", RESTART)
-                    await woken_within(asyncio.Event(), stop, RESTART)
+                    await stopped_within(stop, RESTART)
         finally:
             self.running = False
             try:
@@ -133,8 +133,8 @@ class TeamsSource:
             self.outbound.mark_all()
             self._full_at = None
             self._wake.set()
-            await woken_within(asyncio.Event(), stop,
-                               self.settings.resync if self.directory.unresolved else 86400.0)
+            await stopped_within(stop,
+                                 self.settings.resync if self.directory.unresolved else 86400.0)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         """Every change of a mapped person's presence -> outbound looks at them."""
@@ -186,7 +186,7 @@ class TeamsSource:
                 await self.read(self.directory.ids())
             elif self._pending:
                 if len(self._pending) < BATCH:  # a moment for more to join this request
-                    await woken_or(asyncio.Event(), stop, READ_GATHER)
+                    await stopped_within(stop, READ_GATHER)
                 ids = list(self._pending)
                 self._pending.clear()
                 await self.read(ids)
