@@ -660,7 +660,7 @@ async def test_an_event_waits_for_the_handler_of_the_one_before(
         fake_ami: FakeAsterisk, make_client: ClientFactory) -> None:
     """Events are handled in the read's callback when none wait; one whose handler
     suspends holds back those after it, whichever read brings them."""
-    gate = asyncio.Event()
+    gate, last = asyncio.Event(), asyncio.Event()
     done: list[str] = []
 
     def handler(event: Message) -> Awaitable[None] | None:
@@ -672,6 +672,8 @@ async def test_an_event_waits_for_the_handler_of_the_one_before(
             return slow()
         if name in ("Quick", "Last"):
             done.append(name)
+            if name == "Last":
+                last.set()
         return None
 
     client = await make_client(handler)
@@ -682,9 +684,7 @@ async def test_an_event_waits_for_the_handler_of_the_one_before(
     assert (await client.send_action("Ping")).get("Ping") == "Pong"
     assert done == ["Quick"]
     gate.set()
-    async with asyncio.timeout(5):
-        while len(done) < 3:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(last.wait(), 5)
     assert done == ["Quick", "Slow", "Last"]
 
 
