@@ -10,7 +10,6 @@ all of them (writes.py states the rules); nothing here names a kind.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -49,7 +48,10 @@ class Outbox:
         self._trackers: dict[str, WriteTracker[Any, Any]] = {
             kind.name: WriteTracker(kind.name, kind.default, clock=clock) for kind in KINDS}
         self._dirty: set[str] = set()
-        self.wakeup = asyncio.Event()  # set when there may be something to write
+        #: There may be something to write that the writer has not taken yet.
+        self.pending = False
+        #: The link's writer, told once when ``pending`` becomes true (see :meth:`listen`).
+        self._listener: Callable[[], None] | None = None
         self.synced = False  # nothing is sent before the state was read after a login
 
     def tracker(self, kind: str) -> WriteTracker[Any, Any]:
@@ -61,10 +63,26 @@ class Outbox:
         """The presence writes (the engine's port: what each server holds)."""
         return self._trackers["presence"]
 
+    def listen(self, on_work: Callable[[], None] | None) -> None:
+        """The link's writer: ``on_work()`` when there may be something to write,
+        once until the next :meth:`take` (a plain call: no task, no event to wait
+        on, per change). None: the writer stopped."""
+        self._listener = on_work
+        if on_work is not None and self.pending:
+            on_work()
+
+    def poke(self) -> None:
+        """There may be something to write (a user marked, a sync done, a refusal)."""
+        if not self.pending:
+            self.pending = True
+            if self._listener is not None:
+                self._listener()
+
     def mark(self, uid: str) -> None:
         """``uid``'s wanted values may differ from what Asterisk holds."""
         self._dirty.add(uid)
-        self.wakeup.set()
+        if not self.pending:
+            self.poke()
 
     def failures(self) -> Iterable[Failures[Any]]:
         return [tracker.failures for tracker in self._trackers.values()]
@@ -79,7 +97,7 @@ class Outbox:
     def take(self, wanted: Callable[[str], tuple[Presence, Presence]]) -> Writes:
         """Everything to send now for the users marked (and refused writes now due).
         ``wanted``: a user's (effective, chosen) presence (engine/reads.py)."""
-        self.wakeup.clear()
+        self.pending = False
         writes: Writes = {kind.name: [] for kind in KINDS}
         if not self.synced:
             return writes
@@ -116,7 +134,7 @@ class Outbox:
         failure = self._trackers[kind.name].refused(kind.key(write), kind.value(write), error)
         logger.warning("%s failed (attempt %d): %s; retrying in %.0f s", kind.what(write),
                        failure.attempts, error, failure.retry_at - self.presence.failures.now())
-        self.wakeup.set()
+        self.poke()
 
     # -- the link -------------------------------------------------------------
 

@@ -218,7 +218,7 @@ class AsteriskSync:
         await self._engine.commit(batch)
         self.last_sync = now
         self.outbox.synced = True
-        self.outbox.wakeup.set()
+        self.outbox.poke()
         return counts
 
     def _reconcile(self, uid: str, now_value: Presence, batch: Batch) -> str:

@@ -93,7 +93,7 @@ async def barrier_all(running: RunningDaemon, fakes: list[FakeAsterisk],
     for node in running.service.nodes.values():
         if node.node not in skip:
             outbox = node.outbox
-            await until(lambda: not outbox.wakeup.is_set(), what="the writer to take its work")
+            await until(lambda: not outbox.pending, what="the writer to take its work")
     await asyncio.sleep(0)  # the writes it took start (each sends before its first await)
     for bridge in running.daemon.bridges:
         if bridge.name not in skip:
