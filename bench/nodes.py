@@ -37,6 +37,8 @@ from .tests_import import Hint
 SCENARIO = "7 several Asterisk"
 RATE = 1000.0
 RUNS = 3
+#: [ami_reads] batch_ms of the third set of runs (three servers, reads batched).
+BATCH_MS = 4
 
 
 def presence_change_frame(user: str, state: str) -> bytes:
@@ -68,13 +70,14 @@ async def settled(daemon: DaemonProcess, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def one_run(servers: int, n: int, workdir: Path) -> dict[str, Any]:
+async def one_run(servers: int, n: int, workdir: Path, batch_ms: int = 0) -> dict[str, Any]:
     ids = users(n)
     fakes = [seeded(ids) for _ in range(servers)]
     for fake in fakes:
         await fake.start()
     daemon = DaemonProcess(fakes[0].port, workdir,
-                           more_ami_ports=tuple(f.port for f in fakes[1:]))
+                           more_ami_ports=tuple(f.port for f in fakes[1:]),
+                           config_extra=f"[ami_reads]\nbatch_ms = {batch_ms}\n" if batch_ms else "")
     try:
         await daemon.start()
         await daemon.wait_synced(timeout=120)
@@ -133,11 +136,12 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 async def run(quick: bool) -> list[Row]:
     n = 300 if quick else 5000
     repeat = 1 if quick else RUNS
-    threes, ones = [], []
+    threes, ones, batched = [], [], []
     with tempfile.TemporaryDirectory(prefix="astp-bench-nodes-") as tmp:
-        for i in range(repeat):  # interleaved, so both see the same machine
+        for i in range(repeat):  # interleaved, so all see the same machine
             threes.append(await one_run(3, n, Path(tmp) / f"three-{i}"))
             ones.append(await one_run(1, n, Path(tmp) / f"one-{i}"))
+            batched.append(await one_run(3, n, Path(tmp) / f"batched-{i}", BATCH_MS))
     three, one = median_run(threes), median_run(ones)
     runs = f"median of {repeat} runs by p99" if repeat > 1 else "one run"
     rows = [Row(SCENARIO, f"change on 1 server -> written to 2 others, p50 @ {RATE:.0f}/s",
@@ -160,4 +164,24 @@ async def run(quick: bool) -> list[Row]:
                         ratio=ratio(three["cpu_ms_per_change"], one["cpu_ms_per_change"]),
                         note="CPU of the daemon process over the run / changes; baseline = "
                              "one server (one write per change instead of two)"))
+    rows.extend(batched_rows(median_run(batched), three, batched))
+    return rows
+
+
+def batched_rows(run: dict[str, Any], plain: dict[str, Any],
+                 runs: list[dict[str, Any]]) -> list[Row]:
+    """Three servers with [ami_reads] batch_ms (ami/gate.py), against the same
+    runs without: the CPU a change saves, and what it costs in latency."""
+    what = f"3 servers, [ami_reads] batch_ms = {BATCH_MS}"
+    t, ok = at_most(run["p99"], 20)
+    rows = [Row(SCENARIO, f"{what}: p99 @ {RATE:.0f}/s", run["p99"], "ms", t, ok,
+                plain["p99"], ratio(run["p99"], plain["p99"]),
+                note=f"p50 {run['p50']:.1f} ms (without: {plain['p50']:.1f}); p99 of each "
+                     "run: " + ", ".join(f"{r['p99']:.1f}" for r in runs) + " ms")]
+    if run["cpu_ms_per_change"] is not None and plain["cpu_ms_per_change"] is not None:
+        rows.append(Row(SCENARIO, f"{what}: daemon CPU per change", run["cpu_ms_per_change"],
+                        "ms", baseline=plain["cpu_ms_per_change"],
+                        ratio=ratio(run["cpu_ms_per_change"], plain["cpu_ms_per_change"]),
+                        note="baseline = the same three servers, each read at once"))
+    rows[-1].extra = {"batched": runs}
     return rows

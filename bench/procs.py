@@ -91,6 +91,8 @@ class DaemonProcess:
     #: More Asterisk servers: with ports here, a config file names ami_port and
     #: these as [[asterisk]] entries n1, n2, ... instead of the --ami-* flags.
     more_ami_ports: tuple[int, ...] = ()
+    #: More of the config file (TOML), e.g. "[ami_reads]\nbatch_ms = 4\n".
+    config_extra: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -149,15 +151,18 @@ class DaemonProcess:
         return env
 
     def _ami_args(self, env: dict[str, str]) -> list[str]:
-        if not self.more_ami_ports:
+        if not self.more_ami_ports and not self.config_extra:
             env["ASTPRESENCE_AMI_SECRET"] = self.secret
             return ["--ami-host", "127.0.0.1", "--ami-port", str(self.ami_port),
                     "--ami-username", self.username]
         path = self.workdir / "astpresence.toml"
-        path.write_text("".join(
-            f'[[asterisk]]\nname = "n{i + 1}"\nhost = "127.0.0.1"\nport = {port}\n'
-            f'username = "{self.username}"\nsecret = "{self.secret}"\n\n'
-            for i, port in enumerate((self.ami_port, *self.more_ami_ports))))
+        servers = (f'[ami]\nhost = "127.0.0.1"\nport = {self.ami_port}\n'
+                   f'username = "{self.username}"\nsecret = "{self.secret}"\n\n'
+                   if not self.more_ami_ports else "".join(
+                       f'[[asterisk]]\nname = "n{i + 1}"\nhost = "127.0.0.1"\nport = {port}\n'
+                       f'username = "{self.username}"\nsecret = "{self.secret}"\n\n'
+                       for i, port in enumerate((self.ami_port, *self.more_ami_ports))))
+        path.write_text(self.config_extra + "\n" + servers)
         return ["--config", str(path)]
 
     async def start(self, extra_args: Sequence[str] = ()) -> None:

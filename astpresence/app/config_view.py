@@ -16,6 +16,12 @@ from astpresence.domain.model import Presence, Secret
 from astpresence.sources.registry import SOURCES
 
 
+def read_batching(cfg: Config) -> str:
+    """For the start line: how the AMI links are read, when not at once."""
+    ms = cfg.ami_read_batch_ms
+    return f" (read in batches: at most once every {ms} ms)" if ms else ""
+
+
 def config_json(cfg: Config) -> dict[str, Any]:
     """The effective configuration as JSON (``/v1/config``), generated from :class:`Config`.
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from astpresence.web.api import HttpServerLog, create_app
 from astpresence.asterisk.ari import AriClient
+from astpresence.asterisk.ami.gate import ReadGate
 from astpresence.cluster.ha import Leadership
 from astpresence.web.admission import Admission, AdmittingSite
 from astpresence.domain.logsafe import clip
@@ -34,7 +35,7 @@ from astpresence.cluster.serving import Serving
 from astpresence.sources.registry import SOURCES
 from astpresence.asterisk.bridge import AMIBridge
 from astpresence.app.config import node_secret_var
-from astpresence.app.config_view import config_json
+from astpresence.app.config_view import config_json, read_batching
 from astpresence.app.settings import Config, default_db_path
 from astpresence.app.lock import DaemonLock, LockFailed, take_database
 from astpresence.app.loop import event_loop_factory
@@ -80,8 +81,9 @@ class Daemon:
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
         #: One AMI link per Asterisk server; :attr:`bridge` is the first (or only) one.
+        gate = ReadGate(config.ami_read_batch_ms / 1000) if config.ami_read_batch_ms else None
         self.bridges = [AMIBridge(node, self.service, sync=self.nodes[node.name],
-                                  metrics=self.metrics, ari=self.ari)
+                                  metrics=self.metrics, ari=self.ari, read_gate=gate)
                         for node in config.asterisk_servers]
         self.bridge = self.bridges[0]
         self.retention = Retention(self.store, config.history_keep_days,
@@ -190,12 +192,10 @@ class Daemon:
         if self.follower is not None:
             return None if self.follower.ready.is_set() else "following: loading the state"
         waiting = [b for b in self.bridges if b.status.state != "synced"]
-        if not waiting:
-            return None
-        return "waiting for Asterisk: " + "; ".join(
+        return ("waiting for Asterisk: " + "; ".join(
             f"{b.name} {b.status.state}"
             + (f" ({clip(b.status.last_error, 120)})" if b.status.last_error else "")
-            for b in waiting)
+            for b in waiting)) if waiting else None
 
     def _status(self) -> list[dict[str, Any]]:
         if self.follower is None:
@@ -365,10 +365,10 @@ def serve(config: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
         logger.info(
-            "astpresence starting: AMI %s, store %s, event loop %s",
+            "astpresence starting: AMI %s%s, store %s, event loop %s",
             ", ".join(f"{n.host}:{n.port} as {n.username}" + (f" ({n.name})" if config.nodes
                                                              else "")
-                      for n in config.asterisk_servers), store_name(config),
+                      for n in config.asterisk_servers), read_batching(config), store_name(config),
             type(loop).__module__.split(".")[0])
         if not config.nodes and not config.ami.secret.value:
             logger.warning("no AMI secret configured (ami.secret / ASTPRESENCE_AMI_SECRET)")

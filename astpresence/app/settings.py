@@ -156,6 +156,9 @@ class Config:
     #: History kept: rows younger than this many days, and each user's newest rows.
     history_keep_days: int = 365
     history_keep_rows: int = 10_000
+    #: [ami_reads] batch_ms: while events keep coming, every AMI link is read at most
+    #: once in this many milliseconds (asterisk/ami/gate.py); 0 reads at once.
+    ami_read_batch_ms: int = 0
     #: Each source plug-in's settings by name (sources/registry.py); a source not
     #: named here has its plug-in's defaults.
     sources: Mapping[str, Any] = field(default_factory=dict)

@@ -145,6 +145,17 @@ def test_cli_token_must_be_a_string(tmp_path: Path, value: str) -> None:
         load_config(path, env={})
 
 
+def test_ami_read_batching_is_off_unless_asked_and_bounded(tmp_path: Path) -> None:
+    assert load_config(env={}).ami_read_batch_ms == 0
+    cfg = load_config(write(tmp_path, "[ami_reads]\nbatch_ms = 5\n"), env={})
+    assert cfg.ami_read_batch_ms == 5
+    for bad in ("-1", "51", "2.5", '"5"', "true"):
+        with pytest.raises(ConfigError, match="ami_reads.batch_ms: expected 0-50"):
+            load_config(write(tmp_path, f"[ami_reads]\nbatch_ms = {bad}\n"), env={})
+    with pytest.raises(ConfigError, match=r"\[ami_reads\]: unknown setting\(s\) batch"):
+        load_config(write(tmp_path, "[ami_reads]\nbatch = 5\n"), env={})
+
+
 def test_max_users(tmp_path: Path) -> None:
     assert load_config(env={}).max_users == 20_000
     assert load_config(write(tmp_path, "[limits]\nmax_users = 50\n"), env={}).max_users == 50

@@ -120,6 +120,27 @@ async def test_a_change_made_on_one_server_is_adopted_and_written_to_the_others(
     assert entry.source == "asterisk" and "changed in Asterisk" in entry.reason
 
 
+async def test_with_reads_batched_a_burst_on_one_server_is_adopted_and_written_whole(
+        fakes: dict[str, FakeAsterisk], tmp_path: Path, daemons: Starter) -> None:
+    """[ami_reads] batch_ms: the links are read in batches; every change still counts."""
+    cfg = nodes_config(fakes, tmp_path / "p.db", rules=RuleConfig.from_mapping(
+        {"registered": False}))
+    d = await daemons(replace(cfg, ami_read_batch_ms=20), wait=False)
+    await until(lambda: d.service.synced, timeout=10, what="every server synced")
+    states = ["away", "xa", "dnd", "chat", "away", "xa", "dnd", "chat", "away", "xa"]
+    for state in states:  # each its own write on b: most arrive while the gate is closed
+        await fakes["b"].external_presence_change("2001", state, "", "")
+    last = Presence(State(states[-1]))
+    await everywhere(fakes, "2001", last)
+    await barrier_all(d, list(fakes.values()))
+    assert d.service.nodes["b"].adopted == len(states)
+    assert setvars(fakes["b"], "2001") == []  # b made them: nothing written back
+    assert setvars(fakes["a"], "2001")[-1] == last
+    assert d.daemon.bridges[0]._read_gate is not None
+    assert d.daemon.bridges[0]._read_gate.closes > 0
+    assert [h.new.state.value for h in reversed(await d.service.history("2001", 20))] == states
+
+
 async def test_changes_on_two_servers_at_once_converge(
         fakes: dict[str, FakeAsterisk], tmp_path: Path, daemons: Starter) -> None:
     d = await start(daemons, fakes, tmp_path)

@@ -50,6 +50,7 @@ from astpresence.asterisk.ami.frames import (
     encode_action,
 )
 from astpresence.asterisk.ami.incoming import EventHandler, EventQueue, Incoming, Item
+from astpresence.asterisk.ami.gate import ReadGate
 from astpresence.asterisk.ami.outgoing import Outgoing
 from astpresence.asterisk.ami.pinger import keep_alive
 
@@ -71,7 +72,8 @@ class AMIClient:
     def __init__(self, host: str, port: int, username: str, secret: str, *,
                  on_event: EventHandler | None = None, ping_interval: float = 10.0,
                  action_timeout: float = 10.0, connect_timeout: float = 10.0,
-                 max_line: int = DEFAULT_MAX_LINE, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_line: int = DEFAULT_MAX_LINE, max_frame: int = DEFAULT_MAX_FRAME,
+                 read_gate: ReadGate | None = None) -> None:
         if ping_interval <= 0 or action_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("ping_interval, action_timeout and connect_timeout must be > 0")
         self.host = host
@@ -83,6 +85,7 @@ class AMIClient:
         self.action_timeout = action_timeout
         self.connect_timeout = connect_timeout
         self._parser = FrameParser(max_line=max_line, max_frame=max_frame)
+        self._gate = read_gate  # gate.py: read in batches while busy (opt-in)
         self.banner: str | None = None
 
         self._link: Incoming | None = None
@@ -211,7 +214,8 @@ class AMIClient:
         loop = asyncio.get_running_loop()
         try:
             transport, link = await loop.create_connection(
-                lambda: Incoming(self._parser, self.host, self.port), self.host, self.port)
+                lambda: Incoming(self._parser, self.host, self.port, self._gate),
+                self.host, self.port)
         except OSError as exc:
             raise AMIConnectionError(
                 f"cannot connect to AMI at {self.host}:{self.port}: {exc}"
@@ -300,13 +304,12 @@ class AMIClient:
             self._events.deliver(events)
 
     def _pause_reading(self) -> None:
-        if self._link is not None and self._link.transport is not None:
-            self._link.transport.pause_reading()
+        if self._link is not None:
+            self._link.hold("backlog")
 
     def _resume_reading(self) -> None:
-        transport = None if self._link is None else self._link.transport
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()
+        if self._link is not None:
+            self._link.release("backlog")
 
     def _route(self, item: Item) -> Message | None:
         if isinstance(item, FrameError):

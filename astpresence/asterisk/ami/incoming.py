@@ -30,6 +30,7 @@ from typing import Any, Union, cast
 
 from astpresence.asterisk.ami.actions import AMIConnectionError
 from astpresence.asterisk.ami.frames import Banner, FrameError, FrameParser, Message
+from astpresence.asterisk.ami.gate import ReadGate
 
 #: The client's logger: what a handler raised is the client's to report.
 logger = logging.getLogger("astpresence.asterisk.ami.client")
@@ -62,8 +63,11 @@ class Incoming(asyncio.BufferedProtocol):
     :meth:`deliver_to`, from when each read's frames go to the sink as parsed.
     """
 
-    def __init__(self, parser: FrameParser, host: str, port: int) -> None:
+    def __init__(self, parser: FrameParser, host: str, port: int,
+                 gate: ReadGate | None = None) -> None:
         self._parser = parser
+        self._gate = gate
+        self._holds: set[str] = set()  # why reading is paused ("backlog", "gate")
         self._where = f"{host}:{port}"
         self._buffer = memoryview(bytearray(READ_CHUNK))
         self.transport: asyncio.Transport | None = None
@@ -96,11 +100,15 @@ class Incoming(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport has a Transport's methods but is not a subclass.
         self.transport = cast(asyncio.Transport, transport)
+        if self._gate is not None:
+            self._gate.join(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._gate is not None:
+            self._gate.after_read()
         items = self._parser.feed(bytes(self._buffer[:nbytes]))
         if self._sink is not None:
             self._sink(items)
@@ -112,9 +120,24 @@ class Incoming(asyncio.BufferedProtocol):
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._gate is not None:
+            self._gate.leave(self)
         self._lost("server closed the connection" if exc is None else f"read failed: {exc}")
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def hold(self, why: str) -> None:
+        """Stop reading the socket until :meth:`release` of every reason held."""
+        if not self._holds and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._holds.add(why)
+
+    def release(self, why: str) -> None:
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if not self._holds and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # -- inside ------------------------------------------------------------
 
