@@ -75,10 +75,3 @@ class ReadGate:
         self._timer = None
         for link in list(self._links):
             link.release(HELD)
-
-    def close(self) -> None:
-        """The daemon stops: no timer left behind."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._links.clear()

@@ -93,13 +93,20 @@ async def test_a_lone_event_is_read_at_once_and_a_burst_waits_for_the_gate(
     assert sizes == [len(event(1)), len(event(2)) + len(event(3))]
 
 
-async def test_a_read_on_one_link_holds_every_link(
-        fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
+async def two_links(fake: FakeAsterisk,
+                    made: list[AMIClient]) -> tuple[ReadGate, AMIClient, AMIClient]:
+    """Two links through one gate, both being read."""
     gate = ReadGate(HOLD)
-    first = await connect(fake_ami, gate, clients)
-    second = await connect(fake_ami, gate, clients)
+    first = await connect(fake, gate, made)
+    second = await connect(fake, gate, made)
     await gate_open(gate)
     assert reading(first) and reading(second)
+    return gate, first, second
+
+
+async def test_a_read_on_one_link_holds_every_link(
+        fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
+    gate, first, second = await two_links(fake_ami, clients)
     ping = asyncio.ensure_future(first.send_action("Ping"))  # its answer is a read
     async with asyncio.timeout(10):
         while gate._timer is None:
@@ -112,10 +119,7 @@ async def test_a_read_on_one_link_holds_every_link(
 
 async def test_the_gate_does_not_resume_a_link_held_for_its_backlog(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
-    gate = ReadGate(HOLD)
-    busy = await connect(fake_ami, gate, clients)
-    other = await connect(fake_ami, gate, clients)
-    await gate_open(gate)
+    gate, busy, other = await two_links(fake_ami, clients)
     busy._pause_reading()  # what the event queue does when it is full
     assert not reading(busy)
     await other.send_action("Ping")  # a read: the gate closes, then opens
@@ -133,7 +137,6 @@ async def test_a_link_that_ends_leaves_the_gate(
     assert len(gate._links) == 1
     await client.close()
     assert gate._links == set()
-    gate.close()
 
 
 def test_a_gate_holds_for_some_time() -> None:
