@@ -1,10 +1,11 @@
 """Reading every AMI link in batches while events keep coming (opt-in).
 
 At a steady rate each AMI frame arrives alone: a change over three servers
-wakes the daemon two or three times (the event, then the answers and echoes
-of its writes), and the wake-ups, not the frames, are most of the CPU a change
-costs (bench/README.md, scenario 7: 0.29 ms a change in a burst, 0.75 ms at
-1,000 a second). A :class:`ReadGate` holds every link back for ``hold``
+costs about four socket reads (the event, then the answers and echoes of its
+writes), each a turn of the loop that parses one frame, takes one write and
+sends one action, and those turns, not the frames, are most of the CPU a
+change costs (bench/README.md, scenario 7: 0.29 ms a change in a burst, 0.75
+ms at 1,000 a second). A :class:`ReadGate` holds every link back for ``hold``
 seconds after a read, so that what arrives meanwhile on any link is read in
 one turn of the loop; a network card's interrupt moderation does the same.
 
