@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from astpresence.asterisk.ami.client import ActionError, AMIClient
 from astpresence.asterisk.sync import AsteriskSync
@@ -32,6 +33,8 @@ from astpresence.engine.service import PresenceService
 
 #: Contact-card reads (caller IDs, mailbox counts) in flight at once.
 MAX_CONCURRENT_READS = 16
+
+T = TypeVar("T")
 
 
 class CardReads:
@@ -112,15 +115,13 @@ class CardReads:
         service = self._service
         boxes = [service.cards.mailbox(u.id) for u in service.users.all() if u.mailbox]
         counts: dict[str, Mailbox] = {}
-        sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
         async def one(box: str) -> None:
-            async with sem:
-                with contextlib.suppress(ActionError, InvalidInput):
-                    counts.update([message_waiting(await client.send_action(
-                        "MailboxCount", {"Mailbox": box}))])
+            with contextlib.suppress(ActionError, InvalidInput):
+                counts.update([message_waiting(await client.send_action(
+                    "MailboxCount", {"Mailbox": box}))])
 
-        await asyncio.gather(*(one(b) for b in boxes))
+        await each(boxes, one)
         self._sync.on_mailboxes(counts)
 
     async def after_sync(self, client: AMIClient) -> None:
@@ -148,24 +149,38 @@ class CardReads:
             total, done = len(todo), 0
             self._progress(f"reading caller IDs 0/{total}")
             self._log.info("reading the caller IDs of %d phone(s) for display names", total)
-            sem = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
-            async def one(uid: str, endpoint: str) -> None:
+            async def one(phone: tuple[str, str]) -> None:
                 nonlocal done
-                async with sem:
-                    try:
-                        items = await client.send_list_action("PJSIPShowEndpoint",
-                                                              {"Endpoint": endpoint})
-                    except ActionError as exc:
-                        self._log.debug("no caller ID for %s: %s", clip(endpoint), exc)
-                        items = []
+                uid, endpoint = phone
+                try:
+                    items = await client.send_list_action("PJSIPShowEndpoint",
+                                                          {"Endpoint": endpoint})
+                except ActionError as exc:
+                    self._log.debug("no caller ID for %s: %s", clip(endpoint), exc)
+                    items = []
                 callerid = endpoint_callerid(items)
                 if callerid:
                     found[uid] = callerid
                 done += 1
                 self._progress(f"reading caller IDs {done}/{total}")
 
-            await asyncio.gather(*(one(uid, ep) for uid, ep in todo))
+            await each(todo, one)
         self._sync.on_endpoint_names(found)
         self._progress("done")
         self._log.info("contact cards read: %d name(s) from caller IDs", len(found))
+
+
+async def each(items: Sequence[T], work: Callable[[T], Awaitable[None]],
+               limit: int = MAX_CONCURRENT_READS) -> None:
+    """``work(item)`` for every item, ``limit`` at a time: that many workers take
+    the items in turn. (A task per item, held back by a semaphore, made 10,000
+    tasks in one loop turn after a sync of 10,000 phones, and their first steps
+    in the next: a stall that every event of that moment waited out.)"""
+    items_left = iter(items)
+
+    async def worker() -> None:
+        for item in items_left:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
