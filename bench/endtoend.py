@@ -69,6 +69,10 @@ async def one_run(kind: str, n: int, rate: float | None, workdir: Path,
                 {"ASTPRESENCE_EVENT_LOOP": loop} if loop else {}))
             await daemon.start()
             await daemon.wait_synced(timeout=60)
+            # Measured once the caller IDs are read: a burst that shared the loop
+            # and the link with those 10,000 reads had its p99 at 45-200 ms in
+            # about two runs of five (bench/README.md, "A fifth round").
+            await daemon.wait_cards()
             await daemon.profile(f"e2e-{'full' if rate is None else 'paced'}-{n}"
                                  f"{'-postgres' if db_url else ''}")
         else:

@@ -18,15 +18,12 @@ case): one server's event-to-write latency on this machine.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from .common import PRESENCE_PREFIX, ms, users
 from .fake import BenchFake, device_change_frame, event_frame
@@ -57,19 +54,6 @@ def seeded(ids: list[str]) -> BenchFake:
     return fake
 
 
-async def settled(daemon: DaemonProcess, timeout: float = 60.0) -> None:
-    """Wait until every link has also read its contact cards (work after the sync)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            st = await daemon.status(session)
-            if st is not None and all(n.get("cards") == "done" for n in st["asterisk"]):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"contact cards not read within {timeout} s")
-            await asyncio.sleep(0.05)
-
-
 async def one_run(servers: int, n: int, workdir: Path, batch_ms: int = 0) -> dict[str, Any]:
     ids = users(n)
     fakes = [seeded(ids) for _ in range(servers)]
@@ -81,7 +65,7 @@ async def one_run(servers: int, n: int, workdir: Path, batch_ms: int = 0) -> dic
     try:
         await daemon.start()
         await daemon.wait_synced(timeout=120)
-        await settled(daemon)
+        await daemon.wait_cards()
         await daemon.profile(f"nodes-{servers}")  # BENCH_PYSPY=DIR: a flame graph of the run
         if servers == 1:
             frames = [device_change_frame(f"PJSIP/{u}", "INUSE") for u in ids]

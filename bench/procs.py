@@ -216,6 +216,20 @@ class DaemonProcess:
                                        f"{self.log_tail()}")
                 await asyncio.sleep(0.05)
 
+    async def wait_cards(self, timeout: float = 60.0) -> None:
+        """Wait until every link has also read its contact cards: the work after a
+        sync (a caller ID read per phone) that a measured burst must not share the
+        loop and the links with (bench/README.md, scenario 2)."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                st = await self.status(session)
+                if st is not None and all(n.get("cards") == "done" for n in st["asterisk"]):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"contact cards not read within {timeout} s")
+                await asyncio.sleep(0.05)
+
     async def wait_synced(self, timeout: float, poll: float = 0.01) -> tuple[float, dict[str, Any]]:
         """Poll /v1/status until synced; (monotonic time first seen synced, status)."""
         deadline = time.monotonic() + timeout
