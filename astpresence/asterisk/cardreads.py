@@ -174,9 +174,9 @@ class CardReads:
 async def each(items: Sequence[T], work: Callable[[T], Awaitable[None]],
                limit: int = MAX_CONCURRENT_READS) -> None:
     """``work(item)`` for every item, ``limit`` at a time: that many workers take
-    the items in turn. (A task per item, held back by a semaphore, made 10,000
-    tasks in one loop turn after a sync of 10,000 phones, and their first steps
-    in the next: a stall that every event of that moment waited out.)"""
+    the items in turn, so the tasks are as many as the workers. (A task per
+    item held back by a semaphore made 10,000 tasks in one loop turn after a
+    sync of 10,000 phones.)"""
     items_left = iter(items)
 
     async def worker() -> None:
