@@ -15,6 +15,7 @@ async def test_every_item_is_worked_once_a_few_at_a_time_without_a_task_each() -
     most = 0
     tasks_seen = 0
     release = asyncio.Event()
+    all_started = asyncio.Event()  # the first MAX_CONCURRENT_READS are under way
 
     async def work(item: int) -> None:
         nonlocal running, most, tasks_seen
@@ -22,14 +23,15 @@ async def test_every_item_is_worked_once_a_few_at_a_time_without_a_task_each() -
         most = max(most, running)
         tasks_seen = max(tasks_seen, len(asyncio.all_tasks()))
         started.append(item)
+        if len(started) == MAX_CONCURRENT_READS:
+            all_started.set()
         await release.wait()
         running -= 1
 
     before = len(asyncio.all_tasks())
     job = asyncio.create_task(each(list(range(1000)), work))
     async with asyncio.timeout(5):
-        while len(started) < MAX_CONCURRENT_READS:
-            await asyncio.sleep(0)
+        await all_started.wait()
     assert running == MAX_CONCURRENT_READS  # and no more start while they wait
     release.set()
     await job

@@ -44,9 +44,13 @@ class ReadGate:
         self._links: set[Gated] = set()
         self._closing = False  # a read this turn: close at the end of the turn
         self._timer: asyncio.TimerHandle | None = None
+        #: The links' loop, taken when the first joins (not looked up on every read).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closes = 0  # times the gate held the links (status, tests)
 
     def join(self, link: Gated) -> None:
+        """A link connected (from its protocol's connection_made, on the loop)."""
+        self._loop = asyncio.get_running_loop()
         self._links.add(link)
         if self._timer is not None:
             link.hold(HELD)
@@ -59,16 +63,16 @@ class ReadGate:
         not at once: the loop may have found several links readable in the same
         poll, and holding them now would leave those unread until the gate opens
         (and, read in the same order every time, starve the last ones)."""
-        if self._timer is None and not self._closing:
+        if self._timer is None and not self._closing and self._loop is not None:
             self._closing = True
-            asyncio.get_running_loop().call_soon(self._close)
+            self._loop.call_soon(self._close)
 
     def _close(self) -> None:
         self._closing = False
-        if self._timer is not None:
+        if self._timer is not None or self._loop is None:
             return
         self.closes += 1
-        self._timer = asyncio.get_running_loop().call_later(self.hold, self._open)
+        self._timer = self._loop.call_later(self.hold, self._open)
         for link in list(self._links):
             link.hold(HELD)
 

@@ -67,15 +67,37 @@ def reading(client: AMIClient) -> bool:
     return client._link.transport.is_reading()
 
 
-async def gate_open(gate: ReadGate) -> None:
-    async with asyncio.timeout(10):
-        while gate._timer is not None or gate._closing:
-            await asyncio.sleep(0.01)
+class WatchedGate(ReadGate):
+    """The gate, telling the test each time it closes or opens: tests wait on
+    that, not on a poll."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__(hold)
+        self.changed = asyncio.Event()
+
+    def _close(self) -> None:
+        super()._close()
+        self.changed.set()
+
+    def _open(self) -> None:
+        super()._open()
+        self.changed.set()
+
+    async def until(self, holding: bool) -> None:
+        """Until the gate holds the links (True) or lets them be read (False)."""
+        async with asyncio.timeout(10):
+            while (self._timer is not None) != holding or (not holding and self._closing):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def gate_open(gate: WatchedGate) -> None:
+    await gate.until(holding=False)
 
 
 async def test_a_lone_event_is_read_at_once_and_a_burst_waits_for_the_gate(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
-    gate = ReadGate(HOLD)
+    gate = WatchedGate(HOLD)
     seen = Seen(gate)
     client = await connect(fake_ami, gate, clients, seen)
     await gate_open(gate)  # the login's answers were reads too
@@ -94,9 +116,9 @@ async def test_a_lone_event_is_read_at_once_and_a_burst_waits_for_the_gate(
 
 
 async def two_links(fake: FakeAsterisk,
-                    made: list[AMIClient]) -> tuple[ReadGate, AMIClient, AMIClient]:
+                    made: list[AMIClient]) -> tuple[WatchedGate, AMIClient, AMIClient]:
     """Two links through one gate, both being read."""
-    gate = ReadGate(HOLD)
+    gate = WatchedGate(HOLD)
     first = await connect(fake, gate, made)
     second = await connect(fake, gate, made)
     await gate_open(gate)
@@ -108,9 +130,7 @@ async def test_a_read_on_one_link_holds_every_link(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
     gate, first, second = await two_links(fake_ami, clients)
     ping = asyncio.ensure_future(first.send_action("Ping"))  # its answer is a read
-    async with asyncio.timeout(10):
-        while gate._timer is None:
-            await asyncio.sleep(0.01)
+    await gate.until(holding=True)
     assert not reading(first) and not reading(second)
     assert (await ping).get("Ping") == "Pong"
     await gate_open(gate)
@@ -132,7 +152,7 @@ async def test_the_gate_does_not_resume_a_link_held_for_its_backlog(
 
 async def test_a_link_that_ends_leaves_the_gate(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
-    gate = ReadGate(HOLD)
+    gate = WatchedGate(HOLD)
     client = await connect(fake_ami, gate, clients)
     assert len(gate._links) == 1
     await client.close()
