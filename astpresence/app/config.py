@@ -66,7 +66,8 @@ def _listen(raw: object, what: str) -> dict[str, Any]:
     return {"listen_host": host, "listen_port": port}
 
 
-#: [ami_reads] batch_ms at most: each event may wait this long, on top of its handling.
+#: [ami_reads] batch_ms and answers_ms at most: an event may wait this long, on top of
+#: its handling.
 MAX_READ_BATCH_MS = 50
 
 #: Flat sections: TOML key -> parser, and which part of :class:`Config` they fill
@@ -89,7 +90,8 @@ SECTIONS: dict[str, tuple[str | None, dict[str, FieldParser]]] = {
                    "idle_timeout": _to("idle_timeout", _positive),
                    "write_burst": _to("write_burst", _bounded_int(1, 100_000))}),
     "limits": (None, {"max_users": _to("max_users", _bounded_int(1, 1_000_000))}),
-    "ami_reads": (None, {"batch_ms": _to("ami_read_batch_ms", _bounded_int(0, MAX_READ_BATCH_MS))}),
+    "ami_reads": (None, {"batch_ms": _to("ami_read_batch_ms", _bounded_int(0, MAX_READ_BATCH_MS)),
+                        "answers_ms": _to("ami_answers_ms", _bounded_int(0, MAX_READ_BATCH_MS))}),
     "ari": ("ari", {"url": _to("url", _url), "username": _to("username", _text),
                     "password": _to("password", _secret)}),
     "freepbx": ("freepbx", {"dnd_device": _to("dnd_device", _dnd_device),

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from astpresence.web.api import HttpServerLog, create_app
 from astpresence.asterisk.ari import AriClient
-from astpresence.asterisk.ami.gate import ReadGate
+from astpresence.asterisk.ami.gate import Reads
 from astpresence.cluster.ha import Leadership
 from astpresence.web.admission import Admission, AdmittingSite
 from astpresence.domain.logsafe import clip
@@ -81,9 +81,9 @@ class Daemon:
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
         #: One AMI link per Asterisk server; :attr:`bridge` is the first (or only) one.
-        gate = ReadGate(config.ami_read_batch_ms / 1000) if config.ami_read_batch_ms else None
+        reads = Reads.of(config.ami_read_batch_ms, config.answers_ms)  # one gate for all
         self.bridges = [AMIBridge(node, self.service, sync=self.nodes[node.name],
-                                  metrics=self.metrics, ari=self.ari, read_gate=gate)
+                                  metrics=self.metrics, ari=self.ari, reads=reads)
                         for node in config.asterisk_servers]
         self.bridge = self.bridges[0]
         self.retention = Retention(self.store, config.history_keep_days,

@@ -60,6 +60,13 @@ def default_db_path(env: Mapping[str, str] | None = None) -> str:
     return os.path.join(os.path.abspath(state), "astpresence", "astpresence.db")
 
 
+#: [ami_reads] answers_ms when several Asterisk servers are followed and the file
+#: does not say: each change is then written to every other server and answered
+#: by each, and reading those answers in batches took a sixth of the CPU per change
+#: off (bench/README.md, scenario 7). With one server an event that came with the
+#: answers would wait too, for little gain: 0 there.
+AUTO_ANSWERS_MS = 4
+
 #: FreePBX's DND device per user (docs/asterisk.md, "FreePBX conventions").
 FREEPBX_DND_DEVICE = "Custom:DND{user}"
 
@@ -159,6 +166,10 @@ class Config:
     #: [ami_reads] batch_ms: while events keep coming, every AMI link is read at most
     #: once in this many milliseconds (asterisk/ami/gate.py); 0 reads at once.
     ami_read_batch_ms: int = 0
+    #: [ami_reads] answers_ms: after a write whose answers nobody awaits soon, that
+    #: link is read at most once in this many milliseconds (asterisk/ami/client.py);
+    #: None: :data:`AUTO_ANSWERS_MS` with several servers, 0 (at once) with one.
+    ami_answers_ms: int | None = None
     #: Each source plug-in's settings by name (sources/registry.py); a source not
     #: named here has its plug-in's defaults.
     sources: Mapping[str, Any] = field(default_factory=dict)
@@ -168,6 +179,13 @@ class Config:
     def asterisk_servers(self) -> tuple[AMIConfig, ...]:
         """Every Asterisk server to follow: the ``[[asterisk]]`` entries, else ``[ami]``."""
         return self.nodes or (self.ami,)
+
+    @property
+    def answers_ms(self) -> int:
+        """[ami_reads] answers_ms as it applies (the default depends on the servers)."""
+        if self.ami_answers_ms is not None:
+            return self.ami_answers_ms
+        return AUTO_ANSWERS_MS if len(self.asterisk_servers) > 1 else 0
 
     @property
     def listen(self) -> str:

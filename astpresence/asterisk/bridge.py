@@ -23,7 +23,7 @@ from astpresence.asterisk.ami.client import (
     AuthenticationError,
 )
 from astpresence.asterisk.ami.frames import Message
-from astpresence.asterisk.ami.gate import ReadGate
+from astpresence.asterisk.ami.gate import Reads
 from astpresence.asterisk.ari import AriClient
 from astpresence.engine.events import LinkEvent
 from astpresence.engine.timers import backoff_delay, stopped_within
@@ -80,7 +80,7 @@ class AMIBridge:
     def __init__(self, config: AMIConfig, service: PresenceService, *,
                  client_factory: Callable[..., AMIClient] = AMIClient, sync: AsteriskSync,
                  metrics: Metrics | None = None, ari: AriClient | None = None,
-                 read_gate: ReadGate | None = None) -> None:
+                 reads: Reads = Reads()) -> None:
         self._metrics = metrics or Metrics()
         self._ari = ari  # mirror writes go here when rules.mirror_via == "ari"
         self._config = config
@@ -92,7 +92,7 @@ class AMIBridge:
         self._metrics.ami_up.labels(self.name).set(0)
         self._metrics.reconnects.labels(self.name)  # shown from the start, at 0
         self._client_factory = client_factory
-        self._read_gate = read_gate  # shared by every server's link (ami/gate.py)
+        self._reads = reads  # the read gate shared by every server's link (ami/gate.py)
         self._client: AMIClient | None = None
         self.status = LinkStatus()
         self._cards = CardReads(service, sync, self._log, self._cards_progress)
@@ -164,7 +164,8 @@ class AMIBridge:
             ping_interval=cfg.ping_interval,
             action_timeout=cfg.action_timeout,
             connect_timeout=cfg.connect_timeout,
-            read_gate=self._read_gate,
+            read_gate=self._reads.gate,
+            answer_hold=self._reads.answer_hold,
         )
         self._client = client
         await client.connect()

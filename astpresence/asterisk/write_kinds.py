@@ -123,8 +123,10 @@ def _send_presence(link: Link, write: PresenceWrite) -> asyncio.Future[Any]:
     """One Setvar, in flight when this returns: the future, no task (the hot path)."""
     value = encode_presence_value(write.presence)
     started = time.perf_counter()
+    # Its answers only confirm it (writes.py): they may wait in the socket (ami/client.py).
     future = link.client.submit("Setvar", (
-        ("Variable", f"PRESENCE_STATE(CustomPresence:{write.user})"), ("Value", value)))
+        ("Variable", f"PRESENCE_STATE(CustomPresence:{write.user})"), ("Value", value)),
+        unawaited=True)
     observe = link.metrics.setvar_seconds.observe
 
     def timed(done: asyncio.Future[Any]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from astpresence.app.config import load_config
-from astpresence.app.settings import ConfigError, SYSTEM_DB, default_db_path
+from astpresence.app.config_view import config_json, read_batching
+from astpresence.app.settings import AUTO_ANSWERS_MS, ConfigError, SYSTEM_DB, default_db_path
 from astpresence.domain.model import Secret
 
 TOML = """
@@ -154,6 +155,30 @@ def test_ami_read_batching_is_off_unless_asked_and_bounded(tmp_path: Path) -> No
             load_config(write(tmp_path, f"[ami_reads]\nbatch_ms = {bad}\n"), env={})
     with pytest.raises(ConfigError, match=r"\[ami_reads\]: unknown setting\(s\) batch"):
         load_config(write(tmp_path, "[ami_reads]\nbatch = 5\n"), env={})
+
+
+def test_answers_are_read_in_batches_by_default_only_with_several_servers(
+        tmp_path: Path) -> None:
+    one = load_config(env={})
+    assert one.ami_answers_ms is None and one.answers_ms == 0
+    several = "".join(f'[[asterisk]]\nname = "n{i}"\nhost = "127.0.0.1"\nport = {5038 + i}\n'
+                      for i in range(3))
+    assert load_config(write(tmp_path, several), env={}).answers_ms == AUTO_ANSWERS_MS
+    off = load_config(write(tmp_path, several + "[ami_reads]\nanswers_ms = 0\n"), env={})
+    assert off.answers_ms == 0
+    assert load_config(write(tmp_path, "[ami_reads]\nanswers_ms = 8\n"), env={}).answers_ms == 8
+    for bad in ("-1", "51", "2.5", '"5"', "true"):
+        with pytest.raises(ConfigError, match="ami_reads.answers_ms: expected 0-50"):
+            load_config(write(tmp_path, f"[ami_reads]\nanswers_ms = {bad}\n"), env={})
+
+
+def test_read_batching_as_the_start_line_and_v1_config_show_it(tmp_path: Path) -> None:
+    assert read_batching(load_config(env={})) == ""
+    cfg = load_config(write(tmp_path, "[ami_reads]\nbatch_ms = 2\nanswers_ms = 6\n"), env={})
+    assert read_batching(cfg) == (" (read in batches: at most once every 2 ms; "
+                                  "answers to writes read at most once every 6 ms)")
+    assert config_json(cfg)["ami_answers_ms"] == 6
+    assert config_json(load_config(env={}))["ami_answers_ms"] == 0  # as it applies
 
 
 def test_max_users(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from astpresence.app.settings import AUTO_ANSWERS_MS
 from astpresence.asterisk.codec import decode_presence_value
 from astpresence.domain.model import Presence, State
 from astpresence.domain.rules import RuleConfig
@@ -118,6 +119,11 @@ async def test_a_change_made_on_one_server_is_adopted_and_written_to_the_others(
     assert d.service.nodes["a"].adopted == d.service.nodes["c"].adopted == 0
     (entry, *_) = await d.service.history("2000", 5)
     assert entry.source == "asterisk" and "changed in Asterisk" in entry.reason
+    # several servers: the answers to the writes on a and c were read in batches
+    assert d.daemon.bridges[0]._reads.answer_hold == AUTO_ANSWERS_MS / 1000
+    assert all(b._client is not None for b in d.daemon.bridges)
+    assert sum(b._client.answer_holds for b in d.daemon.bridges  # type: ignore[union-attr]
+               if b.name != "b") >= 2
 
 
 async def test_with_reads_batched_a_burst_on_one_server_is_adopted_and_written_whole(
@@ -136,8 +142,8 @@ async def test_with_reads_batched_a_burst_on_one_server_is_adopted_and_written_w
     assert d.service.nodes["b"].adopted == len(states)
     assert setvars(fakes["b"], "2001") == []  # b made them: nothing written back
     assert setvars(fakes["a"], "2001")[-1] == last
-    assert d.daemon.bridges[0]._read_gate is not None
-    assert d.daemon.bridges[0]._read_gate.closes > 0
+    assert d.daemon.bridges[0]._reads.gate is not None
+    assert d.daemon.bridges[0]._reads.gate.closes > 0
     assert [h.new.state.value for h in reversed(await d.service.history("2001", 20))] == states
 
 

@@ -19,6 +19,14 @@ Design:
   the socket open but stops answering is detected within two intervals (pinger.py).
 - Actions leave through :class:`~astpresence.asterisk.ami.outgoing.Outgoing`: one
   socket write per loop turn, one timer for all those with the default timeout.
+- With ``answer_hold`` set, a socket write that held only actions nobody awaits
+  soon (:meth:`AMIClient.submit` with ``unawaited``: the writer's Setvars) holds
+  the link's reading for that long, so that their answers (response, echo,
+  ExtensionStatus) are read together, not each in a loop turn of its own; any
+  other action ends the hold at once. Events on that link wait that long at
+  most. With several servers each change is written to every other one and
+  answered by each: these answers are most of the reads (bench/README.md,
+  scenario 7).
 
 How actions meet their answers, and the Asterisk facts that relies on: actions.py.
 """
@@ -59,6 +67,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["AMIClient", "AMIConnectionError", "AMIError", "ActionError",
            "ActionTimeout", "AuthenticationError", "EventHandler"]
 
+#: Why a link's reading is held after a write of actions nobody awaits soon.
+ANSWERS = "answers"
+
 Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
 
@@ -73,7 +84,7 @@ class AMIClient:
                  on_event: EventHandler | None = None, ping_interval: float = 10.0,
                  action_timeout: float = 10.0, connect_timeout: float = 10.0,
                  max_line: int = DEFAULT_MAX_LINE, max_frame: int = DEFAULT_MAX_FRAME,
-                 read_gate: ReadGate | None = None) -> None:
+                 read_gate: ReadGate | None = None, answer_hold: float = 0.0) -> None:
         if ping_interval <= 0 or action_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("ping_interval, action_timeout and connect_timeout must be > 0")
         self.host = host
@@ -86,6 +97,8 @@ class AMIClient:
         self.connect_timeout = connect_timeout
         self._parser = FrameParser(max_line=max_line, max_frame=max_frame)
         self._gate = read_gate  # gate.py: read in batches while busy (opt-in)
+        self._answer_hold = answer_hold  # seconds; 0: answers are read as they come
+        self.answer_holds = 0  # times a write's answers were left in the socket (tests)
         self.banner: str | None = None
 
         self._link: Incoming | None = None
@@ -156,17 +169,19 @@ class AMIClient:
         assert isinstance(result, Message)
         return result
 
-    def submit(self, action: str, headers: Headers = ()) -> asyncio.Future[Message]:
+    def submit(self, action: str, headers: Headers = (), *,
+               unawaited: bool = False) -> asyncio.Future[Message]:
         """Send one action without waiting (no task, no timer of its own); the future
         resolves as :meth:`send_action` returns or raises (default timeout). Actions
-        submitted in one loop turn leave in one socket write (outgoing.py)."""
+        submitted in one loop turn leave in one socket write (outgoing.py).
+        ``unawaited``: nobody needs the answer soon; it may wait ``answer_hold``."""
         action_id, data = self._encode(action, headers)
         out = self._out
         if self._closed.is_set() or out is None:
             raise AMIConnectionError(str(self._close_error or "link lost: not connected"))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._actions.add(action_id, action, future, False)
-        out.write(data)
+        out.write(data, unawaited=unawaited)
         out.watch(action_id, future)
         return future
 
@@ -222,6 +237,8 @@ class AMIClient:
             ) from None
         self._link = link
         self._out = Outgoing(transport, self.action_timeout, self._end, self._actions.expire)
+        if self._answer_hold > 0:
+            self._out.after_flush = self._after_flush
         self.banner = await link.banner()
         logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
         return link
@@ -302,6 +319,16 @@ class AMIClient:
                 events.append(event)
         if events:
             self._events.deliver(events)
+
+    def _after_flush(self, unawaited: bool) -> None:
+        """A socket write left: its answers may wait (unawaited), or are awaited now."""
+        link = self._link
+        if link is None or not self._logged_in:
+            return
+        if unawaited:
+            self.answer_holds += link.hold_for(ANSWERS, self._answer_hold)
+        else:
+            link.release(ANSWERS)
 
     def _pause_reading(self) -> None:
         if self._link is not None:

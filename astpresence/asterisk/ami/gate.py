@@ -18,6 +18,7 @@ the socket (a few events at these rates; TCP flow control beyond).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -80,3 +81,16 @@ class ReadGate:
         self._timer = None
         for link in list(self._links):
             link.release(HELD)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """How a daemon's AMI links are read: the gate they share (None: reads at once)
+    and how long a link may hold the answers to writes nobody awaits (client.py)."""
+
+    gate: ReadGate | None = None
+    answer_hold: float = 0.0  # seconds
+
+    @classmethod
+    def of(cls, batch_ms: int, answers_ms: int) -> Reads:
+        return cls(ReadGate(batch_ms / 1000) if batch_ms else None, answers_ms / 1000)

@@ -67,7 +67,8 @@ class Incoming(asyncio.BufferedProtocol):
                  gate: ReadGate | None = None) -> None:
         self._parser = parser
         self._gate = gate
-        self._holds: set[str] = set()  # why reading is paused ("backlog", "gate")
+        self._holds: set[str] = set()  # why reading is paused ("backlog", "gate", "answers")
+        self._hold_timers: dict[str, asyncio.TimerHandle] = {}  # holds that end by themselves
         self._where = f"{host}:{port}"
         self._buffer = memoryview(bytearray(READ_CHUNK))
         self.transport: asyncio.Transport | None = None
@@ -122,6 +123,9 @@ class Incoming(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._gate is not None:
             self._gate.leave(self)
+        for timer in self._hold_timers.values():
+            timer.cancel()
+        self._hold_timers.clear()
         self._lost("server closed the connection" if exc is None else f"read failed: {exc}")
         if not self.closed.done():
             self.closed.set_result(None)
@@ -132,7 +136,21 @@ class Incoming(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         self._holds.add(why)
 
+    def hold_for(self, why: str, seconds: float) -> bool:
+        """:meth:`hold` for ``seconds`` at most; True if it held. Already held for
+        ``why``, nothing changes (the first hold's end stands: no event waits longer
+        than ``seconds``)."""
+        if why in self._holds or self.transport is None or self.transport.is_closing():
+            return False
+        self.hold(why)
+        self._hold_timers[why] = asyncio.get_running_loop().call_later(
+            seconds, self.release, why)
+        return True
+
     def release(self, why: str) -> None:
+        timer = self._hold_timers.pop(why, None)
+        if timer is not None:
+            timer.cancel()
         if why not in self._holds:
             return
         self._holds.discard(why)

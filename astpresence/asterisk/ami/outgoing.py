@@ -13,6 +13,11 @@ Two costs of the per-change path (bench/README.md, scenario 2) live here:
   so a FIFO holds them; one ``call_at`` waits for the oldest. Actions answered
   in time leave the head as they are answered, so the queue holds the actions
   in flight, not every action of the last ``timeout`` seconds.
+
+A write may say that nobody awaits its answer soon (the writer's presence
+Setvars: their answers only confirm them). :attr:`Outgoing.after_flush` then
+hears, after each socket write, whether everything in it was such a write, so
+that the link can leave their answers in the socket for a while (client.py).
 """
 
 from __future__ import annotations
@@ -39,16 +44,23 @@ class Outgoing:
         #: (deadline, action id, future), oldest first.
         self._deadlines: deque[tuple[float, str, asyncio.Future[Any]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._unawaited = True  # every write queued for this flush said so
+        #: Called after each socket write: True when no write in it awaits an answer soon.
+        self.after_flush: Callable[[bool], None] | None = None
 
-    def write(self, data: bytes) -> None:
-        """Queue ``data``; it leaves with everything queued in this loop turn."""
+    def write(self, data: bytes, *, unawaited: bool = False) -> None:
+        """Queue ``data``; it leaves with everything queued in this loop turn.
+        ``unawaited``: nobody waits for its answer soon (see the module's docstring)."""
         self._chunks.append(data)
+        if not unawaited:
+            self._unawaited = False
         if not self._flush_due:
             self._flush_due = True
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_due = False
+        unawaited, self._unawaited = self._unawaited, True
         if not self._chunks:
             return
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
@@ -59,6 +71,9 @@ class Outgoing:
             self._writer.write(data)
         except (ConnectionError, OSError) as exc:
             self._on_write_error(f"write failed: {exc}")
+            return
+        if self.after_flush is not None:
+            self.after_flush(unawaited)
 
     def watch(self, action_id: str, future: asyncio.Future[Any]) -> None:
         """``future`` fails through ``on_expired`` if still pending after ``timeout``."""
