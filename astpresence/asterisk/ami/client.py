@@ -27,6 +27,9 @@ Design:
   most. With several servers each change is written to every other one and
   answered by each: these answers are most of the reads (bench/README.md,
   scenario 7).
+- An awaited action written (a Ping, a list, a card read) lets its link be read
+  at once, whatever holds it: its answer is not left behind the answer hold nor
+  the read gate (gate.py).
 
 How actions meet their answers, and the Asterisk facts that relies on: actions.py.
 """
@@ -58,7 +61,7 @@ from astpresence.asterisk.ami.frames import (
     encode_action,
 )
 from astpresence.asterisk.ami.incoming import EventHandler, EventQueue, Incoming, Item
-from astpresence.asterisk.ami.gate import ReadGate
+from astpresence.asterisk.ami.gate import HELD as GATE_HELD, ReadGate
 from astpresence.asterisk.ami.outgoing import Outgoing
 from astpresence.asterisk.ami.pinger import keep_alive
 
@@ -237,7 +240,7 @@ class AMIClient:
             ) from None
         self._link = link
         self._out = Outgoing(transport, self.action_timeout, self._end, self._actions.expire)
-        if self._answer_hold > 0:
+        if self._answer_hold > 0 or self._gate is not None:
             self._out.after_flush = self._after_flush
         self.banner = await link.banner()
         logger.debug("AMI banner from %s:%d: %s", self.host, self.port, self.banner)
@@ -321,14 +324,17 @@ class AMIClient:
             self._events.deliver(events)
 
     def _after_flush(self, unawaited: bool) -> None:
-        """A socket write left: its answers may wait (unawaited), or are awaited now."""
+        """A socket write left: its answers may wait (unawaited), or are awaited now;
+        then neither this link's answer hold nor the read gate holds it back (a
+        resync's or card reads' round trips go at the link's pace, not the gate's)."""
         link = self._link
         if link is None or not self._logged_in:
             return
-        if unawaited:
-            self.answer_holds += link.hold_for(ANSWERS, self._answer_hold)
-        else:
+        if not unawaited:
             link.release(ANSWERS)
+            link.release(GATE_HELD)
+        elif self._answer_hold > 0:
+            self.answer_holds += link.hold_for(ANSWERS, self._answer_hold)
 
     def _pause_reading(self) -> None:
         if self._link is not None:

@@ -11,7 +11,9 @@ one turn of the loop; a network card's interrupt moderation does the same.
 
 The first read after a quiet spell is taken at once: only the reads that
 follow it within ``hold`` wait, so a lone change costs no latency and a burst
-costs at most ``hold`` per event. Asterisk holds what it sends meanwhile in
+costs at most ``hold`` per event. A link on which an awaited action was just
+written (a list, a card read, a Ping) is let go at once (client.py): a resync's
+round trips do not wait for the gate. Asterisk holds what it sends meanwhile in
 the socket (a few events at these rates; TCP flow control beyond).
 """
 

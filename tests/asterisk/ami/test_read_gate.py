@@ -137,6 +137,21 @@ async def test_a_read_on_one_link_holds_every_link(
     assert reading(first) and reading(second)
 
 
+async def test_an_awaited_action_lets_its_link_go_while_the_gate_holds(
+        fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
+    gate, first, second = await two_links(fake_ami, clients)
+    await first.send_action("Ping")  # a read: the gate holds both links for HOLD
+    await gate.until(holding=True)
+    before = gate.closes
+    assert not reading(second)
+    sent = len(fake_ami.actions)
+    ping = asyncio.ensure_future(second.send_action("Ping"))
+    await fake_ami.wait_for_action(lambda m: m.get("Action") == "Ping", start=sent)  # it left
+    assert reading(second) and not reading(first)  # only the link that awaits
+    assert (await ping).get("Ping") == "Pong"  # read at once, not after the gate
+    assert gate.closes == before and gate._timer is not None  # the same hold
+
+
 async def test_the_gate_does_not_resume_a_link_held_for_its_backlog(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
     gate, busy, other = await two_links(fake_ami, clients)
