@@ -21,9 +21,15 @@ from astpresence.domain.model import InvalidInput, Secret
 from astpresence.domain.rules import RuleConfig
 
 
-from astpresence.app.settings import (
+from astpresence.app.people import (
     _one_catalogue,
+    _parse_presets,
+    _parse_privacy,
+    _parse_user,
     _statuses,
+    raw_users_levels,
+)
+from astpresence.app.settings import (
     _bool,
     _bounded_int,
     _db_url,
@@ -34,16 +40,12 @@ from astpresence.app.settings import (
     _check_keys,
     _dnd_device,
     _mailbox_pattern,
-    _parse_presets,
-    _parse_privacy,
-    _parse_user,
     _positive,
     _table,
     _text,
     default_db_path,
     parse_listen,
     parse_port,
-    raw_users_levels,
 )
 
 

@@ -18,7 +18,7 @@ from astpresence.sources.registry import SOURCES
 
 def read_batching(cfg: Config) -> str:
     """For the start line: how the AMI links are read, when not at once."""
-    ms, answers = cfg.ami_read_batch_ms, cfg.answers_ms
+    ms, answers = cfg.read_batch_ms, cfg.answers_ms
     parts = ([f"read in batches: at most once every {ms} ms"] if ms else []) + (
         [f"answers to writes read at most once every {answers} ms"] if answers else [])
     return f" ({'; '.join(parts)})" if parts else ""
@@ -32,7 +32,8 @@ def config_json(cfg: Config) -> dict[str, Any]:
     """
     out = _jsonable(replace(cfg, sources={}))
     assert isinstance(out, dict)
-    out["ami_answers_ms"] = cfg.answers_ms  # as it applies: its default follows the servers
+    # as they apply: their defaults follow the number of servers
+    out["ami_read_batch_ms"], out["ami_answers_ms"] = cfg.read_batch_ms, cfg.answers_ms
     # Each source shows its own settings (a feed's URL often holds its secret).
     out["sources"] = {plugin.name: _jsonable(plugin.show(cfg.sources.get(plugin.name,
                                                                           plugin.default)))

@@ -81,7 +81,7 @@ class Daemon:
         self.ari = (AriClient(config.ari.url, config.ari.username, config.ari.password.value)
                     if config.rules.mirror and config.rules.mirror_via == "ari" else None)
         #: One AMI link per Asterisk server; :attr:`bridge` is the first (or only) one.
-        reads = Reads.of(config.ami_read_batch_ms, config.answers_ms)  # one gate for all
+        reads = Reads.of(config.read_batch_ms, config.answers_ms)  # one gate for all
         self.bridges = [AMIBridge(node, self.service, sync=self.nodes[node.name],
                                   metrics=self.metrics, ari=self.ari, reads=reads)
                         for node in config.asterisk_servers]

@@ -1,29 +1,24 @@
 """The configuration's values: one frozen dataclass per section, and the parsers of
-single values (ports, addresses, users, presence levels, presets). app/config.py reads
-them from the file, the environment and the flags.
+single values (ports, addresses, text, numbers). app/config.py reads them from the
+file, the environment and the flags; app/people.py parses the users' tables.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from astpresence.web.auth import Level, Privacy
+from astpresence.web.auth import Privacy
 from astpresence.engine.cards import DEFAULT_MAILBOX, check_mailbox
 from astpresence.asterisk.settings import AMIConfig as AMIConfig
 from astpresence.domain.model import Secret as Secret
-from astpresence.domain.model import (
-    InvalidInput,
-    Presence,
-    parse_presence,
-    validate_user_id,
-)
+from astpresence.domain.model import InvalidInput, Presence
 from astpresence.domain.rules import DEFAULT_RULES, RuleConfig
 from astpresence.domain.records import UserRecord
 from astpresence.domain.call_settings import CallSettings
-from astpresence.domain.statuses import Status, check_catalogue, parse_status
+from astpresence.domain.statuses import Status
 from astpresence.engine.users import DEFAULT_MAX_USERS
 
 
@@ -60,11 +55,14 @@ def default_db_path(env: Mapping[str, str] | None = None) -> str:
     return os.path.join(os.path.abspath(state), "astpresence", "astpresence.db")
 
 
-#: [ami_reads] answers_ms when several Asterisk servers are followed and the file
-#: does not say: each change is then written to every other server and answered
-#: by each, and reading those answers in batches took a sixth of the CPU per change
-#: off (bench/README.md, scenario 7). With one server an event that came with the
-#: answers would wait too, for little gain: 0 there.
+#: [ami_reads] batch_ms and answers_ms when several Asterisk servers are followed
+#: and the file does not say. Each change is then written to every other server
+#: and answered by each: a change costs more CPU the more servers there are, and
+#: reading in batches takes much of it off (bench/README.md, scenario 7: about a
+#: third with three servers) for a few ms per event, well inside the 20 ms a
+#: change may take to reach every server there. With one server, a change reaches
+#: its server at once (0: read at once), as the bench's scenario 2 asks.
+AUTO_BATCH_MS = 3
 AUTO_ANSWERS_MS = 4
 
 #: FreePBX's DND device per user (docs/asterisk.md, "FreePBX conventions").
@@ -164,8 +162,9 @@ class Config:
     history_keep_days: int = 365
     history_keep_rows: int = 10_000
     #: [ami_reads] batch_ms: while events keep coming, every AMI link is read at most
-    #: once in this many milliseconds (asterisk/ami/gate.py); 0 reads at once.
-    ami_read_batch_ms: int = 0
+    #: once in this many milliseconds (asterisk/ami/gate.py); 0 reads at once; None:
+    #: :data:`AUTO_BATCH_MS` with several servers, 0 with one.
+    ami_read_batch_ms: int | None = None
     #: [ami_reads] answers_ms: after a write whose answers nobody awaits soon, that
     #: link is read at most once in this many milliseconds (asterisk/ami/client.py);
     #: None: :data:`AUTO_ANSWERS_MS` with several servers, 0 (at once) with one.
@@ -181,6 +180,13 @@ class Config:
         return self.nodes or (self.ami,)
 
     @property
+    def read_batch_ms(self) -> int:
+        """[ami_reads] batch_ms as it applies (the default depends on the servers)."""
+        if self.ami_read_batch_ms is not None:
+            return self.ami_read_batch_ms
+        return AUTO_BATCH_MS if len(self.asterisk_servers) > 1 else 0
+
+    @property
     def answers_ms(self) -> int:
         """[ami_reads] answers_ms as it applies (the default depends on the servers)."""
         if self.ami_answers_ms is not None:
@@ -191,8 +197,6 @@ class Config:
     def listen(self) -> str:
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
-
-
 
 
 def parse_port(raw: object, what: str) -> int:
@@ -251,93 +255,6 @@ def _table(raw: object, where: str) -> Mapping[str, Any]:
     return raw
 
 
-def _parse_user(raw: object, where: str) -> UserRecord:
-    table = _table(raw, where)
-    _check_keys(table, {"id", "name", "devices", "extension", "context", "visibility",
-                        "mailbox"}, where)
-    if "id" not in table:
-        raise ConfigError(f"{where}: missing 'id'")
-    try:
-        uid = validate_user_id(table["id"])
-    except InvalidInput as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    devices = table.get("devices", [])
-    if not isinstance(devices, list) or not all(
-        isinstance(d, str) and d and "&" not in d and "," not in d for d in devices
-    ):
-        raise ConfigError(f"{where}: 'devices' must be a list of device names like 'PJSIP/2000'")
-    return UserRecord(
-        id=uid,
-        name=_text(table.get("name", ""), f"{where}.name", allow_empty=True),
-        extension=_text(table.get("extension", ""), f"{where}.extension", allow_empty=True),
-        context=_text(table.get("context", ""), f"{where}.context", allow_empty=True),
-        devices=tuple(devices),
-        origin="config",
-        mailbox=_mailbox(table["mailbox"], f"{where}.mailbox") if "mailbox" in table else "",
-    )
-
-
-def _level(raw: object, what: str) -> Level:
-    try:
-        return Level(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{what}: expected one of {', '.join(lv.value for lv in Level)}, got {raw!r}"
-        ) from None
-
-
-def raw_users_levels(data: Mapping[str, Any], where: str) -> dict[str, Level]:
-    levels: dict[str, Level] = {}
-    for i, item in enumerate(data.get("users") or []):
-        if isinstance(item, dict) and "visibility" in item and isinstance(item.get("id"), str):
-            levels[item["id"]] = _level(item["visibility"], f"{where} users[{i}].visibility")
-    return levels
-
-
-def _parse_privacy(data: Mapping[str, Any], levels: dict[str, Level], where: str) -> Privacy:
-    default = Level.TEAM
-    if "privacy" in data:
-        t = _table(data["privacy"], f"{where} [privacy]")
-        _check_keys(t, {"default"}, f"{where} [privacy]")
-        if "default" in t:
-            default = _level(t["default"], f"{where} privacy.default")
-    groups: dict[str, frozenset[str]] = {}
-    if "groups" in data:
-        for name, members in _table(data["groups"], f"{where} [groups]").items():
-            what = f"{where} groups.{name}"
-            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-                raise ConfigError(f"{what}: expected a list of user ids")
-            try:
-                groups[name] = frozenset(validate_user_id(m) for m in members)
-            except InvalidInput as exc:
-                raise ConfigError(f"{what}: {exc}") from None
-    return Privacy(default, levels, groups)
-
-
-def _parse_presets(raw: object, where: str) -> dict[int, Presence]:
-    """``[[presets]]`` entries: ``digit`` 0-9 (default: position), state, subtype, message."""
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: 'presets' must be an array of tables ([[presets]])")
-    out: dict[int, Presence] = {}
-    for i, item in enumerate(raw):
-        what = f"{where} presets[{i}]"
-        table = _table(item, what)
-        _check_keys(table, {"digit", "state", "subtype", "message"}, what)
-        digit = table.get("digit", i)
-        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
-            raise ConfigError(f"{what}: 'digit' must be 0-9 (the N of *37N), got {digit!r}")
-        if digit in out:
-            raise ConfigError(f"{what}: digit {digit} is used twice")
-        if "state" not in table:
-            raise ConfigError(f"{what}: missing 'state'")
-        try:
-            out[digit] = parse_presence(table["state"], table.get("subtype"),
-                                        table.get("message"))
-        except InvalidInput as exc:
-            raise ConfigError(f"{what}: {exc}") from None
-    return out
-
-
 def _bounded_int(low: int, high: int) -> Callable[[object, str], int]:
     def parse(raw: object, what: str) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
@@ -375,29 +292,3 @@ def _url(raw: object, what: str) -> str:
         raise ConfigError(f"{what}: expected http(s)://host:port/ari, got {url!r}")
     return url
 
-
-def _statuses(cfg: Config, raw: object, where: str) -> Config:
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: 'statuses' must be an array of tables ([[statuses]])")
-    try:
-        found = [parse_status(_table(t, f"{where} statuses[{i}]"), f"{where} statuses[{i}]")
-                 for i, t in enumerate(raw)]
-        return replace(cfg, statuses=check_catalogue(found, f"{where} [[statuses]]"))
-    except InvalidInput as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _one_catalogue(cfg: Config, where: str) -> Config:
-    """[[presets]] entries join the catalogue (a status each, "preset-N"), and every
-    status with a digit is a *37N preset: one list for the API, the board, the CLI
-    and the dialplan kit."""
-    statuses = list(cfg.statuses)
-    for digit, presence in sorted(cfg.presets.items()):
-        owner = next((s for s in statuses if s.digit == digit), None)
-        if owner is not None:
-            raise ConfigError(f"{where}: digit {digit} is both a [[presets]] entry and "
-                              f"status {owner.id!r}; keep one")
-        statuses.append(Status(f"preset-{digit}", presence.message or presence.state.value,
-                               presence, digit=digit))
-    presets = {s.digit: s.presence for s in statuses if s.digit is not None}
-    return replace(cfg, statuses=tuple(statuses), presets=presets)

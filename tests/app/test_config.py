@@ -9,7 +9,7 @@ import pytest
 
 from astpresence.app.config import load_config
 from astpresence.app.config_view import config_json, read_batching
-from astpresence.app.settings import AUTO_ANSWERS_MS, ConfigError, SYSTEM_DB, default_db_path
+from astpresence.app.settings import AUTO_ANSWERS_MS, AUTO_BATCH_MS, ConfigError, SYSTEM_DB, default_db_path
 from astpresence.domain.model import Secret
 
 TOML = """
@@ -146,8 +146,8 @@ def test_cli_token_must_be_a_string(tmp_path: Path, value: str) -> None:
         load_config(path, env={})
 
 
-def test_ami_read_batching_is_off_unless_asked_and_bounded(tmp_path: Path) -> None:
-    assert load_config(env={}).ami_read_batch_ms == 0
+def test_ami_read_batching_is_off_with_one_server_unless_asked_and_bounded(tmp_path: Path) -> None:
+    assert load_config(env={}).read_batch_ms == 0
     cfg = load_config(write(tmp_path, "[ami_reads]\nbatch_ms = 5\n"), env={})
     assert cfg.ami_read_batch_ms == 5
     for bad in ("-1", "51", "2.5", '"5"', "true"):
@@ -157,15 +157,17 @@ def test_ami_read_batching_is_off_unless_asked_and_bounded(tmp_path: Path) -> No
         load_config(write(tmp_path, "[ami_reads]\nbatch = 5\n"), env={})
 
 
-def test_answers_are_read_in_batches_by_default_only_with_several_servers(
-        tmp_path: Path) -> None:
+def test_reads_are_batched_by_default_only_with_several_servers(tmp_path: Path) -> None:
     one = load_config(env={})
-    assert one.ami_answers_ms is None and one.answers_ms == 0
+    assert one.ami_answers_ms is None and one.answers_ms == 0 and one.read_batch_ms == 0
     several = "".join(f'[[asterisk]]\nname = "n{i}"\nhost = "127.0.0.1"\nport = {5038 + i}\n'
                       for i in range(3))
-    assert load_config(write(tmp_path, several), env={}).answers_ms == AUTO_ANSWERS_MS
-    off = load_config(write(tmp_path, several + "[ami_reads]\nanswers_ms = 0\n"), env={})
-    assert off.answers_ms == 0
+    cfg = load_config(write(tmp_path, several), env={})
+    assert (cfg.read_batch_ms, cfg.answers_ms) == (AUTO_BATCH_MS, AUTO_ANSWERS_MS)
+    off = load_config(write(tmp_path, several + "[ami_reads]\nanswers_ms = 0\nbatch_ms = 0\n"),
+                      env={})
+    assert (off.read_batch_ms, off.answers_ms) == (0, 0)
+    assert read_batching(off) == ""
     assert load_config(write(tmp_path, "[ami_reads]\nanswers_ms = 8\n"), env={}).answers_ms == 8
     for bad in ("-1", "51", "2.5", '"5"', "true"):
         with pytest.raises(ConfigError, match="ami_reads.answers_ms: expected 0-50"):
@@ -178,7 +180,9 @@ def test_read_batching_as_the_start_line_and_v1_config_show_it(tmp_path: Path) -
     assert read_batching(cfg) == (" (read in batches: at most once every 2 ms; "
                                   "answers to writes read at most once every 6 ms)")
     assert config_json(cfg)["ami_answers_ms"] == 6
-    assert config_json(load_config(env={}))["ami_answers_ms"] == 0  # as it applies
+    assert config_json(cfg)["ami_read_batch_ms"] == 2
+    shown = config_json(load_config(env={}))  # as they apply
+    assert (shown["ami_read_batch_ms"], shown["ami_answers_ms"]) == (0, 0)
 
 
 def test_max_users(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from astpresence.app.settings import AUTO_ANSWERS_MS
+from astpresence.app.settings import AUTO_ANSWERS_MS, AUTO_BATCH_MS
 from astpresence.asterisk.codec import decode_presence_value
 from astpresence.domain.model import Presence, State
 from astpresence.domain.rules import RuleConfig
@@ -54,7 +54,10 @@ async def start(daemons: Starter, fakes: dict[str, FakeAsterisk], tmp_path: Path
     rules.setdefault("registered", False)  # these tests count writes
     d = await daemons(nodes_config(fakes, tmp_path / "p.db",
                                    rules=RuleConfig.from_mapping(rules)), wait=False)
-    await until(lambda: d.service.synced, timeout=10, what="every server synced")
+    # every link synced, its contact cards read too (its "synced" link event sent)
+    await until(lambda: d.service.synced and all(
+        b.status.state == "synced" for b in d.daemon.bridges), timeout=10,
+        what="every server synced")
     return d
 
 
@@ -119,11 +122,14 @@ async def test_a_change_made_on_one_server_is_adopted_and_written_to_the_others(
     assert d.service.nodes["a"].adopted == d.service.nodes["c"].adopted == 0
     (entry, *_) = await d.service.history("2000", 5)
     assert entry.source == "asterisk" and "changed in Asterisk" in entry.reason
-    # several servers: the answers to the writes on a and c were read in batches
-    assert d.daemon.bridges[0]._reads.answer_hold == AUTO_ANSWERS_MS / 1000
+    # several servers: read in batches, the answers to the writes on a and c too
+    reads = d.daemon.bridges[0]._reads
+    assert reads.answer_hold == AUTO_ANSWERS_MS / 1000
+    assert reads.gate is not None and reads.gate.hold == AUTO_BATCH_MS / 1000
     assert all(b._client is not None for b in d.daemon.bridges)
-    assert sum(b._client.answer_holds for b in d.daemon.bridges  # type: ignore[union-attr]
-               if b.name != "b") >= 2
+    # each link holds what answers its Setvars (tests/asterisk/ami/test_answer_hold.py)
+    assert {b._client._answer_hold for b in d.daemon.bridges  # type: ignore[union-attr]
+            } == {AUTO_ANSWERS_MS / 1000}
 
 
 async def test_with_reads_batched_a_burst_on_one_server_is_adopted_and_written_whole(
