@@ -336,8 +336,9 @@ class PresenceService(Reads):
             self.store_later(batch)
 
     def note_written(self, uid: str, batch: Batch) -> None:
-        """An echo of a presence write: once every server has it, followers learn it."""
-        if not self._is_pending(uid):
+        """An echo of a presence write: once every server has it, followers learn it
+        (no followers, nothing to work out: this runs for every echo)."""
+        if self.broadcast.relay is not None and not self._is_pending(uid):
             self.broadcast.written(uid, batch)
 
     async def load_stored(self) -> int:
