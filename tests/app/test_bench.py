@@ -82,7 +82,6 @@ def test_every_target_of_the_issue_is_in_the_table(quick_report: dict[str, Any])
         "refresh every feed": "<= 30.0",
         "failover -> synced": "<= 5.00",
         "change on 1 server -> written to 2 others, p99 @ 1000/s": "<= 20.0",
-        "3 servers, [ami_reads] batch_ms = 4: p99 @ 1000/s": "<= 20.0",
         "peak RSS": "<= 200",
         "API p99, hostile calendars": "<= 50.0",
         "API p99, connection flood": "<= 50.0",
