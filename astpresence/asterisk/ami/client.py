@@ -99,7 +99,7 @@ class AMIClient:
         self.action_timeout = action_timeout
         self.connect_timeout = connect_timeout
         self._parser = FrameParser(max_line=max_line, max_frame=max_frame)
-        self._gate = read_gate  # gate.py: read in batches while busy (opt-in)
+        self._gate = read_gate  # gate.py: read in batches while busy (None: at once)
         self._answer_hold = answer_hold  # seconds; 0: answers are read as they come
         self.answer_holds = 0  # times a write's answers were left in the socket (tests)
         self.banner: str | None = None
