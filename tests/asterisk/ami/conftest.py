@@ -10,13 +10,24 @@ tests runs on both. uvloop is one of the test extras.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
 import uvloop  # a test extra: its absence is an error, not a skip
 
+from astpresence.asterisk.ami.client import AMIClient
+
 
 def pytest_asyncio_loop_factories(
         config: pytest.Config, item: Any) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[AMIClient]]:
+    """Clients a test connects; each is closed after it."""
+    made: list[AMIClient] = []
+    yield made
+    for client in made:
+        await client.close()

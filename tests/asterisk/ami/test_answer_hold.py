@@ -8,9 +8,6 @@ seen the event the server sent after that answer (so the answer was written).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from astpresence.asterisk.ami.client import AMIClient, AMIConnectionError
 from astpresence.asterisk.ami.frames import Message
@@ -20,14 +17,6 @@ from tests.support.fakeami import FakeAsterisk
 #: Long enough that only the test's own steps end it.
 LONG = 60.0
 SETVAR = (("Variable", "PRESENCE_STATE(CustomPresence:2000)"), ("Value", "away"))
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[AMIClient]]:
-    made: list[AMIClient] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def connect(fake: FakeAsterisk, made: list[AMIClient], hold: float = 0.0,

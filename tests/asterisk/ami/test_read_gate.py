@@ -8,7 +8,6 @@ nothing waits on a fixed sleep: each step waits for what it needs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -43,14 +42,6 @@ class Seen:
             while len(self.items) < count:
                 self.changed.clear()
                 await self.changed.wait()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[AMIClient]]:
-    made: list[AMIClient] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def connect(fake: FakeAsterisk, gate: ReadGate, made: list[AMIClient],
