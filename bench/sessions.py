@@ -53,9 +53,9 @@ async def tokens_for(db: Path, ids: list[str]) -> dict[str, str]:
             # Token ids are 8 hex digits: among 10,000, two alike about once in 80
             # runs, and the store refuses the second. Draw again instead.
             secret, record = new_token(Role.USER, uid, "bench", datetime.now(UTC))
-            while record.token_id in issued:
+            while record.id in issued:
                 secret, record = new_token(Role.USER, uid, "bench", datetime.now(UTC))
-            issued.add(record.token_id)
+            issued.add(record.id)
             await store.add_token(record)
             out[uid] = secret
     finally:
