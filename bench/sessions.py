@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from astpresence.store.sqlite import SqliteStore
-from astpresence.web.auth import Role, new_token
+from astpresence.web.auth import Role, issue_token
 
 from .common import users
 from .fake import BenchFake
@@ -47,16 +47,11 @@ async def tokens_for(db: Path, ids: list[str]) -> dict[str, str]:
     store = SqliteStore(db)
     await store.open()
     out = {}
-    issued: set[str] = set()
     try:
         for uid in ids:
-            # Token ids are 8 hex digits: among 10,000, two alike about once in 80
-            # runs, and the store refuses the second. Draw again instead.
-            secret, record = new_token(Role.USER, uid, "bench", datetime.now(UTC))
-            while record.id in issued:
-                secret, record = new_token(Role.USER, uid, "bench", datetime.now(UTC))
-            issued.add(record.id)
-            await store.add_token(record)
+            # issue_token draws again when an id is taken: among 10,000 ids of 8 hex
+            # digits, two alike about one run in 80.
+            secret, _ = await issue_token(store, Role.USER, uid, "bench", datetime.now(UTC))
             out[uid] = secret
     finally:
         await store.close()

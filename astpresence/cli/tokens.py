@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from astpresence.web.auth import new_token, parse_role
+from astpresence.web.auth import issue_token, new_token, parse_role
 from astpresence.app.config import load_config
 from astpresence.app.settings import Config, ConfigError
 from astpresence.domain.model import InvalidInput
+from astpresence.domain.records import TokenRecord
 from astpresence.store.base import Store, StoreError
 from astpresence.app.store_choice import open_store, store_name
 
@@ -74,18 +75,20 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
                  db: str | None, as_json: bool) -> None:
     """Create a token and print it (it is stored hashed and cannot be shown again)."""
     try:
-        secret, record = new_token(parse_role(role), uid, label, datetime.now(UTC))
+        new_token(parse_role(role), uid, label, datetime.now(UTC))  # the checks, before the store
     except InvalidInput as exc:
         fail(str(exc))
 
     store, config = _store_for(config_path, db)
 
-    async def add(store: Store) -> bool:
-        await store.add_token(record)
+    async def add(store: Store) -> tuple[str, TokenRecord, bool]:
+        secret, record = await issue_token(store, parse_role(role), uid, label,
+                                           datetime.now(UTC))
         known = {u.id for u in config.users} | {u.id for u in await store.load_users()}
-        return uid is None or uid in known
+        return secret, record, uid is None or uid in known
 
-    if not asyncio.run(_with_store(store, add)):
+    secret, record, known = asyncio.run(_with_store(store, add))
+    if not known:
         click.echo(f"warning: no user {uid!r} is known yet (not in [[users]], not in any hint "
                    "the daemon has seen); the token works once one names it", err=True)
     if as_json:

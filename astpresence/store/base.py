@@ -116,7 +116,8 @@ class Store(Protocol):
     async def load_meta(self, prefix: str) -> dict[str, str]:
         """Every meta entry whose key starts with ``prefix``."""
 
-    async def add_token(self, token: TokenRecord) -> None: ...
+    async def add_token(self, token: TokenRecord) -> bool:
+        """Store a new token; False (nothing stored) when its id is taken already."""
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         """The token with this hash, revoked or not."""

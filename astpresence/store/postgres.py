@@ -246,13 +246,15 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot write to PostgreSQL at {self.url}: {exc}") from None
 
-    async def add_token(self, token: TokenRecord) -> None:
-        async def work(conn: _Clean) -> None:
-            await conn.execute(
-                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    async def add_token(self, token: TokenRecord) -> bool:
+        async def work(conn: _Clean) -> str:
+            status: str = await conn.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (id) DO NOTHING",
                 token.id, token.hash, token.role, token.user, token.label,
                 aware_utc(token.created_at), _opt(token.revoked_at))
-        await self._run(work)
+            return status
+        return bool(await self._run(work) == "INSERT 0 1")
 
     async def revoke_token(self, token_id: str, at: datetime) -> bool:
         async def work(conn: _Clean) -> str:

@@ -286,12 +286,14 @@ class SqliteStore:
 
     # -- writes -------------------------------------------------------------
 
-    async def add_token(self, token: TokenRecord) -> None:
-        await self._execute(
-            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    async def add_token(self, token: TokenRecord) -> bool:
+        added = await self._execute(
+            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
             (token.id, token.hash, token.role, token.user, token.label,
              _ts(token.created_at), _opt_ts(token.revoked_at)),
         )
+        return added > 0
 
     async def revoke_token(self, token_id: str, at: datetime) -> bool:
         changed = await self._execute(

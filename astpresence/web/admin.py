@@ -12,7 +12,7 @@ from aiohttp import web
 
 from astpresence import __version__
 from astpresence.domain import mirror
-from astpresence.web.auth import new_token, parse_role
+from astpresence.web.auth import issue_token, parse_role
 from astpresence.domain.logsafe import clip
 from astpresence.domain.model import check_label, validate_user_id
 from astpresence.engine.ports import PresenceAPI
@@ -152,8 +152,8 @@ async def create_token(request: web.Request) -> web.Response:
     if user is not None:
         user = validate_user_id(user)
     label = check_label(body.get("label", ""))
-    token, record = new_token(role, user, label, datetime.now(UTC))
-    await request.app[STORE_KEY].add_token(record)
+    token, record = await issue_token(request.app[STORE_KEY], role, user, label,
+                                      datetime.now(UTC))
     logger.info("token %s created (%s, user %s) by %s", record.id, role.value, clip(user),
                 principal(request).token_id)
     return web.json_response({**_token_json(record), "token": token}, status=201)

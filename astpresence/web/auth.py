@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from astpresence.domain.model import NOT_SET, InvalidInput, check_label, validate_user_id
 from astpresence.domain.records import TokenRecord
-from astpresence.store.base import Store
+from astpresence.store.base import Store, StoreError
 
 TOKEN_RE = re.compile(r"astp_([0-9a-f]{8})_([A-Za-z0-9_-]{32})")
 
@@ -85,6 +85,21 @@ def new_token(role: Role, user: str | None, label: str, now: datetime) -> tuple[
     token_id = secrets.token_hex(4)
     token = f"astp_{token_id}_{secrets.token_urlsafe(24)}"
     return token, TokenRecord(token_id, hash_token(token), role.value, user, label, now)
+
+
+#: Ids drawn for a new token at most: 8 hex digits are 2^32 ids, so with 10,000
+#: tokens stored one draw in 430,000 finds its id taken; five in a row, never.
+TOKEN_DRAWS = 5
+
+
+async def issue_token(store: Store, role: Role, user: str | None, label: str,
+                      now: datetime) -> tuple[str, TokenRecord]:
+    """:func:`new_token`, stored: a new id is drawn while the one drawn is taken."""
+    for _ in range(TOKEN_DRAWS):
+        token, record = new_token(role, user, label, now)
+        if await store.add_token(record):
+            return token, record
+    raise StoreError(f"no free token id in {TOKEN_DRAWS} draws")
 
 
 async def authenticate(store: Store, header: str | None) -> Principal:

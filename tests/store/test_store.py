@@ -325,6 +325,34 @@ async def test_revoked_token_ids(store: Store) -> None:
     assert await store.revoked_tokens() == {records[1].id}
 
 
+async def test_a_token_whose_id_is_taken_is_not_stored(store: Store) -> None:
+    from astpresence.web.auth import Role, new_token
+
+    now = datetime.now(timezone.utc)
+    first = new_token(Role.USER, "2000", "first", now)[1]
+    clash = dataclasses.replace(new_token(Role.ADMIN, None, "clash", now)[1], id=first.id)
+    assert await store.add_token(first)
+    assert not await store.add_token(clash)
+    assert await store.list_tokens() == [first]  # the first one stands, untouched
+
+
+async def test_issuing_a_token_draws_again_while_its_id_is_taken(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from astpresence.web import auth
+
+    now = datetime.now(timezone.utc)
+    ids = iter(["0000000a", "0000000a", "0000000a", "0000000b"])
+    monkeypatch.setattr(auth.secrets, "token_hex", lambda n: next(ids))
+    _, first = await auth.issue_token(store, auth.Role.USER, "2000", "one", now)
+    secret, second = await auth.issue_token(store, auth.Role.USER, "2001", "two", now)
+    assert (first.id, second.id) == ("0000000a", "0000000b")
+    assert secret.startswith("astp_0000000b_")
+    assert await store.find_token(auth.hash_token(secret)) == second
+    monkeypatch.setattr(auth.secrets, "token_hex", lambda n: "0000000a")
+    with pytest.raises(StoreError, match="no free token id in 5 draws"):
+        await auth.issue_token(store, auth.Role.USER, "2002", "three", now)
+
+
 async def test_empty_batch_is_a_no_op(store: Store) -> None:
     assert await store.commit(Batch()) == []
     assert await store.commit(Batch(history=[hist("alice", NOT_SET)])) == [1]

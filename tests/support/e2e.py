@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from datetime import UTC, datetime
 
-from astpresence.web.auth import Role, new_token
+from astpresence.web.auth import Role, issue_token
 from astpresence.app.settings import Config
 from astpresence.asterisk.settings import AMIConfig
 from astpresence.domain.model import Secret
@@ -125,8 +125,7 @@ class RunningDaemon:
         return {"Authorization": f"Bearer {self.token}"}
 
     async def make_token(self, role: Role, user: str | None = None) -> str:
-        secret, record = new_token(role, user, "tests", datetime.now(UTC))
-        await self.daemon.store.add_token(record)
+        secret, _ = await issue_token(self.daemon.store, role, user, "tests", datetime.now(UTC))
         return secret
 
     @property

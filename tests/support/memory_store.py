@@ -161,12 +161,15 @@ class MemoryStore:
         self._check_open()
         return {k: v for k, v in self._meta.items() if k.startswith(prefix)}
 
-    async def add_token(self, token: TokenRecord) -> None:
+    async def add_token(self, token: TokenRecord) -> bool:
         self._check_open()
-        if token.id in self._tokens or any(t.hash == token.hash for t in self._tokens.values()):
-            raise StoreError(f"token {token.id} exists already")
+        if token.id in self._tokens:
+            return False
+        if any(t.hash == token.hash for t in self._tokens.values()):
+            raise StoreError(f"a token with this hash exists already ({token.id})")
         self._tokens[token.id] = dataclasses.replace(
             token, created_at=aware_utc(token.created_at), revoked_at=_opt_utc(token.revoked_at))
+        return True
 
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         self._check_open()
