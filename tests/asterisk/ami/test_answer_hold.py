@@ -1,8 +1,9 @@
 """Answers nobody awaits wait in the socket (ami/client.py, ``answer_hold``).
 
 Real clients on the fake Asterisk, on both event loops (conftest.py). Nothing
-waits on a fixed sleep: "not read yet" is asserted once a second client has
-seen the event the server sent after that answer (so the answer was written).
+waits on a fixed sleep: a write has left once the fake has the action, and "not
+read yet" is asserted once a second client has seen the event the server sent
+after that answer (so the answer was written).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Watcher:
             self.seen.set()
 
 
-async def flushed() -> None:
-    """One loop turn: what was submitted has left (outgoing.py flushes with call_soon)."""
-    await asyncio.sleep(0)
+async def sent(fake: FakeAsterisk, action: str, start: int) -> None:
+    """Until the fake has ``action`` (among the actions after ``start``): the client's
+    socket write is done, and so is what the client does after one (outgoing.py)."""
+    await fake.wait_for_action(lambda m: m.get("Action") == action, start=start)
 
 
 async def test_the_answers_of_an_unawaited_write_wait_until_an_awaited_action(
@@ -49,8 +51,9 @@ async def test_the_answers_of_an_unawaited_write_wait_until_an_awaited_action(
     watcher = Watcher()
     await connect(fake_ami, clients, on_event=watcher)
     client = await connect(fake_ami, clients, hold=LONG)
+    start = len(fake_ami.actions)
     written = client.submit("Setvar", SETVAR, unawaited=True)
-    await flushed()
+    await sent(fake_ami, "Setvar", start)
     assert not reading(client)
     async with asyncio.timeout(10):
         await watcher.seen.wait()  # the server answered, then sent the event
@@ -64,23 +67,23 @@ async def test_the_answers_of_an_unawaited_write_wait_until_an_awaited_action(
 async def test_a_hold_ends_by_itself(fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
     client = await connect(fake_ami, clients, hold=0.05)
     written = client.submit("Setvar", SETVAR, unawaited=True)
-    await flushed()
-    assert not reading(client)
     async with asyncio.timeout(10):
-        assert (await written).response == "Success"
-    assert reading(client)
+        assert (await written).response == "Success"  # no awaited action ended the hold
+    assert client.answer_holds == 1 and reading(client)
 
 
 async def test_awaited_actions_and_clients_without_a_hold_are_read_at_once(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
     held = await connect(fake_ami, clients, hold=LONG)
+    start = len(fake_ami.actions)
     ping = asyncio.ensure_future(held.send_action("Ping"))
-    await flushed()
-    assert reading(held)
+    await sent(fake_ami, "Ping", start)
+    assert reading(held) and held.answer_holds == 0
     await ping
     plain = await connect(fake_ami, clients)
+    start = len(fake_ami.actions)
     written = plain.submit("Setvar", SETVAR, unawaited=True)
-    await flushed()
+    await sent(fake_ami, "Setvar", start)
     assert reading(plain)
     async with asyncio.timeout(10):
         await written
@@ -89,8 +92,9 @@ async def test_awaited_actions_and_clients_without_a_hold_are_read_at_once(
 async def test_a_link_that_ends_while_held_leaves_no_timer(
         fake_ami: FakeAsterisk, clients: list[AMIClient]) -> None:
     client = await connect(fake_ami, clients, hold=LONG)
+    start = len(fake_ami.actions)
     written = client.submit("Setvar", SETVAR, unawaited=True)
-    await flushed()
+    await sent(fake_ami, "Setvar", start)
     link = client._link
     assert link is not None and link._hold_timers
     await client.close()
