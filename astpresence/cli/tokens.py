@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from astpresence.web.auth import issue_token, new_token, parse_role
+from astpresence.web.auth import check_token_request, issue_token, parse_role
 from astpresence.app.config import load_config
 from astpresence.app.settings import Config, ConfigError
 from astpresence.domain.model import InvalidInput
@@ -75,7 +75,7 @@ def token_create(role: str, uid: str | None, label: str, config_path: str | None
                  db: str | None, as_json: bool) -> None:
     """Create a token and print it (it is stored hashed and cannot be shown again)."""
     try:
-        new_token(parse_role(role), uid, label, datetime.now(UTC))  # the checks, before the store
+        check_token_request(parse_role(role), uid, label)  # before the store is opened
     except InvalidInput as exc:
         fail(str(exc))
 

@@ -75,13 +75,18 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def new_token(role: Role, user: str | None, label: str, now: datetime) -> tuple[str, TokenRecord]:
-    """A fresh token (shown once) and the record to store."""
+def check_token_request(role: Role, user: str | None, label: str) -> None:
+    """InvalidInput unless a token of ``role`` for ``user`` labelled ``label`` may be made."""
     if user is not None:
         validate_user_id(user)
     if role is Role.USER and user is None:
         raise InvalidInput("a user token needs --user (the user it acts for)")
     check_label(label)
+
+
+def new_token(role: Role, user: str | None, label: str, now: datetime) -> tuple[str, TokenRecord]:
+    """A fresh token (shown once) and the record to store."""
+    check_token_request(role, user, label)
     token_id = secrets.token_hex(4)
     token = f"astp_{token_id}_{secrets.token_urlsafe(24)}"
     return token, TokenRecord(token_id, hash_token(token), role.value, user, label, now)
