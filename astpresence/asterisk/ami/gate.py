@@ -1,4 +1,5 @@
-"""Reading every AMI link in batches while events keep coming (opt-in).
+"""Reading every AMI link in batches while events keep coming (``[ami_reads]
+batch_ms``: 3 ms by default with several servers, off with one: app/settings.py).
 
 At a steady rate each AMI frame arrives alone: a change over three servers
 costs about four socket reads (the event, then the answers and echoes of its
@@ -32,7 +33,8 @@ class Gated(Protocol):
     def release(self, why: str) -> None: ...
 
 
-#: The reason a link is held, beside the event queue's ("backlog").
+#: The reason a link is held, beside the event queue's ("backlog") and the answer
+#: hold's ("answers", client.py).
 HELD = "gate"
 
 
